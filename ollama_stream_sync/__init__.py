@@ -1,0 +1,39 @@
+"""Stream Ollama chats from synchronous code: worker threads, callbacks, instant cancel.
+
+Example::
+
+    from ollama_stream_sync import StreamingClient
+
+    with StreamingClient() as client:
+        result = client.chat("qwen3", [{"role": "user", "content": "Hi"}],
+                             on_content=lambda t: print(t, end=""))
+"""
+
+from ._client import StreamingClient
+from ._dispatch import Dispatcher, InlineDispatcher
+from ._errors import (
+    CallbackError,
+    ConnectionFailed,
+    ModelNotFound,
+    ProtocolError,
+    ServerError,
+    StreamError,
+    StreamTimeout,
+)
+from ._handle import StreamHandle
+from ._result import ChatResult
+
+__all__ = [
+    "CallbackError",
+    "ChatResult",
+    "ConnectionFailed",
+    "Dispatcher",
+    "InlineDispatcher",
+    "ModelNotFound",
+    "ProtocolError",
+    "ServerError",
+    "StreamError",
+    "StreamHandle",
+    "StreamTimeout",
+    "StreamingClient",
+]

@@ -1,0 +1,106 @@
+"""Stopping a thread that is blocked in a socket call, from another thread.
+
+A worker blocked in ``recv()`` (a silent server) or ``connect()`` sees nothing
+until data or a timeout arrives, and ``close()`` from another thread does not
+wake it. ``shutdown(SHUT_RDWR)`` does, at once. ``AbortScope`` remembers which
+socket one stream is using so that ``abort()`` can shut it down; the transport
+attaches sockets to the scope that the worker bound to its thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+
+class Aborted(Exception):
+    """Raised inside the worker when its scope was aborted; carries the reason."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class AbortScope:
+    """The abort switch of one stream: cancel and timeouts flip it, once."""
+
+    __slots__ = ("_lock", "_reason", "_sock", "aborted_event")
+
+    def __init__(self) -> None:
+        # Guards _sock and _reason, so an abort and an attach never miss each other.
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._reason: BaseException | None = None
+        self.aborted_event = threading.Event()
+
+    @property
+    def reason(self) -> BaseException | None:
+        """Why the scope was aborted, or ``None`` while it is live."""
+        return self._reason
+
+    def abort(self, reason: BaseException) -> bool:
+        """Flip the switch and shut down the socket in use; False if already aborted."""
+        with self._lock:
+            if self._reason is not None:
+                return False
+            self._reason = reason
+            sock = self._sock
+            self._sock = None
+        self.aborted_event.set()
+        if sock is not None:
+            _shutdown(sock)
+        return True
+
+    def attach(self, sock: socket.socket) -> None:
+        """Make ``sock`` the one an abort shuts down; raise ``Aborted`` if too late."""
+        with self._lock:
+            if self._reason is None:
+                self._sock = sock
+                return
+            reason = self._reason
+        _shutdown(sock)
+        raise Aborted(reason)
+
+    def attach_if_new(self, sock: socket.socket) -> None:
+        """``attach`` unless ``sock`` is already attached (the cheap path per read)."""
+        if self._sock is not sock or self._reason is not None:
+            self.attach(sock)
+
+    def detach(self) -> None:
+        """Forget the socket (it goes back to the pool and must not be shut down)."""
+        with self._lock:
+            self._sock = None
+
+    def check(self) -> None:
+        """Raise ``Aborted`` if the scope was aborted."""
+        if self._reason is not None:
+            raise Aborted(self._reason)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain socket method, even on an SSLSocket: SSLSocket.shutdown would
+    # clear the TLS object under the worker's feet. Errors mean already closed.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_local = threading.local()
+
+
+def current_scope() -> AbortScope | None:
+    """The scope bound to this thread, if any."""
+    return getattr(_local, "scope", None)
+
+
+@contextlib.contextmanager
+def bound(scope: AbortScope) -> Iterator[AbortScope]:
+    """Bind ``scope`` to this thread while the block runs its network calls."""
+    previous = getattr(_local, "scope", None)
+    _local.scope = scope
+    try:
+        yield scope
+    finally:
+        scope.detach()
+        _local.scope = previous

@@ -1,0 +1,1 @@
+"""HTTP transports behind one interface (see ``_base.Transport``)."""

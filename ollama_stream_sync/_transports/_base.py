@@ -1,0 +1,40 @@
+"""The small interface the worker drives, whichever HTTP stack is underneath."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+MAX_ERROR_BODY = 64 * 1024
+"""How much of an error body we read: enough for any message, bounded for proxies."""
+
+
+class OpenStream(Protocol):
+    """A response whose status was 2xx; iterating yields body bytes as they arrive."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Sends one streaming request. Implementations map their errors into our tree.
+
+    ``open`` runs on the worker thread inside a bound ``AbortScope`` and attaches
+    every socket it blocks on to that scope, so an abort wakes it.
+    """
+
+    def open(
+        self, path: str, body: dict[str, Any], *, connect_timeout: float | None
+    ) -> OpenStream:
+        """Send ``body`` as JSON to ``path``; return once 2xx headers arrived.
+
+        Raises:
+            StreamError: a mapped transport error; ``ServerError`` for a non-2xx.
+            Aborted: the bound scope was aborted.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        ...
