@@ -156,10 +156,12 @@ def _attempt(
         feed = acc.feed
         emit = emitter.emit
         done = False
+        check = scope.check
         for data in stream:
             for line in splitter.feed(data):
                 if done:
                     continue  # nothing follows done; drain so the connection is reused
+                check()  # a cancel stops delivery even of lines already received
                 events = feed(parse_line(line), clock())
                 if events:
                     emit(events)

@@ -350,6 +350,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     owner: FakeOllama
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up mid-response is what the tests do; stay quiet."""
+
 
 class FakeOllama:
     """An Ollama look-alike on loopback for tests and demos, scripted per request.
