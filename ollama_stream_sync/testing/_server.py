@@ -177,6 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Like Ollama (Go sets TCP_NODELAY by default): without it, Nagle holds
+        # each line until the client's delayed ACK, ~40 ms on a reused connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.owner._connection_opened()
 
     def finish(self) -> None:
