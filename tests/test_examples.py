@@ -1,0 +1,55 @@
+"""The demo and the examples run as a user would run them, against the fake server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 60  # a hang fails the test; this bounds it, it measures nothing
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_demo_streams_thinking_tool_call_and_answer() -> None:
+    out = run("-m", "ollama_stream_sync", "demo", "--delay", "0")
+    thinking, answer = out.index("Thinking:"), out.index("Answer:")
+    assert thinking < out.index("Tool call:") < out.index("Tool result:") < answer
+    assert 'get_weather({"city": "Paris"})' in out
+    assert "take an umbrella" in out
+    assert "done: stop" in out and "tokens" in out
+
+
+def test_cli_without_command_prints_usage() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ollama_stream_sync"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 2 and "usage" in done.stdout
+
+
+def test_basic_chat_example_keeps_history() -> None:
+    out = run("examples/basic_chat.py")
+    assert out.count("Thinking:") == 2 and out.count("Answer:") == 2
+    assert "391 - 17 = 374." in out
+
+
+def test_background_cancel_example_keeps_partial_text() -> None:
+    out = run("examples/background_cancel.py")
+    assert "[on_done: cancelled=True]" in out
+    assert "kept " in out and "Once upon a time" in out
