@@ -21,16 +21,20 @@ from ._errors import (
     StreamTimeout,
 )
 from ._handle import StreamHandle
+from ._hosts import HostHealth
 from ._result import ChatResult
+from ._retry import RetryPolicy
 
 __all__ = [
     "CallbackError",
     "ChatResult",
     "ConnectionFailed",
     "Dispatcher",
+    "HostHealth",
     "InlineDispatcher",
     "ModelNotFound",
     "ProtocolError",
+    "RetryPolicy",
     "ServerError",
     "StreamError",
     "StreamHandle",

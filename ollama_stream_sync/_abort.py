@@ -24,21 +24,50 @@ class Aborted(Exception):
 
 
 class AbortScope:
-    """The abort switch of one stream: cancel and timeouts flip it, once."""
+    """The abort switch of one stream.
 
-    __slots__ = ("_lock", "_reason", "_sock", "aborted_event")
+    ``abort`` ends the whole stream (cancel, deadline, a failed callback);
+    ``abort_attempt`` ends only the current attempt (a first-token or read
+    timeout), which a retry may follow after ``begin_attempt``.
+    """
+
+    __slots__ = ("_attempt_reason", "_lock", "_reason", "_sock", "aborted_event")
 
     def __init__(self) -> None:
-        # Guards _sock and _reason, so an abort and an attach never miss each other.
+        # Guards _sock and both reasons, so an abort and an attach never miss
+        # each other.
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._reason: BaseException | None = None
+        self._attempt_reason: BaseException | None = None
         self.aborted_event = threading.Event()
+        """Set by ``abort`` (not by ``abort_attempt``): wakes a retry backoff."""
 
     @property
     def reason(self) -> BaseException | None:
-        """Why the scope was aborted, or ``None`` while it is live."""
+        """Why the whole stream was aborted, or ``None`` while it is live."""
         return self._reason
+
+    @property
+    def attempt_reason(self) -> BaseException | None:
+        """Why the current attempt was aborted, if it was."""
+        return self._attempt_reason
+
+    def begin_attempt(self) -> None:
+        """Start a fresh attempt: forget the previous attempt's abort."""
+        with self._lock:
+            self._attempt_reason = None
+
+    def abort_attempt(self, reason: BaseException) -> bool:
+        """End the current attempt (its socket is shut down); False if already ended."""
+        with self._lock:
+            if self._reason is not None or self._attempt_reason is not None:
+                return False
+            self._attempt_reason = reason
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            _shutdown(sock)
+        return True
 
     def abort(self, reason: BaseException) -> bool:
         """Flip the switch and shut down the socket in use; False if already aborted."""
@@ -56,16 +85,16 @@ class AbortScope:
     def attach(self, sock: socket.socket) -> None:
         """Make ``sock`` the one an abort shuts down; raise ``Aborted`` if too late."""
         with self._lock:
-            if self._reason is None:
+            reason = self._reason or self._attempt_reason
+            if reason is None:
                 self._sock = sock
                 return
-            reason = self._reason
         _shutdown(sock)
         raise Aborted(reason)
 
     def attach_if_new(self, sock: socket.socket) -> None:
         """``attach`` unless ``sock`` is already attached (the cheap path per read)."""
-        if self._sock is not sock or self._reason is not None:
+        if self._sock is not sock:
             self.attach(sock)
 
     def detach(self) -> None:
@@ -74,9 +103,10 @@ class AbortScope:
             self._sock = None
 
     def check(self) -> None:
-        """Raise ``Aborted`` if the scope was aborted."""
-        if self._reason is not None:
-            raise Aborted(self._reason)
+        """Raise ``Aborted`` if the stream or the current attempt was aborted."""
+        reason = self._reason or self._attempt_reason
+        if reason is not None:
+            raise Aborted(reason)
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 import functools
 import ipaddress
+import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import httpx
 import ollama
@@ -17,17 +20,40 @@ import ollama
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._errors import StreamError
 from ._handle import StreamHandle
+from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, HostPool
 from ._ndjson import DEFAULT_MAX_LINE_BYTES
 from ._request import ImageLike, MessageLike, ToolLike, chat_body, generate_body
 from ._result import ChatResult
-from ._transports._base import Transport
+from ._retry import RetryArg, check_retry
 from ._transports._httpx import CancellableTransport, HttpxStreamTransport
+from ._watchdog import Watchdog
 from ._worker import Callbacks, StreamRequest
 
 P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to establish a connection (the SDK's default is no limit at all)."""
+DEFAULT_FIRST_TOKEN_TIMEOUT = 300.0
+"""Seconds to wait for the first chunk: generous, it covers loading a large model."""
+DEFAULT_READ_TIMEOUT = 120.0
+"""Seconds of silence tolerated between chunks once a stream has started."""
+
+_clients = itertools.count(1)
+
+
+class _Default(enum.Enum):
+    DEFAULT = "DEFAULT"
+
+
+DEFAULT = _Default.DEFAULT
+"""Per-call argument default: use the client's setting."""
+Default = Literal[_Default.DEFAULT]
+
+
+def _pick(value: T | Default, fallback: T) -> T:
+    return fallback if value is DEFAULT else value
+
 
 _TRANSPORT_KWARGS = ("verify", "cert", "http1", "http2", "limits", "socket_options")
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
@@ -81,11 +107,16 @@ class StreamingClient:
         self,
         host: str | None = None,
         *,
+        hosts: Sequence[str] | None = None,
         client: ollama.Client | None = None,
-        retry: object | None = None,
+        retry: RetryArg = None,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        first_token_timeout: float | None = DEFAULT_FIRST_TOKEN_TIMEOUT,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        deadline: float | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         dispatcher: Dispatcher | None = None,
+        host_cooldown: float = DEFAULT_COOLDOWN,
         close_timeout: float = 5.0,
         **client_kwargs: Any,
     ) -> None:
@@ -93,35 +124,59 @@ class StreamingClient:
 
         Args:
             host: Ollama's URL; ``None`` reads ``OLLAMA_HOST`` or uses the SDK default.
+            hosts: several Ollama URLs: streams are spread over them, and a retry
+                moves to the next healthy one.
             client: an existing ``ollama.Client`` to stream through (not closed by us).
-            retry: the retry policy; ``None`` means no retry.
+            retry: a ``RetryPolicy``, a ``tenacity.Retrying``, or ``None`` (no retry).
             connect_timeout: seconds to connect; ``None`` waits forever.
+            first_token_timeout: seconds to wait for the first chunk (model loading).
+            read_timeout: the longest silence between chunks once streaming.
+            deadline: seconds for the whole call, retries included.
             max_line_bytes: the longest NDJSON line accepted (else ``ProtocolError``).
             dispatcher: where callbacks run; the worker thread by default.
+            host_cooldown: seconds a host that refused a connection is skipped.
             close_timeout: seconds ``close()`` waits for each cancelled worker.
             **client_kwargs: for ``ollama.Client`` (headers, transport, verify...).
 
         Raises:
-            TypeError: ``client`` is not an ``ollama.Client``, or both it and
-                ``host``/``client_kwargs`` were given.
+            TypeError: ``client`` is not an ``ollama.Client``, or it was combined
+                with ``host``/``hosts``/``client_kwargs``; or both ``host`` and
+                ``hosts`` were given.
         """
-        if client is not None and (host is not None or client_kwargs):
-            raise TypeError("pass either client= or host/client options, not both")
+        if client is not None and (host is not None or hosts or client_kwargs):
+            raise TypeError("pass either client= or host/hosts/client options")
+        if host is not None and hosts:
+            raise TypeError("pass host= or hosts=, not both")
+        check_retry(retry)
         self.retry = retry
         self.connect_timeout = connect_timeout
+        self.first_token_timeout = first_token_timeout
+        self.read_timeout = read_timeout
+        self.deadline = deadline
         self.max_line_bytes = max_line_bytes
         self.dispatcher: Dispatcher = dispatcher or InlineDispatcher()
         self.close_timeout = close_timeout
         self._owns_sdk = client is None
-        self._sdk = (
-            client if client is not None else self._make_sdk(host, client_kwargs)
-        )
-        http = getattr(self._sdk, "_client", None)
-        if not isinstance(http, httpx.Client):
-            raise TypeError(
-                "client must be a synchronous ollama.Client (its httpx.Client is used)"
-            )
-        self._transport: Transport = HttpxStreamTransport(http)
+        if client is not None:
+            sdks = [client]
+        else:
+            sdks = [
+                self._make_sdk(h, dict(client_kwargs))
+                for h in (hosts if hosts else [host])
+            ]
+        pool_hosts = []
+        for sdk in sdks:
+            http = getattr(sdk, "_client", None)
+            if not isinstance(http, httpx.Client):
+                raise TypeError(
+                    "client must be a synchronous ollama.Client "
+                    "(its httpx.Client is used)"
+                )
+            pool_hosts.append(Host(str(http.base_url), HttpxStreamTransport(http)))
+        self._sdks = sdks
+        self._sdk = sdks[0]
+        self._pool = HostPool(pool_hosts, cooldown=host_cooldown)
+        self._watchdog = Watchdog(f"ollama-stream-timers-{next(_clients)}")
         # Guards _handles and _closed: streams start and end on many threads.
         self._lock = threading.Lock()
         self._handles: set[StreamHandle] = set()
@@ -151,24 +206,71 @@ class StreamingClient:
 
     @property
     def sdk(self) -> ollama.Client:
-        """The wrapped ``ollama.Client``, for calls we do not stream (list, pull...)."""
+        """The wrapped ``ollama.Client``, for calls we do not stream (list, pull...).
+
+        With several hosts, the first one's.
+        """
         return self._sdk
+
+    @property
+    def hosts(self) -> list[str]:
+        """The base URLs this client streams from."""
+        return [h.url for h in self._pool.hosts]
+
+    def health(self, timeout: float | None = None) -> list[HostHealth]:
+        """Ask every host for ``/api/version``, in parallel.
+
+        Args:
+            timeout: seconds per host (default: the connect timeout, or 10).
+
+        Returns:
+            One ``HostHealth`` per host: reachable, version, latency, cool-down.
+        """
+        limit = timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+
+        def probe(pair: tuple[Host, ollama.Client]) -> HostHealth:
+            host, sdk = pair
+            cooling = self._pool.cooling_down(host)
+            start = time.monotonic()
+            try:
+                response = sdk._client.get("/api/version", timeout=limit)
+                response.raise_for_status()
+                version = str(response.json().get("version", ""))
+            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                return HostHealth(host.url, False, cooling_down=cooling, error=str(exc))
+            latency = time.monotonic() - start
+            return HostHealth(host.url, True, version, latency, cooling_down=cooling)
+
+        pairs = list(zip(self._pool.hosts, self._sdks, strict=True))
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(pairs), thread_name_prefix="ollama-health"
+        ) as pool:
+            return list(pool.map(probe, pairs))
 
     # -- starting streams ------------------------------------------------
 
-    def _start(
+    def _start(  # internal
         self,
         path: str,
         body: dict[str, Any],
         callbacks: Callbacks,
         dispatcher: Dispatcher | None,
+        overrides: dict[str, Any],
     ) -> StreamHandle:
+        check_retry(overrides["retry"] if overrides["retry"] is not DEFAULT else None)
         request = StreamRequest(
-            transport=self._transport,
+            pool=self._pool,
             path=path,
             body=body,
-            connect_timeout=self.connect_timeout,
             max_line_bytes=self.max_line_bytes,
+            connect_timeout=_pick(overrides["connect_timeout"], self.connect_timeout),
+            first_token_timeout=_pick(
+                overrides["first_token_timeout"], self.first_token_timeout
+            ),
+            read_timeout=_pick(overrides["read_timeout"], self.read_timeout),
+            deadline=_pick(overrides["deadline"], self.deadline),
+            retry=_pick(overrides["retry"], self.retry),
+            watchdog=self._watchdog,
         )
         handle = StreamHandle(request, callbacks, dispatcher or self.dispatcher)
         with self._lock:
@@ -199,7 +301,14 @@ class StreamingClient:
         on_tool_call: Callable[[dict[str, Any]], object] | None = None,
         on_done: Callable[[ChatResult], object] | None = None,
         on_error: Callable[[StreamError], object] | None = None,
+        on_retry: Callable[[int, StreamError, float], object] | None = None,
+        on_reset: Callable[[int, StreamError], object] | None = None,
         dispatcher: Dispatcher | None = None,
+        retry: RetryArg | Default = DEFAULT,
+        connect_timeout: float | Default | None = DEFAULT,
+        first_token_timeout: float | Default | None = DEFAULT,
+        read_timeout: float | Default | None = DEFAULT,
+        deadline: float | Default | None = DEFAULT,
     ) -> StreamHandle:
         """Start streaming a chat on a worker thread and return its handle at once.
 
@@ -218,7 +327,12 @@ class StreamingClient:
             on_tool_call: called once per complete tool call (a dict).
             on_done: called once with the final ``ChatResult`` (also on cancel).
             on_error: called once with the ``StreamError`` on failure.
+            on_retry: ``(attempt, error, delay)`` before each retry's wait.
+            on_reset: ``(attempt, error)`` when a retry discards output already
+                delivered (only with ``retry_after_output``): clear what you showed.
             dispatcher: where the callbacks run (default: the client's).
+            retry, connect_timeout, first_token_timeout, read_timeout, deadline:
+                override the client's settings for this call.
 
         Returns:
             The ``StreamHandle``.
@@ -238,8 +352,17 @@ class StreamingClient:
             logprobs=logprobs,
             top_logprobs=top_logprobs,
         )
-        callbacks = Callbacks(on_thinking, on_content, on_tool_call, on_done, on_error)
-        return self._start("/api/chat", body, callbacks, dispatcher)
+        callbacks = Callbacks(
+            on_thinking, on_content, on_tool_call, on_done, on_error, on_retry, on_reset
+        )
+        overrides = {
+            "retry": retry,
+            "connect_timeout": connect_timeout,
+            "first_token_timeout": first_token_timeout,
+            "read_timeout": read_timeout,
+            "deadline": deadline,
+        }
+        return self._start("/api/chat", body, callbacks, dispatcher, overrides)
 
     def start_generate(
         self,
@@ -266,7 +389,14 @@ class StreamingClient:
         on_tool_call: Callable[[dict[str, Any]], object] | None = None,
         on_done: Callable[[ChatResult], object] | None = None,
         on_error: Callable[[StreamError], object] | None = None,
+        on_retry: Callable[[int, StreamError, float], object] | None = None,
+        on_reset: Callable[[int, StreamError], object] | None = None,
         dispatcher: Dispatcher | None = None,
+        retry: RetryArg | Default = DEFAULT,
+        connect_timeout: float | Default | None = DEFAULT,
+        first_token_timeout: float | Default | None = DEFAULT,
+        read_timeout: float | Default | None = DEFAULT,
+        deadline: float | Default | None = DEFAULT,
     ) -> StreamHandle:
         """Start streaming ``/api/generate``; its ``response`` text feeds ``content``.
 
@@ -292,8 +422,17 @@ class StreamingClient:
             height=height,
             steps=steps,
         )
-        callbacks = Callbacks(on_thinking, on_content, on_tool_call, on_done, on_error)
-        return self._start("/api/generate", body, callbacks, dispatcher)
+        callbacks = Callbacks(
+            on_thinking, on_content, on_tool_call, on_done, on_error, on_retry, on_reset
+        )
+        overrides = {
+            "retry": retry,
+            "connect_timeout": connect_timeout,
+            "first_token_timeout": first_token_timeout,
+            "read_timeout": read_timeout,
+            "deadline": deadline,
+        }
+        return self._start("/api/generate", body, callbacks, dispatcher, overrides)
 
     chat = _blocking(start_chat)
     chat.__doc__ = """Stream a chat and block until it ends; arguments as start_chat.
@@ -329,8 +468,10 @@ class StreamingClient:
             handle.cancel()
         for handle in handles:
             handle.join(self.close_timeout)
+        self._watchdog.close(self.close_timeout)
         if self._owns_sdk:
-            self._sdk.close()  # type: ignore[no-untyped-call]  # the SDK is untyped here
+            for sdk in self._sdks:
+                sdk.close()  # type: ignore[no-untyped-call]  # the SDK is untyped here
 
     def __enter__(self) -> StreamingClient:
         return self

@@ -15,17 +15,14 @@ no caller ever sees the SDK's inconsistent mix.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import httpx
 import ollama
 
 from ._result import ChatResult
 
-if TYPE_CHECKING:
-    from typing import Literal
-
-    TimeoutKind = Literal["connect", "first_token", "read", "write", "deadline"]
+TimeoutKind = Literal["connect", "first_token", "read", "write", "deadline"]
 
 
 class StreamError(Exception):
@@ -52,7 +49,22 @@ def _rebuild(cls: type[StreamError], state: dict[str, object]) -> StreamError:
 
 
 class ConnectionFailed(StreamError):
-    """The server could not be reached, or the connection broke mid-stream."""
+    """The server could not be reached, or the connection broke mid-stream.
+
+    Attributes:
+        during_connect: True when no connection was made (refused, unreachable):
+            nothing reached the server, and another host may be tried at once.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        during_connect: bool = False,
+        partial: ChatResult | None = None,
+    ) -> None:
+        super().__init__(message, partial=partial)
+        self.during_connect = during_connect
 
 
 class ServerError(StreamError):
@@ -134,6 +146,8 @@ def translate(exc: BaseException) -> StreamError:  # noqa: PLR0911  # one case e
         return StreamTimeout(f"write timed out: {exc}", which="write")
     if isinstance(exc, httpx.PoolTimeout):
         return StreamTimeout(f"no free connection: {exc}", which="connect")
+    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
+        return ConnectionFailed(f"could not connect: {exc}", during_connect=True)
     if isinstance(exc, (httpx.TransportError, ConnectionError)):
         return ConnectionFailed(f"connection failed: {exc or type(exc).__name__}")
     requests = sys.modules.get("requests")
@@ -142,6 +156,10 @@ def translate(exc: BaseException) -> StreamError:  # noqa: PLR0911  # one case e
             return StreamTimeout(f"connect timed out: {exc}", which="connect")
         if isinstance(exc, requests.exceptions.ReadTimeout):
             return StreamTimeout(f"read timed out: {exc}", which="read")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            text = str(exc)
+            refused = "NewConnectionError" in text or "Connection refused" in text
+            return ConnectionFailed(f"connection failed: {exc}", during_connect=refused)
         if isinstance(exc, requests.exceptions.RequestException):
             return ConnectionFailed(f"connection failed: {exc}")
     if isinstance(exc, TimeoutError):

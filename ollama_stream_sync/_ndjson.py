@@ -7,7 +7,9 @@ and ``parse_line`` turns one line into a chunk dict or a typed error.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from typing import Any
 
 from ._errors import ProtocolError, StreamError, server_error
@@ -90,7 +92,9 @@ def parse_line(line: bytes) -> dict[str, Any]:
     return chunk
 
 
-def error_from_body(status_code: int, body: bytes, reason: str = "") -> StreamError:
+def error_from_body(
+    status_code: int, body: bytes, reason: str = "", retry_after: str | None = None
+) -> StreamError:
     """Build the error for a non-2xx response from its (possibly non-JSON) body."""
     message = ""
     try:
@@ -102,7 +106,23 @@ def error_from_body(status_code: int, body: bytes, reason: str = "") -> StreamEr
     if not message:
         text = body.decode("utf-8", "replace").strip()
         message = _preview(body) if text else (reason or f"HTTP {status_code}")
-    return server_error(message, status_code)
+    return server_error(
+        message, status_code, retry_after=parse_retry_after(retry_after)
+    )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _preview(data: bytes, limit: int = 200) -> str:

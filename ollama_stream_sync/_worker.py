@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import tenacity
+
 from ._abort import AbortScope, bound
 from ._accumulator import Accumulator, Event
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._errors import CallbackError, ProtocolError, StreamError, translate
+from ._hosts import Host, HostPool
 from ._ndjson import LineSplitter, parse_line
 from ._result import ChatResult
+from ._retry import RetryArg, for_stream
 from ._transports._base import Transport
+from ._watchdog import StreamTimer, Watchdog
+
+log = logging.getLogger("ollama_stream_sync")
 
 Clock = Callable[[], float]
 
 
 class CancelRequest(Exception):
     """The abort reason a ``cancel()`` leaves in the scope: not an error."""
+
+
+class _Cancelled(Exception):
+    """Raised inside the worker to end a cancelled stream: never retried."""
 
 
 @dataclass(frozen=True)
@@ -31,26 +43,33 @@ class Callbacks:
     on_tool_call: Callable[[dict[str, Any]], object] | None = None
     on_done: Callable[[ChatResult], object] | None = None
     on_error: Callable[[StreamError], object] | None = None
+    on_retry: Callable[[int, StreamError, float], object] | None = None
+    on_reset: Callable[[int, StreamError], object] | None = None
 
 
 @dataclass(frozen=True)
 class StreamRequest:
-    """Everything a worker needs to run one request."""
+    """Everything a worker needs to run one request, its retries included."""
 
-    transport: Transport
+    pool: HostPool
     path: str
     body: dict[str, Any]
-    connect_timeout: float | None
     max_line_bytes: int
+    connect_timeout: float | None = None
+    first_token_timeout: float | None = None
+    read_timeout: float | None = None
+    deadline: float | None = None
+    retry: RetryArg = None
+    watchdog: Watchdog | None = None
 
 
 _NAMES = ("on_thinking", "on_content", "on_tool_call")
 
 
-def call_user(fn: Callable[[Any], object], arg: object, name: str) -> None:
+def call_user(fn: Callable[..., object], name: str, *args: object) -> None:
     """Run one user callback; a raise becomes ``CallbackError`` (original as cause)."""
     try:
-        fn(arg)
+        fn(*args)
     except Exception as exc:
         raise CallbackError(f"{name} callback raised {exc!r}") from exc
 
@@ -78,15 +97,24 @@ class _Emitter:
             for kind, payload in events:
                 fn = fns[kind]
                 if fn is not None:
-                    call_user(fn, payload, _NAMES[kind])
+                    call_user(fn, _NAMES[kind], payload)
             return
         for kind, payload in events:
             fn = fns[kind]
             if fn is not None:
-                self.dispatcher.dispatch(self._guarded(fn, payload, _NAMES[kind]))
+                self.dispatcher.dispatch(self._guarded(fn, _NAMES[kind], payload))
+
+    def call(self, fn: Callable[..., object] | None, name: str, *args: object) -> None:
+        """Deliver one callback that is not a stream event (on_retry, on_reset)."""
+        if fn is None:
+            return
+        if self._inline:
+            call_user(fn, name, *args)
+        else:
+            self.dispatcher.dispatch(self._guarded(fn, name, *args))
 
     def _guarded(
-        self, fn: Callable[[Any], object], payload: object, name: str
+        self, fn: Callable[..., object], name: str, *args: object
     ) -> Callable[[], None]:
         scope = self._scope
 
@@ -96,7 +124,7 @@ class _Emitter:
             if scope.reason is not None:
                 return
             try:
-                call_user(fn, payload, name)
+                call_user(fn, name, *args)
             except CallbackError as exc:
                 scope.abort(exc)
 
@@ -111,7 +139,7 @@ def run_stream(  # noqa: PLR0917  # internal; called from one place
     dispatcher: Dispatcher,
     clock: Clock = time.monotonic,
 ) -> ChatResult:
-    """Run one stream to its end on this thread.
+    """Run one stream to its end on this thread, retrying as its policy allows.
 
     Returns:
         The final result; ``cancelled`` is set when a cancel stopped it.
@@ -119,64 +147,152 @@ def run_stream(  # noqa: PLR0917  # internal; called from one place
     Raises:
         StreamError: the failure, with ``.partial`` holding what arrived.
     """
-    emitter = _Emitter(callbacks, dispatcher, scope)
-    try:
-        with bound(scope):
-            _attempt(request, acc, scope, emitter, clock)
-    except Exception as exc:
-        reason = scope.reason
-        if isinstance(reason, CancelRequest):
+    return _Run(request, acc, scope, callbacks, dispatcher, clock).run()
+
+
+class _Run:
+    """The state of one stream across its attempts."""
+
+    def __init__(  # noqa: PLR0917  # internal
+        self,
+        request: StreamRequest,
+        acc: Accumulator,
+        scope: AbortScope,
+        callbacks: Callbacks,
+        dispatcher: Dispatcher,
+        clock: Clock,
+    ) -> None:
+        self.request = request
+        self.acc = acc
+        self.scope = scope
+        self.callbacks = callbacks
+        self.emitter = _Emitter(callbacks, dispatcher, scope)
+        self.clock = clock
+        self.host: Host | None = None
+        self.timer: StreamTimer | None = None
+
+    def run(self) -> ChatResult:
+        request, acc = self.request, self.acc
+        if request.watchdog is not None:
+            self.timer = request.watchdog.timer(
+                self.scope,
+                first_token=request.first_token_timeout,
+                read=request.read_timeout,
+                deadline=request.deadline,
+            )
+        retrying, _ = for_stream(
+            request.retry,
+            output_shown=lambda: acc.has_output,
+            stopped=lambda: self.scope.reason is not None,
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+        )
+        try:
+            if retrying is None:
+                self._attempt()
+            else:
+                for attempt in retrying:
+                    with attempt:
+                        self._attempt()
+        except _Cancelled:
             acc.mark_cancelled()
             return acc.snapshot()
-        if isinstance(reason, StreamError):
-            reason.partial = acc.snapshot()
-            raise reason  # noqa: B904  # reason is the real error; exc is its symptom
-        mapped = translate(exc)
-        mapped.partial = acc.snapshot()
-        if mapped is exc:
+        except StreamError as err:
+            err.partial = acc.snapshot()
             raise
-        raise mapped from exc
-    return acc.snapshot()
+        finally:
+            if self.timer is not None and request.watchdog is not None:
+                request.watchdog.unwatch(self.timer)
+        return acc.snapshot()
 
+    def _attempt(self) -> None:
+        scope = self.scope
+        scope.begin_attempt()
+        self.host = self.request.pool.pick(after=self.host)
+        if self.timer is not None:
+            self.timer.attempt_started(self.clock())
+        try:
+            with bound(scope):
+                self._stream_once(self.host.transport)
+        except Exception as exc:
+            reason = scope.reason
+            if isinstance(reason, CancelRequest):
+                raise _Cancelled from exc
+            if isinstance(reason, StreamError):
+                raise reason  # noqa: B904  # the real error; exc is its symptom
+            if isinstance(scope.attempt_reason, StreamError):
+                raise scope.attempt_reason  # noqa: B904  # same: a timeout fired
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
-def _attempt(
-    request: StreamRequest,
-    acc: Accumulator,
-    scope: AbortScope,
-    emitter: _Emitter,
-    clock: Clock,
-) -> None:
-    scope.check()
-    acc.start(clock())
-    stream = request.transport.open(
-        request.path, request.body, connect_timeout=request.connect_timeout
-    )
-    try:
-        splitter = LineSplitter(request.max_line_bytes)
-        feed = acc.feed
-        emit = emitter.emit
-        done = False
-        check = scope.check
-        for data in stream:
-            for line in splitter.feed(data):
-                if done:
-                    continue  # nothing follows done; drain so the connection is reused
-                check()  # a cancel stops delivery even of lines already received
-                events = feed(parse_line(line), clock())
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once on cancel or deadline."""
+        if self.timer is not None:
+            self.timer.idle()
+        self.scope.aborted_event.wait(seconds)
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if not isinstance(error, StreamError):
+            return
+        attempt, delay = state.attempt_number, state.upcoming_sleep
+        if self.host is not None:
+            self.request.pool.failed(self.host, error)
+        log.warning(
+            "attempt %d to %s failed (%s: %s); retrying in %.2fs",
+            attempt,
+            self.host.url if self.host else "?",
+            type(error).__name__,
+            error,
+            delay,
+        )
+        cbs = self.callbacks
+        self.emitter.call(cbs.on_retry, "on_retry", attempt, error, delay)
+        if self.acc.has_output:
+            log.warning(
+                "output was already delivered: resetting before attempt %d", attempt + 1
+            )
+            self.emitter.call(cbs.on_reset, "on_reset", attempt, error)
+            self.acc.reset()
+
+    def _stream_once(self, transport: Transport) -> None:
+        request, acc, scope, clock = self.request, self.acc, self.scope, self.clock
+        scope.check()
+        acc.start(clock())
+        stream = transport.open(
+            request.path, request.body, connect_timeout=request.connect_timeout
+        )
+        try:
+            splitter = LineSplitter(request.max_line_bytes)
+            feed, emit, check = acc.feed, self.emitter.emit, scope.check
+            touch = self.timer.touch if self.timer is not None else None
+            done = False
+            for data in stream:
+                now = clock()
+                if touch is not None:
+                    touch(now)
+                for line in splitter.feed(data):
+                    if done:
+                        continue  # nothing follows done; drain to reuse the connection
+                    check()  # a cancel stops delivery even of lines already received
+                    events = feed(parse_line(line), now)
+                    if events:
+                        emit(events)
+                    done = acc.done
+            tail = splitter.finish()
+            if tail and not done:
+                events = feed(parse_line(tail), clock())
                 if events:
                     emit(events)
                 done = acc.done
-        tail = splitter.finish()
-        if tail and not done:
-            events = feed(parse_line(tail), clock())
-            if events:
-                emit(events)
-            done = acc.done
-        scope.check()
-        if not done:
-            raise ProtocolError(
-                "the stream ended without its done line: the response is truncated"
-            )
-    finally:
-        scope.detach()
-        stream.close()
+            scope.check()
+            if not done:
+                raise ProtocolError(
+                    "the stream ended without its done line: the response is truncated"
+                )
+        finally:
+            scope.detach()
+            stream.close()

@@ -339,7 +339,10 @@ class HttpxStreamTransport:
             if response.status_code >= 300:
                 body_bytes = _read_bounded(response)
                 raise error_from_body(
-                    response.status_code, body_bytes, response.reason_phrase
+                    response.status_code,
+                    body_bytes,
+                    response.reason_phrase,
+                    retry_after=response.headers.get("Retry-After"),
                 )
             _attach_response_socket(response)
         except BaseException:

@@ -1,0 +1,164 @@
+"""The four timeouts, each naming itself, each ending the stream without polling."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ollama_stream_sync import RetryPolicy, StreamingClient, StreamTimeout
+from ollama_stream_sync.testing import (
+    Chunk,
+    Delay,
+    Done,
+    FakeOllama,
+    Stall,
+    http_error,
+    reply,
+)
+
+from .conftest import USER, WAIT
+
+FAST = RetryPolicy(initial_delay=0.01, jitter=False)
+NO_TIMERS: dict[str, Any] = {"first_token_timeout": None, "read_timeout": None}
+
+
+def test_read_timeout_on_a_silent_stream(server: FakeOllama) -> None:
+    server.enqueue([Chunk(content="partial"), Stall()])
+    with StreamingClient(server.url, read_timeout=0.2) as client:
+        with pytest.raises(StreamTimeout) as info:
+            client.chat("m", USER)
+    assert info.value.which == "read"
+    assert info.value.partial.content == "partial"
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)
+
+
+def test_read_timeout_after_output_is_not_retried(server: FakeOllama) -> None:
+    server.enqueue([Chunk(content="partial"), Stall()], reply("never"))
+    with StreamingClient(server.url, read_timeout=0.2, retry=FAST) as client:
+        with pytest.raises(StreamTimeout):
+            client.chat("m", USER)
+    assert len(server.stream_requests()) == 1
+
+
+def test_steady_slow_stream_does_not_time_out(server: FakeOllama) -> None:
+    steps = [s for w in "a b c d".split() for s in (Delay(0.05), Chunk(content=w))]
+    server.enqueue([*steps, Done()])
+    with StreamingClient(server.url, read_timeout=1.0, first_token_timeout=1.0) as c:
+        assert c.chat("m", USER).content == "abcd"
+
+
+def test_first_token_timeout_while_a_model_loads(server: FakeOllama) -> None:
+    server.enqueue([Stall()])
+    with StreamingClient(server.url, first_token_timeout=0.2) as client:
+        with pytest.raises(StreamTimeout) as info:
+            client.chat("m", USER)
+    assert info.value.which == "first_token"
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)
+
+
+def test_first_token_timeout_is_retried(server: FakeOllama) -> None:
+    server.enqueue([Stall()], reply("loaded now"))
+    errors: list[Any] = []
+    with StreamingClient(server.url, first_token_timeout=0.2, retry=FAST) as client:
+        result = client.chat("m", USER, on_retry=lambda a, e, d: errors.append(e))
+    assert result.content == "loaded now"
+    assert [e.which for e in errors] == ["first_token"]
+
+
+def test_deadline_bounds_the_whole_call(server: FakeOllama) -> None:
+    server.enqueue([Chunk(content="so far"), Stall()])
+    with StreamingClient(server.url, deadline=0.3, **NO_TIMERS) as client:
+        with pytest.raises(StreamTimeout) as info:
+            client.chat("m", USER)
+    assert info.value.which == "deadline"
+    assert info.value.partial.content == "so far"
+
+
+def test_deadline_cuts_a_retry_backoff_short(server: FakeOllama) -> None:
+    server.enqueue(http_error(503, "busy"), reply("never"))
+    slow = RetryPolicy(initial_delay=60.0, jitter=False)
+    with StreamingClient(server.url, retry=slow) as client:
+        handle = client.start_chat("m", USER, deadline=0.3)  # per call
+        with pytest.raises(StreamTimeout) as info:
+            handle.result(WAIT)  # far less than the 60 s backoff
+    assert info.value.which == "deadline"
+    assert len(server.stream_requests()) == 1
+
+
+def test_per_call_timeouts_override_the_client(server: FakeOllama) -> None:
+    server.enqueue([Chunk(content="x"), Stall()])
+    with StreamingClient(server.url, read_timeout=None) as client:
+        with pytest.raises(StreamTimeout) as info:
+            client.chat("m", USER, read_timeout=0.2)
+    assert info.value.which == "read"
+
+
+@pytest.fixture
+def unaccepting_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connects hang (SYNs dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):  # fill the queue; later connects wait in SYN_SENT
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except OSError:
+            filler.close()
+            break
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def wait_in_function(thread: threading.Thread, name: str) -> bool:
+    """Wait until ``thread`` is inside a function called ``name`` (no event exists)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident or -1)
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+        time.sleep(0.005)
+    return False
+
+
+def test_connect_timeout(unaccepting_port: int) -> None:
+    url = f"http://127.0.0.1:{unaccepting_port}"
+    with StreamingClient(url, connect_timeout=0.2) as client:
+        with pytest.raises(StreamTimeout) as info:
+            client.chat("m", USER)
+    assert info.value.which == "connect"
+
+
+def test_cancel_while_connecting(unaccepting_port: int) -> None:
+    url = f"http://127.0.0.1:{unaccepting_port}"
+    with StreamingClient(url, connect_timeout=60) as client:
+        handle = client.start_chat("m", USER)
+        assert wait_in_function(handle.thread, "connect_tcp")
+        handle.cancel()
+        assert handle.result(WAIT).cancelled  # far less than the 60 s timeout
+
+
+def test_idle_client_holds_no_timer_thread(server: FakeOllama) -> None:
+    client = StreamingClient(server.url, read_timeout=5)
+    client.chat("m", USER)
+    timers = [t for t in threading.enumerate() if "timers" in t.name]
+    for thread in timers:
+        thread.join(WAIT)
+    assert not any(t.is_alive() for t in timers)
+    client.close()
