@@ -27,7 +27,7 @@ from ._result import ChatResult
 from ._retry import RetryArg, check_retry
 from ._transports._httpx import CancellableTransport, HttpxStreamTransport
 from ._watchdog import Watchdog
-from ._worker import Callbacks, StreamRequest
+from ._worker import Callbacks, Job, StreamRequest, stream_job
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -249,16 +249,12 @@ class StreamingClient:
 
     # -- starting streams ------------------------------------------------
 
-    def _start(  # internal
-        self,
-        path: str,
-        body: dict[str, Any],
-        callbacks: Callbacks,
-        dispatcher: Dispatcher | None,
-        overrides: dict[str, Any],
-    ) -> StreamHandle:
+    def _request(
+        self, path: str, body: dict[str, Any], overrides: dict[str, Any]
+    ) -> StreamRequest:
+        """A request with this client's settings, overridden per call."""
         check_retry(overrides["retry"] if overrides["retry"] is not DEFAULT else None)
-        request = StreamRequest(
+        return StreamRequest(
             pool=self._pool,
             path=path,
             body=body,
@@ -272,13 +268,37 @@ class StreamingClient:
             retry=_pick(overrides["retry"], self.retry),
             watchdog=self._watchdog,
         )
-        handle = StreamHandle(request, callbacks, dispatcher or self.dispatcher)
+
+    def _start_job(
+        self,
+        job: Job,
+        callbacks: Callbacks,
+        dispatcher: Dispatcher | None,
+        label: str,
+    ) -> StreamHandle:
+        """Run ``job`` on a new handle's worker thread, tracked until it ends."""
+        handle = StreamHandle(
+            job, callbacks, dispatcher or self.dispatcher, label=label
+        )
         with self._lock:
             if self._closed:
                 raise RuntimeError("this StreamingClient is closed")
             self._handles.add(handle)
         handle.add_done_callback(self._forget)
         return handle._start()  # the handle's owner starts it
+
+    def _start(  # internal
+        self,
+        path: str,
+        body: dict[str, Any],
+        callbacks: Callbacks,
+        dispatcher: Dispatcher | None,
+        overrides: dict[str, Any],
+    ) -> StreamHandle:
+        request = self._request(path, body, overrides)
+        label = f"model={body.get('model', '')!r}"
+        job = stream_job(request, callbacks)
+        return self._start_job(job, callbacks, dispatcher, label)
 
     def _forget(self, handle: concurrent.futures.Future[ChatResult]) -> None:
         with self._lock:

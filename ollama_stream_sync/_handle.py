@@ -17,7 +17,7 @@ from ._accumulator import Accumulator
 from ._dispatch import Dispatcher
 from ._errors import CallbackError, StreamError
 from ._result import ChatResult
-from ._worker import Callbacks, CancelRequest, StreamRequest, run_stream
+from ._worker import Callbacks, CancelRequest, Job
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -58,12 +58,15 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
 
     def __init__(
         self,
-        request: StreamRequest,
+        job: Job,
         callbacks: Callbacks,
         dispatcher: Dispatcher,
+        *,
+        label: str = "",
     ) -> None:
         super().__init__()
-        self._request = request
+        self._job = job
+        self._label = label
         self._callbacks = callbacks
         self._dispatcher = dispatcher
         self._acc = Accumulator()
@@ -97,9 +100,7 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         result: ChatResult | None = None
         error: BaseException | None = None
         try:
-            result = run_stream(
-                self._request, self._acc, self._scope, self._callbacks, self._dispatcher
-            )
+            result = self._job(self._acc, self._scope, self._dispatcher)
         except BaseException as exc:  # noqa: BLE001  # the future must always resolve
             error = exc
         with self._commit_lock:
@@ -189,5 +190,4 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         self.join()
 
     def __repr__(self) -> str:
-        model = self._request.body.get("model", "")
-        return f"<StreamHandle {self.name} {self._phase} model={model!r}>"
+        return f"<StreamHandle {self.name} {self._phase} {self._label}>"

@@ -63,6 +63,9 @@ class StreamRequest:
     watchdog: Watchdog | None = None
 
 
+Job = Callable[[Accumulator, AbortScope, Dispatcher], ChatResult]
+"""What a handle's worker thread runs: one stream, or several (a conversation)."""
+
 _NAMES = ("on_thinking", "on_content", "on_tool_call")
 
 
@@ -74,7 +77,7 @@ def call_user(fn: Callable[..., object], name: str, *args: object) -> None:
         raise CallbackError(f"{name} callback raised {exc!r}") from exc
 
 
-class _Emitter:
+class Emitter:
     """Delivers events through the dispatcher, inline without any indirection."""
 
     __slots__ = ("_fns", "_inline", "_scope", "dispatcher")
@@ -150,6 +153,15 @@ def run_stream(  # noqa: PLR0917  # internal; called from one place
     return _Run(request, acc, scope, callbacks, dispatcher, clock).run()
 
 
+def stream_job(request: StreamRequest, callbacks: Callbacks) -> Job:
+    """The job of a plain stream, for a ``StreamHandle``."""
+
+    def job(acc: Accumulator, scope: AbortScope, dispatcher: Dispatcher) -> ChatResult:
+        return run_stream(request, acc, scope, callbacks, dispatcher)
+
+    return job
+
+
 class _Run:
     """The state of one stream across its attempts."""
 
@@ -166,7 +178,7 @@ class _Run:
         self.acc = acc
         self.scope = scope
         self.callbacks = callbacks
-        self.emitter = _Emitter(callbacks, dispatcher, scope)
+        self.emitter = Emitter(callbacks, dispatcher, scope)
         self.clock = clock
         self.host: Host | None = None
         self.timer: StreamTimer | None = None
