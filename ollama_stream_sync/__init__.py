@@ -10,6 +10,7 @@ Example::
 """
 
 from ._client import StreamingClient
+from ._conversation import Conversation
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._errors import (
     CallbackError,
@@ -19,6 +20,7 @@ from ._errors import (
     ServerError,
     StreamError,
     StreamTimeout,
+    ToolRoundsExceeded,
 )
 from ._handle import StreamHandle
 from ._hosts import HostHealth
@@ -29,6 +31,7 @@ __all__ = [
     "CallbackError",
     "ChatResult",
     "ConnectionFailed",
+    "Conversation",
     "Dispatcher",
     "HostHealth",
     "InlineDispatcher",
@@ -40,4 +43,5 @@ __all__ = [
     "StreamHandle",
     "StreamTimeout",
     "StreamingClient",
+    "ToolRoundsExceeded",
 ]

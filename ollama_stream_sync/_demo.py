@@ -13,6 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from ._client import StreamingClient
+from ._conversation import Conversation
 from ._result import ChatResult
 from .testing import Delay, FakeOllama, Script, reply, tool_call
 
@@ -29,9 +30,6 @@ def get_weather(city: str) -> str:
         A short description of the weather.
     """
     return json.dumps({"city": city, "temperature_c": 18, "sky": "light rain"})
-
-
-TOOLS = {"get_weather": get_weather}
 
 
 def _paced(script: Script, delay: float) -> Script:
@@ -103,33 +101,25 @@ class _Printer:
 
 
 def run(host: str, model: str, out: TextIO, *, think: bool = True) -> list[Any]:
-    """Run the two-turn conversation against ``host``; return the history."""
+    """Ask the weather question against ``host``; return the history."""
     printer = _Printer(out)
-    messages: list[Any] = [{"role": "user", "content": QUESTION}]
     out.write(f"User:\n{QUESTION}\n\n")
+
+    def show_result(call: dict[str, Any], output: str) -> None:
+        printer.section = ""
+        out.write(f"\nTool result:\n{output}\n\n")
+
     with StreamingClient(host) as client:
-        for _ in range(4):  # a model may call tools more than once
-            result = client.chat(
-                model,
-                messages,
-                tools=[get_weather],
-                think=think,
-                on_thinking=printer.thinking,
-                on_content=printer.content,
-                on_tool_call=printer.tool,
-            )
-            printer.summary(result)
-            messages.append(result.to_message())
-            if not result.tool_calls:
-                break
-            for call in result.tool_calls:
-                fn = call["function"]
-                output = TOOLS[fn["name"]](**fn["arguments"])
-                out.write(f"Tool result:\n{output}\n\n")
-                messages.append(
-                    {"role": "tool", "content": output, "tool_name": fn["name"]}
-                )
-    return messages
+        conv = Conversation(client, model, tools=[get_weather], think=think)
+        result = conv.send(
+            QUESTION,
+            on_thinking=printer.thinking,
+            on_content=printer.content,
+            on_tool_call=printer.tool,
+            on_tool_result=show_result,
+        )
+        printer.summary(result)
+        return conv.messages
 
 
 def main(argv: list[str] | None = None) -> int:

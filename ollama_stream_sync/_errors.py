@@ -6,7 +6,8 @@
     │   └── ModelNotFound       404: the model is not pulled
     ├── ProtocolError           not Ollama's NDJSON, or it ends without ``done``
     ├── StreamTimeout           a timeout expired (``.which`` names it)
-    └── CallbackError           a user callback raised (the original is ``__cause__``)
+    ├── CallbackError           a user callback raised (the original is ``__cause__``)
+    └── ToolRoundsExceeded      a Conversation's model kept calling tools
 
 ``translate()`` turns ollama, httpx, requests and socket errors into this tree,
 no caller ever sees the SDK's inconsistent mix.
@@ -118,6 +119,10 @@ class StreamTimeout(StreamError):
 
 class CallbackError(StreamError):
     """A user callback raised; the stream was stopped. The original is ``__cause__``."""
+
+
+class ToolRoundsExceeded(StreamError):
+    """A ``Conversation`` hit ``max_tool_rounds``; the history is kept and valid."""
 
 
 def server_error(

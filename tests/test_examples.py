@@ -53,3 +53,13 @@ def test_background_cancel_example_keeps_partial_text() -> None:
     out = run("examples/background_cancel.py")
     assert "[on_done: cancelled=True]" in out
     assert "kept " in out and "Once upon a time" in out
+
+
+def test_tools_chat_example_runs_the_tool_loop() -> None:
+    out = run("examples/tools_chat.py")
+    assert '-> get_weather({"city": "Paris"})' in out
+    assert "<- 77.0" in out
+    assert "Tokyo: 25 °C (77 °F)" in out
+    assert "You asked about Paris and Tokyo." in out
+    roles = "system > user > assistant > tool > tool > assistant > tool > assistant"
+    assert f"History: {roles} > user > assistant" in out

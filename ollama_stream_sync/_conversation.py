@@ -1,0 +1,417 @@
+"""A multi-turn chat that keeps its history right and runs the model's tool calls."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ollama
+from pydantic import BaseModel
+
+from ._abort import AbortScope
+from ._accumulator import Accumulator
+from ._client import DEFAULT, StreamingClient
+from ._dispatch import Dispatcher
+from ._errors import StreamError, ToolRoundsExceeded
+from ._handle import StreamHandle
+from ._request import MessageLike, chat_body, encode_message, encode_tool
+from ._result import ChatResult
+from ._retry import check_retry
+from ._worker import Callbacks, Emitter, run_stream
+
+log = logging.getLogger("ollama_stream_sync")
+
+ToolSpec = (
+    Callable[..., Any]
+    | Mapping[str, Any]
+    | ollama.Tool
+    | tuple[Mapping[str, Any] | ollama.Tool, Callable[..., Any]]
+)
+"""A Python function, a schema (dict or ``ollama.Tool``), or ``(schema, function)``."""
+
+CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
+_STREAM_ARGS = frozenset(
+    {
+        "on_thinking",
+        "on_content",
+        "on_tool_call",
+        "on_done",
+        "on_error",
+        "on_retry",
+        "on_reset",
+        "on_tool_result",
+        "dispatcher",
+        "retry",
+        "connect_timeout",
+        "first_token_timeout",
+        "read_timeout",
+        "deadline",
+    }
+)
+
+
+def _tool_table(
+    tools: Sequence[ToolSpec],
+) -> tuple[list[dict[str, Any]], dict[str, Callable[..., Any] | None]]:
+    schemas: list[dict[str, Any]] = []
+    table: dict[str, Callable[..., Any] | None] = {}
+    for spec in tools:
+        impl: Callable[..., Any] | None
+        if isinstance(spec, tuple):
+            schema, impl = encode_tool(spec[0]), spec[1]
+        elif isinstance(spec, (Mapping, BaseModel)):
+            schema, impl = encode_tool(spec), None
+        else:
+            schema, impl = encode_tool(spec), spec
+        name = (schema.get("function") or {}).get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a tool schema needs function.name: {schema!r:.200}")
+        if name in table:
+            raise ValueError(f"two tools are named {name!r}")
+        schemas.append(schema)
+        table[name] = impl
+    return schemas, table
+
+
+def _tool_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Conversation:
+    """A chat that keeps its history and runs the model's tool calls for you.
+
+    Assistant turns go into ``messages`` with their thinking and tool calls, tool
+    results follow as ``{"role": "tool", ...}`` messages, and the model is asked
+    again until it answers without tools (or ``max_tool_rounds`` is reached).
+
+    Example::
+
+        conv = Conversation(client, "qwen3", system="Be brief.", tools=[get_weather])
+        reply = conv.send("Weather in Paris and Tokyo?", on_content=print_delta)
+        conv.messages  # user, assistant (thinking + tool_calls), tool, tool, assistant
+    """
+
+    def __init__(
+        self,
+        client: StreamingClient,
+        model: str,
+        *,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        think: bool | str | None = None,
+        options: Mapping[str, Any] | ollama.Options | None = None,
+        format: str | Mapping[str, Any] | None = None,
+        keep_alive: float | str | None = None,
+        max_tool_rounds: int = 8,
+    ) -> None:
+        """Start a conversation.
+
+        Args:
+            client: the ``StreamingClient`` that streams each turn.
+            model: the model name.
+            system: a system prompt, kept as the first message.
+            tools: Python functions (schema from signature and docstring, by the
+                SDK's conversion), schemas (dict or ``ollama.Tool``, no
+                implementation: calls get an error result), or
+                ``(schema, function)`` pairs.
+            think, options, format, keep_alive: as ``StreamingClient.chat``.
+            max_tool_rounds: model turns with tool calls before ``ToolRoundsExceeded``.
+
+        Raises:
+            ValueError: a tool without a name, two tools with one name, or
+                ``max_tool_rounds`` below 0.
+        """
+        if max_tool_rounds < 0:
+            raise ValueError("max_tool_rounds must be 0 or more")
+        self.client = client
+        self.model = model
+        self.system = system
+        self.think = think
+        self.options = options
+        self.format = format
+        self.keep_alive = keep_alive
+        self.max_tool_rounds = max_tool_rounds
+        self._tools = list(tools or ())
+        self._schemas, self._impls = _tool_table(self._tools)
+        # Guards _messages and _running: the worker appends while callers read.
+        self._lock = threading.Lock()
+        self._messages: list[dict[str, Any]] = []
+        if system:
+            self._messages.append({"role": "system", "content": system})
+        self._running: StreamHandle | None = None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """A copy of the exact history sent to the model."""
+        with self._lock:
+            return copy.deepcopy(self._messages)
+
+    @property
+    def running(self) -> bool:
+        """Whether a ``send`` is in progress."""
+        with self._lock:
+            return self._running is not None and not self._running.done()
+
+    def _append(self, *messages: dict[str, Any]) -> None:
+        with self._lock:
+            self._messages.extend(messages)
+
+    # -- sending -----------------------------------------------------------------
+
+    def send(self, text_or_message: str | MessageLike, **kwargs: Any) -> ChatResult:
+        """Send a user turn and block until the model's final answer.
+
+        Args:
+            text_or_message: the user's text, or a whole message dict.
+            **kwargs: every callback of ``StreamingClient.chat`` plus
+                ``on_tool_result(call, result)``; also ``dispatcher``, ``retry``
+                and the timeouts.
+
+        Returns:
+            The final answer's ``ChatResult`` (``cancelled`` if cancelled).
+
+        Raises:
+            StreamError: a failure, with ``.partial``; ``ToolRoundsExceeded``
+                when the model kept calling tools.
+            RuntimeError: another ``send`` of this conversation is running.
+        """
+        handle = self.start_send(text_or_message, **kwargs)
+        try:
+            return handle.result()
+        except StreamError:
+            raise
+        except BaseException:
+            handle.cancel()
+            handle.join(self.client.close_timeout)
+            raise
+
+    def start_send(
+        self, text_or_message: str | MessageLike, **kwargs: Any
+    ) -> StreamHandle:
+        """Like ``send`` but returns at once; the handle's result is the final answer.
+
+        ``cancel()`` on the handle stops whichever round is running, keeping what
+        was said so far in ``messages`` in a form the next ``send`` can continue.
+        """
+        unknown = set(kwargs) - _STREAM_ARGS
+        if unknown:
+            raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")
+        message = (
+            {"role": "user", "content": text_or_message}
+            if isinstance(text_or_message, str)
+            else encode_message(text_or_message)
+        )
+        on_tool_result = kwargs.pop("on_tool_result", None)
+        dispatcher = kwargs.pop("dispatcher", None)
+        callbacks = Callbacks(
+            on_thinking=kwargs.pop("on_thinking", None),
+            on_content=kwargs.pop("on_content", None),
+            on_tool_call=kwargs.pop("on_tool_call", None),
+            on_done=kwargs.pop("on_done", None),
+            on_error=kwargs.pop("on_error", None),
+            on_retry=kwargs.pop("on_retry", None),
+            on_reset=kwargs.pop("on_reset", None),
+        )
+        overrides = {
+            key: kwargs.pop(key, DEFAULT)
+            for key in (
+                "retry",
+                "connect_timeout",
+                "first_token_timeout",
+                "read_timeout",
+                "deadline",
+            )
+        }
+        retry = overrides["retry"]
+        check_retry(None if retry is DEFAULT else retry)  # fail here, not on the worker
+        with self._lock:
+            if self._running is not None and not self._running.done():
+                raise RuntimeError(
+                    "this conversation is already sending; wait for it or cancel it"
+                )
+            self._messages.append(message)
+            try:
+                handle = self.client._start_job(
+                    self._job(callbacks, overrides, on_tool_result),
+                    callbacks,
+                    dispatcher,
+                    f"conversation model={self.model!r}",
+                )
+            except BaseException:
+                self._messages.pop()
+                raise
+            self._running = handle
+        return handle
+
+    def _job(
+        self,
+        callbacks: Callbacks,
+        overrides: dict[str, Any],
+        on_tool_result: Callable[[dict[str, Any], str], object] | None,
+    ) -> Callable[[Accumulator, AbortScope, Dispatcher], ChatResult]:
+        # Each round streams without terminal callbacks: the handle fires one
+        # on_done / on_error for the whole send.
+        per_round = Callbacks(
+            on_thinking=callbacks.on_thinking,
+            on_content=callbacks.on_content,
+            on_tool_call=callbacks.on_tool_call,
+            on_retry=callbacks.on_retry,
+            on_reset=callbacks.on_reset,
+        )
+
+        def job(
+            acc: Accumulator, scope: AbortScope, dispatcher: Dispatcher
+        ) -> ChatResult:
+            emitter = Emitter(per_round, dispatcher, scope)
+            rounds = 0
+            while True:
+                body = chat_body(
+                    self.model,
+                    self.messages,
+                    tools=self._schemas or None,
+                    think=self.think,
+                    format=self.format,
+                    options=self.options,
+                    keep_alive=self.keep_alive,
+                )
+                request = self.client._request("/api/chat", body, overrides)
+                acc.reset()
+                result = run_stream(request, acc, scope, per_round, dispatcher)
+                if result.cancelled:
+                    self._keep_cancelled(result)
+                    return result
+                self._append(result.to_message())
+                if not result.tool_calls:
+                    return result
+                if rounds >= self.max_tool_rounds:
+                    self._append(
+                        *self._unrun(result, "Error: tool round limit reached.")
+                    )
+                    raise ToolRoundsExceeded(
+                        f"the model still called tools after {rounds} rounds "
+                        f"(max_tool_rounds={self.max_tool_rounds})",
+                        partial=result,
+                    )
+                rounds += 1
+                for i, call in enumerate(result.tool_calls):
+                    if scope.reason is not None:  # cancelled between tools
+                        self._append(*self._unrun(result, CANCELLED_TOOL_RESULT, i))
+                        acc.mark_cancelled()
+                        return acc.snapshot()
+                    output = self._run_tool(call)
+                    self._append(self._tool_message(call, output))
+                    emitter.call(on_tool_result, "on_tool_result", call, output)
+
+        return job
+
+    def _run_tool(self, call: dict[str, Any]) -> str:
+        fn = call.get("function") or {}
+        name = fn.get("name", "")
+        args = fn.get("arguments") or {}
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                return f"Error: arguments for {name} are not JSON: {args!r:.200}"
+        impl = self._impls.get(name)
+        if impl is None:
+            known = ", ".join(self._impls) or "none"
+            return f"Error: no tool named {name!r} can be run here (tools: {known})."
+        try:
+            return _tool_text(impl(**args))
+        except Exception as exc:  # noqa: BLE001  # the model sees the error and may recover
+            log.info("tool %s raised %r; sending the error to the model", name, exc)
+            return f"Error: {type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _tool_message(call: dict[str, Any], content: str) -> dict[str, Any]:
+        message = {
+            "role": "tool",
+            "content": content,
+            "tool_name": (call.get("function") or {}).get("name", ""),
+        }
+        if call.get("id"):
+            message["tool_call_id"] = call["id"]
+        return message
+
+    def _unrun(
+        self, result: ChatResult, content: str, start: int = 0
+    ) -> list[dict[str, Any]]:
+        """Tool messages for calls that will not run, so the history stays valid."""
+        return [self._tool_message(c, content) for c in result.tool_calls[start:]]
+
+    def _keep_cancelled(self, result: ChatResult) -> None:
+        """Keep a cancelled turn's partial answer; its tool calls get "cancelled"."""
+        if result.content or result.thinking or result.tool_calls:
+            self._append(
+                result.to_message(), *self._unrun(result, CANCELLED_TOOL_RESULT)
+            )
+
+    # -- saving ---------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """The conversation as JSON: settings and history (tools are code: not kept)."""
+        with self._lock:
+            data = {
+                "version": 1,
+                "model": self.model,
+                "system": self.system,
+                "think": self.think,
+                "options": self.options
+                if not isinstance(self.options, BaseModel)
+                else self.options.model_dump(exclude_none=True),
+                "format": self.format,
+                "keep_alive": self.keep_alive,
+                "max_tool_rounds": self.max_tool_rounds,
+                "messages": self._messages,
+            }
+            return json.dumps(data, ensure_ascii=False)
+
+    @classmethod
+    def from_json(
+        cls,
+        client: StreamingClient,
+        data: str | Mapping[str, Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> Conversation:
+        """Restore a conversation saved by ``to_json``; pass the tools again.
+
+        Raises:
+            ValueError: the data is not a saved conversation.
+        """
+        saved = json.loads(data) if isinstance(data, str) else dict(data)
+        if not isinstance(saved, dict) or saved.get("version") != 1:
+            raise ValueError("not a conversation saved by Conversation.to_json()")
+        messages = saved.get("messages")
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
+        ):
+            raise ValueError("saved conversation has malformed messages")
+        conv = cls(
+            client,
+            saved["model"],
+            tools=tools,
+            think=saved.get("think"),
+            options=saved.get("options"),
+            format=saved.get("format"),
+            keep_alive=saved.get("keep_alive"),
+            max_tool_rounds=saved.get("max_tool_rounds", 8),
+        )
+        conv.system = saved.get("system")
+        conv._messages = copy.deepcopy(messages)
+        return conv
+
+    def __repr__(self) -> str:
+        with self._lock:
+            count = len(self._messages)
+        return f"<Conversation model={self.model!r} messages={count}>"
