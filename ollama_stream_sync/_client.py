@@ -19,7 +19,7 @@ import ollama
 
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._errors import StreamError
-from ._handle import StreamHandle
+from ._handle import StreamHandle, result_or_cancel
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, HostPool
 from ._ndjson import DEFAULT_MAX_LINE_BYTES
 from ._request import ImageLike, MessageLike, ToolLike, chat_body, generate_body
@@ -65,16 +65,7 @@ def _blocking(
     """The blocking twin of a ``start_*`` method: same arguments, waits for the end."""
 
     def run(self: StreamingClient, /, *args: P.args, **kwargs: P.kwargs) -> ChatResult:
-        handle = start(self, *args, **kwargs)
-        try:
-            return handle.result()
-        except StreamError:
-            raise
-        except BaseException:
-            # Ctrl-C (or any interruption of the wait): stop the stream, then re-raise.
-            handle.cancel()
-            handle.join(self.close_timeout)
-            raise
+        return result_or_cancel(start(self, *args, **kwargs), self.close_timeout)
 
     functools.update_wrapper(run, start)  # keeps the signature for inspect and IDEs
     return run

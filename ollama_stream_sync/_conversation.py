@@ -16,8 +16,8 @@ from ._abort import AbortScope
 from ._accumulator import Accumulator
 from ._client import DEFAULT, StreamingClient
 from ._dispatch import Dispatcher
-from ._errors import StreamError, ToolRoundsExceeded
-from ._handle import StreamHandle
+from ._errors import ToolRoundsExceeded
+from ._handle import StreamHandle, result_or_cancel
 from ._request import MessageLike, chat_body, encode_message, encode_tool
 from ._result import ChatResult
 from ._retry import check_retry
@@ -185,14 +185,7 @@ class Conversation:
             RuntimeError: another ``send`` of this conversation is running.
         """
         handle = self.start_send(text_or_message, **kwargs)
-        try:
-            return handle.result()
-        except StreamError:
-            raise
-        except BaseException:
-            handle.cancel()
-            handle.join(self.client.close_timeout)
-            raise
+        return result_or_cancel(handle, self.client.close_timeout)
 
     def start_send(
         self, text_or_message: str | MessageLike, **kwargs: Any

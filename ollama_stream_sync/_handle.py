@@ -41,6 +41,23 @@ def _cancel_all_at_exit() -> None:
         handle.join(max(0.0, deadline - time.monotonic()))
 
 
+def result_or_cancel(handle: StreamHandle, grace: float) -> ChatResult:
+    """Wait for ``handle``'s result; if the wait is interrupted, cancel and re-raise.
+
+    This is what the blocking calls do: Ctrl-C in the waiting thread stops the
+    stream (and waits up to ``grace`` for its worker) before ``KeyboardInterrupt``
+    propagates.
+    """
+    try:
+        return handle.result()
+    except StreamError:
+        raise
+    except BaseException:
+        handle.cancel()
+        handle.join(grace)
+        raise
+
+
 class StreamHandle(concurrent.futures.Future[ChatResult]):
     """A stream running on its own worker thread; a ``concurrent.futures.Future``.
 

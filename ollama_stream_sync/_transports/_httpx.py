@@ -139,6 +139,36 @@ def _is_readable(sock: socket.socket) -> bool:
     return bool(readable)
 
 
+def _connect(
+    sock: socket.socket,
+    address: Any,
+    timeout: float | None,
+    options: Iterable[Any] | None,
+    local_address: str | None = None,
+) -> _SocketStream:
+    """Attach ``sock`` to the caller's scope, then connect it; close it on failure."""
+    try:
+        _attach(sock)
+        for option in options or ():
+            sock.setsockopt(*option)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if local_address is not None:
+            sock.bind((local_address, 0))
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except TimeoutError as exc:
+        sock.close()
+        raise httpcore.ConnectTimeout(str(exc)) from exc
+    except OSError as exc:
+        sock.close()
+        raise httpcore.ConnectError(str(exc)) from exc
+    except BaseException:
+        sock.close()
+        raise
+    return _SocketStream(sock)
+
+
 class TrackingBackend(httpcore.NetworkBackend):
     """Creates sockets that attach to the caller's ``AbortScope`` before connecting."""
 
@@ -150,34 +180,18 @@ class TrackingBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        error: OSError | None = None
         try:
             infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
+        error: httpcore.ConnectError | None = None
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)
             try:
-                _attach(sock)
-                for option in socket_options or ():
-                    sock.setsockopt(*option)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if local_address is not None:
-                    sock.bind((local_address, 0))
-                sock.settimeout(timeout)
-                sock.connect(address)
-            except TimeoutError as exc:
-                sock.close()
-                raise httpcore.ConnectTimeout(str(exc)) from exc
-            except OSError as exc:
-                sock.close()
-                error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            return _SocketStream(sock)
-        raise httpcore.ConnectError(str(error or f"no address for {host}")) from error
+                return _connect(sock, address, timeout, socket_options, local_address)
+            except httpcore.ConnectError as exc:
+                error = exc  # try the next address, as socket.create_connection does
+        raise error or httpcore.ConnectError(f"no address for {host}")
 
     def connect_unix_socket(
         self,
@@ -186,22 +200,7 @@ class TrackingBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            _attach(sock)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            sock.settimeout(timeout)
-            sock.connect(path)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return _SocketStream(sock)
+        return _connect(sock, path, timeout, socket_options)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
