@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import ollama
+import requests
 
 from ollama_stream_sync import StreamingClient
 
@@ -129,12 +130,17 @@ def main() -> None:
         with StreamingClient(url) as client, ollama.Client(url) as sdk:
             wrapper(client, short, sink)  # warm both paths and their connections
             bare_sdk(sdk, short, sink)
-            rates: dict[str, list[float]] = {"bare SDK loop": [], "StreamingClient": []}
+            session = requests.Session()
+            via_requests = StreamingClient(url, session=session)
+            wrapper(via_requests, short, sink)
+            contenders: dict[str, Callable[[], int]] = {
+                "bare SDK loop": lambda: bare_sdk(sdk, args.chunks, sink),
+                "StreamingClient": lambda: wrapper(client, args.chunks, sink),
+                "  over requests": lambda: wrapper(via_requests, args.chunks, sink),
+            }
+            rates: dict[str, list[float]] = {name: [] for name in contenders}
             for _ in range(args.rounds):
-                for name, fn in (
-                    ("bare SDK loop", lambda: bare_sdk(sdk, args.chunks, sink)),
-                    ("StreamingClient", lambda: wrapper(client, args.chunks, sink)),
-                ):
+                for name, fn in contenders.items():
                     t0 = time.perf_counter()
                     count = fn()
                     rates[name].append(count / (time.perf_counter() - t0))
@@ -144,12 +150,12 @@ def main() -> None:
                     f"  {name:16s} median {statistics.median(values):>10,.0f} chunks/s"
                     f"  (best {max(values):,.0f})"
                 )
-            ratio = statistics.median(rates["StreamingClient"]) / statistics.median(
-                rates["bare SDK loop"]
-            )
-            print(f"  ratio StreamingClient / bare SDK loop: {ratio:.2f}x")
+            bare = statistics.median(rates["bare SDK loop"])
+            for name in ("StreamingClient", "  over requests"):
+                ratio = statistics.median(rates[name]) / bare
+                print(f"  ratio {name.strip()} / bare SDK loop: {ratio:.2f}x")
 
-            lat: dict[str, list[float]] = {"bare": [], "ours": []}
+            lat: dict[str, list[float]] = {"bare": [], "ours": [], "requests": []}
             for _ in range(args.ttft_trials):
                 lat["bare"].append(
                     first_callback_latency(lambda s: bare_sdk(sdk, short, s))
@@ -157,12 +163,21 @@ def main() -> None:
                 lat["ours"].append(
                     first_callback_latency(lambda s: wrapper(client, short, s))
                 )
+                lat["requests"].append(
+                    first_callback_latency(lambda s: wrapper(via_requests, short, s))
+                )
+            via_requests.close()
+            session.close()
             bare_ms = statistics.median(lat["bare"]) * 1000
             ours_ms = statistics.median(lat["ours"]) * 1000
             print(f"time to first callback, median of {args.ttft_trials}:")
             print(f"  bare SDK loop    {bare_ms:.3f} ms")
             added = ours_ms - bare_ms
             print(f"  StreamingClient  {ours_ms:.3f} ms  (adds {added:+.3f} ms)")
+            req_ms = statistics.median(lat["requests"]) * 1000
+            print(
+                f"    over requests  {req_ms:.3f} ms  (adds {req_ms - bare_ms:+.3f} ms)"
+            )
     finally:
         proc.terminate()
         proc.join(5)

@@ -10,6 +10,7 @@ attaches sockets to the scope that the worker bound to its thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ class AbortScope:
         # Guards _sock and both reasons, so an abort and an attach never miss
         # each other.
         self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | FdSocket | None = None
         self._reason: BaseException | None = None
         self._attempt_reason: BaseException | None = None
         self.aborted_event = threading.Event()
@@ -82,7 +83,7 @@ class AbortScope:
             _shutdown(sock)
         return True
 
-    def attach(self, sock: socket.socket) -> None:
+    def attach(self, sock: socket.socket | FdSocket) -> None:
         """Make ``sock`` the one an abort shuts down; raise ``Aborted`` if too late."""
         with self._lock:
             reason = self._reason or self._attempt_reason
@@ -92,7 +93,7 @@ class AbortScope:
         _shutdown(sock)
         raise Aborted(reason)
 
-    def attach_if_new(self, sock: socket.socket) -> None:
+    def attach_if_new(self, sock: socket.socket | FdSocket) -> None:
         """``attach`` unless ``sock`` is already attached (the cheap path per read)."""
         if self._sock is not sock:
             self.attach(sock)
@@ -109,11 +110,31 @@ class AbortScope:
             raise Aborted(reason)
 
 
-def _shutdown(sock: socket.socket) -> None:
+class FdSocket:
+    """A socket known by its descriptor, for sockets wrapped (TLS) after we saw them.
+
+    ``ssl.wrap_socket`` detaches the plain socket object it wraps; the connection
+    lives on under the same descriptor, so a shutdown goes to a duplicate of it.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+
+def _shutdown(sock: socket.socket | FdSocket) -> None:
     # The plain socket method, even on an SSLSocket: SSLSocket.shutdown would
     # clear the TLS object under the worker's feet. Errors mean already closed.
     with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        if isinstance(sock, FdSocket):
+            dup = socket.socket(fileno=os.dup(sock.fd))
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            finally:
+                dup.close()
+        elif sock.fileno() != -1:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _local = threading.local()

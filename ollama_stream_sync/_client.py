@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import functools
-import ipaddress
 import itertools
 import os
 import threading
@@ -16,6 +15,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import httpx
 import ollama
+import requests
 
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._errors import StreamError
@@ -25,7 +25,9 @@ from ._ndjson import DEFAULT_MAX_LINE_BYTES
 from ._request import ImageLike, MessageLike, ToolLike, chat_body, generate_body
 from ._result import ChatResult
 from ._retry import RetryArg, check_retry
+from ._transports._base import Transport, is_loopback
 from ._transports._httpx import CancellableTransport, HttpxStreamTransport
+from ._transports._requests import RequestsStreamTransport
 from ._watchdog import Watchdog
 from ._worker import Callbacks, Job, StreamRequest, stream_job
 
@@ -71,15 +73,6 @@ def _blocking(
     return run
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class StreamingClient:
     """A blocking Ollama client that streams on worker threads with callbacks.
 
@@ -100,6 +93,7 @@ class StreamingClient:
         *,
         hosts: Sequence[str] | None = None,
         client: ollama.Client | None = None,
+        session: requests.Session | None = None,
         retry: RetryArg = None,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         first_token_timeout: float | None = DEFAULT_FIRST_TOKEN_TIMEOUT,
@@ -118,6 +112,8 @@ class StreamingClient:
             hosts: several Ollama URLs: streams are spread over them, and a retry
                 moves to the next healthy one.
             client: an existing ``ollama.Client`` to stream through (not closed by us).
+            session: a ``requests.Session`` to stream through instead of httpx
+                (its proxies, CA bundle, auth and adapters apply; not closed by us).
             retry: a ``RetryPolicy``, a ``tenacity.Retrying``, or ``None`` (no retry).
             connect_timeout: seconds to connect; ``None`` waits forever.
             first_token_timeout: seconds to wait for the first chunk (model loading).
@@ -155,6 +151,9 @@ class StreamingClient:
                 self._make_sdk(h, dict(client_kwargs))
                 for h in (hosts if hosts else [host])
             ]
+        if session is not None and not isinstance(session, requests.Session):
+            raise TypeError("session must be a requests.Session")
+        self.session = session
         pool_hosts = []
         for sdk in sdks:
             http = getattr(sdk, "_client", None)
@@ -163,7 +162,12 @@ class StreamingClient:
                     "client must be a synchronous ollama.Client "
                     "(its httpx.Client is used)"
                 )
-            pool_hosts.append(Host(str(http.base_url), HttpxStreamTransport(http)))
+            transport: Transport = (
+                HttpxStreamTransport(http)
+                if session is None
+                else RequestsStreamTransport(session, str(http.base_url), http.headers)
+            )
+            pool_hosts.append(Host(str(http.base_url), transport))
         self._sdks = sdks
         self._sdk = sdks[0]
         self._pool = HostPool(pool_hosts, cooldown=host_cooldown)
@@ -184,7 +188,7 @@ class StreamingClient:
         url = sdk._client.base_url  # the SDK's parsed host
         if (
             trust_env
-            and _is_loopback(url.host)
+            and is_loopback(url.host)
             and any(os.environ.get(v) or os.environ.get(v.lower()) for v in _PROXY_VARS)
         ):
             # httpx would send loopback traffic to the proxy (a known SDK trap);
@@ -219,24 +223,22 @@ class StreamingClient:
         """
         limit = timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
 
-        def probe(pair: tuple[Host, ollama.Client]) -> HostHealth:
-            host, sdk = pair
+        def probe(host: Host) -> HostHealth:
             cooling = self._pool.cooling_down(host)
             start = time.monotonic()
             try:
-                response = sdk._client.get("/api/version", timeout=limit)
-                response.raise_for_status()
-                version = str(response.json().get("version", ""))
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                data = host.transport.get_json("/api/version", timeout=limit)
+            except StreamError as exc:
                 return HostHealth(host.url, False, cooling_down=cooling, error=str(exc))
             latency = time.monotonic() - start
+            version = str(data.get("version", "")) if isinstance(data, dict) else None
             return HostHealth(host.url, True, version, latency, cooling_down=cooling)
 
-        pairs = list(zip(self._pool.hosts, self._sdks, strict=True))
+        hosts = self._pool.hosts
         with concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(pairs), thread_name_prefix="ollama-health"
+            max_workers=len(hosts), thread_name_prefix="ollama-health"
         ) as pool:
-            return list(pool.map(probe, pairs))
+            return list(pool.map(probe, hosts))
 
     # -- starting streams ------------------------------------------------
 

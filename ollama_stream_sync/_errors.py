@@ -155,20 +155,42 @@ def translate(exc: BaseException) -> StreamError:  # noqa: PLR0911  # one case e
         return ConnectionFailed(f"could not connect: {exc}", during_connect=True)
     if isinstance(exc, (httpx.TransportError, ConnectionError)):
         return ConnectionFailed(f"connection failed: {exc or type(exc).__name__}")
-    requests = sys.modules.get("requests")
-    if requests is not None:
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return StreamTimeout(f"connect timed out: {exc}", which="connect")
-        if isinstance(exc, requests.exceptions.ReadTimeout):
-            return StreamTimeout(f"read timed out: {exc}", which="read")
-        if isinstance(exc, requests.exceptions.ConnectionError):
-            text = str(exc)
-            refused = "NewConnectionError" in text or "Connection refused" in text
-            return ConnectionFailed(f"connection failed: {exc}", during_connect=refused)
-        if isinstance(exc, requests.exceptions.RequestException):
-            return ConnectionFailed(f"connection failed: {exc}")
+    mapped = _translate_requests(exc)
+    if mapped is not None:
+        return mapped
     if isinstance(exc, TimeoutError):
         return StreamTimeout(f"timed out: {exc}", which="read")
     if isinstance(exc, OSError):
         return ConnectionFailed(f"connection failed: {exc}")
     return StreamError(f"{type(exc).__name__}: {exc}")
+
+
+def _translate_requests(exc: BaseException) -> StreamError | None:  # noqa: PLR0911
+    """requests' and urllib3's errors, if those libraries are in use at all."""
+    requests = sys.modules.get("requests")
+    urllib3 = sys.modules.get("urllib3")
+    if requests is not None and isinstance(exc, requests.RequestException):
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return StreamTimeout(f"connect timed out: {exc}", which="connect")
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return StreamTimeout(f"read timed out: {exc}", which="read")
+        inner = exc.args[0] if exc.args else None
+        inner = getattr(inner, "reason", inner)  # MaxRetryError wraps the cause
+        if isinstance(inner, BaseException) and inner is not exc:
+            mapped = _translate_requests(inner)
+            if mapped is not None:
+                return mapped
+        return ConnectionFailed(f"connection failed: {exc}")
+    if urllib3 is not None and isinstance(exc, urllib3.exceptions.HTTPError):
+        errors = urllib3.exceptions
+        # NewConnectionError subclasses ConnectTimeoutError: test it first.
+        if isinstance(exc, errors.NewConnectionError):
+            return ConnectionFailed(f"could not connect: {exc}", during_connect=True)
+        if isinstance(exc, errors.ConnectTimeoutError):
+            return StreamTimeout(f"connect timed out: {exc}", which="connect")
+        if isinstance(exc, errors.ReadTimeoutError):
+            return StreamTimeout(f"read timed out: {exc}", which="read")
+        if isinstance(exc, errors.MaxRetryError) and exc.reason is not None:
+            return _translate_requests(exc.reason) or translate(exc.reason)
+        return ConnectionFailed(f"connection failed: {exc}")
+    return None

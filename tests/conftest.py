@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import requests
 
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import FakeOllama
@@ -37,7 +39,44 @@ def server() -> Iterator[FakeOllama]:
         yield srv
 
 
+class MakeClient:
+    """Builds ``StreamingClient``s on the transport under test.
+
+    With requests, each client gets a fresh session, which the caller owns (the
+    client never closes it): ``release()`` closes them, as an application would.
+    """
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.sessions: list[requests.Session] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StreamingClient:
+        if self.transport == "requests":
+            session = requests.Session()
+            self.sessions.append(session)
+            kwargs.setdefault("session", session)
+        return StreamingClient(*args, **kwargs)
+
+    def release(self) -> None:
+        for session in self.sessions:
+            session.close()
+
+
+@pytest.fixture(params=["httpx", "requests"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Tests that build clients with ``make_client`` run on both transports."""
+    return str(request.param)
+
+
 @pytest.fixture
-def client(server: FakeOllama) -> Iterator[StreamingClient]:
-    with StreamingClient(server.url) as c:
+def make_client(transport: str) -> Iterator[MakeClient]:
+    """``StreamingClient(...)`` on the transport under test."""
+    maker = MakeClient(transport)
+    yield maker
+    maker.release()
+
+
+@pytest.fixture
+def client(server: FakeOllama, make_client: MakeClient) -> Iterator[StreamingClient]:
+    with make_client(server.url) as c:
         yield c

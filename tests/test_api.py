@@ -13,7 +13,7 @@ import ollama_stream_sync
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import FakeOllama, reply
 
-from .conftest import USER
+from .conftest import USER, MakeClient
 
 STREAM_ONLY_EXCLUDED = {"self", "stream"}
 
@@ -72,13 +72,16 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("var", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
 def test_proxy_variables_do_not_break_a_loopback_host(
-    server: FakeOllama, monkeypatch: pytest.MonkeyPatch, var: str
+    server: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+    var: str,
+    make_client: MakeClient,
 ) -> None:
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv(var, f"http://127.0.0.1:{_closed_port()}")
     server.enqueue(reply("direct"))
-    with StreamingClient(server.url) as client:
+    with make_client(server.url) as client:  # both transports
         assert client.chat("m", USER).content == "direct"
     # The trap is real: the bare SDK client sends loopback traffic to the proxy.
     with ollama.Client(server.url) as bare, pytest.raises(ConnectionError):

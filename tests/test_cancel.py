@@ -10,7 +10,7 @@ import pytest
 from ollama_stream_sync import ChatResult, StreamingClient
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
-from .conftest import USER, WAIT
+from .conftest import USER, WAIT, MakeClient
 
 
 def terminal_recorder() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
@@ -110,8 +110,10 @@ def test_handle_context_manager_exit_cancels(
     assert not handle.thread.is_alive()
 
 
-def test_client_close_cancels_every_running_stream(server: FakeOllama) -> None:
-    client = StreamingClient(server.url)
+def test_client_close_cancels_every_running_stream(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    client = make_client(server.url)
     server.enqueue(*[[Stall()] for _ in range(3)])
     results: list[ChatResult] = []
     handles = [client.start_chat("m", USER, on_done=results.append) for _ in range(3)]
@@ -119,6 +121,7 @@ def test_client_close_cancels_every_running_stream(server: FakeOllama) -> None:
     client.close()
     assert all(h.done() and h.result(0).cancelled for h in handles)
     assert len(results) == 3
+    make_client.release()  # the caller's sessions, if any
     assert server.wait_closed()  # every connection released
     with pytest.raises(RuntimeError, match="closed"):
         client.start_chat("m", USER)

@@ -28,7 +28,7 @@ from ollama_stream_sync.testing import (
     http_error,
 )
 
-from .conftest import USER, WAIT
+from .conftest import USER, WAIT, MakeClient
 
 
 def run_failing(
@@ -120,19 +120,19 @@ def test_non_json_line(server: FakeOllama, client: StreamingClient) -> None:
     assert err.partial.content == "ok"
 
 
-def test_overlong_line_is_bounded(server: FakeOllama) -> None:
+def test_overlong_line_is_bounded(server: FakeOllama, make_client: MakeClient) -> None:
     server.enqueue([Chunk(content="x" * 5000), Done()])
-    with StreamingClient(server.url, max_line_bytes=1024) as client:
+    with make_client(server.url, max_line_bytes=1024) as client:
         err, _, _ = run_failing(client)
     assert isinstance(err, ProtocolError) and "max_line_bytes" in str(err)
 
 
-def test_connection_refused() -> None:
+def test_connection_refused(make_client: MakeClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # nothing listens on the port now
-    with StreamingClient(f"http://127.0.0.1:{port}") as client:
+    with make_client(f"http://127.0.0.1:{port}") as client:
         err, _, _ = run_failing(client)
     assert isinstance(err, ConnectionFailed)
     assert err.__cause__ is not None

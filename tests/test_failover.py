@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from ollama_stream_sync import ConnectionFailed, RetryPolicy, StreamingClient
+from ollama_stream_sync import ConnectionFailed, RetryPolicy
 from ollama_stream_sync.testing import FakeOllama, reply
 
-from .conftest import USER
+from .conftest import USER, MakeClient
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 
@@ -30,11 +30,13 @@ def second_server() -> Iterator[FakeOllama]:
 
 
 def test_failover_from_a_dead_host_to_a_live_one(
-    server: FakeOllama, dead_url: str
+    server: FakeOllama,
+    dead_url: str,
+    make_client: MakeClient,
 ) -> None:
     server.default_reply = reply("from the live host")
     retries: list[Any] = []
-    with StreamingClient(hosts=[dead_url, server.url], retry=FAST) as client:
+    with make_client(hosts=[dead_url, server.url], retry=FAST) as client:
         first = client.chat("m", USER, on_retry=lambda a, e, d: retries.append(e))
         assert first.content == "from the live host"
         assert len(retries) == 1 and isinstance(retries[0], ConnectionFailed)
@@ -53,9 +55,11 @@ def test_failover_from_a_dead_host_to_a_live_one(
 
 
 def test_streams_are_spread_over_healthy_hosts(
-    server: FakeOllama, second_server: FakeOllama
+    server: FakeOllama,
+    second_server: FakeOllama,
+    make_client: MakeClient,
 ) -> None:
-    with StreamingClient(hosts=[server.url, second_server.url]) as client:
+    with make_client(hosts=[server.url, second_server.url]) as client:
         for _ in range(4):
             client.chat("m", USER)
         assert [h.version for h in client.health()] == ["0.13.0-fake", "0.14.0-fake"]
@@ -63,13 +67,13 @@ def test_streams_are_spread_over_healthy_hosts(
     assert len(second_server.stream_requests()) == 2
 
 
-def test_all_hosts_dead(dead_url: str) -> None:
-    with StreamingClient(hosts=[dead_url, dead_url], retry=FAST) as client:
+def test_all_hosts_dead(dead_url: str, make_client: MakeClient) -> None:
+    with make_client(hosts=[dead_url, dead_url], retry=FAST) as client:
         with pytest.raises(ConnectionFailed):
             client.chat("m", USER)
         assert not any(h.reachable for h in client.health())
 
 
-def test_host_and_hosts_are_exclusive(dead_url: str) -> None:
+def test_host_and_hosts_are_exclusive(dead_url: str, make_client: MakeClient) -> None:
     with pytest.raises(TypeError):
-        StreamingClient(dead_url, hosts=[dead_url])
+        make_client(dead_url, hosts=[dead_url])

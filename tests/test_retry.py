@@ -32,7 +32,7 @@ from ollama_stream_sync.testing import (
     reply,
 )
 
-from .conftest import USER, WAIT
+from .conftest import USER, WAIT, MakeClient
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02, jitter=False)
 
@@ -68,10 +68,10 @@ def chat(client: StreamingClient, rec: Recorder, **kwargs: Any) -> Any:
     return client.chat("m", USER, **rec.kwargs(), **kwargs)
 
 
-def test_503_burst_then_success(server: FakeOllama) -> None:
+def test_503_burst_then_success(server: FakeOllama, make_client: MakeClient) -> None:
     server.enqueue(http_error(503, "server busy"), http_error(503, "busy"), reply("ok"))
     rec = Recorder()
-    with StreamingClient(server.url, retry=FAST) as client:
+    with make_client(server.url, retry=FAST) as client:
         result = chat(client, rec)
     assert result.content == "ok"
     retries = [p for k, p in rec.events if k == "retry"]
@@ -83,11 +83,13 @@ def test_503_burst_then_success(server: FakeOllama) -> None:
     assert len(server.stream_requests()) == 3
 
 
-def test_503_forever_gives_up_with_the_last_real_error(server: FakeOllama) -> None:
+def test_503_forever_gives_up_with_the_last_real_error(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(*[http_error(503, "server busy")] * 3)
     rec = Recorder()
     with (
-        StreamingClient(server.url, retry=FAST) as client,
+        make_client(server.url, retry=FAST) as client,
         pytest.raises(ServerError) as info,
     ):
         chat(client, rec)
@@ -97,13 +99,13 @@ def test_503_forever_gives_up_with_the_last_real_error(server: FakeOllama) -> No
     assert len(server.stream_requests()) == 3
 
 
-def test_connection_refused_retries_then_fails() -> None:
+def test_connection_refused_retries_then_fails(make_client: MakeClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     rec = Recorder()
     url = f"http://127.0.0.1:{port}"
-    with StreamingClient(url, retry=FAST) as client:
+    with make_client(url, retry=FAST) as client:
         with pytest.raises(ConnectionFailed) as info:
             chat(client, rec)
     assert info.value.during_connect
@@ -111,36 +113,44 @@ def test_connection_refused_retries_then_fails() -> None:
 
 
 @pytest.mark.parametrize("status", [400, 401, 403])
-def test_client_errors_are_never_retried(server: FakeOllama, status: int) -> None:
+def test_client_errors_are_never_retried(
+    server: FakeOllama, status: int, make_client: MakeClient
+) -> None:
     server.enqueue(http_error(status, "no"), reply("never"))
-    with StreamingClient(server.url, retry=FAST) as client, pytest.raises(ServerError):
+    with make_client(server.url, retry=FAST) as client, pytest.raises(ServerError):
         client.chat("m", USER)
     assert len(server.stream_requests()) == 1
 
 
-def test_model_not_found_is_never_retried(server: FakeOllama) -> None:
+def test_model_not_found_is_never_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(http_error(404, "model 'x' not found"), reply("never"))
     with (
-        StreamingClient(server.url, retry=FAST) as client,
+        make_client(server.url, retry=FAST) as client,
         pytest.raises(ModelNotFound),
     ):
         client.chat("m", USER)
     assert len(server.stream_requests()) == 1
 
 
-def test_cut_before_output_is_retried(server: FakeOllama) -> None:
+def test_cut_before_output_is_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content=""), Cut()], reply("whole answer"))
     rec = Recorder()
-    with StreamingClient(server.url, retry=FAST) as client:
+    with make_client(server.url, retry=FAST) as client:
         assert chat(client, rec).content == "whole answer"
     assert rec.kinds().count("retry") == 1 and "reset" not in rec.kinds()
 
 
-def test_cut_after_output_is_not_retried_by_default(server: FakeOllama) -> None:
+def test_cut_after_output_is_not_retried_by_default(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content="Half"), Cut()], reply("never"))
     rec = Recorder()
     with (
-        StreamingClient(server.url, retry=FAST) as client,
+        make_client(server.url, retry=FAST) as client,
         pytest.raises(ConnectionFailed) as info,
     ):
         chat(client, rec)
@@ -149,14 +159,16 @@ def test_cut_after_output_is_not_retried_by_default(server: FakeOllama) -> None:
     assert len(server.stream_requests()) == 1
 
 
-def test_cut_after_output_with_retry_after_output_resets(server: FakeOllama) -> None:
+def test_cut_after_output_with_retry_after_output_resets(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(
         [Chunk(content="Old "), Chunk(content="text"), Cut()],
         reply("New text only."),
     )
     rec = Recorder()
     policy = RetryPolicy(initial_delay=0.01, jitter=False, retry_after_output=True)
-    with StreamingClient(server.url) as client:
+    with make_client(server.url) as client:
         result = chat(client, rec, retry=policy)  # a per-call policy
     assert result.content == "New text only."  # nothing doubled
     kinds = rec.kinds()
@@ -169,16 +181,20 @@ def test_cut_after_output_with_retry_after_output_resets(server: FakeOllama) -> 
     assert kinds[-1] == "done"
 
 
-def test_in_band_error_before_output_is_retried(server: FakeOllama) -> None:
+def test_in_band_error_before_output_is_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([ErrorLine("model failed to load")], reply("loaded"))
-    with StreamingClient(server.url, retry=FAST) as client:
+    with make_client(server.url, retry=FAST) as client:
         assert client.chat("m", USER).content == "loaded"
 
 
-def test_in_band_error_after_output_is_not_retried(server: FakeOllama) -> None:
+def test_in_band_error_after_output_is_not_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content="So far"), ErrorLine("runner died")], reply("x"))
     with (
-        StreamingClient(server.url, retry=FAST) as client,
+        make_client(server.url, retry=FAST) as client,
         pytest.raises(ServerError) as info,
     ):
         client.chat("m", USER)
@@ -195,63 +211,71 @@ def test_in_band_error_after_output_is_not_retried(server: FakeOllama) -> None:
     ],
     ids=["non-json", "no-done", "9-MiB-line"],
 )
-def test_protocol_errors_are_not_retried(server: FakeOllama, script: list[Any]) -> None:
+def test_protocol_errors_are_not_retried(
+    server: FakeOllama, script: list[Any], make_client: MakeClient
+) -> None:
     server.enqueue(script, reply("never"))
     with (
-        StreamingClient(server.url, retry=FAST) as client,
+        make_client(server.url, retry=FAST) as client,
         pytest.raises(ProtocolError),
     ):
         client.chat("m", USER)
     assert len(server.stream_requests()) == 1
 
 
-def test_html_error_page_from_a_proxy_is_retried(server: FakeOllama) -> None:
+def test_html_error_page_from_a_proxy_is_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     page = b"<html><body>502 Bad Gateway</body></html>"
     server.enqueue([Status(502, page, content_type="text/html")], reply("through"))
-    with StreamingClient(server.url, retry=FAST) as client:
+    with make_client(server.url, retry=FAST) as client:
         assert client.chat("m", USER).content == "through"
 
 
-def test_retry_after_is_honoured(server: FakeOllama) -> None:
+def test_retry_after_is_honoured(server: FakeOllama, make_client: MakeClient) -> None:
     # The backoff would be 5 s; Retry-After: 0 makes it 0.
     server.enqueue(http_error(429, "slow down", Retry_After="0"), reply("ok"))
     rec = Recorder()
     policy = RetryPolicy(initial_delay=5.0, jitter=False)
-    with StreamingClient(server.url, retry=policy) as client:
+    with make_client(server.url, retry=policy) as client:
         assert chat(client, rec).content == "ok"
     (_, _, delay) = next(p for k, p in rec.events if k == "retry")
     assert delay == 0.0
 
 
-def test_retry_after_is_capped(server: FakeOllama) -> None:
+def test_retry_after_is_capped(server: FakeOllama, make_client: MakeClient) -> None:
     server.enqueue(http_error(503, "busy", Retry_After="3600"), reply("ok"))
     rec = Recorder()
     policy = RetryPolicy(max_retry_after=0.05)
-    with StreamingClient(server.url, retry=policy) as client:
+    with make_client(server.url, retry=policy) as client:
         assert chat(client, rec).content == "ok"
     (_, _, delay) = next(p for k, p in rec.events if k == "retry")
     assert delay == 0.05
 
 
-def test_callback_error_is_never_retried(server: FakeOllama) -> None:
+def test_callback_error_is_never_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(reply("boom"), reply("never"))
 
     def on_content(_: str) -> None:
         raise ValueError("bug in the app")
 
     with (
-        StreamingClient(server.url, retry=FAST) as client,
+        make_client(server.url, retry=FAST) as client,
         pytest.raises(CallbackError),
     ):
         client.chat("m", USER, on_content=on_content)
     assert len(server.stream_requests()) == 1
 
 
-def test_cancel_during_backoff_ends_it_at_once(server: FakeOllama) -> None:
+def test_cancel_during_backoff_ends_it_at_once(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(http_error(503, "busy"), reply("never"))
     rec = Recorder()
     slow = RetryPolicy(initial_delay=60.0, jitter=False)
-    with StreamingClient(server.url, retry=slow) as client:
+    with make_client(server.url, retry=slow) as client:
         handle = client.start_chat("m", USER, **rec.kwargs())
         assert rec.retried.wait(WAIT)
         handle.cancel()
@@ -260,13 +284,15 @@ def test_cancel_during_backoff_ends_it_at_once(server: FakeOllama) -> None:
     assert len(server.stream_requests()) == 1
 
 
-def test_a_tenacity_retrying_of_your_own(server: FakeOllama) -> None:
+def test_a_tenacity_retrying_of_your_own(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(*[http_error(500, "oops")] * 2)
     mine = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(2), wait=tenacity.wait_none()
     )
     with (
-        StreamingClient(server.url, retry=mine) as client,
+        make_client(server.url, retry=mine) as client,
         pytest.raises(ServerError) as info,
     ):
         client.chat("m", USER)
@@ -274,21 +300,23 @@ def test_a_tenacity_retrying_of_your_own(server: FakeOllama) -> None:
     assert len(server.stream_requests()) == 2
 
 
-def test_retry_policy_validates() -> None:
+def test_retry_policy_validates(make_client: MakeClient) -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
     with pytest.raises(TypeError, match="RetryPolicy"):
-        StreamingClient("http://127.0.0.1:1", retry=3)  # type: ignore[arg-type]
-    with StreamingClient("http://127.0.0.1:1") as client, pytest.raises(TypeError):
+        make_client("http://127.0.0.1:1", retry=3)  # type: ignore[arg-type]
+    with make_client("http://127.0.0.1:1") as client, pytest.raises(TypeError):
         client.start_chat("m", USER, retry="twice")  # type: ignore[arg-type]
 
 
 def test_retries_are_logged_without_secrets(
-    server: FakeOllama, caplog: pytest.LogCaptureFixture
+    server: FakeOllama,
+    caplog: pytest.LogCaptureFixture,
+    make_client: MakeClient,
 ) -> None:
     server.enqueue(http_error(503, "busy"), reply("ok"))
     caplog.set_level(logging.INFO, logger="ollama_stream_sync")
-    with StreamingClient(
+    with make_client(
         server.url, retry=FAST, headers={"Authorization": "Bearer s3cret-key"}
     ) as client:
         client.chat("m", USER)

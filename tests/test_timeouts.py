@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ollama_stream_sync import RetryPolicy, StreamingClient, StreamTimeout
+from ollama_stream_sync import RetryPolicy, StreamTimeout
 from ollama_stream_sync.testing import (
     Chunk,
     Delay,
@@ -22,15 +22,17 @@ from ollama_stream_sync.testing import (
     reply,
 )
 
-from .conftest import USER, WAIT
+from .conftest import USER, WAIT, MakeClient
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 NO_TIMERS: dict[str, Any] = {"first_token_timeout": None, "read_timeout": None}
 
 
-def test_read_timeout_on_a_silent_stream(server: FakeOllama) -> None:
+def test_read_timeout_on_a_silent_stream(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content="partial"), Stall()])
-    with StreamingClient(server.url, read_timeout=0.2) as client:
+    with make_client(server.url, read_timeout=0.2) as client:
         with pytest.raises(StreamTimeout) as info:
             client.chat("m", USER)
     assert info.value.which == "read"
@@ -38,52 +40,64 @@ def test_read_timeout_on_a_silent_stream(server: FakeOllama) -> None:
     assert server.wait_for(lambda s: s.disconnects_seen == 1)
 
 
-def test_read_timeout_after_output_is_not_retried(server: FakeOllama) -> None:
+def test_read_timeout_after_output_is_not_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content="partial"), Stall()], reply("never"))
-    with StreamingClient(server.url, read_timeout=0.2, retry=FAST) as client:
+    with make_client(server.url, read_timeout=0.2, retry=FAST) as client:
         with pytest.raises(StreamTimeout):
             client.chat("m", USER)
     assert len(server.stream_requests()) == 1
 
 
-def test_steady_slow_stream_does_not_time_out(server: FakeOllama) -> None:
+def test_steady_slow_stream_does_not_time_out(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     steps = [s for w in "a b c d".split() for s in (Delay(0.05), Chunk(content=w))]
     server.enqueue([*steps, Done()])
-    with StreamingClient(server.url, read_timeout=1.0, first_token_timeout=1.0) as c:
+    with make_client(server.url, read_timeout=1.0, first_token_timeout=1.0) as c:
         assert c.chat("m", USER).content == "abcd"
 
 
-def test_first_token_timeout_while_a_model_loads(server: FakeOllama) -> None:
+def test_first_token_timeout_while_a_model_loads(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Stall()])
-    with StreamingClient(server.url, first_token_timeout=0.2) as client:
+    with make_client(server.url, first_token_timeout=0.2) as client:
         with pytest.raises(StreamTimeout) as info:
             client.chat("m", USER)
     assert info.value.which == "first_token"
     assert server.wait_for(lambda s: s.disconnects_seen == 1)
 
 
-def test_first_token_timeout_is_retried(server: FakeOllama) -> None:
+def test_first_token_timeout_is_retried(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Stall()], reply("loaded now"))
     errors: list[Any] = []
-    with StreamingClient(server.url, first_token_timeout=0.2, retry=FAST) as client:
+    with make_client(server.url, first_token_timeout=0.2, retry=FAST) as client:
         result = client.chat("m", USER, on_retry=lambda a, e, d: errors.append(e))
     assert result.content == "loaded now"
     assert [e.which for e in errors] == ["first_token"]
 
 
-def test_deadline_bounds_the_whole_call(server: FakeOllama) -> None:
+def test_deadline_bounds_the_whole_call(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content="so far"), Stall()])
-    with StreamingClient(server.url, deadline=0.3, **NO_TIMERS) as client:
+    with make_client(server.url, deadline=0.3, **NO_TIMERS) as client:
         with pytest.raises(StreamTimeout) as info:
             client.chat("m", USER)
     assert info.value.which == "deadline"
     assert info.value.partial.content == "so far"
 
 
-def test_deadline_cuts_a_retry_backoff_short(server: FakeOllama) -> None:
+def test_deadline_cuts_a_retry_backoff_short(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue(http_error(503, "busy"), reply("never"))
     slow = RetryPolicy(initial_delay=60.0, jitter=False)
-    with StreamingClient(server.url, retry=slow) as client:
+    with make_client(server.url, retry=slow) as client:
         handle = client.start_chat("m", USER, deadline=0.3)  # per call
         with pytest.raises(StreamTimeout) as info:
             handle.result(WAIT)  # far less than the 60 s backoff
@@ -91,9 +105,11 @@ def test_deadline_cuts_a_retry_backoff_short(server: FakeOllama) -> None:
     assert len(server.stream_requests()) == 1
 
 
-def test_per_call_timeouts_override_the_client(server: FakeOllama) -> None:
+def test_per_call_timeouts_override_the_client(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
     server.enqueue([Chunk(content="x"), Stall()])
-    with StreamingClient(server.url, read_timeout=None) as client:
+    with make_client(server.url, read_timeout=None) as client:
         with pytest.raises(StreamTimeout) as info:
             client.chat("m", USER, read_timeout=0.2)
     assert info.value.which == "read"
@@ -124,38 +140,43 @@ def unaccepting_port() -> Iterator[int]:
         listener.close()
 
 
-def wait_in_function(thread: threading.Thread, name: str) -> bool:
-    """Wait until ``thread`` is inside a function called ``name`` (no event exists)."""
+def wait_in_function(thread: threading.Thread, *names: str) -> bool:
+    """Wait until ``thread`` runs a function named in ``names`` (no event exists)."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         frame = sys._current_frames().get(thread.ident or -1)
         while frame is not None:
-            if frame.f_code.co_name == name:
+            if frame.f_code.co_name in names:
                 return True
             frame = frame.f_back
         time.sleep(0.005)
     return False
 
 
-def test_connect_timeout(unaccepting_port: int) -> None:
+def test_connect_timeout(unaccepting_port: int, make_client: MakeClient) -> None:
     url = f"http://127.0.0.1:{unaccepting_port}"
-    with StreamingClient(url, connect_timeout=0.2) as client:
+    with make_client(url, connect_timeout=0.2) as client:
         with pytest.raises(StreamTimeout) as info:
             client.chat("m", USER)
     assert info.value.which == "connect"
 
 
-def test_cancel_while_connecting(unaccepting_port: int) -> None:
+def test_cancel_while_connecting(
+    unaccepting_port: int, make_client: MakeClient
+) -> None:
     url = f"http://127.0.0.1:{unaccepting_port}"
-    with StreamingClient(url, connect_timeout=60) as client:
+    with make_client(url, connect_timeout=60) as client:
         handle = client.start_chat("m", USER)
-        assert wait_in_function(handle.thread, "connect_tcp")
+        # our httpx backend, or urllib3 under requests
+        assert wait_in_function(handle.thread, "connect_tcp", "create_connection")
         handle.cancel()
         assert handle.result(WAIT).cancelled  # far less than the 60 s timeout
 
 
-def test_idle_client_holds_no_timer_thread(server: FakeOllama) -> None:
-    client = StreamingClient(server.url, read_timeout=5)
+def test_idle_client_holds_no_timer_thread(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    client = make_client(server.url, read_timeout=5)
     client.chat("m", USER)
     timers = [t for t in threading.enumerate() if "timers" in t.name]
     for thread in timers:

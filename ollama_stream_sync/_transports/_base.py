@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -35,6 +36,24 @@ class Transport(Protocol):
         """
         ...
 
+    def get_json(self, path: str, *, timeout: float | None) -> Any:
+        """GET ``path`` and decode its JSON body (health checks).
+
+        Raises:
+            StreamError: mapped as for ``open``.
+        """
+        ...
+
     def close(self) -> None:
         """Release pooled connections."""
         ...
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP, IPv6 with or without brackets) is loopback."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -349,6 +349,16 @@ class HttpxStreamTransport:
             raise
         return _HttpxOpenStream(response)
 
+    def get_json(self, path: str, *, timeout: float | None) -> Any:
+        try:
+            response = self._client.get(path, timeout=timeout)
+            response.raise_for_status()
+            return response.json()
+        except httpx.HTTPError as exc:
+            raise translate(exc) from exc
+        except ValueError as exc:
+            raise translate(exc) from exc
+
     def close(self) -> None:
         self._client.close()
 
