@@ -11,7 +11,14 @@ Example::
 
 from ._client import StreamingClient
 from ._conversation import Conversation
-from ._dispatch import Dispatcher, InlineDispatcher
+from ._dispatch import (
+    CallLaterDispatcher,
+    Dispatcher,
+    InlineDispatcher,
+    QtDispatcher,
+    QueueDispatcher,
+    TkDispatcher,
+)
 from ._errors import (
     CallbackError,
     ConnectionFailed,
@@ -28,6 +35,7 @@ from ._result import ChatResult
 from ._retry import RetryPolicy
 
 __all__ = [
+    "CallLaterDispatcher",
     "CallbackError",
     "ChatResult",
     "ConnectionFailed",
@@ -37,11 +45,14 @@ __all__ = [
     "InlineDispatcher",
     "ModelNotFound",
     "ProtocolError",
+    "QtDispatcher",
+    "QueueDispatcher",
     "RetryPolicy",
     "ServerError",
     "StreamError",
     "StreamHandle",
     "StreamTimeout",
     "StreamingClient",
+    "TkDispatcher",
     "ToolRoundsExceeded",
 ]

@@ -101,6 +101,7 @@ class StreamingClient:
         deadline: float | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         dispatcher: Dispatcher | None = None,
+        coalesce_interval: float | None = None,
         host_cooldown: float = DEFAULT_COOLDOWN,
         close_timeout: float = 5.0,
         **client_kwargs: Any,
@@ -121,6 +122,8 @@ class StreamingClient:
             deadline: seconds for the whole call, retries included.
             max_line_bytes: the longest NDJSON line accepted (else ``ProtocolError``).
             dispatcher: where callbacks run; the worker thread by default.
+            coalesce_interval: merge consecutive deltas of one field arriving
+                within this many seconds into one callback (``None``: off).
             host_cooldown: seconds a host that refused a connection is skipped.
             close_timeout: seconds ``close()`` waits for each cancelled worker.
             **client_kwargs: for ``ollama.Client`` (headers, transport, verify...).
@@ -142,6 +145,7 @@ class StreamingClient:
         self.deadline = deadline
         self.max_line_bytes = max_line_bytes
         self.dispatcher: Dispatcher = dispatcher or InlineDispatcher()
+        self.coalesce_interval = coalesce_interval
         self.close_timeout = close_timeout
         self._owns_sdk = client is None
         if client is not None:
@@ -260,6 +264,9 @@ class StreamingClient:
             deadline=_pick(overrides["deadline"], self.deadline),
             retry=_pick(overrides["retry"], self.retry),
             watchdog=self._watchdog,
+            coalesce_interval=_pick(
+                overrides["coalesce_interval"], self.coalesce_interval
+            ),
         )
 
     def _start_job(
@@ -322,6 +329,7 @@ class StreamingClient:
         first_token_timeout: float | Default | None = DEFAULT,
         read_timeout: float | Default | None = DEFAULT,
         deadline: float | Default | None = DEFAULT,
+        coalesce_interval: float | Default | None = DEFAULT,
     ) -> StreamHandle:
         """Start streaming a chat on a worker thread and return its handle at once.
 
@@ -344,8 +352,8 @@ class StreamingClient:
             on_reset: ``(attempt, error)`` when a retry discards output already
                 delivered (only with ``retry_after_output``): clear what you showed.
             dispatcher: where the callbacks run (default: the client's).
-            retry, connect_timeout, first_token_timeout, read_timeout, deadline:
-                override the client's settings for this call.
+            retry, connect_timeout, first_token_timeout, read_timeout, deadline,
+                coalesce_interval: override the client's settings for this call.
 
         Returns:
             The ``StreamHandle``.
@@ -374,6 +382,7 @@ class StreamingClient:
             "first_token_timeout": first_token_timeout,
             "read_timeout": read_timeout,
             "deadline": deadline,
+            "coalesce_interval": coalesce_interval,
         }
         return self._start("/api/chat", body, callbacks, dispatcher, overrides)
 
@@ -410,6 +419,7 @@ class StreamingClient:
         first_token_timeout: float | Default | None = DEFAULT,
         read_timeout: float | Default | None = DEFAULT,
         deadline: float | Default | None = DEFAULT,
+        coalesce_interval: float | Default | None = DEFAULT,
     ) -> StreamHandle:
         """Start streaming ``/api/generate``; its ``response`` text feeds ``content``.
 
@@ -444,6 +454,7 @@ class StreamingClient:
             "first_token_timeout": first_token_timeout,
             "read_timeout": read_timeout,
             "deadline": deadline,
+            "coalesce_interval": coalesce_interval,
         }
         return self._start("/api/generate", body, callbacks, dispatcher, overrides)
 

@@ -50,6 +50,7 @@ _STREAM_ARGS = frozenset(
         "first_token_timeout",
         "read_timeout",
         "deadline",
+        "coalesce_interval",
     }
 )
 
@@ -222,6 +223,7 @@ class Conversation:
                 "first_token_timeout",
                 "read_timeout",
                 "deadline",
+                "coalesce_interval",
             )
         }
         retry = overrides["retry"]

@@ -14,7 +14,7 @@ from types import TracebackType
 
 from ._abort import AbortScope
 from ._accumulator import Accumulator
-from ._dispatch import Dispatcher
+from ._dispatch import Dispatcher, Pumped
 from ._errors import CallbackError, StreamError
 from ._result import ChatResult
 from ._worker import Callbacks, CancelRequest, Job
@@ -48,14 +48,29 @@ def result_or_cancel(handle: StreamHandle, grace: float) -> ChatResult:
     stream (and waits up to ``grace`` for its worker) before ``KeyboardInterrupt``
     propagates.
     """
+    pumped = handle.dispatcher if isinstance(handle.dispatcher, Pumped) else None
     try:
+        if pumped is not None:
+            # Run the callbacks here, on the waiting thread. The wake-up makes
+            # sure we return even if another thread pumps the final callback.
+            handle.add_done_callback(lambda _: handle.dispatcher.dispatch(_noop))
+            while not handle.done():
+                pumped.pump(timeout=None)
         return handle.result()
     except StreamError:
         raise
     except BaseException:
         handle.cancel()
+        if pumped is not None:
+            deadline = time.monotonic() + grace
+            while not handle.done() and time.monotonic() < deadline:
+                pumped.pump(timeout=max(0.0, deadline - time.monotonic()))
         handle.join(grace)
         raise
+
+
+def _noop() -> None:
+    pass
 
 
 class StreamHandle(concurrent.futures.Future[ChatResult]):
@@ -188,6 +203,11 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
     def snapshot(self) -> ChatResult:
         """A consistent copy of the partial result, from any thread at any moment."""
         return self._acc.snapshot()
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Where this stream's callbacks run."""
+        return self._dispatcher
 
     @property
     def thread(self) -> threading.Thread:

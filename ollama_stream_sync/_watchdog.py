@@ -28,11 +28,13 @@ class StreamTimer:
 
     __slots__ = (
         "_attempt_start",
+        "_flush_at",
         "_last",
         "_nudge",
         "deadline",
         "deadline_at",
         "first_token",
+        "flush_fn",
         "read",
         "scope",
     )
@@ -46,9 +48,12 @@ class StreamTimer:
         deadline: float | None,
         now: float,
         nudge: Callable[[], None] = lambda: None,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         self.scope = scope
         self._nudge = nudge
+        self.flush_fn = flush
+        self._flush_at: float | None = None
         self.first_token = first_token
         self.read = read
         self.deadline = deadline
@@ -62,8 +67,17 @@ class StreamTimer:
     def needed(self) -> bool:
         """Whether any timeout is set at all."""
         return not (
-            self.first_token is None and self.read is None and self.deadline_at is None
+            self.first_token is None
+            and self.read is None
+            and self.deadline_at is None
+            and self.flush_fn is None
         )
+
+    def flush_at(self, when: float | None) -> None:
+        """Ask for ``flush_fn`` at ``when`` (coalesced text during a pause), or not."""
+        self._flush_at = when
+        if when is not None:
+            self._nudge()
 
     def attempt_started(self, now: float) -> None:
         """An attempt began: the first-token clock runs."""
@@ -82,14 +96,17 @@ class StreamTimer:
         """Between attempts (backoff): only the deadline runs."""
         self._attempt_start = None
 
-    def due(self) -> tuple[float, TimeoutKind] | None:
-        """The earliest expiry and its kind, or None."""
-        best: tuple[float, TimeoutKind] | None = None
+    def due(self) -> tuple[float, str] | None:
+        """The earliest expiry and its kind (a timeout, or "flush"), or None."""
+        best: tuple[float, str] | None = None
         if self.deadline_at is not None:
             best = (self.deadline_at, "deadline")
+        flush_at = self._flush_at
+        if flush_at is not None and (best is None or flush_at < best[0]):
+            best = (flush_at, "flush")
         start, last = self._attempt_start, self._last
         if start is not None:
-            phase: tuple[float, TimeoutKind] | None = None
+            phase: tuple[float, str] | None = None
             if last is None and self.first_token is not None:
                 phase = (start + self.first_token, "first_token")
             elif last is not None and self.read is not None:
@@ -98,8 +115,13 @@ class StreamTimer:
                 best = phase
         return best
 
-    def fire(self, kind: TimeoutKind) -> None:
-        """Abort the stream (deadline) or the current attempt (the others)."""
+    def fire(self, kind: str) -> None:
+        """Flush, or abort the stream (deadline) or the current attempt (the others)."""
+        if kind == "flush":
+            self._flush_at = None
+            if self.flush_fn is not None:
+                self.flush_fn()
+            return
         seconds = {
             "deadline": self.deadline,
             "first_token": self.first_token,
@@ -110,7 +132,12 @@ class StreamTimer:
             "first_token": "no first chunk (model loading or queued)",
             "read": "the stream went silent",
         }.get(kind, kind)
-        error = StreamTimeout(f"{kind} timeout after {seconds}s: {what}", which=kind)
+        which: TimeoutKind = (
+            "deadline"
+            if kind == "deadline"
+            else ("first_token" if kind == "first_token" else "read")
+        )
+        error = StreamTimeout(f"{kind} timeout after {seconds}s: {what}", which=which)
         log.warning("stream timed out: %s", error)
         if kind == "deadline":
             self.scope.abort(error)
@@ -138,8 +165,9 @@ class Watchdog:
         first_token: float | None,
         read: float | None,
         deadline: float | None,
+        flush: Callable[[], None] | None = None,
     ) -> StreamTimer:
-        """A timer for one stream, already watched if it has any timeout."""
+        """A timer for one stream, already watched if it has anything to do."""
         timer = StreamTimer(
             scope,
             first_token=first_token,
@@ -147,6 +175,7 @@ class Watchdog:
             deadline=deadline,
             now=self._clock(),
             nudge=self.nudge,
+            flush=flush,
         )
         self.watch(timer)
         return timer
@@ -200,15 +229,26 @@ class Watchdog:
                     return
                 now = self._clock()
                 wake: float | None = None
+                due_now: list[tuple[StreamTimer, str]] = []
                 for timer in list(self._timers):
                     due = timer.due()
                     if due is None:
                         continue
                     when, kind = due
                     if when <= now:
-                        timer.fire(kind)
+                        due_now.append((timer, kind))
                         if kind == "deadline":
                             self._timers.discard(timer)
-                        continue
-                    wake = when if wake is None else min(wake, when)
+                    else:
+                        wake = when if wake is None else min(wake, when)
+                if due_now:
+                    # Fire outside the lock: a flush takes the stream's own lock,
+                    # and the worker nudges us while holding it.
+                    self._cond.release()
+                    try:
+                        for timer, kind in due_now:
+                            timer.fire(kind)
+                    finally:
+                        self._cond.acquire()
+                    continue
                 self._cond.wait(None if wake is None else max(0.0, wake - now))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 import tenacity
 
 from ._abort import AbortScope, bound
-from ._accumulator import Accumulator, Event
+from ._accumulator import TOOL_CALL, Accumulator, Event
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._errors import CallbackError, ProtocolError, StreamError, translate
 from ._hosts import Host, HostPool
@@ -61,6 +62,7 @@ class StreamRequest:
     deadline: float | None = None
     retry: RetryArg = None
     watchdog: Watchdog | None = None
+    coalesce_interval: float | None = None
 
 
 Job = Callable[[Accumulator, AbortScope, Dispatcher], ChatResult]
@@ -78,12 +80,35 @@ def call_user(fn: Callable[..., object], name: str, *args: object) -> None:
 
 
 class Emitter:
-    """Delivers events through the dispatcher, inline without any indirection."""
+    """Delivers events through the dispatcher, inline without any indirection.
 
-    __slots__ = ("_fns", "_inline", "_scope", "dispatcher")
+    With ``coalesce_interval``, consecutive deltas of one field that arrive
+    within the interval reach the callback as one string; a different field, a
+    tool call, any other callback and the end of the stream flush first, so
+    order is kept and nothing is dropped. Under a dispatcher other than inline,
+    a pause in the stream is flushed by the client's timer thread (through the
+    dispatcher); inline, it waits for the next chunk or the end.
+    """
+
+    __slots__ = (
+        "_fns",
+        "_inline",
+        "_interval",
+        "_kind",
+        "_lock",
+        "_parts",
+        "_scope",
+        "_since",
+        "_timer",
+        "dispatcher",
+    )
 
     def __init__(
-        self, callbacks: Callbacks, dispatcher: Dispatcher, scope: AbortScope
+        self,
+        callbacks: Callbacks,
+        dispatcher: Dispatcher,
+        scope: AbortScope,
+        coalesce_interval: float | None = None,
     ) -> None:
         self._fns = (
             callbacks.on_thinking,
@@ -93,8 +118,30 @@ class Emitter:
         self._inline = type(dispatcher) is InlineDispatcher
         self._scope = scope
         self.dispatcher = dispatcher
+        self._interval = coalesce_interval or None
+        # Guards the pending batch (_kind, _parts, _since): the worker adds to
+        # it while the timer thread may flush it. Deliveries happen under it,
+        # so a timer flush and the worker's next batch never swap places.
+        self._lock = threading.Lock()
+        self._kind: int | None = None
+        self._parts: list[str] = []
+        self._since = 0.0
+        self._timer: StreamTimer | None = None
 
-    def emit(self, events: list[Event]) -> None:
+    @property
+    def timed_flush(self) -> Callable[[], None] | None:
+        """What the timer thread may call during a pause (None when inline)."""
+        return self.flush if self._interval is not None and not self._inline else None
+
+    def use_timer(self, timer: StreamTimer | None) -> None:
+        """The timer that flushes a pending batch during a pause."""
+        if self.timed_flush is not None:
+            self._timer = timer
+
+    def emit(self, events: list[Event], now: float = 0.0) -> None:
+        if self._interval is not None:
+            self._coalesce(events, now)
+            return
         fns = self._fns
         if self._inline:
             for kind, payload in events:
@@ -107,8 +154,51 @@ class Emitter:
             if fn is not None:
                 self.dispatcher.dispatch(self._guarded(fn, _NAMES[kind], payload))
 
+    def _coalesce(self, events: list[Event], now: float) -> None:
+        interval = self._interval or 0.0
+        with self._lock:
+            for kind, payload in events:
+                if self._fns[kind] is None:
+                    continue
+                if kind == TOOL_CALL:
+                    self._flush_locked()
+                    self._deliver(kind, payload)
+                elif self._kind == kind and now - self._since < interval:
+                    self._parts.append(payload)
+                else:
+                    self._flush_locked()
+                    self._kind, self._parts, self._since = kind, [payload], now
+                    if self._timer is not None:
+                        self._timer.flush_at(now + interval)
+
+    def flush(self) -> None:
+        """Deliver the pending batch now, if any."""
+        if self._interval is None:
+            return
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        kind, parts = self._kind, self._parts
+        if kind is None:
+            return
+        self._kind, self._parts = None, []
+        if self._timer is not None:
+            self._timer.flush_at(None)
+        self._deliver(kind, "".join(parts))
+
+    def _deliver(self, kind: int, payload: object) -> None:
+        fn = self._fns[kind]
+        if fn is None:
+            return
+        if self._inline:
+            call_user(fn, _NAMES[kind], payload)
+        else:
+            self.dispatcher.dispatch(self._guarded(fn, _NAMES[kind], payload))
+
     def call(self, fn: Callable[..., object] | None, name: str, *args: object) -> None:
         """Deliver one callback that is not a stream event (on_retry, on_reset)."""
+        self.flush()
         if fn is None:
             return
         if self._inline:
@@ -122,14 +212,15 @@ class Emitter:
         scope = self._scope
 
         def run() -> None:
-            # Runs on the dispatcher's thread: a failure stops the worker
-            # through the same switch a cancel uses.
-            if scope.reason is not None:
+            # Runs on the dispatcher's thread. After a callback failed, the
+            # rest is dropped; after a cancel, what was accumulated is still
+            # delivered, so the result and the callbacks agree.
+            if isinstance(scope.reason, CallbackError):
                 return
             try:
                 call_user(fn, name, *args)
             except CallbackError as exc:
-                scope.abort(exc)
+                scope.abort(exc)  # stops the worker like a cancel does
 
         return run
 
@@ -178,7 +269,7 @@ class _Run:
         self.acc = acc
         self.scope = scope
         self.callbacks = callbacks
-        self.emitter = Emitter(callbacks, dispatcher, scope)
+        self.emitter = Emitter(callbacks, dispatcher, scope, request.coalesce_interval)
         self.clock = clock
         self.host: Host | None = None
         self.timer: StreamTimer | None = None
@@ -191,7 +282,9 @@ class _Run:
                 first_token=request.first_token_timeout,
                 read=request.read_timeout,
                 deadline=request.deadline,
+                flush=self.emitter.timed_flush,
             )
+        self.emitter.use_timer(self.timer)
         retrying, _ = for_stream(
             request.retry,
             output_shown=lambda: acc.has_output,
@@ -213,6 +306,7 @@ class _Run:
             err.partial = acc.snapshot()
             raise
         finally:
+            self.emitter.flush()  # everything pending reaches the callbacks first
             if self.timer is not None and request.watchdog is not None:
                 request.watchdog.unwatch(self.timer)
         return acc.snapshot()
@@ -292,7 +386,7 @@ class _Run:
                     check()  # a cancel stops delivery even of lines already received
                     events = feed(parse_line(line), now)
                     if events:
-                        emit(events)
+                        emit(events, now)
                     done = acc.done
             tail = splitter.finish()
             if tail and not done:

@@ -1,0 +1,299 @@
+"""Dispatchers and coalescing: thread identity, order, flushing, cancel, errors."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ollama_stream_sync import (
+    CallbackError,
+    CallLaterDispatcher,
+    QtDispatcher,
+    QueueDispatcher,
+    StreamingClient,
+    TkDispatcher,
+)
+from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply, tool_call
+
+from .conftest import USER, WAIT
+
+SCRIPT = reply("one two three", thinking="a b", tool_calls=[tool_call("f", {"x": 1})])
+EXPECTED_KINDS = ["thinking"] * 2 + ["content"] * 3 + ["tool", "done"]
+
+
+class Log:
+    """Every callback with the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any, int]] = []
+        self.done = threading.Event()
+
+    def _add(self, kind: str, value: Any) -> None:
+        self.events.append((kind, value, threading.get_ident()))
+
+    def kwargs(self) -> dict[str, Any]:
+        def terminal(kind: str) -> Any:
+            def fn(value: Any) -> None:
+                self._add(kind, value)
+                self.done.set()
+
+            return fn
+
+        return {
+            "on_thinking": lambda t: self._add("thinking", t),
+            "on_content": lambda t: self._add("content", t),
+            "on_tool_call": lambda c: self._add("tool", c),
+            "on_done": terminal("done"),
+            "on_error": terminal("error"),
+        }
+
+    def kinds(self) -> list[str]:
+        return [k for k, _, _ in self.events]
+
+    def text(self, kind: str) -> str:
+        return "".join(v for k, v, _ in self.events if k == kind)
+
+    def threads(self) -> set[int]:
+        return {t for _, _, t in self.events}
+
+
+def test_queue_dispatcher_runs_callbacks_only_when_pumped(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(SCRIPT)
+    pump = QueueDispatcher()
+    log = Log()
+    handle = client.start_chat("m", USER, dispatcher=pump, **log.kwargs())
+    assert handle.join(WAIT)  # the worker is done; nothing ran yet
+    assert log.events == [] and not handle.done()
+    assert pump.pending == len(EXPECTED_KINDS)
+    assert pump.pump() == len(EXPECTED_KINDS)
+    assert log.kinds() == EXPECTED_KINDS
+    assert log.threads() == {threading.get_ident()}
+    assert handle.done() and handle.result().content == "one two three"
+
+
+def test_blocking_chat_pumps_its_queue_dispatcher(
+    server: FakeOllama, make_client: Any
+) -> None:
+    server.enqueue(SCRIPT)
+    log = Log()
+    with make_client(server.url, dispatcher=QueueDispatcher()) as client:
+        result = client.chat("m", USER, **log.kwargs())
+    assert log.kinds() == EXPECTED_KINDS
+    assert log.threads() == {threading.get_ident()}  # the caller's own thread
+    assert result.content == log.text("content")
+
+
+def test_queue_dispatcher_pump_timeout_waits_for_work() -> None:
+    pump = QueueDispatcher()
+    assert pump.pump(timeout=0.01) == 0
+    threading.Timer(0.01, lambda: pump.dispatch(lambda: None)).start()
+    assert pump.pump(timeout=WAIT) == 1
+
+
+@pytest.fixture
+def toolkit_thread() -> Iterator[tuple[Any, threading.Thread]]:
+    """A stand-in toolkit: a thread running whatever ``call_after`` gives it."""
+    calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    count = [0]
+
+    def loop() -> None:
+        while (fn := calls.get()) is not None:
+            fn()
+
+    def call_after(fn: Any) -> None:
+        count[0] += 1
+        calls.put(fn)
+
+    thread = threading.Thread(target=loop, name="toolkit")
+    thread.start()
+    call_after.count = count  # type: ignore[attr-defined]
+    yield call_after, thread
+    calls.put(None)
+    thread.join(WAIT)
+
+
+def test_call_later_dispatcher_runs_on_the_toolkit_thread_in_batches(
+    server: FakeOllama,
+    client: StreamingClient,
+    toolkit_thread: tuple[Any, threading.Thread],
+) -> None:
+    call_after, thread = toolkit_thread
+    server.enqueue(reply(" ".join(["w"] * 300)))
+    log = Log()
+    client.start_chat(
+        "m", USER, dispatcher=CallLaterDispatcher(call_after), **log.kwargs()
+    )
+    assert log.done.wait(WAIT)
+    assert log.threads() == {thread.ident}
+    assert log.kinds() == ["content"] * 300 + ["done"]
+    assert call_after.count[0] <= 301  # at most one scheduled drain per callback
+
+
+def test_coalescing_merges_deltas_keeps_order_and_drops_nothing(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(SCRIPT)
+    log = Log()
+    result = client.chat("m", USER, coalesce_interval=60.0, **log.kwargs())
+    assert log.kinds() == ["thinking", "content", "tool", "done"]
+    assert log.text("thinking") == result.thinking == "a b"
+    assert log.text("content") == result.content == "one two three"
+
+
+def test_coalescing_keeps_field_switches_in_order(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(
+        [
+            Chunk(thinking="t1"),
+            Chunk(thinking="t2"),
+            Chunk(thinking="t3", content="c1"),
+            Chunk(content="c2"),
+            Chunk(tool_calls=[tool_call("f")]),
+            Chunk(content="c3"),
+            Done(content="c4"),
+        ]
+    )
+    log = Log()
+    client.chat("m", USER, coalesce_interval=60.0, **log.kwargs())
+    assert [(k, v) for k, v, _ in log.events if k != "tool"][:-1] == [
+        ("thinking", "t1t2t3"),
+        ("content", "c1c2"),
+        ("content", "c3c4"),
+    ]
+    assert log.kinds() == ["thinking", "content", "tool", "content", "done"]
+
+
+def test_coalesced_text_is_flushed_during_a_pause(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue([Chunk(content="a"), Chunk(content="b"), Stall()])
+    pump = QueueDispatcher()
+    log = Log()
+    handle = client.start_chat(
+        "m", USER, dispatcher=pump, coalesce_interval=0.05, **log.kwargs()
+    )
+    assert server.wait_stalled()
+    while log.text("content") != "ab":  # the timer flushes while the stream is silent
+        assert pump.pump(timeout=WAIT) > 0
+    assert set(log.kinds()) == {"content"} and not handle.done()
+    handle.cancel()
+    while not handle.done():
+        pump.pump(timeout=WAIT)
+    assert log.kinds()[-1] == "done"
+
+
+class CountingQueue(QueueDispatcher):
+    """Signals once ``n`` callbacks were queued."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.count = n, 0
+        self.reached = threading.Event()
+
+    def dispatch(self, fn: Any) -> None:
+        super().dispatch(fn)
+        self.count += 1
+        if self.count >= self.n:
+            self.reached.set()
+
+
+def test_cancel_under_a_queue_dispatcher_delivers_what_was_accumulated(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue([Chunk(content="x"), Chunk(content="y"), Stall()])
+    pump = CountingQueue(2)
+    log = Log()
+    handle = client.start_chat("m", USER, dispatcher=pump, **log.kwargs())
+    assert pump.reached.wait(WAIT)  # both deltas accumulated, none run yet
+    handle.cancel()
+    assert handle.join(WAIT)
+    pump.pump()
+    assert log.kinds() == ["content", "content", "done"]
+    assert log.text("content") == handle.result().content == "xy"
+    assert handle.result().cancelled
+
+
+def test_a_failing_callback_under_a_queue_dispatcher_stops_the_stream(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue([Chunk(content="a"), Chunk(content="b"), Stall()])
+    pump = QueueDispatcher()
+    seen: list[str] = []
+    errors: list[Any] = []
+
+    def on_content(text: str) -> None:
+        seen.append(text)
+        raise ValueError("widget destroyed")
+
+    handle = client.start_chat(
+        "m", USER, dispatcher=pump, on_content=on_content, on_error=errors.append
+    )
+    assert server.wait_stalled()
+    while not handle.done():
+        pump.pump(timeout=WAIT)
+    with pytest.raises(CallbackError):
+        handle.result()
+    assert seen == ["a"]  # the rest was dropped after the failure
+    assert len(errors) == 1 and isinstance(errors[0], CallbackError)
+
+
+def test_tk_dispatcher_runs_callbacks_on_the_tk_thread(
+    server: FakeOllama, client: StreamingClient, xvfb_display: str
+) -> None:
+    import tkinter
+
+    root = tkinter.Tk()
+    try:
+        dispatcher = TkDispatcher(root)
+        server.enqueue(SCRIPT)
+        log = Log()
+        kwargs = log.kwargs()
+        on_done = kwargs["on_done"]
+        kwargs["on_done"] = lambda r: (on_done(r), root.quit())
+        root.after(
+            0, lambda: client.start_chat("m", USER, dispatcher=dispatcher, **kwargs)
+        )
+        root.after(int(WAIT * 1000), root.quit)  # a bound on a hang, not a timing test
+        root.mainloop()
+        dispatcher.close()
+    finally:
+        root.destroy()
+    assert log.kinds() == EXPECTED_KINDS
+    assert log.threads() == {threading.get_ident()}
+
+
+def test_qt_dispatcher_runs_callbacks_on_the_qt_thread(
+    server: FakeOllama, client: StreamingClient, qt_app: Any
+) -> None:
+    from PySide6.QtCore import QTimer
+
+    dispatcher = QtDispatcher()
+    server.enqueue(SCRIPT)
+    log = Log()
+    kwargs = log.kwargs()
+    on_done = kwargs["on_done"]
+    kwargs["on_done"] = lambda r: (on_done(r), qt_app.quit())
+    QTimer.singleShot(
+        0, lambda: client.start_chat("m", USER, dispatcher=dispatcher, **kwargs)
+    )
+    QTimer.singleShot(int(WAIT * 1000), qt_app.quit)  # a bound on a hang
+    qt_app.exec()
+    assert log.kinds() == EXPECTED_KINDS
+    assert log.threads() == {threading.get_ident()}
+
+
+def test_qt_dispatcher_names_the_extra_when_pyside_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "PySide6", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"ollama-stream-sync\[qt\]"):
+        QtDispatcher()
