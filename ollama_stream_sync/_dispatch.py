@@ -251,19 +251,25 @@ class QtDispatcher:
         class _Relay(QtCore.QObject):
             call = QtCore.Signal(object)
 
-            def __init__(self) -> None:
-                super().__init__()
-                self.call.connect(self._run, QtCore.Qt.ConnectionType.QueuedConnection)
-
-            @QtCore.Slot(object)
-            def _run(self, fn: Callable[[], object]) -> None:
-                fn()
-
-        self._relay = _Relay()
+        # Qt aborts if a QObject is destroyed off its thread, and the garbage
+        # collector may run on any thread. So the relay holds no reference
+        # cycle (it is connected to a plain function) and belongs to the
+        # application object, which destroys it on the Qt thread.
+        app = QtCore.QCoreApplication.instance()
+        self._relay = _Relay(app)
+        self._relay.call.connect(_call, QtCore.Qt.ConnectionType.QueuedConnection)
 
     def dispatch(self, fn: Callable[[], object]) -> None:
         """Post ``fn`` to the Qt thread (any thread)."""
         self._relay.call.emit(fn)
 
+    def close(self) -> None:
+        """Release the relay object (call on the Qt thread when done with it)."""
+        self._relay.deleteLater()
+
     def __repr__(self) -> str:
         return "QtDispatcher()"
+
+
+def _call(fn: Callable[[], object]) -> None:
+    fn()

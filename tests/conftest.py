@@ -13,7 +13,7 @@ import requests
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import FakeOllama
 
-from .gui import qt_app, xvfb_display  # noqa: F401  # fixtures for the GUI tests
+from .gui import qt_app, tk_root, xvfb_display  # noqa: F401  # GUI test fixtures
 
 USER = [{"role": "user", "content": "Hello?"}]
 WAIT = 5.0  # every wait in the suite is bounded by this; none is a timing assertion

@@ -6,12 +6,15 @@ Locally a missing Xvfb skips the Tk tests; in CI (``REQUIRE_GUI_TESTS=1``, set b
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +62,23 @@ def xvfb_display() -> Iterator[str]:
             os.environ["DISPLAY"] = previous
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def tk_root(xvfb_display: str) -> Iterator[Any]:
+    """A Tk root window, destroyed and garbage-collected on this (Tk's) thread.
+
+    Tk aborts the process if its objects are collected on another thread, and a
+    later garbage collection could run on any thread.
+    """
+    import tkinter  # only the GUI tests need it
+
+    root = tkinter.Tk()
+    yield root
+    with contextlib.suppress(tkinter.TclError):
+        root.destroy()
+    del root
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -245,26 +245,20 @@ def test_a_failing_callback_under_a_queue_dispatcher_stops_the_stream(
 
 
 def test_tk_dispatcher_runs_callbacks_on_the_tk_thread(
-    server: FakeOllama, client: StreamingClient, xvfb_display: str
+    server: FakeOllama, client: StreamingClient, tk_root: Any
 ) -> None:
-    import tkinter
-
-    root = tkinter.Tk()
-    try:
-        dispatcher = TkDispatcher(root)
-        server.enqueue(SCRIPT)
-        log = Log()
-        kwargs = log.kwargs()
-        on_done = kwargs["on_done"]
-        kwargs["on_done"] = lambda r: (on_done(r), root.quit())
-        root.after(
-            0, lambda: client.start_chat("m", USER, dispatcher=dispatcher, **kwargs)
-        )
-        root.after(int(WAIT * 1000), root.quit)  # a bound on a hang, not a timing test
-        root.mainloop()
-        dispatcher.close()
-    finally:
-        root.destroy()
+    dispatcher = TkDispatcher(tk_root)
+    server.enqueue(SCRIPT)
+    log = Log()
+    kwargs = log.kwargs()
+    on_done = kwargs["on_done"]
+    kwargs["on_done"] = lambda r: (on_done(r), tk_root.quit())
+    tk_root.after(
+        0, lambda: client.start_chat("m", USER, dispatcher=dispatcher, **kwargs)
+    )
+    tk_root.after(int(WAIT * 1000), tk_root.quit)  # a bound on a hang, not a timing
+    tk_root.mainloop()
+    dispatcher.close()
     assert log.kinds() == EXPECTED_KINDS
     assert log.threads() == {threading.get_ident()}
 
@@ -285,6 +279,7 @@ def test_qt_dispatcher_runs_callbacks_on_the_qt_thread(
     )
     QTimer.singleShot(int(WAIT * 1000), qt_app.quit)  # a bound on a hang
     qt_app.exec()
+    dispatcher.close()
     assert log.kinds() == EXPECTED_KINDS
     assert log.threads() == {threading.get_ident()}
 

@@ -1,0 +1,140 @@
+"""The Tk example under Xvfb and the Qt one offscreen, driven like a person would.
+
+Each test presses Send, waits for text to appear, presses Stop mid-stream, and
+checks what the widgets show against the stream's result; then a second turn
+checks that the history was kept. The loops below wait for GUI events (they
+block in the toolkit's event wait), bounded by a timer in case of a hang.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from ollama_stream_sync import StreamingClient
+from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
+
+from .conftest import WAIT
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MID_STREAM = [
+    Chunk(thinking="Thinking "),
+    Chunk(thinking="first."),
+    Chunk(content="Hello "),
+    Chunk(content="wor"),
+    Stall(),  # the model goes on "forever": only Stop ends it
+]
+
+
+@pytest.fixture
+def examples_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    yield
+    for name in ("tk_chat", "qt_chat", "gui_demo_server"):
+        sys.modules.pop(name, None)
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def test_tk_chat_send_stop_and_a_second_turn(
+    server: FakeOllama, tk_root: Any, examples_path: None
+) -> None:
+    tk_chat = load("tk_chat")
+    root = tk_root
+    client = StreamingClient(server.url)
+
+    def run_until(condition: Callable[[], bool]) -> None:
+        expired: list[bool] = []
+        timer = root.after(int(WAIT * 1000), lambda: expired.append(True))
+        while not condition() and not expired:
+            root.tk.dooneevent(0)  # waits for the next Tk event
+        root.after_cancel(timer)
+        assert condition()
+
+    app = tk_chat.ChatApp(root, client, "m")
+    try:
+        server.enqueue(MID_STREAM)
+        app.prompt.insert(0, "Hi there")
+        app.send_button.invoke()
+        assert str(app.send_button["state"]) == "disabled"
+        run_until(lambda: app.text_with_tag("answer") == "Hello wor")
+        app.stop_button.invoke()
+        run_until(lambda: app.last_result is not None)
+        result = app.last_result
+        assert result.cancelled
+        assert app.text_with_tag("answer") == result.content == "Hello wor"
+        assert app.text_with_tag("thinking") == result.thinking == "Thinking first."
+        assert app.status.cget("text").startswith("Stopped.")
+        assert str(app.send_button["state"]) == "normal"
+
+        server.enqueue(reply("Second answer.", thinking="Still here."))
+        app.prompt.insert(0, "Again")
+        app.send_button.invoke()
+        run_until(lambda: app.last_result is not result)
+        assert app.last_result.content == "Second answer."
+        assert app.text_with_tag("answer") == "Hello wor" + "Second answer."
+        assert app.status.cget("text").startswith("Done.")
+        sent = server.stream_requests()[-1].body["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+        assert sent[1]["content"] == "Hello wor"  # the stopped turn was kept
+    finally:
+        app.dispatcher.close()
+        client.close()
+
+
+def test_qt_chat_send_stop_and_a_second_turn(
+    server: FakeOllama, qt_app: Any, examples_path: None
+) -> None:
+    import shiboken6
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    qt_chat = load("qt_chat")
+    client = StreamingClient(server.url)
+
+    def run_until(condition: Callable[[], bool]) -> None:
+        expired: list[bool] = []
+        QTimer.singleShot(int(WAIT * 1000), lambda: expired.append(True))
+        while not condition() and not expired:
+            qt_app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
+        assert condition()
+
+    window = qt_chat.ChatWindow(client, "m")
+    try:
+        window.show()
+        server.enqueue(MID_STREAM)
+        window.prompt.setText("Hi there")
+        window.send_button.click()
+        assert not window.send_button.isEnabled()
+        run_until(lambda: window.shown["answer"] == "Hello wor")
+        window.stop_button.click()
+        run_until(lambda: window.last_result is not None)
+        result = window.last_result
+        assert result.cancelled
+        assert window.shown["answer"] == result.content == "Hello wor"
+        assert window.shown["thinking"] == result.thinking == "Thinking first."
+        text = window.transcript.toPlainText()
+        assert "You: Hi there" in text and "Hello wor" in text
+        assert window.status.text().startswith("Stopped.")
+
+        server.enqueue(reply("Second answer."))
+        window.prompt.setText("Again")
+        window.send_button.click()
+        run_until(lambda: window.last_result is not result)
+        assert window.last_result.content == "Second answer."
+        assert window.transcript.toPlainText().endswith("Second answer.")
+        sent = server.stream_requests()[-1].body["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    finally:
+        window.close()
+        client.close()
+        shiboken6.delete(window)  # on the Qt thread, not by a later GC elsewhere
+        gc.collect()
