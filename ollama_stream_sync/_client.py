@@ -53,6 +53,17 @@ DEFAULT = _Default.DEFAULT
 Default = Literal[_Default.DEFAULT]
 
 
+OVERRIDE_KEYS = (
+    "retry",
+    "connect_timeout",
+    "first_token_timeout",
+    "read_timeout",
+    "deadline",
+    "coalesce_interval",
+)
+"""The client settings a single call may override."""
+
+
 def _pick(value: T | Default, fallback: T) -> T:
     return fallback if value is DEFAULT else value
 

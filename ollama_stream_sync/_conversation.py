@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import threading
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 
 from ._abort import AbortScope
 from ._accumulator import Accumulator
-from ._client import DEFAULT, StreamingClient
+from ._client import DEFAULT, OVERRIDE_KEYS, StreamingClient
 from ._dispatch import Dispatcher
 from ._errors import ToolRoundsExceeded
 from ._handle import StreamHandle, result_or_cancel
@@ -36,21 +37,10 @@ ToolSpec = (
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
 _STREAM_ARGS = frozenset(
     {
-        "on_thinking",
-        "on_content",
-        "on_tool_call",
-        "on_done",
-        "on_error",
-        "on_retry",
-        "on_reset",
+        *(f.name for f in dataclasses.fields(Callbacks)),
         "on_tool_result",
         "dispatcher",
-        "retry",
-        "connect_timeout",
-        "first_token_timeout",
-        "read_timeout",
-        "deadline",
-        "coalesce_interval",
+        *OVERRIDE_KEYS,
     }
 )
 
@@ -207,25 +197,9 @@ class Conversation:
         on_tool_result = kwargs.pop("on_tool_result", None)
         dispatcher = kwargs.pop("dispatcher", None)
         callbacks = Callbacks(
-            on_thinking=kwargs.pop("on_thinking", None),
-            on_content=kwargs.pop("on_content", None),
-            on_tool_call=kwargs.pop("on_tool_call", None),
-            on_done=kwargs.pop("on_done", None),
-            on_error=kwargs.pop("on_error", None),
-            on_retry=kwargs.pop("on_retry", None),
-            on_reset=kwargs.pop("on_reset", None),
+            **{f.name: kwargs.pop(f.name, None) for f in dataclasses.fields(Callbacks)}
         )
-        overrides = {
-            key: kwargs.pop(key, DEFAULT)
-            for key in (
-                "retry",
-                "connect_timeout",
-                "first_token_timeout",
-                "read_timeout",
-                "deadline",
-                "coalesce_interval",
-            )
-        }
+        overrides = {key: kwargs.pop(key, DEFAULT) for key in OVERRIDE_KEYS}
         retry = overrides["retry"]
         check_retry(None if retry is DEFAULT else retry)  # fail here, not on the worker
         with self._lock:
