@@ -306,9 +306,14 @@ class _Run:
             err.partial = acc.snapshot()
             raise
         finally:
-            self.emitter.flush()  # everything pending reaches the callbacks first
-            if self.timer is not None and request.watchdog is not None:
-                request.watchdog.unwatch(self.timer)
+            try:
+                self.emitter.flush()  # everything pending reaches the callbacks first
+            except CallbackError as exc:
+                exc.partial = acc.snapshot()
+                raise
+            finally:
+                if self.timer is not None and request.watchdog is not None:
+                    request.watchdog.unwatch(self.timer)
         return acc.snapshot()
 
     def _attempt(self) -> None:

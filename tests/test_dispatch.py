@@ -292,3 +292,16 @@ def test_qt_dispatcher_names_the_extra_when_pyside_is_missing(
     monkeypatch.setitem(sys.modules, "PySide6", None)  # as if not installed
     with pytest.raises(ImportError, match=r"ollama-stream-sync\[qt\]"):
         QtDispatcher()
+
+
+def test_a_callback_failing_on_the_final_flush_keeps_the_partial(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("all of it"))
+
+    def on_content(text: str) -> None:
+        raise ValueError("bad widget")
+
+    with pytest.raises(CallbackError) as info:
+        client.chat("m", USER, on_content=on_content, coalesce_interval=60.0)
+    assert info.value.partial.content == "all of it"
