@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import enum
 import functools
 import itertools
@@ -62,6 +63,16 @@ OVERRIDE_KEYS = (
     "coalesce_interval",
 )
 """The client settings a single call may override."""
+
+
+def _overrides(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's overrides, taken from its arguments by name."""
+    return {key: args[key] for key in OVERRIDE_KEYS}
+
+
+def _callbacks(args: Mapping[str, Any]) -> Callbacks:
+    """A call's callbacks, taken from its arguments by name."""
+    return Callbacks(**{f.name: args[f.name] for f in dataclasses.fields(Callbacks)})
 
 
 def _pick(value: T | Default, fallback: T) -> T:
@@ -384,18 +395,10 @@ class StreamingClient:
             logprobs=logprobs,
             top_logprobs=top_logprobs,
         )
-        callbacks = Callbacks(
-            on_thinking, on_content, on_tool_call, on_done, on_error, on_retry, on_reset
+        args = locals()
+        return self._start(
+            "/api/chat", body, _callbacks(args), dispatcher, _overrides(args)
         )
-        overrides = {
-            "retry": retry,
-            "connect_timeout": connect_timeout,
-            "first_token_timeout": first_token_timeout,
-            "read_timeout": read_timeout,
-            "deadline": deadline,
-            "coalesce_interval": coalesce_interval,
-        }
-        return self._start("/api/chat", body, callbacks, dispatcher, overrides)
 
     def start_generate(
         self,
@@ -456,18 +459,10 @@ class StreamingClient:
             height=height,
             steps=steps,
         )
-        callbacks = Callbacks(
-            on_thinking, on_content, on_tool_call, on_done, on_error, on_retry, on_reset
+        args = locals()
+        return self._start(
+            "/api/generate", body, _callbacks(args), dispatcher, _overrides(args)
         )
-        overrides = {
-            "retry": retry,
-            "connect_timeout": connect_timeout,
-            "first_token_timeout": first_token_timeout,
-            "read_timeout": read_timeout,
-            "deadline": deadline,
-            "coalesce_interval": coalesce_interval,
-        }
-        return self._start("/api/generate", body, callbacks, dispatcher, overrides)
 
     chat = _blocking(start_chat)
     chat.__doc__ = """Stream a chat and block until it ends; arguments as start_chat.
