@@ -515,5 +515,5 @@ class StreamingClient:
         self.close()
 
     def __repr__(self) -> str:
-        url = self._sdk._client.base_url
-        return f"<StreamingClient {url} active={len(self._handles)}>"
+        hosts = ", ".join(self.hosts)
+        return f"<StreamingClient {hosts} active={len(self._handles)}>"

@@ -77,3 +77,11 @@ def test_all_hosts_dead(dead_url: str, make_client: MakeClient) -> None:
 def test_host_and_hosts_are_exclusive(dead_url: str, make_client: MakeClient) -> None:
     with pytest.raises(TypeError):
         make_client(dead_url, hosts=[dead_url])
+
+
+def test_repr_names_every_host(
+    server: FakeOllama, second_server: FakeOllama, make_client: MakeClient
+) -> None:
+    with make_client(hosts=[server.url, second_server.url]) as client:
+        text = repr(client)
+    assert server.url in text and second_server.url in text
