@@ -21,6 +21,9 @@ class OpenStream(Protocol):
 class Transport(Protocol):
     """Sends one streaming request. Implementations map their errors into our tree.
 
+    A transport owns no connections: the client closes the SDK clients it
+    created, and a caller's session or client stays the caller's.
+
     ``open`` runs on the worker thread inside a bound ``AbortScope`` and attaches
     every socket it blocks on to that scope, so an abort wakes it.
     """
@@ -42,10 +45,6 @@ class Transport(Protocol):
         Raises:
             StreamError: mapped as for ``open``.
         """
-        ...
-
-    def close(self) -> None:
-        """Release pooled connections."""
         ...
 
 

@@ -359,9 +359,6 @@ class HttpxStreamTransport:
         except ValueError as exc:
             raise translate(exc) from exc
 
-    def close(self) -> None:
-        self._client.close()
-
 
 def _read_bounded(response: httpx.Response) -> bytes:
     parts: list[bytes] = []

@@ -153,9 +153,6 @@ class RequestsStreamTransport:
         except ValueError as exc:
             raise translate(exc) from exc
 
-    def close(self) -> None:
-        """The session is the caller's: it stays open."""
-
 
 def _read_bounded(response: requests.Response) -> bytes:
     with contextlib.suppress(requests.RequestException, urllib3.exceptions.HTTPError):
