@@ -131,8 +131,7 @@ class Conversation:
         self.format = format
         self.keep_alive = keep_alive
         self.max_tool_rounds = max_tool_rounds
-        self._tools = list(tools or ())
-        self._schemas, self._impls = _tool_table(self._tools)
+        self._schemas, self._impls = _tool_table(list(tools or ()))
         # Guards _messages and _running: the worker appends while callers read.
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []

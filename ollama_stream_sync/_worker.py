@@ -20,11 +20,9 @@ from ._ndjson import LineSplitter, parse_line
 from ._result import ChatResult
 from ._retry import RetryArg, for_stream
 from ._transports._base import Transport
-from ._watchdog import StreamTimer, Watchdog
+from ._watchdog import Clock, StreamTimer, Watchdog
 
 log = logging.getLogger("ollama_stream_sync")
-
-Clock = Callable[[], float]
 
 
 class CancelRequest(Exception):
