@@ -5,54 +5,107 @@ Example::
     from ollama_stream_sync import StreamingClient
 
     with StreamingClient() as client:
-        result = client.chat("qwen3", [{"role": "user", "content": "Hi"}],
-                             on_content=lambda t: print(t, end=""))
+        messages = [{"role": "user", "content": "Hi"}]
+        for text in client.stream_chat("qwen3", messages).text():
+            print(text, end="")
 """
+
+import logging as _logging
 
 from ._client import StreamingClient
 from ._conversation import Conversation
 from ._dispatch import (
     CallLaterDispatcher,
     Dispatcher,
+    DispatcherClosed,
     InlineDispatcher,
     QtDispatcher,
     QueueDispatcher,
     TkDispatcher,
 )
 from ._errors import (
+    AuthenticationRequired,
     CallbackError,
     ConnectionFailed,
+    ContextLengthExceeded,
+    DispatchError,
     ModelNotFound,
+    OutputValidationError,
     ProtocolError,
+    RateLimited,
     ServerError,
     StreamError,
     StreamTimeout,
     ToolRoundsExceeded,
 )
+from ._events import (
+    Content,
+    Done,
+    Partial,
+    Phase,
+    PhaseName,
+    Reset,
+    Retry,
+    StreamEvent,
+    Thinking,
+    ToolCall,
+    ToolResult,
+)
 from ._handle import StreamHandle
 from ._hosts import HostHealth
+from ._models import LoadedModel
+from ._options import CallOptions, ConversationOptions
+from ._request import ToolSchemaWarning, UnknownOptionWarning
 from ._result import ChatResult
 from ._retry import RetryPolicy
+from ._stream import ChatStream
+
+# A library never prints on its own: warnings go nowhere until the
+# application configures logging (the logging HOWTO's advice for libraries).
+_logging.getLogger("ollama_stream_sync").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "AuthenticationRequired",
     "CallLaterDispatcher",
+    "CallOptions",
     "CallbackError",
     "ChatResult",
+    "ChatStream",
     "ConnectionFailed",
+    "Content",
+    "ContextLengthExceeded",
     "Conversation",
+    "ConversationOptions",
+    "DispatchError",
     "Dispatcher",
+    "DispatcherClosed",
+    "Done",
     "HostHealth",
     "InlineDispatcher",
+    "LoadedModel",
     "ModelNotFound",
+    "OutputValidationError",
+    "Partial",
+    "Phase",
+    "PhaseName",
     "ProtocolError",
     "QtDispatcher",
     "QueueDispatcher",
+    "RateLimited",
+    "Reset",
+    "Retry",
     "RetryPolicy",
     "ServerError",
     "StreamError",
+    "StreamEvent",
     "StreamHandle",
     "StreamTimeout",
     "StreamingClient",
+    "Thinking",
     "TkDispatcher",
+    "ToolCall",
+    "ToolResult",
     "ToolRoundsExceeded",
+    "ToolSchemaWarning",
+    "UnknownOptionWarning",
 ]

@@ -2,18 +2,35 @@
 
 A worker blocked in ``recv()`` (a silent server) or ``connect()`` sees nothing
 until data or a timeout arrives, and ``close()`` from another thread does not
-wake it. ``shutdown(SHUT_RDWR)`` does, at once. ``AbortScope`` remembers which
-socket one stream is using so that ``abort()`` can shut it down; the transport
-attaches sockets to the scope that the worker bound to its thread.
+wake it. ``shutdown(SHUT_RDWR)`` does, at once. So each stream has an
+``AbortScope``, and the transports let the scope *claim* the connection the
+stream is using; ``abort()`` shuts down what the scope owns at that moment.
+
+Ownership is exact: a scope owns a connection only between its claim and its
+release, and the claim of another scope (a pooled connection reused by another
+stream) takes it away atomically. A stale abort therefore never reaches a
+socket that another stream is using. One module lock guards every owner field,
+so a claim and an abort never miss each other; claims happen once per
+connection per stream and aborts are rare, so the lock is never hot.
+
+Name resolution cannot be interrupted at all; ``resolve`` runs it on a helper
+thread so that a cancel returns at once while the lookup finishes on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import itertools
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+_lock = threading.Lock()
+"""Guards every scope's reasons, seal and held connection, and every
+``Claimable.owner``: the one place where ownership changes hands."""
 
 
 class Aborted(Exception):
@@ -24,25 +41,50 @@ class Aborted(Exception):
         self.reason = reason
 
 
+class Claimable(Protocol):
+    """A connection a scope can own: ``shutdown()`` wakes whoever blocks on it."""
+
+    owner: AbortScope | None
+
+    def shutdown(self) -> None:
+        """Shut the connection down now (from any thread); never raise."""
+        ...
+
+
 class AbortScope:
-    """The abort switch of one stream.
+    """The abort switch of one stream, and the connection it currently owns.
 
     ``abort`` ends the whole stream (cancel, deadline, a failed callback);
     ``abort_attempt`` ends only the current attempt (a first-token or read
-    timeout), which a retry may follow after ``begin_attempt``.
+    timeout), which a retry may follow after ``begin_attempt``. ``seal`` fixes
+    the outcome once the answer is complete: later aborts are refused.
     """
 
-    __slots__ = ("_attempt_reason", "_lock", "_reason", "_sock", "aborted_event")
+    __slots__ = (
+        "_attempt_reason",
+        "_cond",
+        "_held",
+        "_pid",
+        "_reason",
+        "_sealed",
+        "aborted_event",
+        "phase_hook",
+    )
 
     def __init__(self) -> None:
-        # Guards _sock and both reasons, so an abort and an attach never miss
-        # each other.
-        self._lock = threading.Lock()
-        self._sock: socket.socket | FdSocket | None = None
+        self._held: Claimable | None = None
         self._reason: BaseException | None = None
         self._attempt_reason: BaseException | None = None
+        self._sealed = False
+        # A process that forked owns none of its parent's connections: a scope
+        # never shuts down a socket from a process other than its own.
+        self._pid = os.getpid()
+        # Wakes interruptible waits (name resolution) on any abort.
+        self._cond = threading.Condition(threading.Lock())
         self.aborted_event = threading.Event()
         """Set by ``abort`` (not by ``abort_attempt``): wakes a retry backoff."""
+        self.phase_hook: Callable[[], None] | None = None
+        """Called by a transport on the worker thread when the request was sent."""
 
     @property
     def reason(self) -> BaseException | None:
@@ -54,54 +96,85 @@ class AbortScope:
         """Why the current attempt was aborted, if it was."""
         return self._attempt_reason
 
+    @property
+    def stopped(self) -> bool:
+        """True once the stream or its current attempt was aborted."""
+        return self._reason is not None or self._attempt_reason is not None
+
+    @property
+    def sealed(self) -> bool:
+        """True once ``seal`` fixed the outcome."""
+        return self._sealed
+
     def begin_attempt(self) -> None:
         """Start a fresh attempt: forget the previous attempt's abort."""
-        with self._lock:
+        with _lock:
             self._attempt_reason = None
 
-    def abort_attempt(self, reason: BaseException) -> bool:
-        """End the current attempt (its socket is shut down); False if already ended."""
-        with self._lock:
+    def seal(self) -> bool:
+        """Refuse every later abort (the answer is complete); False if too late."""
+        with _lock:
             if self._reason is not None or self._attempt_reason is not None:
                 return False
+            self._sealed = True
+            return True
+
+    def abort_attempt(self, reason: BaseException) -> bool:
+        """End the current attempt; False if it had already ended or was sealed."""
+        with _lock:
+            if self._sealed or self._reason is not None:
+                return False
+            if self._attempt_reason is not None:
+                return False
             self._attempt_reason = reason
-            sock, self._sock = self._sock, None
-        if sock is not None:
-            _shutdown(sock)
+            self._shutdown_held_locked()
+        self._wake()
         return True
 
     def abort(self, reason: BaseException) -> bool:
-        """Flip the switch and shut down the socket in use; False if already aborted."""
-        with self._lock:
-            if self._reason is not None:
+        """End the stream and shut down what it owns; False if already ended."""
+        with _lock:
+            if self._sealed or self._reason is not None:
                 return False
             self._reason = reason
-            sock = self._sock
-            self._sock = None
+            self._shutdown_held_locked()
         self.aborted_event.set()
-        if sock is not None:
-            _shutdown(sock)
+        self._wake()
         return True
 
-    def attach(self, sock: socket.socket | FdSocket) -> None:
-        """Make ``sock`` the one an abort shuts down; raise ``Aborted`` if too late."""
-        with self._lock:
+    def _shutdown_held_locked(self) -> None:
+        held = self._held
+        if held is not None and held.owner is self and os.getpid() == self._pid:
+            held.shutdown()
+
+    def claim(self, conn: Claimable) -> None:
+        """Own ``conn`` until released or claimed by another scope.
+
+        Raises:
+            Aborted: the stream or attempt was already aborted; ``conn`` is shut
+                down so that its owner (the transport) closes it.
+        """
+        with _lock:
             reason = self._reason or self._attempt_reason
-            if reason is None:
-                self._sock = sock
+            previous = self._held
+            if previous is not None and previous is not conn and previous.owner is self:
+                previous.owner = None
+            conn.owner = self
+            self._held = conn
+            if reason is not None:
+                conn.shutdown()
+        if reason is not None:
+            raise Aborted(reason)
+
+    def release(self, conn: Claimable | None = None) -> None:
+        """Give up ``conn`` (or whatever is held) before it can be reused."""
+        with _lock:
+            held = self._held
+            if held is None or (conn is not None and held is not conn):
                 return
-        _shutdown(sock)
-        raise Aborted(reason)
-
-    def attach_if_new(self, sock: socket.socket | FdSocket) -> None:
-        """``attach`` unless ``sock`` is already attached (the cheap path per read)."""
-        if self._sock is not sock:
-            self.attach(sock)
-
-    def detach(self) -> None:
-        """Forget the socket (it goes back to the pool and must not be shut down)."""
-        with self._lock:
-            self._sock = None
+            if held.owner is self:
+                held.owner = None
+            self._held = None
 
     def check(self) -> None:
         """Raise ``Aborted`` if the stream or the current attempt was aborted."""
@@ -109,49 +182,131 @@ class AbortScope:
         if reason is not None:
             raise Aborted(reason)
 
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
-class FdSocket:
-    """A socket known by its descriptor, for sockets wrapped (TLS) after we saw them.
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``predicate()`` or an abort; return ``predicate()``.
 
-    ``ssl.wrap_socket`` detaches the plain socket object it wraps; the connection
-    lives on under the same descriptor, so a shutdown goes to a duplicate of it.
+        Whoever makes the predicate true must call ``notify``.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: predicate() or self.stopped, timeout)
+            return predicate()
+
+    def notify(self) -> None:
+        """Wake ``wait_until`` so that it re-checks its predicate."""
+        self._wake()
+
+
+def disown(conn: Claimable) -> None:
+    """End whatever claim ``conn`` is under, from any thread.
+
+    Called just before a connection goes back to a pool (or is closed), so no
+    scope can shut it down once another request may use it.
     """
+    with _lock:
+        owner = conn.owner
+        if owner is not None:
+            conn.owner = None
+            if owner._held is conn:
+                owner._held = None
 
-    __slots__ = ("fd",)
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+def shutdown_socket(sock: socket.socket) -> None:
+    """Shut down ``sock`` for reading and writing; errors mean it is already gone.
 
-
-def _shutdown(sock: socket.socket | FdSocket) -> None:
-    # The plain socket method, even on an SSLSocket: SSLSocket.shutdown would
-    # clear the TLS object under the worker's feet. Errors mean already closed.
+    The plain socket method, even on an ``SSLSocket``: ``SSLSocket.shutdown``
+    would clear the TLS object under the feet of the thread using it.
+    """
     with contextlib.suppress(OSError):
-        if isinstance(sock, FdSocket):
-            dup = socket.socket(fileno=os.dup(sock.fd))
-            try:
-                dup.shutdown(socket.SHUT_RDWR)
-            finally:
-                dup.close()
-        elif sock.fileno() != -1:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _local = threading.local()
 
 
 def current_scope() -> AbortScope | None:
-    """The scope bound to this thread, if any."""
+    """The scope bound to this thread while it does a stream's network I/O."""
     return getattr(_local, "scope", None)
+
+
+def bind(scope: AbortScope | None) -> None:
+    """Bind ``scope`` to this thread (``None`` unbinds).
+
+    Only a stream's own network calls run bound, never user callbacks: a
+    callback that makes an HTTP request of its own must not have its socket
+    claimed by the stream.
+    """
+    _local.scope = scope
 
 
 @contextlib.contextmanager
 def bound(scope: AbortScope) -> Iterator[AbortScope]:
     """Bind ``scope`` to this thread while the block runs its network calls."""
-    previous = getattr(_local, "scope", None)
+    previous = current_scope()
     _local.scope = scope
     try:
         yield scope
     finally:
-        scope.detach()
         _local.scope = previous
+
+
+_resolvers = itertools.count(1)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve(
+    host: str,
+    port: int,
+    family: int = 0,
+    kind: int = socket.SOCK_STREAM,
+    *,
+    timeout: float | None = None,
+) -> list[tuple[Any, ...]]:
+    """``socket.getaddrinfo`` that a cancel (or ``timeout``) cuts short.
+
+    An IP address resolves at once, here. A name is looked up on a short-lived
+    daemon thread while the worker waits on its scope, so an abort returns at
+    once; the lookup ends on its own and its answer is dropped. Without a bound
+    scope this is plain ``getaddrinfo``.
+
+    Raises:
+        Aborted: the bound scope was aborted during the lookup.
+        socket.gaierror: the lookup failed.
+        TimeoutError: ``timeout`` passed first.
+    """
+    scope = current_scope()
+    if scope is None or _is_ip(host):
+        return socket.getaddrinfo(host, port, family, kind)
+    box: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            box.append(socket.getaddrinfo(host, port, family, kind))
+        except BaseException as exc:  # noqa: BLE001  # handed to the waiting worker
+            box.append(exc)
+        finally:
+            scope.notify()
+
+    threading.Thread(
+        target=lookup, name=f"ollama-resolve-{next(_resolvers)}", daemon=True
+    ).start()
+    # Daemon and unjoined, on purpose: getaddrinfo cannot be interrupted, and a
+    # cancelled stream must not wait for it. The thread touches no network.
+    found = scope.wait_until(lambda: bool(box), timeout)
+    scope.check()
+    if not found:
+        raise TimeoutError(f"resolving {host!r} took longer than {timeout}s")
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    return list(result)

@@ -1,9 +1,11 @@
-"""Pure stream state: fed chunk by chunk, read as frozen snapshots from any thread."""
+"""Pure stream state: fed one read's chunks at a time, read as frozen snapshots."""
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._errors import ProtocolError
@@ -36,29 +38,66 @@ _KNOWN = frozenset(
         "done_reason",
         "context",
         "logprobs",
+        "remote_model",
+        "remote_host",
         *_COUNTERS,
     }
 )
+
+_SEGMENT = 512
+"""Text parts joined into one string every this many, so a million tiny deltas
+cost a million characters, not a million string objects."""
+
+
+class _Text:
+    """One growing text field: small parts, consolidated into segments."""
+
+    __slots__ = ("parts", "segments")
+
+    def __init__(self) -> None:
+        self.segments: list[str] = []
+        self.parts: list[str] = []
+
+    def add(self, text: str) -> None:
+        parts = self.parts
+        parts.append(text)
+        if len(parts) >= _SEGMENT:
+            self.segments.append("".join(parts))
+            parts.clear()
+
+    def value(self) -> str:
+        """The whole text; re-stored joined so the next call adds only new parts."""
+        if not self.parts and len(self.segments) <= 1:
+            return self.segments[0] if self.segments else ""
+        text = "".join(self.segments) + "".join(self.parts)
+        self.segments = [text] if text else []
+        self.parts = []
+        return text
 
 
 class Accumulator:
     """Collects thinking, content and tool calls from chunks; no I/O, no threads.
 
-    ``feed`` is called by one writer (the worker); ``snapshot`` may be called by
-    any thread at any time. Text is kept as lists of parts and joined lazily, so
-    the cost is linear in the output however often it is read.
+    ``feed`` is called by one writer (the worker) with the chunks of one network
+    read, under one lock acquisition; ``snapshot`` may be called by any thread at
+    any time. A snapshot is cached until the state changes, so polling it costs
+    nothing while the stream is quiet.
     """
 
     def __init__(self) -> None:
         # Guards every attribute below: the worker writes while other threads
         # take snapshots.
         self._lock = threading.Lock()
+        self._started_at: float | None = None
+        # Wakes wait_for() callers; touched by the worker only while one waits.
+        self._changed = threading.Condition(threading.Lock())
+        self._waiters = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
         self._model = ""
-        self._thinking: list[str] = []
-        self._content: list[str] = []
+        self._thinking = _Text()
+        self._content = _Text()
         self._tool_calls: list[dict[str, Any]] = []
         self._logprobs: list[dict[str, Any]] = []
         self._final: dict[str, Any] = {}
@@ -66,21 +105,61 @@ class Accumulator:
         self._cancelled = False
         self._chunks = 0
         self._output_chunks = 0
-        self._started_at: float | None = None
         self._first_at: float | None = None
         self._last_at: float | None = None
+        self._version = 0
+        self._snap: ChatResult | None = None
+        self._snap_version = -1
+        self.extra_fields: dict[str, Any] = {}
+        """Fields set on the result by the worker (parsed, prompt_truncated)."""
 
     def start(self, now: float) -> None:
         """Mark when the request was sent (the zero of ``time_to_first_token``)."""
         with self._lock:
             self._started_at = now
+            self._version += 1
 
     def reset(self) -> None:
         """Forget everything fed so far (a retried stream starts afresh)."""
         with self._lock:
-            started = self._started_at
+            version = self._version
             self._reset_state()
-            self._started_at = started
+            self._version = version + 1
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake ``wait_for`` callers (after a change, or when the stream ends)."""
+        if self._waiters:
+            with self._changed:
+                self._changed.notify_all()
+
+    def wait_for(
+        self,
+        predicate: Callable[[ChatResult], bool],
+        timeout: float | None,
+        ended: Callable[[], bool],
+    ) -> bool:
+        """Wait until ``predicate(snapshot)`` holds; False on timeout or if it ended
+        without holding. Woken by every change: no polling."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            self._waiters += 1
+        try:
+            while True:
+                seen = self._version
+                if predicate(self.snapshot()):  # user code: no lock of ours held
+                    return True
+                if ended():
+                    return bool(predicate(self.snapshot()))
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                with self._changed:
+                    if self._version == seen and not ended():
+                        self._changed.wait(remaining)
+        finally:
+            with self._changed:
+                self._waiters -= 1
 
     @property
     def has_output(self) -> bool:
@@ -92,111 +171,155 @@ class Accumulator:
         """True once the ``done: true`` chunk was fed."""
         return self._done
 
+    @property
+    def tool_call_count(self) -> int:
+        """How many tool calls have arrived."""
+        return len(self._tool_calls)
+
     def mark_cancelled(self) -> None:
         """Record that the stream was stopped by a cancel."""
         with self._lock:
             self._cancelled = True
+            self._version += 1
+        self.notify()
 
-    def feed(self, chunk: dict[str, Any], now: float) -> list[Event]:
-        """Take one chunk; return the events it carries, thinking before content.
-
-        Raises:
-            ProtocolError: a field has the wrong type.
-        """
-        message = chunk.get("message")
-        if message is None:  # /api/generate
-            message = chunk
-            content = chunk.get("response")
-        elif isinstance(message, dict):
-            content = message.get("content")
-        else:
-            raise ProtocolError(f"chunk 'message' is not an object: {message!r:.200}")
-        thinking = message.get("thinking")
-        calls = message.get("tool_calls")
-        if not (thinking is None or isinstance(thinking, str)):
-            raise ProtocolError(f"chunk 'thinking' is not a string: {thinking!r:.200}")
-        if not (content is None or isinstance(content, str)):
-            raise ProtocolError(f"chunk 'content' is not a string: {content!r:.200}")
-        if calls is not None and not (
-            isinstance(calls, list)
-            and all(
-                isinstance(c, dict) and isinstance(c.get("function"), dict)
-                for c in calls
-            )
-        ):
-            raise ProtocolError(f"chunk 'tool_calls' is malformed: {calls!r:.200}")
-
-        events: list[Event] = []
+    def set_fields(self, **fields: Any) -> None:
+        """Set result fields computed outside the stream (parsed output...)."""
         with self._lock:
-            self._chunks += 1
-            if not self._model:
-                model = chunk.get("model")
-                if isinstance(model, str):
-                    self._model = model
-            if thinking:
-                self._thinking.append(thinking)
-                events.append((THINKING, thinking))
-            if content:
-                self._content.append(content)
-                events.append((CONTENT, content))
-            if calls:
-                for call in calls:
-                    self._tool_calls.append(call)
-                    events.append((TOOL_CALL, copy.deepcopy(call)))
-            logprobs = chunk.get("logprobs")
-            if isinstance(logprobs, list):
-                self._logprobs.extend(lp for lp in logprobs if isinstance(lp, dict))
-            if events:
-                self._output_chunks += 1
-                if self._first_at is None:
-                    self._first_at = now
-                self._last_at = now
-            if chunk.get("done") is True:
-                self._done = True
-                self._final = chunk
-        return events
+            self.extra_fields.update(fields)
+            self._version += 1
+
+    def feed(
+        self, chunks: list[dict[str, Any]], now: float
+    ) -> tuple[list[Event], ProtocolError | None]:
+        """Take one read's chunks; return their events, thinking before content.
+
+        A malformed chunk stops the batch: the events of the chunks before it
+        are returned with the error, so nothing that arrived is lost.
+        """
+        events: list[Event] = []
+        error: ProtocolError | None = None
+        with self._lock:
+            for chunk in chunks:
+                message = chunk.get("message")
+                if message is None:  # /api/generate
+                    message = chunk
+                    content = chunk.get("response")
+                elif type(message) is dict:
+                    content = message.get("content")
+                else:
+                    error = ProtocolError(
+                        f"chunk 'message' is not an object: {message!r:.200}"
+                    )
+                    break
+                thinking = message.get("thinking")
+                calls = message.get("tool_calls")
+                if thinking is not None and type(thinking) is not str:
+                    error = ProtocolError(
+                        f"chunk 'thinking' is not a string: {thinking!r:.200}"
+                    )
+                    break
+                if content is not None and type(content) is not str:
+                    error = ProtocolError(
+                        f"chunk 'content' is not a string: {content!r:.200}"
+                    )
+                    break
+                if calls is not None and not _valid_calls(calls):
+                    error = ProtocolError(
+                        f"chunk 'tool_calls' is malformed: {calls!r:.200}"
+                    )
+                    break
+                self._chunks += 1
+                before = len(events)
+                if thinking:
+                    self._thinking.add(thinking)
+                    events.append((THINKING, thinking))
+                if content:
+                    self._content.add(content)
+                    events.append((CONTENT, content))
+                if calls:
+                    for call in calls:
+                        self._tool_calls.append(call)
+                        events.append((TOOL_CALL, copy.deepcopy(call)))
+                if not self._model:
+                    model = chunk.get("model")
+                    if type(model) is str:
+                        self._model = model
+                logprobs = chunk.get("logprobs")
+                if logprobs is not None and type(logprobs) is list:
+                    self._logprobs.extend(lp for lp in logprobs if type(lp) is dict)
+                if len(events) > before:
+                    self._output_chunks += 1
+                    if self._first_at is None:
+                        self._first_at = now
+                    self._last_at = now
+                if chunk.get("done") is True:
+                    self._done = True
+                    self._final = chunk
+            self._version += 1
+        if self._waiters:
+            self.notify()
+        return events, error
 
     def snapshot(self) -> ChatResult:
-        """Return a consistent, frozen copy of everything so far."""
+        """Return a consistent, frozen copy of everything so far (cached)."""
         with self._lock:
-            thinking = "".join(self._thinking)
-            content = "".join(self._content)
-            # Re-store the joined text so repeated snapshots stay linear overall.
-            self._thinking = [thinking] if thinking else []
-            self._content = [content] if content else []
-            final = self._final
-            counters: dict[str, int | None] = {}
-            for name in _COUNTERS:
-                value = final.get(name)
-                counters[name] = value if isinstance(value, int) else None
-            context = final.get("context")
-            done_reason = final.get("done_reason")
-            ttft = tps = None
-            if self._first_at is not None and self._started_at is not None:
-                ttft = max(0.0, self._first_at - self._started_at)
-            if self._first_at is not None and self._last_at is not None:
-                span = self._last_at - self._first_at
-                tokens = counters["eval_count"] or self._output_chunks
-                if span > 0 and tokens > 1:
-                    tps = (tokens - 1) / span
-            return ChatResult(
-                model=self._model,
-                thinking=thinking,
-                content=content,
-                tool_calls=tuple(copy.deepcopy(self._tool_calls)),
-                done=self._done,
-                done_reason=done_reason if isinstance(done_reason, str) else None,
-                cancelled=self._cancelled,
-                time_to_first_token=ttft,
-                tokens_per_second=tps,
-                context=(
-                    tuple(context)
-                    if isinstance(context, list)
-                    and all(isinstance(x, int) for x in context)
-                    else None
-                ),
-                logprobs=tuple(self._logprobs),
-                chunk_count=self._chunks,
-                extra={k: v for k, v in final.items() if k not in _KNOWN},
-                **counters,
-            )
+            if self._snap is not None and self._snap_version == self._version:
+                return self._snap
+            result = self._build()
+            self._snap, self._snap_version = result, self._version
+            return result
+
+    def _build(self) -> ChatResult:
+        final = self._final
+        counters: dict[str, int | None] = {}
+        for name in _COUNTERS:
+            value = final.get(name)
+            counters[name] = value if type(value) is int else None
+        context = final.get("context")
+        done_reason = final.get("done_reason")
+        ttft = tps = None
+        if self._first_at is not None and self._started_at is not None:
+            ttft = max(0.0, self._first_at - self._started_at)
+        if self._first_at is not None and self._last_at is not None:
+            span = self._last_at - self._first_at
+            tokens = counters["eval_count"] or self._output_chunks
+            if span > 0 and tokens > 1:
+                tps = (tokens - 1) / span
+        remote_model = final.get("remote_model")
+        remote_host = final.get("remote_host")
+        return ChatResult(
+            model=self._model,
+            thinking=self._thinking.value(),
+            content=self._content.value(),
+            tool_calls=tuple(copy.deepcopy(self._tool_calls)),
+            done=self._done,
+            done_reason=done_reason if isinstance(done_reason, str) else None,
+            cancelled=self._cancelled,
+            time_to_first_token=ttft,
+            tokens_per_second=tps,
+            context=(
+                tuple(context)
+                if isinstance(context, list) and all(type(x) is int for x in context)
+                else None
+            ),
+            logprobs=tuple(self._logprobs),
+            chunk_count=self._chunks,
+            remote_model=remote_model if isinstance(remote_model, str) else None,
+            remote_host=remote_host if isinstance(remote_host, str) else None,
+            extra={k: v for k, v in final.items() if k not in _KNOWN},
+            prompt_eval_count=counters["prompt_eval_count"],
+            eval_count=counters["eval_count"],
+            total_duration=counters["total_duration"],
+            load_duration=counters["load_duration"],
+            prompt_eval_duration=counters["prompt_eval_duration"],
+            eval_duration=counters["eval_duration"],
+            prompt_truncated=bool(self.extra_fields.get("prompt_truncated", False)),
+            parsed=self.extra_fields.get("parsed"),
+        )
+
+
+def _valid_calls(calls: Any) -> bool:
+    return type(calls) is list and all(
+        type(c) is dict and type(c.get("function")) is dict for c in calls
+    )

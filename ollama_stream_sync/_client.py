@@ -3,96 +3,88 @@
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
-import enum
-import functools
 import itertools
+import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import ollama
 import requests
 
-from ._dispatch import Dispatcher, InlineDispatcher
+from . import _validate
+from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
 from ._errors import StreamError
-from ._handle import StreamHandle, result_or_cancel
+from ._handle import StreamHandle, wait_result
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, HostPool
+from ._models import LoadedModel, LoadedModels, ResidencyProbe
 from ._ndjson import DEFAULT_MAX_LINE_BYTES
+from ._options import (
+    CALL_KEYS,
+    CALLBACK_KEYS,
+    CallOptions,
+    Unpack,
+    check_call,
+)
 from ._request import ImageLike, MessageLike, ToolLike, chat_body, generate_body
 from ._result import ChatResult
 from ._retry import RetryArg, check_retry
+from ._stream import ChatStream
+from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens
 from ._transports._base import Transport, is_loopback
 from ._transports._httpx import CancellableTransport, HttpxStreamTransport
 from ._transports._requests import RequestsStreamTransport
 from ._watchdog import Watchdog
-from ._worker import Callbacks, Job, StreamRequest, stream_job
+from ._worker import Callbacks, Job, StreamRequest, complete, run_stream
 
-P = ParamSpec("P")
-T = TypeVar("T")
+log = logging.getLogger("ollama_stream_sync")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to establish a connection (the SDK's default is no limit at all)."""
 DEFAULT_FIRST_TOKEN_TIMEOUT = 300.0
-"""Seconds to wait for the first chunk: generous, it covers loading a large model."""
+"""Seconds to wait for the first output: generous, it covers loading a large model."""
 DEFAULT_READ_TIMEOUT = 120.0
 """Seconds of silence tolerated between chunks once a stream has started."""
 
-_clients = itertools.count(1)
-
-
-class _Default(enum.Enum):
-    DEFAULT = "DEFAULT"
-
-
-DEFAULT = _Default.DEFAULT
-"""Per-call argument default: use the client's setting."""
-Default = Literal[_Default.DEFAULT]
-
-
-OVERRIDE_KEYS = (
-    "retry",
-    "connect_timeout",
-    "first_token_timeout",
-    "read_timeout",
-    "deadline",
-    "coalesce_interval",
-)
-"""The client settings a single call may override."""
-
-
-def _overrides(args: Mapping[str, Any]) -> dict[str, Any]:
-    """A call's overrides, taken from its arguments by name."""
-    return {key: args[key] for key in OVERRIDE_KEYS}
-
-
-def _callbacks(args: Mapping[str, Any]) -> Callbacks:
-    """A call's callbacks, taken from its arguments by name."""
-    return Callbacks(**{f.name: args[f.name] for f in dataclasses.fields(Callbacks)})
-
-
-def _pick(value: T | Default, fallback: T) -> T:
-    return fallback if value is DEFAULT else value
-
+_clients_count = itertools.count(1)
+_clients: weakref.WeakSet[StreamingClient] = weakref.WeakSet()
 
 _TRANSPORT_KWARGS = ("verify", "cert", "http1", "http2", "limits", "socket_options")
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+_API_PATHS = ("/api", "/v1")
 
 
-def _blocking(
-    start: Callable[Concatenate[StreamingClient, P], StreamHandle],
-) -> Callable[Concatenate[StreamingClient, P], ChatResult]:
-    """The blocking twin of a ``start_*`` method: same arguments, waits for the end."""
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork()
 
-    def run(self: StreamingClient, /, *args: P.args, **kwargs: P.kwargs) -> ChatResult:
-        return result_or_cancel(start(self, *args, **kwargs), self.close_timeout)
 
-    functools.update_wrapper(run, start)  # keeps the signature for inspect and IDEs
-    return run
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_host_url(url: str) -> None:
+    """Reject a host URL that names an API path instead of the server.
+
+    ``http://h:11434/api`` would send ``POST /api/api/chat`` (and its 404 would
+    look like a missing model). A path prefix of a reverse proxy is kept.
+
+    Raises:
+        ValueError: the URL ends in ``/api`` or ``/v1`` (or a path under them).
+    """
+    path = urlsplit(url if "://" in url else f"http://{url}").path.rstrip("/")
+    for api in _API_PATHS:
+        if path == api or path.endswith(api) or f"{api}/" in f"{path}/":
+            base = url[: url.rfind(api)] if api in url else url
+            raise ValueError(
+                f"host {url!r} includes the API path {api!r}: give the server's "
+                f"base URL, e.g. {base.rstrip('/')!r} (this client adds /api/chat)"
+            )
 
 
 class StreamingClient:
@@ -126,6 +118,7 @@ class StreamingClient:
         coalesce_interval: float | None = None,
         host_cooldown: float = DEFAULT_COOLDOWN,
         close_timeout: float = 5.0,
+        probe_loading: bool = False,
         **client_kwargs: Any,
     ) -> None:
         """Create a client.
@@ -139,7 +132,7 @@ class StreamingClient:
                 (its proxies, CA bundle, auth and adapters apply; not closed by us).
             retry: a ``RetryPolicy``, a ``tenacity.Retrying``, or ``None`` (no retry).
             connect_timeout: seconds to connect; ``None`` waits forever.
-            first_token_timeout: seconds to wait for the first chunk (model loading).
+            first_token_timeout: seconds to wait for the first output (model loading).
             read_timeout: the longest silence between chunks once streaming.
             deadline: seconds for the whole call, retries included.
             max_line_bytes: the longest NDJSON line accepted (else ``ProtocolError``).
@@ -148,18 +141,45 @@ class StreamingClient:
                 within this many seconds into one callback (``None``: off).
             host_cooldown: seconds a host that refused a connection is skipped.
             close_timeout: seconds ``close()`` waits for each cancelled worker.
+            probe_loading: ask ``/api/ps`` at the start of each stream, so a
+                model that is not loaded yet reports the phase "loading".
             **client_kwargs: for ``ollama.Client`` (headers, transport, verify...).
 
         Raises:
-            TypeError: ``client`` is not an ``ollama.Client``, or it was combined
-                with ``host``/``hosts``/``client_kwargs``; or both ``host`` and
-                ``hosts`` were given.
+            TypeError, ValueError: an argument is of the wrong type or out of
+                range (the message names it); ``client`` combined with
+                ``host``/``hosts``/``client_kwargs``; both ``host`` and ``hosts``.
         """
         if client is not None and (host is not None or hosts or client_kwargs):
             raise TypeError("pass either client= or host/hosts/client options")
         if host is not None and hosts:
             raise TypeError("pass host= or hosts=, not both")
+        if hosts is not None and (isinstance(hosts, str) or not hosts):
+            raise TypeError("hosts must be a non-empty list of URLs")
         check_retry(retry)
+        check_dispatcher(dispatcher)
+        _validate.settings(
+            {
+                "connect_timeout": connect_timeout,
+                "first_token_timeout": first_token_timeout,
+                "read_timeout": read_timeout,
+                "deadline": deadline,
+                "coalesce_interval": coalesce_interval,
+            }
+        )
+        _validate.positive_int("max_line_bytes", max_line_bytes)
+        _validate.seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
+        _validate.seconds("close_timeout", close_timeout, allow_none=False, zero=True)
+        if not isinstance(probe_loading, bool):
+            raise TypeError("probe_loading must be True or False")
+        if session is not None and not isinstance(session, requests.Session):
+            raise TypeError("session must be a requests.Session")
+        for url in [host] if host is not None else list(hosts or ()):
+            if not isinstance(url, str):
+                raise TypeError(
+                    f"a host must be a URL string, not {type(url).__name__}"
+                )
+            check_host_url(url)
         self.retry = retry
         self.connect_timeout = connect_timeout
         self.first_token_timeout = first_token_timeout
@@ -169,6 +189,7 @@ class StreamingClient:
         self.dispatcher: Dispatcher = dispatcher or InlineDispatcher()
         self.coalesce_interval = coalesce_interval
         self.close_timeout = close_timeout
+        self.probe_loading = probe_loading
         self._owns_sdk = client is None
         if client is not None:
             sdks = [client]
@@ -177,8 +198,6 @@ class StreamingClient:
                 self._make_sdk(h, dict(client_kwargs))
                 for h in (hosts if hosts else [host])
             ]
-        if session is not None and not isinstance(session, requests.Session):
-            raise TypeError("session must be a requests.Session")
         self.session = session
         pool_hosts = []
         for sdk in sdks:
@@ -188,20 +207,24 @@ class StreamingClient:
                     "client must be a synchronous ollama.Client "
                     "(its httpx.Client is used)"
                 )
+            check_host_url(str(http.base_url))
             transport: Transport = (
                 HttpxStreamTransport(http)
                 if session is None
                 else RequestsStreamTransport(session, str(http.base_url), http.headers)
             )
-            pool_hosts.append(Host(str(http.base_url), transport))
+            pool_hosts.append(Host(str(http.base_url).rstrip("/"), transport))
         self._sdks = sdks
         self._sdk = sdks[0]
         self._pool = HostPool(pool_hosts, cooldown=host_cooldown)
-        self._watchdog = Watchdog(f"ollama-stream-timers-{next(_clients)}")
-        # Guards _handles and _closed: streams start and end on many threads.
+        self._watchdog = Watchdog(f"ollama-stream-timers-{next(_clients_count)}")
+        self._loaded = LoadedModels()
+        # Guards _handles and _closed: streams start and end on many threads,
+        # and close() may race them.
         self._lock = threading.Lock()
         self._handles: set[StreamHandle] = set()
         self._closed = False
+        _clients.add(self)
 
     def _make_sdk(self, host: str | None, kwargs: dict[str, Any]) -> ollama.Client:
         kwargs.setdefault("timeout", httpx.Timeout(None, connect=self.connect_timeout))
@@ -225,9 +248,16 @@ class StreamingClient:
             sdk = ollama.Client(host, transport=transport, mounts=mounts, **kwargs)
         return sdk
 
+    def _after_fork(self) -> None:
+        """In a forked child: none of the parent's streams or threads are ours."""
+        self._lock = threading.Lock()
+        self._handles = set()
+        self._watchdog.after_fork()
+        self._loaded = LoadedModels()
+
     @property
     def sdk(self) -> ollama.Client:
-        """The wrapped ``ollama.Client``, for calls we do not stream (list, pull...).
+        """The wrapped ``ollama.Client``, for calls we do not stream (list, show...).
 
         With several hosts, the first one's.
         """
@@ -247,6 +277,7 @@ class StreamingClient:
         Returns:
             One ``HostHealth`` per host: reachable, version, latency, cool-down.
         """
+        _validate.seconds("timeout", timeout)
         limit = timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
 
         def probe(host: Host) -> HostHealth:
@@ -266,65 +297,159 @@ class StreamingClient:
         ) as pool:
             return list(pool.map(probe, hosts))
 
+    def loaded_models(
+        self, *, host: str | None = None, timeout: float | None = None
+    ) -> list[LoadedModel]:
+        """The models loaded in the server's memory now (``GET /api/ps``).
+
+        One answer serves every caller for ``PS_CACHE_SECONDS`` (1 s): two
+        immediate calls send one request.
+
+        Args:
+            host: which of ``hosts`` to ask (default: the first).
+            timeout: seconds to wait (default: the connect timeout).
+
+        Raises:
+            StreamError: the server could not be asked.
+        """
+        _validate.seconds("timeout", timeout)
+        return self._loaded.get(
+            self._host(host), timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        )
+
+    def _host(self, url: str | None) -> Host:
+        if url is None:
+            return self._pool.hosts[0]
+        for host in self._pool.hosts:
+            if host.url == url.rstrip("/"):
+                return host
+        raise ValueError(f"{url!r} is not one of this client's hosts: {self.hosts}")
+
     # -- starting streams ------------------------------------------------
 
     def _request(
-        self, path: str, body: dict[str, Any], overrides: dict[str, Any]
+        self,
+        path: str,
+        body: dict[str, Any],
+        options: Mapping[str, Any],
+        *,
+        deadline_at: float | None = None,
+        seal_on_done: Callable[[Any], bool] | None = None,
     ) -> StreamRequest:
         """A request with this client's settings, overridden per call."""
-        check_retry(overrides["retry"] if overrides["retry"] is not DEFAULT else None)
+
+        def pick(key: str, fallback: Any) -> Any:
+            return options.get(key, fallback)
+
+        deadline = pick("deadline", self.deadline)
+        probe: Callable[[Host], ResidencyProbe] | None = None
+        model = body.get("model")
+        if pick("probe_loading", self.probe_loading) and isinstance(model, str):
+            wait = self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+
+            def probe(host: Host) -> ResidencyProbe:
+                return ResidencyProbe(self._loaded, host, model, wait)
+
         return StreamRequest(
             pool=self._pool,
             path=path,
             body=body,
             max_line_bytes=self.max_line_bytes,
-            connect_timeout=_pick(overrides["connect_timeout"], self.connect_timeout),
-            first_token_timeout=_pick(
-                overrides["first_token_timeout"], self.first_token_timeout
-            ),
-            read_timeout=_pick(overrides["read_timeout"], self.read_timeout),
-            deadline=_pick(overrides["deadline"], self.deadline),
-            retry=_pick(overrides["retry"], self.retry),
+            connect_timeout=pick("connect_timeout", self.connect_timeout),
+            first_token_timeout=pick("first_token_timeout", self.first_token_timeout),
+            read_timeout=pick("read_timeout", self.read_timeout),
+            deadline=deadline,
+            deadline_at=deadline_at,
+            retry=pick("retry", self.retry),
             watchdog=self._watchdog,
-            coalesce_interval=_pick(
-                overrides["coalesce_interval"], self.coalesce_interval
-            ),
+            seal_on_done=seal_on_done,
+            probe=probe,
         )
 
     def _start_job(
         self,
         job: Job,
-        callbacks: Callbacks,
-        dispatcher: Dispatcher | None,
+        options: Mapping[str, Any],
         label: str,
+        *,
+        fmt: FormatSpec | None = None,
+        sink: ChatStream | None = None,
     ) -> StreamHandle:
         """Run ``job`` on a new handle's worker thread, tracked until it ends."""
+        callbacks = Callbacks(**{k: options[k] for k in CALLBACK_KEYS if k in options})
+        coalesce = options.get("coalesce_interval", self.coalesce_interval)
         handle = StreamHandle(
-            job, callbacks, dispatcher or self.dispatcher, label=label
+            job,
+            callbacks,
+            options.get("dispatcher") or self.dispatcher,
+            label=label,
+            coalesce_interval=coalesce,
+            sink=sink,
+            partial=fmt.parser if fmt is not None else None,
         )
+        if sink is not None:
+            sink._handle = handle
         with self._lock:
             if self._closed:
                 raise RuntimeError("this StreamingClient is closed")
             self._handles.add(handle)
-        handle.add_done_callback(self._forget)
-        return handle._start()  # the handle's owner starts it
+            # Started under the lock: a close() racing this either sees the
+            # handle running (and cancels and joins it) or refuses the start.
+            handle.add_done_callback(self._forget)
+            handle._start()
+        return handle
 
-    def _start(  # internal
-        self,
-        path: str,
-        body: dict[str, Any],
-        callbacks: Callbacks,
-        dispatcher: Dispatcher | None,
-        overrides: dict[str, Any],
-    ) -> StreamHandle:
-        request = self._request(path, body, overrides)
-        label = f"model={body.get('model', '')!r}"
-        job = stream_job(request, callbacks)
-        return self._start_job(job, callbacks, dispatcher, label)
-
-    def _forget(self, handle: concurrent.futures.Future[ChatResult]) -> None:
+    def _forget(self, handle: StreamHandle) -> None:
         with self._lock:
             self._handles.discard(handle)
+
+    def _start_chat(
+        self,
+        model: str,
+        messages: Any,
+        sdk_args: dict[str, Any],
+        options: Any,
+        sink: ChatStream | None = None,
+    ) -> StreamHandle:
+        check_call(options)
+        fmt = (
+            FormatSpec(sdk_args["format"])
+            if sdk_args.get("format") is not None
+            else None
+        )
+        body = chat_body(model, messages, **sdk_args)
+        request = self._request("/api/chat", body, options)
+        estimate = estimate_prompt_tokens(body["messages"])
+
+        def job(ctx: Any) -> ChatResult:
+            return complete(ctx, run_stream(request, ctx), fmt, estimate)
+
+        return self._start_job(job, options, f"model={model!r}", fmt=fmt, sink=sink)
+
+    def _start_generate(
+        self,
+        model: str,
+        prompt: str | None,
+        suffix: str | None,
+        sdk_args: dict[str, Any],
+        options: Any,
+        *,
+        sink: ChatStream | None = None,
+    ) -> StreamHandle:
+        check_call(options)
+        fmt = (
+            FormatSpec(sdk_args["format"])
+            if sdk_args.get("format") is not None
+            else None
+        )
+        body = generate_body(model, prompt, suffix, **sdk_args)
+        request = self._request("/api/generate", body, options)
+        estimate = estimate_prompt_tokens(None, prompt, sdk_args.get("system"), suffix)
+
+        def job(ctx: Any) -> ChatResult:
+            return complete(ctx, run_stream(request, ctx), fmt, estimate)
+
+        return self._start_job(job, options, f"model={model!r}", fmt=fmt, sink=sink)
 
     def start_chat(
         self,
@@ -333,25 +458,14 @@ class StreamingClient:
         *,
         tools: Sequence[ToolLike] | None = None,
         think: bool | str | None = None,
-        format: str | Mapping[str, Any] | None = None,
+        format: FormatArg = None,
         options: Mapping[str, Any] | ollama.Options | None = None,
         keep_alive: float | str | None = None,
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
-        on_thinking: Callable[[str], object] | None = None,
-        on_content: Callable[[str], object] | None = None,
-        on_tool_call: Callable[[dict[str, Any]], object] | None = None,
-        on_done: Callable[[ChatResult], object] | None = None,
-        on_error: Callable[[StreamError], object] | None = None,
-        on_retry: Callable[[int, StreamError, float], object] | None = None,
-        on_reset: Callable[[int, StreamError], object] | None = None,
-        dispatcher: Dispatcher | None = None,
-        retry: RetryArg | Default = DEFAULT,
-        connect_timeout: float | Default | None = DEFAULT,
-        first_token_timeout: float | Default | None = DEFAULT,
-        read_timeout: float | Default | None = DEFAULT,
-        deadline: float | Default | None = DEFAULT,
-        coalesce_interval: float | Default | None = DEFAULT,
+        truncate: bool | None = None,
+        shift: bool | None = None,
+        **kwargs: Unpack[CallOptions],
     ) -> StreamHandle:
         """Start streaming a chat on a worker thread and return its handle at once.
 
@@ -359,23 +473,18 @@ class StreamingClient:
             model: the model name, e.g. ``"qwen3"``.
             messages: the history, dicts or ``ollama.Message``.
             tools: tool schemas (dicts), ``ollama.Tool`` or Python functions.
-            think: ``True``/``False`` or a level ``"low"``/``"medium"``/``"high"``.
-            format: ``"json"`` or a JSON schema.
+            think: ``True``/``False`` or a level (``"low"``, ``"medium"``,
+                ``"high"``, ``"max"``...), passed through unchanged.
+            format: ``"json"``, a JSON schema, or a pydantic model class (the
+                result's ``parsed`` is then a validated instance).
             options: model options (``temperature``, ``num_ctx``...).
             keep_alive: how long the model stays loaded.
             logprobs: return log probabilities (collected in ``result.logprobs``).
             top_logprobs: alternatives per position (0-20).
-            on_thinking: called with each thinking delta.
-            on_content: called with each answer delta.
-            on_tool_call: called once per complete tool call (a dict).
-            on_done: called once with the final ``ChatResult`` (also on cancel).
-            on_error: called once with the ``StreamError`` on failure.
-            on_retry: ``(attempt, error, delay)`` before each retry's wait.
-            on_reset: ``(attempt, error)`` when a retry discards output already
-                delivered (only with ``retry_after_output``): clear what you showed.
-            dispatcher: where the callbacks run (default: the client's).
-            retry, connect_timeout, first_token_timeout, read_timeout, deadline,
-                coalesce_interval: override the client's settings for this call.
+            truncate: let the server cut a prompt longer than the context
+                (``False``: an error instead).
+            shift: let the server shift the context when the answer fills it.
+            **kwargs: callbacks and per-call settings, see ``CallOptions``.
 
         Returns:
             The ``StreamHandle``.
@@ -384,7 +493,50 @@ class StreamingClient:
             TypeError, ValueError: the arguments cannot form a request.
             RuntimeError: the client is closed.
         """
-        body = chat_body(
+        sdk_args = {
+            "tools": tools,
+            "think": think,
+            "format": format,
+            "options": options,
+            "keep_alive": keep_alive,
+            "logprobs": logprobs,
+            "top_logprobs": top_logprobs,
+            "truncate": truncate,
+            "shift": shift,
+        }
+        return self._start_chat(model, messages, sdk_args, kwargs)
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[MessageLike] | None = None,
+        *,
+        tools: Sequence[ToolLike] | None = None,
+        think: bool | str | None = None,
+        format: FormatArg = None,
+        options: Mapping[str, Any] | ollama.Options | None = None,
+        keep_alive: float | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        truncate: bool | None = None,
+        shift: bool | None = None,
+        **kwargs: Unpack[CallOptions],
+    ) -> ChatResult:
+        """Stream a chat and block until it ends; arguments as ``start_chat``.
+
+        Callbacks fire as chunks arrive (on the worker thread by default). With
+        a queued dispatcher that may deliver on this thread, they run here
+        while we wait. Ctrl-C cancels the stream and raises ``KeyboardInterrupt``.
+
+        Returns:
+            The final ``ChatResult`` (``cancelled`` is true if another thread
+            cancelled it).
+
+        Raises:
+            StreamError: the failure, with ``.partial``.
+            TypeError, ValueError: the arguments cannot form a request.
+        """
+        handle = self.start_chat(
             model,
             messages,
             tools=tools,
@@ -394,11 +546,49 @@ class StreamingClient:
             keep_alive=keep_alive,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
+            truncate=truncate,
+            shift=shift,
+            **kwargs,
         )
-        args = locals()
-        return self._start(
-            "/api/chat", body, _callbacks(args), dispatcher, _overrides(args)
-        )
+        return wait_result(handle, self.close_timeout)
+
+    def stream_chat(
+        self,
+        model: str,
+        messages: Sequence[MessageLike] | None = None,
+        *,
+        tools: Sequence[ToolLike] | None = None,
+        think: bool | str | None = None,
+        format: FormatArg = None,
+        options: Mapping[str, Any] | ollama.Options | None = None,
+        keep_alive: float | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        truncate: bool | None = None,
+        shift: bool | None = None,
+        **kwargs: Unpack[CallOptions],
+    ) -> ChatStream:
+        """Start a chat and return a ``ChatStream`` to iterate (``start_chat``'s args).
+
+        The stream starts at once. Iterate it (``for event in stream``) for
+        typed events, or ``stream.text()`` for the answer's deltas; callbacks
+        may be given too. Use it as a context manager so that leaving early
+        cancels it.
+        """
+        stream = ChatStream(self.close_timeout)
+        sdk_args = {
+            "tools": tools,
+            "think": think,
+            "format": format,
+            "options": options,
+            "keep_alive": keep_alive,
+            "logprobs": logprobs,
+            "top_logprobs": top_logprobs,
+            "truncate": truncate,
+            "shift": shift,
+        }
+        self._start_chat(model, messages, sdk_args, kwargs, sink=stream)
+        return stream
 
     def start_generate(
         self,
@@ -411,7 +601,7 @@ class StreamingClient:
         context: Sequence[int] | None = None,
         think: bool | str | None = None,
         raw: bool | None = None,
-        format: str | Mapping[str, Any] | None = None,
+        format: FormatArg = None,
         images: Sequence[ImageLike] | None = None,
         options: Mapping[str, Any] | ollama.Options | None = None,
         keep_alive: float | str | None = None,
@@ -420,67 +610,87 @@ class StreamingClient:
         width: int | None = None,
         height: int | None = None,
         steps: int | None = None,
-        on_thinking: Callable[[str], object] | None = None,
-        on_content: Callable[[str], object] | None = None,
-        on_tool_call: Callable[[dict[str, Any]], object] | None = None,
-        on_done: Callable[[ChatResult], object] | None = None,
-        on_error: Callable[[StreamError], object] | None = None,
-        on_retry: Callable[[int, StreamError, float], object] | None = None,
-        on_reset: Callable[[int, StreamError], object] | None = None,
-        dispatcher: Dispatcher | None = None,
-        retry: RetryArg | Default = DEFAULT,
-        connect_timeout: float | Default | None = DEFAULT,
-        first_token_timeout: float | Default | None = DEFAULT,
-        read_timeout: float | Default | None = DEFAULT,
-        deadline: float | Default | None = DEFAULT,
-        coalesce_interval: float | Default | None = DEFAULT,
+        truncate: bool | None = None,
+        shift: bool | None = None,
+        **kwargs: Unpack[CallOptions],
     ) -> StreamHandle:
         """Start streaming ``/api/generate``; its ``response`` text feeds ``content``.
 
-        Arguments are those of ``ollama.Client.generate`` plus the callbacks of
-        ``start_chat``. Returns the ``StreamHandle``.
+        Arguments are those of ``ollama.Client.generate`` plus ``truncate``,
+        ``shift`` and the callbacks and settings of ``CallOptions``. Returns the
+        ``StreamHandle``.
         """
-        body = generate_body(
-            model,
-            prompt,
-            suffix,
-            system=system,
-            template=template,
-            context=context,
-            think=think,
-            raw=raw,
-            format=format,
-            images=images,
-            options=options,
-            keep_alive=keep_alive,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            width=width,
-            height=height,
-            steps=steps,
-        )
-        args = locals()
-        return self._start(
-            "/api/generate", body, _callbacks(args), dispatcher, _overrides(args)
+        return self._start_generate(
+            model, prompt, suffix, _generate_args(locals()), kwargs
         )
 
-    chat = _blocking(start_chat)
-    chat.__doc__ = """Stream a chat and block until it ends; arguments as start_chat.
+    def generate(
+        self,
+        model: str,
+        prompt: str | None = None,
+        suffix: str | None = None,
+        *,
+        system: str | None = None,
+        template: str | None = None,
+        context: Sequence[int] | None = None,
+        think: bool | str | None = None,
+        raw: bool | None = None,
+        format: FormatArg = None,
+        images: Sequence[ImageLike] | None = None,
+        options: Mapping[str, Any] | ollama.Options | None = None,
+        keep_alive: float | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        truncate: bool | None = None,
+        shift: bool | None = None,
+        **kwargs: Unpack[CallOptions],
+    ) -> ChatResult:
+        """Stream ``/api/generate`` and block until it ends (``start_generate``'s args).
 
-    Callbacks fire on the worker thread as chunks arrive. Ctrl-C cancels the
-    stream and raises ``KeyboardInterrupt``.
+        Returns:
+            The final ``ChatResult`` (the ``response`` text in ``content``).
 
-    Returns:
-        The final ``ChatResult`` (``cancelled`` is true if another thread cancelled).
+        Raises:
+            StreamError: the failure, with ``.partial``.
+        """
+        handle = self._start_generate(
+            model, prompt, suffix, _generate_args(locals()), kwargs
+        )
+        return wait_result(handle, self.close_timeout)
 
-    Raises:
-        StreamError: the failure, with ``.partial``.
-    """
-    generate = _blocking(start_generate)
-    generate.__doc__ = """Stream ``/api/generate`` and block until it ends.
-
-    The arguments of ``start_generate``; returns the final ``ChatResult``.
-    """
+    def stream_generate(
+        self,
+        model: str,
+        prompt: str | None = None,
+        suffix: str | None = None,
+        *,
+        system: str | None = None,
+        template: str | None = None,
+        context: Sequence[int] | None = None,
+        think: bool | str | None = None,
+        raw: bool | None = None,
+        format: FormatArg = None,
+        images: Sequence[ImageLike] | None = None,
+        options: Mapping[str, Any] | ollama.Options | None = None,
+        keep_alive: float | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        truncate: bool | None = None,
+        shift: bool | None = None,
+        **kwargs: Unpack[CallOptions],
+    ) -> ChatStream:
+        """Start ``/api/generate`` and return a ``ChatStream`` to iterate."""
+        stream = ChatStream(self.close_timeout)
+        self._start_generate(
+            model, prompt, suffix, _generate_args(locals()), kwargs, sink=stream
+        )
+        return stream
 
     # -- lifecycle -------------------------------------------------------
 
@@ -490,18 +700,31 @@ class StreamingClient:
             return list(self._handles)
 
     def close(self) -> None:
-        """Cancel running streams, wait for their workers, release connections."""
+        """Cancel running streams, wait for their workers, release connections.
+
+        Safe from any thread, from a callback of one of this client's streams
+        (that stream's own worker is not waited for: it ends as soon as the
+        callback returns), and more than once. Once it returns, no stream of
+        this client runs and a new one cannot start.
+        """
         with self._lock:
             self._closed = True
             handles = list(self._handles)
         for handle in handles:
             handle.cancel()
-        for handle in handles:
-            handle.join(self.close_timeout)
-        self._watchdog.close(self.close_timeout)
-        if self._owns_sdk:
-            for sdk in self._sdks:
-                sdk.close()  # type: ignore[no-untyped-call]  # the SDK is untyped here
+        try:
+            for handle in handles:
+                handle.join(self.close_timeout)  # not our own thread: see join()
+        finally:
+            try:
+                self._watchdog.close(self.close_timeout)
+            finally:
+                if self._owns_sdk:
+                    for sdk in self._sdks:
+                        try:
+                            sdk.close()  # type: ignore[no-untyped-call]  # untyped SDK
+                        except Exception:  # the others must still close
+                            log.exception("closing the SDK client failed")
 
     def __enter__(self) -> StreamingClient:
         return self
@@ -517,3 +740,31 @@ class StreamingClient:
     def __repr__(self) -> str:
         hosts = ", ".join(self.hosts)
         return f"<StreamingClient {hosts} active={len(self._handles)}>"
+
+
+def _generate_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The SDK-side arguments of a generate call, taken from its locals by name."""
+    return {
+        key: args[key]
+        for key in (
+            "system",
+            "template",
+            "context",
+            "think",
+            "raw",
+            "format",
+            "images",
+            "options",
+            "keep_alive",
+            "logprobs",
+            "top_logprobs",
+            "width",
+            "height",
+            "steps",
+            "truncate",
+            "shift",
+        )
+    }
+
+
+__all__ = ["CALL_KEYS", "StreamingClient"]

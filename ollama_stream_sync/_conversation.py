@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ollama
 from pydantic import BaseModel
 
-from ._abort import AbortScope
-from ._accumulator import Accumulator
-from ._client import DEFAULT, OVERRIDE_KEYS, StreamingClient
-from ._dispatch import Dispatcher
-from ._errors import ToolRoundsExceeded
-from ._handle import StreamHandle, result_or_cancel
+from ._client import StreamingClient
+from ._errors import StreamError, ToolRoundsExceeded
+from ._handle import StreamHandle, wait_result
+from ._options import CONVERSATION_KEYS, ConversationOptions, Unpack, check_call
 from ._request import MessageLike, chat_body, encode_message, encode_tool
 from ._result import ChatResult
-from ._retry import check_retry
-from ._worker import Callbacks, Emitter, run_stream
+from ._stream import ChatStream
+from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens
+from ._worker import (
+    CancelRequest,
+    StreamContext,
+    complete,
+    deadline_error,
+    deadline_passed,
+    run_stream,
+)
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -35,14 +41,6 @@ ToolSpec = (
 """A Python function, a schema (dict or ``ollama.Tool``), or ``(schema, function)``."""
 
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
-_STREAM_ARGS = frozenset(
-    {
-        *(f.name for f in dataclasses.fields(Callbacks)),
-        "on_tool_result",
-        "dispatcher",
-        *OVERRIDE_KEYS,
-    }
-)
 
 
 def _tool_table(
@@ -100,7 +98,7 @@ class Conversation:
         tools: Sequence[ToolSpec] | None = None,
         think: bool | str | None = None,
         options: Mapping[str, Any] | ollama.Options | None = None,
-        format: str | Mapping[str, Any] | None = None,
+        format: FormatArg = None,
         keep_alive: float | str | None = None,
         max_tool_rounds: int = 8,
     ) -> None:
@@ -114,15 +112,22 @@ class Conversation:
                 SDK's conversion), schemas (dict or ``ollama.Tool``, no
                 implementation: calls get an error result), or
                 ``(schema, function)`` pairs.
-            think, options, format, keep_alive: as ``StreamingClient.chat``.
+            think, options, keep_alive: as ``StreamingClient.chat``.
+            format: ``"json"``, a JSON schema or a pydantic model class: each
+                final answer's ``parsed`` holds the value (a model instance).
             max_tool_rounds: model turns with tool calls before ``ToolRoundsExceeded``.
 
         Raises:
-            ValueError: a tool without a name, two tools with one name, or
-                ``max_tool_rounds`` below 0.
+            TypeError, ValueError: a tool without a name, two tools with one
+                name, a bad ``format``, or ``max_tool_rounds`` below 0.
         """
+        if not isinstance(client, StreamingClient):
+            raise TypeError("client must be a StreamingClient")
+        if isinstance(max_tool_rounds, bool) or not isinstance(max_tool_rounds, int):
+            raise TypeError("max_tool_rounds must be an int")
         if max_tool_rounds < 0:
             raise ValueError("max_tool_rounds must be 0 or more")
+        self._format = FormatSpec(format) if format is not None else None
         self.client = client
         self.model = model
         self.system = system
@@ -157,129 +162,172 @@ class Conversation:
 
     # -- sending -----------------------------------------------------------------
 
-    def send(self, text_or_message: str | MessageLike, **kwargs: Any) -> ChatResult:
+    def send(
+        self,
+        text_or_message: str | MessageLike,
+        **options: Unpack[ConversationOptions],
+    ) -> ChatResult:
         """Send a user turn and block until the model's final answer.
 
         Args:
             text_or_message: the user's text, or a whole message dict.
-            **kwargs: every callback of ``StreamingClient.chat`` plus
-                ``on_tool_result(call, result)``; also ``dispatcher``, ``retry``
-                and the timeouts.
+            **options: the callbacks and settings of ``StreamingClient.chat``
+                plus ``on_tool_result(call, result)``. ``deadline`` covers the
+                whole send, every tool round included.
 
         Returns:
             The final answer's ``ChatResult`` (``cancelled`` if cancelled).
 
         Raises:
-            StreamError: a failure, with ``.partial``; ``ToolRoundsExceeded``
-                when the model kept calling tools.
+            StreamError: a failure, with ``.partial``; the history is then as it
+                was before the send. ``ToolRoundsExceeded`` when the model kept
+                calling tools.
             RuntimeError: another ``send`` of this conversation is running.
         """
-        handle = self.start_send(text_or_message, **kwargs)
-        return result_or_cancel(handle, self.client.close_timeout)
+        handle = self.start_send(text_or_message, **options)
+        return wait_result(handle, self.client.close_timeout)
 
     def start_send(
-        self, text_or_message: str | MessageLike, **kwargs: Any
+        self,
+        text_or_message: str | MessageLike,
+        **options: Unpack[ConversationOptions],
     ) -> StreamHandle:
         """Like ``send`` but returns at once; the handle's result is the final answer.
 
         ``cancel()`` on the handle stops whichever round is running, keeping what
         was said so far in ``messages`` in a form the next ``send`` can continue.
         """
-        unknown = set(kwargs) - _STREAM_ARGS
-        if unknown:
-            raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")
+        return self._start(text_or_message, dict(options), None)
+
+    def stream_send(
+        self,
+        text_or_message: str | MessageLike,
+        **options: Unpack[ConversationOptions],
+    ) -> ChatStream:
+        """Like ``send``, as a ``ChatStream`` to iterate: every round's events,
+        ``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``."""
+        stream = ChatStream(self.client.close_timeout)
+        self._start(text_or_message, dict(options), stream)
+        return stream
+
+    def _start(
+        self,
+        text_or_message: str | MessageLike,
+        options: dict[str, Any],
+        sink: ChatStream | None,
+    ) -> StreamHandle:
+        check_call(options, CONVERSATION_KEYS)
         message = (
             {"role": "user", "content": text_or_message}
             if isinstance(text_or_message, str)
             else encode_message(text_or_message)
         )
-        on_tool_result = kwargs.pop("on_tool_result", None)
-        dispatcher = kwargs.pop("dispatcher", None)
-        callbacks = Callbacks(
-            **{f.name: kwargs.pop(f.name, None) for f in dataclasses.fields(Callbacks)}
-        )
-        overrides = {key: kwargs.pop(key, DEFAULT) for key in OVERRIDE_KEYS}
-        retry = overrides["retry"]
-        check_retry(None if retry is DEFAULT else retry)  # fail here, not on the worker
+        on_tool_result = options.pop("on_tool_result", None)
+        deadline = options.get("deadline", self.client.deadline)
+        deadline_at = None if deadline is None else time.monotonic() + deadline
         with self._lock:
             if self._running is not None and not self._running.done():
                 raise RuntimeError(
                     "this conversation is already sending; wait for it or cancel it"
                 )
+            mark = len(self._messages)
             self._messages.append(message)
             try:
                 handle = self.client._start_job(
-                    self._job(callbacks, overrides, on_tool_result),
-                    callbacks,
-                    dispatcher,
+                    self._job(options, on_tool_result, mark, deadline, deadline_at),
+                    options,
                     f"conversation model={self.model!r}",
+                    fmt=self._format,
+                    sink=sink,
                 )
             except BaseException:
-                self._messages.pop()
+                del self._messages[mark:]
                 raise
             self._running = handle
         return handle
 
     def _job(
         self,
-        callbacks: Callbacks,
-        overrides: dict[str, Any],
+        options: dict[str, Any],
         on_tool_result: Callable[[dict[str, Any], str], object] | None,
-    ) -> Callable[[Accumulator, AbortScope, Dispatcher], ChatResult]:
-        # Each round streams without terminal callbacks: the handle fires one
-        # on_done / on_error for the whole send.
-        per_round = Callbacks(
-            on_thinking=callbacks.on_thinking,
-            on_content=callbacks.on_content,
-            on_tool_call=callbacks.on_tool_call,
-            on_retry=callbacks.on_retry,
-            on_reset=callbacks.on_reset,
-        )
-
-        def job(
-            acc: Accumulator, scope: AbortScope, dispatcher: Dispatcher
-        ) -> ChatResult:
-            emitter = Emitter(per_round, dispatcher, scope)
-            rounds = 0
-            while True:
-                body = chat_body(
-                    self.model,
-                    self.messages,
-                    tools=self._schemas or None,
-                    think=self.think,
-                    format=self.format,
-                    options=self.options,
-                    keep_alive=self.keep_alive,
-                )
-                request = self.client._request("/api/chat", body, overrides)
-                acc.reset()
-                result = run_stream(request, acc, scope, per_round, dispatcher)
-                if result.cancelled:
-                    self._keep_cancelled(result)
-                    return result
-                self._append(result.to_message())
-                if not result.tool_calls:
-                    return result
-                if rounds >= self.max_tool_rounds:
-                    self._append(
-                        *self._unrun(result, "Error: tool round limit reached.")
-                    )
-                    raise ToolRoundsExceeded(
-                        f"the model still called tools after {rounds} rounds "
-                        f"(max_tool_rounds={self.max_tool_rounds})",
-                        partial=result,
-                    )
-                rounds += 1
-                for i, call in enumerate(result.tool_calls):
-                    if scope.reason is not None:  # cancelled between tools
-                        self._append(*self._unrun(result, CANCELLED_TOOL_RESULT, i))
-                        acc.mark_cancelled()
-                        return acc.snapshot()
-                    output = self._run_tool(call)
-                    self._append(self._tool_message(call, output))
-                    emitter.call(on_tool_result, "on_tool_result", call, output)
+        mark: int,
+        deadline: float | None,
+        deadline_at: float | None,
+    ) -> Callable[[StreamContext], ChatResult]:
+        def job(ctx: StreamContext) -> ChatResult:
+            try:
+                return self._rounds(ctx, options, on_tool_result, deadline, deadline_at)
+            except ToolRoundsExceeded:
+                raise  # the rounds that ran stay: a valid history to continue from
+            except StreamError:
+                if not isinstance(ctx.scope.reason, CancelRequest):
+                    with self._lock:  # a failed send leaves no trace in the history
+                        del self._messages[mark:]
+                raise
 
         return job
+
+    def _rounds(
+        self,
+        ctx: StreamContext,
+        options: dict[str, Any],
+        on_tool_result: Callable[[dict[str, Any], str], object] | None,
+        deadline: float | None,
+        deadline_at: float | None,
+    ) -> ChatResult:
+        rounds = 0
+        while True:
+            if deadline_passed(deadline_at):
+                raise deadline_error(deadline)
+            body = chat_body(
+                self.model,
+                self.messages,
+                tools=self._schemas or None,
+                think=self.think,
+                format=self._format.wire if self._format is not None else None,
+                options=self.options,
+                keep_alive=self.keep_alive,
+            )
+            request = self.client._request(
+                "/api/chat",
+                body,
+                options,
+                deadline_at=deadline_at,
+                seal_on_done=lambda acc: acc.tool_call_count == 0,
+            )
+            ctx.acc.reset()
+            ctx.emitter.reset_partial()
+            result = run_stream(request, ctx)
+            if result.cancelled:
+                self._keep_cancelled(result)
+                return result
+            if not result.tool_calls:
+                final = complete(
+                    ctx, result, self._format, estimate_prompt_tokens(body["messages"])
+                )
+                self._append(final.to_message())
+                return final
+            self._append(result.to_message())
+            if rounds >= self.max_tool_rounds:
+                self._append(*self._unrun(result, "Error: tool round limit reached."))
+                raise ToolRoundsExceeded(
+                    f"the model still called tools after {rounds} rounds "
+                    f"(max_tool_rounds={self.max_tool_rounds})",
+                    partial=result,
+                    model=self.model,
+                )
+            rounds += 1
+            for i, call in enumerate(result.tool_calls):
+                reason = ctx.scope.reason
+                if isinstance(reason, CancelRequest):  # cancelled between tools
+                    self._append(*self._unrun(result, CANCELLED_TOOL_RESULT, i))
+                    ctx.acc.mark_cancelled()
+                    return ctx.acc.snapshot()
+                if isinstance(reason, StreamError):
+                    raise reason  # a callback failed, or the deadline: not a cancel
+                output = self._run_tool(call)
+                self._append(self._tool_message(call, output))
+                ctx.emitter.call(on_tool_result, "on_tool_result", call, output)
 
     def _run_tool(self, call: dict[str, Any]) -> str:
         fn = call.get("function") or {}
@@ -337,7 +385,7 @@ class Conversation:
                 "options": self.options
                 if not isinstance(self.options, BaseModel)
                 else self.options.model_dump(exclude_none=True),
-                "format": self.format,
+                "format": self._format.wire if self._format is not None else None,
                 "keep_alive": self.keep_alive,
                 "max_tool_rounds": self.max_tool_rounds,
                 "messages": self._messages,

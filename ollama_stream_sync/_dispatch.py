@@ -2,17 +2,30 @@
 
 GUI toolkits must only be touched from their own thread. A dispatcher takes each
 callback as a ``fn()`` and runs it where the caller needs it, in order, one at a
-time. The worker never waits for a dispatched callback to run.
+time. The worker never waits for a dispatched callback to run, and a stream's
+completion never depends on its callbacks being delivered.
+
+Every queued dispatcher here shares one engine, ``QueuedDispatcher``: a FIFO, a
+reentrant run lock (a callback may pump again, open a modal dialog that runs a
+nested event loop, or make a blocking call of its own) and a condition that
+waiters sleep on without holding the run lock, so two threads that pump never
+deadlock each other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import queue
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from ._abort import AbortScope
+from ._errors import CallbackError, DispatchError, StreamError
+
+log = logging.getLogger("ollama_stream_sync")
 
 
 @runtime_checkable
@@ -21,7 +34,8 @@ class Dispatcher(Protocol):
 
     ``dispatch(fn)`` must run ``fn()`` exactly once, and the calls it is given in
     the order it was given them, never two at once. It may be called from any
-    thread and must not block for long.
+    thread and must not block for long. If it cannot take ``fn`` (its toolkit is
+    gone) it raises; the stream then stops with ``DispatchError``.
     """
 
     def dispatch(self, fn: Callable[[], object]) -> None:
@@ -29,13 +43,8 @@ class Dispatcher(Protocol):
         ...
 
 
-@runtime_checkable
-class Pumped(Protocol):
-    """A dispatcher whose owner runs the callbacks by calling ``pump``."""
-
-    def pump(self, timeout: float | None = 0) -> int:
-        """Run pending callbacks on this thread; return how many ran."""
-        ...
+class DispatcherClosed(RuntimeError):
+    """Raised by ``dispatch`` once the dispatcher was closed (its window is gone)."""
 
 
 class InlineDispatcher:
@@ -57,12 +66,164 @@ class InlineDispatcher:
         return "InlineDispatcher()"
 
 
-class QueueDispatcher:
+class _Batch:
+    """Several callbacks queued as one item (one wake-up per network read)."""
+
+    __slots__ = ("fns",)
+
+    def __init__(self, fns: Iterable[Callable[[], object]]) -> None:
+        self.fns = deque(fns)
+
+
+class QueuedDispatcher:
+    """The engine of every dispatcher that runs callbacks on another thread.
+
+    Subclasses say how the delivering thread is woken (``_wake``) and which
+    thread delivers (``delivery_thread``). ``pump`` runs callbacks on the calling
+    thread, in order, one at a time; it may be called again from inside a
+    callback (reentrant), and from several threads (they take turns).
+    """
+
+    def __init__(self) -> None:
+        # Guards _items and _closed; pumpers sleep on it without the run lock.
+        self._cond = threading.Condition(threading.Lock())
+        self._items: deque[Callable[[], object] | _Batch] = deque()
+        self._closed = False
+        # Held while a callback runs: never two at once. Reentrant, so a
+        # callback may pump (a nested event loop, a blocking call) itself.
+        self._run = threading.RLock()
+        self._owner: int | None = None
+
+    @property
+    def delivery_thread(self) -> int | None:
+        """The ident of the thread that delivers, or None when any thread pumps."""
+        return self._owner
+
+    def delivers_here(self) -> bool:
+        """Whether the calling thread may run this dispatcher's callbacks."""
+        owner = self._owner
+        return owner is None or owner == threading.get_ident()
+
+    def dispatch(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn`` (any thread)."""
+        self._put(fn)
+
+    def dispatch_many(self, fns: Sequence[Callable[[], object]]) -> None:
+        """Queue several callbacks with one wake-up, as one ordered item."""
+        if fns:
+            self._put(_Batch(fns) if len(fns) > 1 else fns[0])
+
+    def _put(self, item: Callable[[], object] | _Batch) -> None:
+        with self._cond:
+            if self._closed:
+                raise DispatcherClosed(f"{self!r} is closed")
+            self._items.append(item)
+            first = len(self._items) == 1
+            self._cond.notify_all()
+        if first:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Make the delivering thread pump soon (called when the queue fills)."""
+
+    def _take(self) -> Callable[[], object] | None:
+        with self._cond:
+            while self._items:
+                head = self._items[0]
+                if isinstance(head, _Batch):
+                    if head.fns:
+                        fn = head.fns.popleft()
+                        if not head.fns:
+                            self._items.popleft()
+                        return fn
+                    self._items.popleft()
+                    continue
+                self._items.popleft()
+                return head
+            return None
+
+    def _run_one(self) -> bool:
+        with self._run:
+            fn = self._take()
+            if fn is None:
+                return False
+            try:
+                fn()
+            finally:
+                with self._cond:
+                    self._cond.notify_all()  # waiters re-check their predicates
+        return True
+
+    def pump(self, timeout: float | None = 0) -> int:
+        """Run what is pending on the calling thread; return how many ran.
+
+        Args:
+            timeout: ``0`` runs only what is already queued; a positive number
+                (or ``None``: forever) first waits that long for something.
+        """
+        if timeout != 0:
+            with self._cond:
+                if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                    return 0
+        ran = 0
+        while self._run_one():
+            ran += 1
+        return ran
+
+    def pump_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Run callbacks here until ``done()`` (checked after each); False on timeout.
+
+        ``done`` must become true only together with a ``notify`` on this
+        dispatcher (running a callback notifies).
+        """
+        deadline = None if timeout is None else _now() + timeout
+        while True:
+            with self._cond:
+                while not done() and not self._items:
+                    remaining = None if deadline is None else deadline - _now()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                if done():
+                    return True
+            self._run_one()
+
+    def notify(self) -> None:
+        """Wake threads waiting in ``pump``/``pump_until`` to re-check."""
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """How many callbacks wait (approximately, as another thread may add)."""
+        with self._cond:
+            return sum(len(i.fns) if isinstance(i, _Batch) else 1 for i in self._items)
+
+    def _close_queue(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed: ``dispatch`` raises and nothing more is delivered."""
+        return self._closed
+
+
+def _now() -> float:
+    import time  # noqa: PLC0415  # a tiny helper, kept local to pump_until
+
+    return time.monotonic()
+
+
+class QueueDispatcher(QueuedDispatcher):
     """Callbacks wait in a queue until the owner calls ``pump()``.
 
     For legacy event loops, game loops and scripts that poll. A blocking
     ``chat()`` given this dispatcher pumps it while it waits, so the callbacks
-    run on the caller's thread with no extra code.
+    run on the caller's thread with no extra code. Any thread may pump; pumps
+    from several threads take turns, and a callback may pump again.
 
     Example::
 
@@ -70,59 +231,22 @@ class QueueDispatcher:
         handle = client.start_chat("qwen3", msgs, on_content=show, dispatcher=callbacks)
         while not handle.done():
             callbacks.pump(timeout=0.05)  # inside your own loop
+        callbacks.pump()                  # what is left, on_done included
     """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        # Guards nothing but pump(): two threads pumping at once would run two
-        # callbacks at once.
-        self._pumping = threading.Lock()
-
-    def dispatch(self, fn: Callable[[], object]) -> None:
-        """Queue ``fn`` (any thread)."""
-        self._queue.put(fn)
-
-    def pump(self, timeout: float | None = 0) -> int:
-        """Run what is pending on the calling thread; return how many ran.
-
-        Args:
-            timeout: ``0`` runs only what is already queued; a positive number
-                (or ``None``: forever) first waits that long for something to run.
-        """
-        with self._pumping:
-            ran = 0
-            if timeout != 0:
-                try:
-                    fn = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    return 0
-                fn()
-                ran = 1
-            while True:
-                try:
-                    fn = self._queue.get_nowait()
-                except queue.Empty:
-                    return ran
-                fn()
-                ran += 1
-
-    @property
-    def pending(self) -> int:
-        """How many callbacks wait (approximately, as another thread may add)."""
-        return self._queue.qsize()
 
     def __repr__(self) -> str:
         return f"QueueDispatcher(pending={self.pending})"
 
 
-class CallLaterDispatcher:
+class CallLaterDispatcher(QueuedDispatcher):
     """Runs callbacks through a toolkit's thread-safe "call later" function.
 
     ``call_later(fn)`` must be safe to call from any thread and run ``fn()`` on
-    the toolkit's thread: ``wx.CallAfter``, ``GLib.idle_add``, Qt's
-    ``QTimer.singleShot`` wrapped by a signal, and so on. Callbacks are batched:
-    one scheduled call runs everything pending, so a fast stream does not flood
-    the toolkit's event queue.
+    the toolkit's thread: ``wx.CallAfter``, ``GLib.idle_add``, and so on.
+    Callbacks are batched: one scheduled call runs everything pending, so a
+    fast stream does not flood the toolkit's event queue. Create it on the
+    toolkit's thread: a blocking ``chat()`` made on that thread then delivers
+    the callbacks itself instead of waiting for the event loop.
 
     Example::
 
@@ -130,38 +254,30 @@ class CallLaterDispatcher:
     """
 
     def __init__(self, call_later: Callable[[Callable[[], Any]], object]) -> None:
+        super().__init__()
         self._call_later = call_later
-        self._queue: QueueDispatcher = QueueDispatcher()
-        # Guards _scheduled: at most one drain is waiting in the toolkit's queue.
-        self._lock = threading.Lock()
-        self._scheduled = False
+        self._owner = threading.get_ident()
 
-    def dispatch(self, fn: Callable[[], object]) -> None:
-        """Queue ``fn`` and make sure a drain is scheduled (any thread)."""
-        self._queue.dispatch(fn)
-        with self._lock:
-            if self._scheduled:
-                return
-            self._scheduled = True
+    def _wake(self) -> None:
         self._call_later(self._drain)
 
     def _drain(self) -> None:
-        with self._lock:
-            self._scheduled = False
-        self._queue.pump(0)
+        self._owner = threading.get_ident()
+        self.pump(0)
 
     def __repr__(self) -> str:
         return f"CallLaterDispatcher({self._call_later!r})"
 
 
-class TkDispatcher:
+class TkDispatcher(QueuedDispatcher):
     """Runs callbacks on Tk's main loop; the worker never calls Tk.
 
     The worker only queues the callback and, when the queue was empty, writes a
     byte to a pipe that Tk watches (``createfilehandler``): Tk wakes, drains the
     queue on its own thread, and sleeps again. Nothing polls while idle. Where Tk
     has no file handlers (Windows), it falls back to checking the queue with
-    ``after(poll_ms)``.
+    ``after(poll_ms)``. When the widget is destroyed the dispatcher closes
+    itself: streams still using it stop with ``DispatchError``.
 
     Create it on the Tk thread, after the root window exists.
 
@@ -172,67 +288,76 @@ class TkDispatcher:
     """
 
     def __init__(self, widget: Any, *, poll_ms: int = 20) -> None:
+        super().__init__()
         self._widget = widget
-        self._queue = QueueDispatcher()
-        # Guards _signalled: one wake-up byte per batch, not per callback.
-        self._lock = threading.Lock()
-        self._signalled = False
+        self._owner = threading.get_ident()
         self._poll_ms = poll_ms
+        # Guards the pipe's descriptors: close() never races a wake-up write
+        # into a descriptor number the OS has already reused.
+        self._fd_lock = threading.Lock()
         self._read_fd: int | None = None
         self._write_fd: int | None = None
         tk = widget.tk
         if hasattr(tk, "createfilehandler"):
             self._read_fd, self._write_fd = os.pipe()
             os.set_blocking(self._read_fd, False)
+            os.set_blocking(self._write_fd, False)
             import tkinter  # noqa: PLC0415  # only Tk users import it
 
             tk.createfilehandler(self._read_fd, tkinter.READABLE, self._on_wake)
         else:  # pragma: no cover  # Windows
             widget.after(poll_ms, self._poll)
+        self._bound = widget.bind("<Destroy>", self._on_destroy, "+")
 
-    def dispatch(self, fn: Callable[[], object]) -> None:
-        """Queue ``fn``; wake Tk if it may be asleep (any thread, no Tk call)."""
-        self._queue.dispatch(fn)
-        if self._write_fd is None:
-            return
-        with self._lock:
-            if self._signalled:
+    def _wake(self) -> None:
+        with self._fd_lock:
+            if self._write_fd is None:
                 return
-            self._signalled = True
-        with contextlib.suppress(OSError):  # closed: the window is gone
-            os.write(self._write_fd, b"x")
+            with contextlib.suppress(BlockingIOError):  # a wake-up is pending
+                os.write(self._write_fd, b"x")
 
     def _on_wake(self, fd: int, mask: int) -> None:
         with contextlib.suppress(OSError):
             os.read(fd, 4096)
-        with self._lock:
-            self._signalled = False
-        self._queue.pump(0)
+        self.pump(0)
 
     def _poll(self) -> None:  # pragma: no cover  # Windows
-        self._queue.pump(0)
+        if self.closed:
+            return
+        self.pump(0)
         self._widget.after(self._poll_ms, self._poll)
 
+    def _on_destroy(self, event: Any) -> None:
+        if getattr(event, "widget", None) is self._widget:
+            self.close()
+
     def close(self) -> None:
-        """Stop watching the pipe (call on the Tk thread before destroying Tk)."""
-        if self._read_fd is not None:
-            with contextlib.suppress(Exception):
-                self._widget.tk.deletefilehandler(self._read_fd)
-            os.close(self._read_fd)
-            self._read_fd = None
-        if self._write_fd is not None:
-            os.close(self._write_fd)
-            self._write_fd = None
+        """Stop delivering and release the pipe (Tk's thread; idempotent).
+
+        Called by itself when the widget is destroyed. Later ``dispatch`` calls
+        raise, so streams still using it stop cleanly with ``DispatchError``.
+        """
+        self._close_queue()
+        with self._fd_lock:
+            read_fd, write_fd = self._read_fd, self._write_fd
+            self._read_fd = self._write_fd = None
+        if read_fd is not None:
+            with contextlib.suppress(Exception):  # Tk may already be gone
+                self._widget.tk.deletefilehandler(read_fd)
+            os.close(read_fd)
+        if write_fd is not None:
+            os.close(write_fd)
 
     def __repr__(self) -> str:
         return f"TkDispatcher({self._widget!r})"
 
 
-class QtDispatcher:
-    """Runs callbacks on the Qt thread that created it, by a queued signal.
+class QtDispatcher(QueuedDispatcher):
+    """Runs callbacks on the Qt thread that created it, woken by a queued signal.
 
     Needs PySide6: ``pip install ollama-stream-sync[qt]``. Create it on the GUI
-    thread (after the ``QApplication``).
+    thread (after the ``QApplication``). Pass ``parent`` (a widget) to close the
+    dispatcher when that widget is destroyed.
 
     Example::
 
@@ -240,7 +365,8 @@ class QtDispatcher:
         client = StreamingClient(dispatcher=QtDispatcher())
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__()
         try:
             from PySide6 import QtCore  # noqa: PLC0415  # optional extra
         except ImportError as exc:
@@ -249,27 +375,141 @@ class QtDispatcher:
             ) from exc
 
         class _Relay(QtCore.QObject):
-            call = QtCore.Signal(object)
+            wake = QtCore.Signal()
 
+        self._owner = threading.get_ident()
         # Qt aborts if a QObject is destroyed off its thread, and the garbage
         # collector may run on any thread. So the relay holds no reference
-        # cycle (it is connected to a plain function) and belongs to the
-        # application object, which destroys it on the Qt thread.
+        # cycle (it is connected to a bound method of a plain object through a
+        # weak path: the slot is a closure over the queue only) and belongs to
+        # the application object, which destroys it on the Qt thread.
         app = QtCore.QCoreApplication.instance()
         self._relay = _Relay(app)
-        self._relay.call.connect(_call, QtCore.Qt.ConnectionType.QueuedConnection)
+        pump = self.pump
+        self._relay.wake.connect(
+            lambda: pump(0), QtCore.Qt.ConnectionType.QueuedConnection
+        )
+        if parent is not None:
+            parent.destroyed.connect(lambda *_: self._close_queue())
 
-    def dispatch(self, fn: Callable[[], object]) -> None:
-        """Post ``fn`` to the Qt thread (any thread)."""
-        self._relay.call.emit(fn)
+    def _wake(self) -> None:
+        try:
+            self._relay.wake.emit()
+        except RuntimeError as exc:  # "Internal C++ object already deleted"
+            self._close_queue()
+            raise DispatcherClosed(f"{self!r}: the Qt object is gone") from exc
 
     def close(self) -> None:
-        """Release the relay object (call on the Qt thread when done with it)."""
-        self._relay.deleteLater()
+        """Stop delivering and release the relay (call on the Qt thread)."""
+        self._close_queue()
+        with contextlib.suppress(RuntimeError):
+            self._relay.deleteLater()
 
     def __repr__(self) -> str:
         return "QtDispatcher()"
 
 
-def _call(fn: Callable[[], object]) -> None:
-    fn()
+def check_dispatcher(dispatcher: object, name: str = "dispatcher") -> None:
+    """Raise ``TypeError`` on the caller's thread for something that is not one."""
+    if dispatcher is None:
+        return
+    if not callable(getattr(dispatcher, "dispatch", None)):
+        raise TypeError(
+            f"{name} must be a Dispatcher (an object with dispatch(fn)), e.g. "
+            f"TkDispatcher(root) or QueueDispatcher(), not {type(dispatcher).__name__}"
+        )
+
+
+class Delivery:
+    """One stream's callbacks, through its dispatcher: in order, each once, fenced.
+
+    A callback that raises (anywhere) becomes the stream's ``CallbackError``; a
+    dispatcher that cannot take a callback becomes its ``DispatchError``. The
+    first such failure is kept in ``error``, stops the stream (its scope is
+    aborted, so the socket closes) and drops every later callback but the
+    terminal one, which reports it.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_scope",
+        "delivered",
+        "dispatcher",
+        "error",
+        "inline",
+        "queued",
+    )
+
+    def __init__(self, dispatcher: Dispatcher, scope: AbortScope) -> None:
+        self.dispatcher = dispatcher
+        self.inline = type(dispatcher) is InlineDispatcher
+        self.queued = dispatcher if isinstance(dispatcher, QueuedDispatcher) else None
+        # Batches go straight to the queue unless a subclass overrides dispatch().
+        self._batch = (
+            self.queued is not None
+            and type(dispatcher).dispatch is QueuedDispatcher.dispatch
+        )
+        self._scope = scope
+        self.error: StreamError | None = None
+        """The first callback or dispatch failure."""
+        self.delivered = threading.Event()
+        """Set once the terminal callback ran (or could not be delivered)."""
+
+    def fail(self, error: StreamError) -> None:
+        """Record the first delivery failure and stop the stream."""
+        if self.error is None:
+            self.error = error
+            self._scope.abort(error)
+
+    def run(self, fn: Callable[..., object], name: str, *args: object) -> None:
+        """Run one user callback here; a raise is recorded (never escapes, unless
+        it is a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread)."""
+        if self.error is not None:
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:
+            error = CallbackError(f"{name} callback raised {exc!r}")
+            error.__cause__ = exc
+            self.fail(error)
+            if not isinstance(exc, Exception) and not self.inline:
+                raise  # Ctrl-C or exit on the GUI/pumping thread: let it act
+
+    def bind(
+        self, fn: Callable[..., object], name: str, *args: object
+    ) -> Callable[[], None]:
+        """``fn(*args)`` as a fenced, argument-free callable for the dispatcher."""
+
+        def call() -> None:
+            self.run(fn, name, *args)
+
+        return call
+
+    def send(self, calls: list[Callable[[], None]]) -> None:
+        """Hand fenced calls to the dispatcher (one wake-up when it can batch)."""
+        if not calls or self.error is not None:
+            return
+        try:
+            if self._batch and self.queued is not None:
+                self.queued.dispatch_many(calls)
+            else:
+                for call in calls:
+                    self.dispatcher.dispatch(call)
+        except BaseException as exc:  # noqa: BLE001  # any failure stops the stream
+            error = DispatchError(f"the dispatcher {self.dispatcher!r} failed: {exc!r}")
+            error.__cause__ = exc
+            self.fail(error)
+
+    def send_terminal(self, call: Callable[[], None]) -> bool:
+        """Hand over the terminal callback; False if the dispatcher refused it."""
+        try:
+            self.dispatcher.dispatch(call)
+        except BaseException as exc:  # noqa: BLE001  # reported by the caller
+            log.debug("%r refused the terminal callback: %r", self.dispatcher, exc)
+            return False
+        return True
+
+    def notify(self) -> None:
+        """Wake threads waiting on the dispatcher for ``delivered``."""
+        if self.queued is not None:
+            self.queued.notify()

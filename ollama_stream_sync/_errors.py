@@ -1,22 +1,31 @@
 """The one error tree of the library, and the one place lower-level errors map into it.
 
-    StreamError                 every failure; ``.partial`` is the result so far
-    ├── ConnectionFailed        could not connect, or the connection broke
-    ├── ServerError             the server answered with an error (``.status_code``)
-    │   └── ModelNotFound       404: the model is not pulled
-    ├── ProtocolError           not Ollama's NDJSON, or it ends without ``done``
-    ├── StreamTimeout           a timeout expired (``.which`` names it)
-    ├── CallbackError           a user callback raised (the original is ``__cause__``)
-    └── ToolRoundsExceeded      a Conversation's model kept calling tools
+    StreamError                     every failure; ``.partial`` is the result so far
+    ├── ConnectionFailed            could not connect, or the connection broke
+    │                               (also a builtin ``ConnectionError``)
+    ├── ServerError                 the server answered with an error (``.status_code``)
+    │   ├── ModelNotFound           the model is not on the server
+    │   ├── ContextLengthExceeded   the prompt is longer than the model's context
+    │   ├── AuthenticationRequired  401: sign in (``.signin_url``)
+    │   └── RateLimited             429: a usage limit was reached
+    ├── ProtocolError               not Ollama's NDJSON, or no ``done`` line
+    ├── StreamTimeout               a timeout expired (``.which``); a TimeoutError
+    ├── CallbackError               a user callback raised (original: ``__cause__``)
+    ├── DispatchError               the dispatcher could not deliver a callback
+    ├── OutputValidationError       the answer does not match the requested format
+    └── ToolRoundsExceeded          a Conversation's model kept calling tools
 
-``translate()`` turns ollama, httpx, requests and socket errors into this tree,
-no caller ever sees the SDK's inconsistent mix.
+``translate()`` turns ollama, httpx, requests and socket errors into this tree, so
+no caller ever sees the SDK's inconsistent mix. Every error carries the URL it
+concerns (``.url``) and the model where one applies (``.model``), and says what
+to do about it.
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import ollama
@@ -25,18 +34,37 @@ from ._result import ChatResult
 
 TimeoutKind = Literal["connect", "first_token", "read", "write", "deadline"]
 
+_PUBLIC = "ollama_stream_sync"
+
 
 class StreamError(Exception):
     """Root of every error this library raises for a stream.
 
     Attributes:
-        partial: the ``ChatResult`` accumulated before the failure; never lost.
+        partial: what was accumulated before the failure, never lost: the
+            ``ChatResult`` of a chat or generate stream, the last ``Progress``
+            of a pull, push or create.
+        url: the URL of the server the failure concerns, when known.
+        model: the model the request named, when one applies.
+        message: the detail, without the URL and advice ``str()`` adds.
     """
 
-    def __init__(self, message: str, *, partial: ChatResult | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial: Any = None,
+        url: str | None = None,
+        model: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.partial: ChatResult = partial if partial is not None else ChatResult()
+        self.partial: Any = partial if partial is not None else ChatResult()
+        self.url = url
+        self.model = model
+
+    def __str__(self) -> str:
+        return self.message
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.__dict__.copy()))
@@ -49,12 +77,21 @@ def _rebuild(cls: type[StreamError], state: dict[str, object]) -> StreamError:
     return err
 
 
-class ConnectionFailed(StreamError):
+_NO_SERVER_HINT = (
+    "Is Ollama running? Start it with 'ollama serve', or set OLLAMA_HOST "
+    "(or host=) to where it runs."
+)
+
+
+class ConnectionFailed(StreamError, ConnectionError):
     """The server could not be reached, or the connection broke mid-stream.
 
+    Also a builtin ``ConnectionError``, so existing network handlers catch it.
+
     Attributes:
-        during_connect: True when no connection was made (refused, unreachable):
-            nothing reached the server, and another host may be tried at once.
+        during_connect: True when no connection was made (refused, unreachable,
+            a name that does not resolve, a TLS handshake that failed): nothing
+            reached the server, and another host may be tried at once.
     """
 
     def __init__(
@@ -62,18 +99,29 @@ class ConnectionFailed(StreamError):
         message: str,
         *,
         during_connect: bool = False,
-        partial: ChatResult | None = None,
+        partial: Any = None,
+        url: str | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(message, partial=partial)
+        super().__init__(message, partial=partial, url=url, model=model)
         self.during_connect = during_connect
+
+    def __str__(self) -> str:
+        where = f" to {self.url}" if self.url else ""
+        if self.during_connect:
+            return f"could not connect{where}: {self.message}. {_NO_SERVER_HINT}"
+        return f"connection{where} failed: {self.message}"
 
 
 class ServerError(StreamError):
     """The server reported an error, by HTTP status or by an in-band error line.
 
     Attributes:
-        status_code: the HTTP status, or ``None`` for an error line inside a 200 stream.
-        server_message: the server's own text.
+        status_code: the HTTP status, or ``None`` for an error line inside a
+            200 stream (Ollama's way of failing mid-stream).
+        server_message: the server's own text (for a non-JSON body, the body
+            as text).
+        retry_after: seconds from a ``Retry-After`` header, if one was sent.
     """
 
     def __init__(
@@ -81,116 +129,293 @@ class ServerError(StreamError):
         message: str,
         *,
         status_code: int | None = None,
-        partial: ChatResult | None = None,
+        partial: Any = None,
         retry_after: float | None = None,
+        url: str | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(message, partial=partial)
+        super().__init__(message, partial=partial, url=url, model=model)
         self.status_code = status_code
         self.server_message = message
         self.retry_after = retry_after
 
     def __str__(self) -> str:
+        where = f" from {self.url}" if self.url else ""
         if self.status_code is None:
-            return f"{self.server_message} (in-stream error)"
-        return f"{self.server_message} (HTTP {self.status_code})"
+            return f"{self.server_message} (in-stream error{where})"
+        return f"{self.server_message} (HTTP {self.status_code}{where})"
 
 
 class ModelNotFound(ServerError):
-    """404: the model is not available on the server (``ollama pull`` it)."""
+    """The model is not on the server: ``ollama pull`` it."""
+
+    def __str__(self) -> str:
+        name = self.model or _model_in(self.server_message) or "<model>"
+        where = f" on {self.url}" if self.url else ""
+        return (
+            f"model {name!r} not found{where} ({self.server_message}); "
+            f"pull it with 'ollama pull {name}'"
+        )
+
+
+class ContextLengthExceeded(ServerError):
+    """The prompt is longer than the model's context (HTTP 400 from Ollama).
+
+    Attributes:
+        prompt_tokens: the prompt's length in tokens, when the message says.
+        context_length: the model's context length, when the message says.
+    """
+
+    prompt_tokens: int | None = None
+    context_length: int | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}: shorten the history, or raise the context "
+            "with options={'num_ctx': ...}"
+        )
+
+
+class AuthenticationRequired(ServerError):
+    """401: the server (an Ollama cloud model) wants you to sign in.
+
+    Attributes:
+        signin_url: where to sign in, when the server sent one.
+    """
+
+    signin_url: str | None = None
+
+    def __str__(self) -> str:
+        where = f" at {self.signin_url}" if self.signin_url else " ('ollama signin')"
+        return f"{super().__str__()}: sign in{where}"
+
+
+class RateLimited(ServerError):
+    """429 because a usage limit (hourly, session, weekly) was reached.
+
+    Retried only when the server says when (``retry_after``) and the policy
+    allows; otherwise waiting is up to you.
+    """
 
 
 class ProtocolError(StreamError):
     """The response is not a well-formed Ollama stream (bad JSON, missing ``done``)."""
 
 
-class StreamTimeout(StreamError):
-    """A timeout expired; ``which`` names it (connect, first_token, read, deadline)."""
+class StreamTimeout(StreamError, TimeoutError):
+    """A timeout expired. Also a builtin ``TimeoutError``.
+
+    Attributes:
+        which: ``"connect"`` (connecting, resolving, the TLS handshake),
+            ``"write"`` (sending the request), ``"first_token"`` (no output
+            yet: the model loading or the prompt being read), ``"read"`` (the
+            stream went silent) or ``"deadline"`` (the whole call).
+    """
 
     def __init__(
         self,
         message: str,
         *,
         which: TimeoutKind,
-        partial: ChatResult | None = None,
+        partial: Any = None,
+        url: str | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(message, partial=partial)
+        super().__init__(message, partial=partial, url=url, model=model)
         self.which: TimeoutKind = which
+
+    def __str__(self) -> str:
+        where = f" ({self.url})" if self.url else ""
+        return f"{self.message}{where}"
 
 
 class CallbackError(StreamError):
     """A user callback raised; the stream was stopped. The original is ``__cause__``."""
 
 
+class DispatchError(StreamError):
+    """The dispatcher could not take a callback (it raised, or its toolkit is gone).
+
+    The stream was stopped and its socket closed; the original is ``__cause__``.
+    """
+
+
+class OutputValidationError(StreamError):
+    """The answer does not parse or validate against the requested ``format``.
+
+    ``partial`` is the whole ``ChatResult`` (its ``content`` is the raw answer);
+    the JSON or pydantic error is ``__cause__``.
+    """
+
+
 class ToolRoundsExceeded(StreamError):
     """A ``Conversation`` hit ``max_tool_rounds``; the history is kept and valid."""
 
 
-def server_error(
+for _cls in (
+    StreamError,
+    ConnectionFailed,
+    ServerError,
+    ModelNotFound,
+    ContextLengthExceeded,
+    AuthenticationRequired,
+    RateLimited,
+    ProtocolError,
+    StreamTimeout,
+    CallbackError,
+    DispatchError,
+    OutputValidationError,
+    ToolRoundsExceeded,
+):
+    _cls.__module__ = _PUBLIC
+
+_MISSING_MODEL = re.compile(
+    r"model ['\"]?(?P<name>[^'\"\s]*)['\"]? not found"
+    r"|pull model manifest: file does not exist"
+    r"|file does not exist",
+    re.IGNORECASE,
+)
+_CONTEXT = re.compile(
+    r"longer than the context"
+    r"|exceeds (?:the |the model's )?(?:maximum )?context length",
+    re.IGNORECASE,
+)
+_USAGE_LIMIT = re.compile(
+    r"usage limit|rate limit|hourly|weekly|daily|session limit|limit reached",
+    re.IGNORECASE,
+)
+
+
+def _model_in(message: str) -> str | None:
+    match = _MISSING_MODEL.search(message)
+    return match.group("name") if match and match.group("name") else None
+
+
+def _numbers(message: str) -> tuple[int | None, int | None]:
+    found = [int(n) for n in re.findall(r"\d+", message)]
+    if len(found) >= 2:
+        return found[0], found[1]
+    return None, (found[0] if found else None)
+
+
+def error_for_status(
     message: str,
     status_code: int | None,
     *,
     retry_after: float | None = None,
+    fields: dict[str, Any] | None = None,
+    url: str | None = None,
+    model: str | None = None,
 ) -> ServerError:
-    """Build the right ``ServerError`` subclass for a status and message."""
-    cls = ModelNotFound if status_code == 404 else ServerError
-    return cls(message, status_code=status_code, retry_after=retry_after)
+    """The right ``ServerError`` for a status, the server's text and its fields.
+
+    ``ModelNotFound`` only when the text names a missing model: a 404 from a
+    wrong URL path ("404 page not found") is a plain ``ServerError``.
+    """
+    kwargs: dict[str, Any] = {
+        "status_code": status_code,
+        "retry_after": retry_after,
+        "url": url,
+        "model": model,
+    }
+    if status_code in (None, 400, 404, 500) and _MISSING_MODEL.search(message):
+        error: ServerError = ModelNotFound(message, **kwargs)
+        if error.model is None:
+            error.model = _model_in(message)
+        return error
+    if status_code in (None, 400, 500) and _CONTEXT.search(message):
+        ctx = ContextLengthExceeded(message, **kwargs)
+        ctx.prompt_tokens, ctx.context_length = _numbers(message)
+        return ctx
+    if status_code == 401:
+        auth = AuthenticationRequired(message, **kwargs)
+        signin = (fields or {}).get("signin_url")
+        auth.signin_url = str(signin) if signin else None
+        return auth
+    if status_code == 429 and _USAGE_LIMIT.search(message):
+        return RateLimited(message, **kwargs)
+    return ServerError(message, **kwargs)
 
 
-def translate(exc: BaseException) -> StreamError:  # noqa: PLR0911  # one case each
+def server_error(message: str, status_code: int | None) -> ServerError:
+    """The error for an in-band error line (no status) or a bare status."""
+    return error_for_status(message, status_code)
+
+
+def translate(  # noqa: PLR0911  # one case each
+    exc: BaseException, *, url: str | None = None
+) -> StreamError:
     """Map any lower-level exception into the tree; the caller chains it as cause."""
     if isinstance(exc, StreamError):
         return exc
     if isinstance(exc, ollama.ResponseError):
         code = None if exc.status_code == -1 else exc.status_code
-        return server_error(str(exc.error), code)
+        return error_for_status(str(exc.error), code, url=url)
     if isinstance(exc, httpx.ConnectTimeout):
-        return StreamTimeout(f"connect timed out: {exc}", which="connect")
+        return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
     if isinstance(exc, httpx.ReadTimeout):
-        return StreamTimeout(f"read timed out: {exc}", which="read")
+        return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
     if isinstance(exc, httpx.WriteTimeout):
-        return StreamTimeout(f"write timed out: {exc}", which="write")
+        return StreamTimeout(f"write timed out: {exc}", which="write", url=url)
     if isinstance(exc, httpx.PoolTimeout):
-        return StreamTimeout(f"no free connection: {exc}", which="connect")
+        return StreamTimeout(f"no free connection: {exc}", which="connect", url=url)
     if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
-        return ConnectionFailed(f"could not connect: {exc}", during_connect=True)
+        return ConnectionFailed(_detail(exc), during_connect=True, url=url)
     if isinstance(exc, (httpx.TransportError, ConnectionError)):
-        return ConnectionFailed(f"connection failed: {exc or type(exc).__name__}")
-    mapped = _translate_requests(exc)
+        return ConnectionFailed(_detail(exc), url=url)
+    mapped = _translate_requests(exc, url)
     if mapped is not None:
         return mapped
     if isinstance(exc, TimeoutError):
-        return StreamTimeout(f"timed out: {exc}", which="read")
+        return StreamTimeout(f"timed out: {exc}", which="read", url=url)
     if isinstance(exc, OSError):
-        return ConnectionFailed(f"connection failed: {exc}")
-    return StreamError(f"{type(exc).__name__}: {exc}")
+        return ConnectionFailed(_detail(exc), url=url)
+    return StreamError(f"{type(exc).__name__}: {exc}", url=url)
 
 
-def _translate_requests(exc: BaseException) -> StreamError | None:  # noqa: PLR0911
+def _detail(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return f"TLS certificate verification failed ({text}); pass verify= a CA file"
+    if "SSL" in text or "TLS" in text or "WRONG_VERSION_NUMBER" in text:
+        return f"TLS handshake failed ({text})"
+    return text
+
+
+def _translate_requests(  # noqa: PLR0911
+    exc: BaseException, url: str | None
+) -> StreamError | None:
     """requests' and urllib3's errors, if those libraries are in use at all."""
     requests = sys.modules.get("requests")
     urllib3 = sys.modules.get("urllib3")
     if requests is not None and isinstance(exc, requests.RequestException):
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return StreamTimeout(f"connect timed out: {exc}", which="connect")
+            return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
         if isinstance(exc, requests.exceptions.ReadTimeout):
-            return StreamTimeout(f"read timed out: {exc}", which="read")
+            return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
         inner = exc.args[0] if exc.args else None
         inner = getattr(inner, "reason", inner)  # MaxRetryError wraps the cause
         if isinstance(inner, BaseException) and inner is not exc:
-            mapped = _translate_requests(inner)
+            mapped = _translate_requests(inner, url)
             if mapped is not None:
                 return mapped
-        return ConnectionFailed(f"connection failed: {exc}")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
+        return ConnectionFailed(_detail(exc), url=url)
     if urllib3 is not None and isinstance(exc, urllib3.exceptions.HTTPError):
         errors = urllib3.exceptions
         # NewConnectionError subclasses ConnectTimeoutError: test it first.
-        if isinstance(exc, errors.NewConnectionError):
-            return ConnectionFailed(f"could not connect: {exc}", during_connect=True)
+        if isinstance(exc, (errors.NewConnectionError, errors.NameResolutionError)):
+            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
         if isinstance(exc, errors.ConnectTimeoutError):
-            return StreamTimeout(f"connect timed out: {exc}", which="connect")
+            return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
         if isinstance(exc, errors.ReadTimeoutError):
-            return StreamTimeout(f"read timed out: {exc}", which="read")
+            return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
+        if isinstance(exc, errors.SSLError):
+            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
         if isinstance(exc, errors.MaxRetryError) and exc.reason is not None:
-            return _translate_requests(exc.reason) or translate(exc.reason)
-        return ConnectionFailed(f"connection failed: {exc}")
+            return _translate_requests(exc.reason, url) or translate(
+                exc.reason, url=url
+            )
+        return ConnectionFailed(_detail(exc), url=url)
     return None

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 
 from ._abort import AbortScope
 from ._accumulator import Accumulator
-from ._dispatch import Dispatcher, Pumped
-from ._errors import CallbackError, StreamError
+from ._dispatch import Delivery, Dispatcher
+from ._errors import CallbackError, DispatchError, StreamError
+from ._events import Done, PhaseName
 from ._result import ChatResult
-from ._worker import Callbacks, CancelRequest, Job
+from ._worker import (
+    Callbacks,
+    CancelRequest,
+    Emitter,
+    EventSink,
+    Job,
+    PartialParser,
+    StreamContext,
+)
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -41,36 +53,42 @@ def _cancel_all_at_exit() -> None:
         handle.join(max(0.0, deadline - time.monotonic()))
 
 
-def result_or_cancel(handle: StreamHandle, grace: float) -> ChatResult:
-    """Wait for ``handle``'s result; if the wait is interrupted, cancel and re-raise.
+def _after_fork_in_child() -> None:
+    # The child has none of the parent's threads, and owns none of its
+    # streams: at exit it must not cancel them (and shut down shared sockets).
+    global _live_lock  # noqa: PLW0603  # a lock held at fork time stays held
+    _live_lock = threading.Lock()
+    _live.clear()
 
-    This is what the blocking calls do: Ctrl-C in the waiting thread stops the
-    stream (and waits up to ``grace`` for its worker) before ``KeyboardInterrupt``
-    propagates.
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def wait_result(handle: StreamHandle, grace: float) -> ChatResult:
+    """What the blocking calls do: wait for the result, delivering where we may.
+
+    With a queued dispatcher whose callbacks may run on this thread (any
+    ``QueueDispatcher``, or a Tk/Qt/call-later dispatcher called on its own
+    toolkit thread) the callbacks run here while we wait, and we return once the
+    terminal callback was delivered. Otherwise we return when the stream ended.
+    Ctrl-C cancels the stream (and waits up to ``grace`` for it) before
+    ``KeyboardInterrupt`` propagates.
     """
-    pumped = handle.dispatcher if isinstance(handle.dispatcher, Pumped) else None
+    queued = handle._delivery.queued
+    here = queued is not None and queued.delivers_here()
+    delivered = handle._delivery.delivered.is_set
     try:
-        if pumped is not None:
-            # Run the callbacks here, on the waiting thread. The wake-up makes
-            # sure we return even if another thread pumps the final callback.
-            handle.add_done_callback(lambda _: handle.dispatcher.dispatch(_noop))
-            while not handle.done():
-                pumped.pump(timeout=None)
+        if here and queued is not None:
+            queued.pump_until(delivered, None)
         return handle.result()
     except StreamError:
         raise
     except BaseException:
         handle.cancel()
-        if pumped is not None:
-            deadline = time.monotonic() + grace
-            while not handle.done() and time.monotonic() < deadline:
-                pumped.pump(timeout=max(0.0, deadline - time.monotonic()))
+        if here and queued is not None:
+            queued.pump_until(delivered, grace)
         handle.join(grace)
         raise
-
-
-def _noop() -> None:
-    pass
 
 
 class StreamHandle(concurrent.futures.Future[ChatResult]):
@@ -79,7 +97,8 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
     ``result()`` waits and re-raises the stream's error in your thread;
     ``cancel()`` stops the stream at once from any thread; ``snapshot()`` reads
     the partial result at any moment. Works with ``concurrent.futures.wait``
-    and ``as_completed``.
+    and ``as_completed``. It resolves on the worker thread when the stream
+    ends, whatever the dispatcher: completion never waits for callbacks.
 
     Example::
 
@@ -95,6 +114,9 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         dispatcher: Dispatcher,
         *,
         label: str = "",
+        coalesce_interval: float | None = None,
+        sink: EventSink | None = None,
+        partial: Callable[[], PartialParser] | None = None,
     ) -> None:
         super().__init__()
         self._job = job
@@ -103,11 +125,22 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         self._dispatcher = dispatcher
         self._acc = Accumulator()
         self._scope = AbortScope()
+        self._delivery = Delivery(dispatcher, self._scope)
+        self._emitter = Emitter(
+            callbacks,
+            self._delivery,
+            sink=sink,
+            coalesce_interval=coalesce_interval,
+            partial=partial,
+        )
+        self._sink = sink
+        self._ctx = StreamContext(self._acc, self._scope, self._emitter)
         # Guards _committed: the one moment the outcome is fixed, so a cancel
         # either lands before it (and the result says cancelled) or is refused.
         self._commit_lock = threading.Lock()
         self._committed = False
-        self._phase = "pending"
+        self._outcome_error: BaseException | None = None
+        self._status = "pending"
         self.name = f"ollama-stream-{next(_names)}"
         # Daemon, on purpose: a program whose main code ends must not wait for
         # a model to finish talking. The atexit hook cancels live streams and
@@ -128,56 +161,174 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
 
     def _run(self) -> None:
         self.set_running_or_notify_cancel()
-        self._phase = "running"
+        self._status = "running"
         result: ChatResult | None = None
         error: BaseException | None = None
         try:
-            result = self._job(self._acc, self._scope, self._dispatcher)
+            result = self._job(self._ctx)
         except BaseException as exc:  # noqa: BLE001  # the future must always resolve
             error = exc
+        result, error = self._commit(result, error)
+        try:
+            self._terminal(result, error)
+        finally:
+            with _live_lock:
+                _live.discard(self)
+            self._acc.notify()
+
+    def _commit(
+        self, result: ChatResult | None, error: BaseException | None
+    ) -> tuple[ChatResult | None, BaseException | None]:
+        """Fix the outcome: a cancel that landed wins; a delivery failure counts."""
         with self._commit_lock:
             self._committed = True
             if isinstance(self._scope.reason, CancelRequest):
                 self._acc.mark_cancelled()
                 base = result if result is not None else self._acc.snapshot()
-                result, error = replace(base, cancelled=True), None
-        self._dispatcher.dispatch(lambda: self._finish(result, error))
+                return replace(base, cancelled=True), None
+        failed = self._delivery.error
+        if failed is not None and error is not failed:
+            failed.partial = result if result is not None else self._acc.snapshot()
+            return None, failed
+        if error is not None and not isinstance(error, StreamError):
+            # Our bug or a stray BaseException: still a typed error, cause kept,
+            # so on_error fires and nothing hangs.
+            wrapped = StreamError(f"unexpected {type(error).__name__}: {error}")
+            wrapped.__cause__ = error
+            wrapped.partial = self._acc.snapshot()
+            return None, wrapped
+        return result, error
 
-    def _finish(self, result: ChatResult | None, error: BaseException | None) -> None:
-        cbs = self._callbacks
+    def _terminal(self, result: ChatResult | None, error: BaseException | None) -> None:
+        """The terminal phase, the terminal callback, and the Future, in that order."""
+        cancelled = result is not None and result.cancelled
+        phase: PhaseName = (
+            "failed" if error is not None else ("cancelled" if cancelled else "done")
+        )
+        emitter = self._emitter
+        with contextlib.suppress(StreamError):  # recorded in the delivery, reported
+            emitter.set_phase(phase)  # by the terminal callback
+        delivery = self._delivery
+        if delivery.error is not None and error is None and not cancelled:
+            failed = delivery.error
+            failed.partial = result
+            result, error = None, failed
+        if delivery.inline:
+            result, error = self._deliver_terminal(result, error)
+            self._end_sink(result, error)
+            self._resolve(result, error)
+            delivery.delivered.set()
+            return
+        self._end_sink(result, error)
+        self._resolve(result, error)
+
+        def terminal() -> None:
+            self._deliver_terminal(result, error, late=True)
+
+        if not delivery.send_terminal(terminal):
+            if error is None and not cancelled and delivery.error is None:
+                failed = DispatchError(
+                    f"the dispatcher {delivery.dispatcher!r} refused the final callback"
+                )
+                failed.partial = result
+                delivery.error = failed
+            delivery.delivered.set()
+            delivery.notify()
+
+    def _end_sink(self, result: ChatResult | None, error: BaseException | None) -> None:
+        if self._sink is not None:
+            if error is None and result is not None:
+                self._sink.put([Done(result)])
+            self._sink.end(error)
+
+    def _deliver_terminal(
+        self,
+        result: ChatResult | None,
+        error: BaseException | None,
+        *,
+        late: bool = False,
+    ) -> tuple[ChatResult | None, BaseException | None]:
+        """Run exactly one of on_done / on_error (on the dispatcher's thread)."""
+        cbs, delivery = self._callbacks, self._delivery
         try:
+            if late and error is None and delivery.error is not None:
+                # A queued callback failed after the stream ended: report that.
+                error = delivery.error
+                if result is not None:
+                    error.partial = result
+                result = None
             if error is None and result is not None:
                 if cbs.on_done is not None:
                     try:
                         cbs.on_done(result)
-                    except Exception as exc:  # noqa: BLE001  # becomes CallbackError
-                        error = CallbackError(f"on_done callback raised {exc!r}")
-                        error.__cause__ = exc
-                        error.partial = result
+                    except BaseException as exc:
+                        failed = CallbackError(f"on_done callback raised {exc!r}")
+                        failed.__cause__ = exc
+                        failed.partial = result
+                        if delivery.error is None:
+                            delivery.error = failed
+                        result, error = None, failed
+                        if not isinstance(exc, Exception) and not delivery.inline:
+                            raise
             elif isinstance(error, StreamError) and cbs.on_error is not None:
                 try:
                     cbs.on_error(error)
                 except Exception:  # the stream's own error wins; this one is logged
                     log.exception("%s: on_error callback raised", self.name)
         finally:
-            with _live_lock:
-                _live.discard(self)
-            if error is None and result is not None:
-                self._phase = "cancelled" if result.cancelled else "finished"
-                self.set_result(result)
-            else:
-                self._phase = "failed"
-                self.set_exception(error or RuntimeError("stream ended without result"))
+            if late:
+                delivery.delivered.set()
+        return result, error
+
+    def _resolve(self, result: ChatResult | None, error: BaseException | None) -> None:
+        if error is None and result is not None:
+            self._status = "cancelled" if result.cancelled else "finished"
+            self.set_result(result)
+        else:
+            self._status = "failed"
+            self._outcome_error = error
+            self.set_exception(error or RuntimeError("stream ended without result"))
 
     # -- the caller side -------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> ChatResult:
+        """Wait for the final ``ChatResult`` and return it, or raise the error.
+
+        Unlike a plain ``Future``: a cancelled stream returns its partial result
+        (``cancelled`` true) instead of raising ``CancelledError``; and under a
+        queued dispatcher, a callback that raised after the stream ended makes
+        ``result()`` raise that ``CallbackError`` from then on.
+
+        Raises:
+            StreamError: the failure, with ``.partial``.
+            TimeoutError: ``timeout`` passed first.
+        """
+        value = super().result(timeout)
+        late = self._delivery.error
+        if late is not None and not (
+            value.cancelled and isinstance(late, DispatchError)
+        ):
+            raise late
+        return value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The stream's error (as ``result()`` would raise it), or None."""
+        error = super().exception(timeout)
+        if error is not None:
+            return error
+        try:
+            self.result(0)
+        except StreamError as late:
+            return late
+        return None
 
     def cancel(self) -> bool:
         """Stop the stream now, in any phase; safe from any thread.
 
         Returns:
             True if the stream is (or already was) cancelled; False if it had
-            already finished or failed. ``on_done`` then fires with
-            ``result.cancelled`` true and the partial text kept.
+            already finished (its answer was complete) or failed. ``on_done``
+            then fires with ``result.cancelled`` true and the partial text kept.
         """
         with self._commit_lock:
             if not self._committed:
@@ -188,21 +339,55 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         """True if a ``cancel()`` stopped this stream."""
         return isinstance(self._scope.reason, CancelRequest)
 
+    def add_done_callback(  # fn gets a StreamHandle, not a bare Future
+        self, fn: Callable[[StreamHandle], object]
+    ) -> None:
+        """Call ``fn(handle)`` when the stream ends (at once if it has).
+
+        It runs on the worker thread (or here, if already done), like
+        ``Future.add_done_callback``; use ``on_done`` to run on your dispatcher.
+        """
+        super().add_done_callback(fn)  # type: ignore[arg-type]  # it is one
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the stream has ended; return whether it has."""
         done, _ = concurrent.futures.wait([self], timeout)
         return bool(done)
 
+    def wait_for(
+        self, predicate: Callable[[ChatResult], bool], timeout: float | None = None
+    ) -> bool:
+        """Wait until ``predicate(handle.snapshot())`` holds; return whether it does.
+
+        Woken by every change of the stream, so nothing polls. Returns False if
+        ``timeout`` passes or the stream ends without the predicate holding.
+
+        Example::
+
+            handle.wait_for(lambda r: "Paris" in r.content, timeout=5)
+        """
+        return self._acc.wait_for(predicate, timeout, self.done)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker thread itself to exit; return whether it has."""
         if self._thread.ident is None:
             return True
+        if self._thread is threading.current_thread():
+            return False  # a callback of this very stream: it ends after returning
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def snapshot(self) -> ChatResult:
         """A consistent copy of the partial result, from any thread at any moment."""
         return self._acc.snapshot()
+
+    @property
+    def phase(self) -> PhaseName:
+        """Where the stream is now: "connecting", "waiting", "answering", "done"...
+
+        Thread-safe, at any moment. See the README's "Phases".
+        """
+        return self._emitter.phase
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -227,4 +412,4 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         self.join()
 
     def __repr__(self) -> str:
-        return f"<StreamHandle {self.name} {self._phase} {self._label}>"
+        return f"<StreamHandle {self.name} {self._status} {self._label}>"

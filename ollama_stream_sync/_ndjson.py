@@ -1,113 +1,220 @@
-"""NDJSON framing and chunk validation, shared by every transport.
+"""NDJSON framing and chunk parsing, shared by every transport.
 
 Ollama streams one JSON object per line. Network reads cut lines anywhere, so
-``LineSplitter`` reassembles them (bounded, so a runaway line cannot eat memory)
-and ``parse_line`` turns one line into a chunk dict or a typed error.
+``LineParser`` keeps the unfinished tail (bounded by ``max_line_bytes``, so a
+runaway line cannot eat memory) and parses each complete line once. With
+``orjson`` installed (the ``fast`` extra) lines are parsed from bytes; without
+it, each read's complete lines are decoded to ``str`` once and parsed by
+``json.loads``, which skips its per-call encoding detection.
 """
 
 from __future__ import annotations
 
 import email.utils
+import importlib
 import json
 import time
 from typing import Any
 
-from ._errors import ProtocolError, StreamError, server_error
+from ._errors import ProtocolError, StreamError, error_for_status, server_error
+
+_loads_bytes: Any
+try:  # pragma: no cover  # depends on the optional extra
+    _loads_bytes = importlib.import_module("orjson").loads
+except ImportError:  # pragma: no cover
+    _loads_bytes = None
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 """A chunk is normally under a kilobyte; a line past this is not Ollama talking."""
 
+_PARSE_ERRORS = (ValueError, RecursionError, MemoryError)
+"""What a JSON parser raises for a line it cannot take (nesting too deep included)."""
 
-class LineSplitter:
-    """Split a byte stream into lines, bounded by ``max_line_bytes``.
 
-    Linear in the input: a line cut across many reads is joined once, when its
-    newline arrives.
+def has_orjson() -> bool:
+    """Whether the fast JSON parser is in use."""
+    return _loads_bytes is not None
+
+
+class LineParser:
+    """Turns body bytes into parsed chunks, one JSON object per line.
+
+    ``feed`` returns the chunks of the lines a read completes. A line that is not
+    a JSON object, or Ollama's in-band ``{"error": ...}`` line, stops parsing:
+    the chunks before it are returned and ``error`` holds the typed error, so
+    nothing that arrived before a failure is lost.
     """
 
-    __slots__ = ("_buf", "_buffered", "max_line_bytes")
+    __slots__ = ("_buf", "_buffered", "error", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self.max_line_bytes = max_line_bytes
         self._buf: list[bytes] = []
         self._buffered = 0
+        self.error: StreamError | None = None
+        """The error that stopped parsing, if any."""
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add bytes; return the complete, non-blank lines they finish."""
-        if b"\n" not in data:
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add body bytes; return the chunks of the lines they complete."""
+        if self.error is not None:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
             if data:
                 self._buf.append(data)
                 self._buffered += len(data)
-                self._check(self._buffered)
+                if self._buffered > self.max_line_bytes:
+                    self._too_long(self._buffered)
             return []
-        lines = data.split(b"\n")
         if self._buf:
-            self._buf.append(lines[0])
-            lines[0] = b"".join(self._buf)
+            self._buf.append(data[: end + 1])
+            complete = b"".join(self._buf)
             self._buf = []
-        tail = lines.pop()
+        else:
+            complete = data[: end + 1] if end + 1 < len(data) else data
+        tail = data[end + 1 :]
         self._buffered = len(tail)
         if tail:
             self._buf.append(tail)
-        limit = self.max_line_bytes
-        out = []
-        for line in lines:
-            if len(line) > limit:
-                self._check(len(line))
-            if line.strip():
-                out.append(line)
-        self._check(self._buffered)
-        return out
+            if self._buffered > self.max_line_bytes:
+                self._too_long(self._buffered)
+        return self._parse(complete)
 
-    def finish(self) -> bytes:
-        """Return what is left after the last newline (normally nothing)."""
+    def finish(self) -> list[dict[str, Any]]:
+        """Parse what is left after the last newline (normally nothing)."""
         rest = b"".join(self._buf)
         self._buf = []
         self._buffered = 0
-        return rest if rest.strip() else b""
+        if self.error is not None or not rest.strip():
+            return []
+        return self._parse(rest)
 
-    def _check(self, size: int) -> None:
-        if size > self.max_line_bytes:
-            raise ProtocolError(
+    def _too_long(self, size: int) -> None:
+        if self.error is None:
+            self.error = ProtocolError(
                 f"a response line exceeded max_line_bytes={self.max_line_bytes} "
                 f"({size} bytes so far); the server is not sending Ollama NDJSON"
             )
+        self._buf = []
+        self._buffered = 0
+
+    def _parse(self, complete: bytes) -> list[dict[str, Any]]:
+        limit = self.max_line_bytes
+        check = len(complete) > limit
+        out: list[dict[str, Any]] = []
+        if _loads_bytes is not None:
+            for line in complete.split(b"\n"):
+                if not line or line.isspace():
+                    continue
+                if check and len(line) > limit:
+                    self._too_long(len(line))
+                    return out
+                try:
+                    chunk = _loads_bytes(line)
+                except _PARSE_ERRORS as exc:
+                    self.error = _not_json(line, exc)
+                    return out
+                if not self._take(chunk, line, out):
+                    return out
+            return out
+        try:
+            text = complete.decode("utf-8")
+        except UnicodeDecodeError:
+            # Find the offending line, keeping every good one before it.
+            for line in complete.split(b"\n"):
+                try:
+                    self._parse_text(line.decode("utf-8"), check, out)
+                except UnicodeDecodeError as exc:
+                    self.error = _not_json(line, exc)
+                if self.error is not None:
+                    break
+            return out
+        self._parse_text(text, check, out)
+        return out
+
+    def _parse_text(self, text: str, check: bool, out: list[dict[str, Any]]) -> None:
+        limit = self.max_line_bytes
+        loads = json.loads
+        for line in text.split("\n"):
+            if not line or line.isspace():
+                continue
+            if check and len(line) > limit // 4 and len(line.encode()) > limit:
+                self._too_long(len(line.encode()))
+                return
+            try:
+                chunk = loads(line)
+            except _PARSE_ERRORS as exc:
+                self.error = _not_json(line.encode(), exc)
+                return
+            if not self._take(chunk, line, out):
+                return
+
+    def _take(self, chunk: Any, line: bytes | str, out: list[dict[str, Any]]) -> bool:
+        if type(chunk) is not dict:
+            raw = line if isinstance(line, bytes) else line.encode()
+            self.error = ProtocolError(
+                f"response line is not a JSON object: {preview(raw)}"
+            )
+            return False
+        if "error" in chunk:
+            self.error = server_error(str(chunk["error"]), None)
+            return False
+        out.append(chunk)
+        return True
 
 
-def parse_line(line: bytes) -> dict[str, Any]:
-    """Decode one NDJSON line into a chunk, or raise the matching typed error.
+def _not_json(line: bytes, exc: BaseException) -> ProtocolError:
+    kind = "too deeply nested" if isinstance(exc, RecursionError) else "not JSON"
+    error = ProtocolError(f"response line is {kind}: {preview(line)}")
+    error.__cause__ = exc
+    return error
+
+
+def parse_object(data: bytes) -> dict[str, Any]:
+    """Parse one whole JSON object (a non-streamed body).
 
     Raises:
-        ServerError: the line is Ollama's in-band ``{"error": ...}``.
-        ProtocolError: the line is not a JSON object.
+        ProtocolError: it is not a JSON object.
+        ServerError: it is Ollama's ``{"error": ...}``.
     """
-    try:
-        chunk = json.loads(line)
-    except ValueError as exc:
-        raise ProtocolError(f"response line is not JSON: {_preview(line)}") from exc
-    if not isinstance(chunk, dict):
-        raise ProtocolError(f"response line is not a JSON object: {_preview(line)}")
-    if "error" in chunk:
-        raise server_error(str(chunk["error"]), None)
-    return chunk
+    parser = LineParser(max(len(data) + 1, 1))
+    chunks = parser.feed(data + b"\n")
+    if parser.error is not None:
+        raise parser.error
+    if len(chunks) != 1:
+        raise ProtocolError(f"expected one JSON object: {preview(data)}")
+    return chunks[0]
 
 
 def error_from_body(
-    status_code: int, body: bytes, reason: str = "", retry_after: str | None = None
+    status_code: int,
+    body: bytes,
+    reason: str = "",
+    retry_after: str | None = None,
+    *,
+    url: str | None = None,
+    model: str | None = None,
 ) -> StreamError:
     """Build the error for a non-2xx response from its (possibly non-JSON) body."""
     message = ""
+    fields: dict[str, Any] = {}
     try:
         data = json.loads(body)
-        if isinstance(data, dict) and data.get("error"):
-            message = str(data["error"])
-    except ValueError:
-        pass
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        message = str(data["error"])
+        fields = data
     if not message:
         text = body.decode("utf-8", "replace").strip()
-        message = _preview(body) if text else (reason or f"HTTP {status_code}")
-    return server_error(
-        message, status_code, retry_after=parse_retry_after(retry_after)
+        message = _text_preview(text) if text else (reason or f"HTTP {status_code}")
+    return error_for_status(
+        message,
+        status_code,
+        retry_after=parse_retry_after(retry_after),
+        fields=fields,
+        url=url,
+        model=model,
     )
 
 
@@ -125,6 +232,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _preview(data: bytes, limit: int = 200) -> str:
+def preview(data: bytes, limit: int = 200) -> str:
+    """A short, printable view of raw bytes for an error message."""
     text = data[:limit].decode("utf-8", "replace")
     return repr(text) + (f" … ({len(data)} bytes)" if len(data) > limit else "")
+
+
+def _text_preview(text: str, limit: int = 500) -> str:
+    """A non-JSON error body as readable text: whitespace folded, bounded."""
+    folded = " ".join(text.split())
+    return folded if len(folded) <= limit else folded[:limit] + " …"

@@ -9,11 +9,16 @@ Mistakes raise ``TypeError``/``ValueError`` here, before any thread starts.
 
 from __future__ import annotations
 
+import inspect
+import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ollama
 from pydantic import BaseModel
+
+from ._structured import FormatSpec
 
 MessageLike = Mapping[str, Any] | ollama.Message
 ToolLike = Mapping[str, Any] | ollama.Tool | Callable[..., Any]
@@ -62,6 +67,58 @@ def encode_message(message: MessageLike) -> dict[str, Any]:
     return data
 
 
+class ToolSchemaWarning(UserWarning):
+    """A tool function lacks the type hints or docstring its schema is built from."""
+
+
+class UnknownOptionWarning(UserWarning):
+    """An ``options`` key that no Ollama model option has (a typo?)."""
+
+
+ToolSchemaWarning.__module__ = UnknownOptionWarning.__module__ = "ollama_stream_sync"
+
+# Guards _warned: calls build requests on many threads.
+_warned_lock = threading.Lock()
+_warned: set[object] = set()
+
+
+def _warn_once(key: object, message: str, category: type[Warning]) -> None:
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, category, stacklevel=4)
+
+
+def _check_tool_function(fn: Callable[..., Any]) -> None:
+    """Warn (once per function) when its schema would tell the model nothing."""
+    name = getattr(fn, "__name__", repr(fn))
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    missing = [
+        p
+        for p, v in params.items()
+        if v.annotation is inspect.Parameter.empty
+        and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
+    ]
+    problems = []
+    if missing:
+        problems.append(
+            "no type hints for " + ", ".join(missing) + " (each is sent as a string)"
+        )
+    if not inspect.getdoc(fn):
+        problems.append("no docstring (the model gets no description of it)")
+    if problems:
+        _warn_once(
+            ("tool", fn),
+            f"tool function {name!r} has " + " and ".join(problems) + "; add them "
+            "so the model knows how to call it",
+            ToolSchemaWarning,
+        )
+
+
 def encode_tool(tool: ToolLike) -> dict[str, Any]:
     """A tool schema: dicts pass verbatim; functions use the SDK's conversion."""
     if isinstance(tool, Mapping):
@@ -69,6 +126,7 @@ def encode_tool(tool: ToolLike) -> dict[str, Any]:
     if isinstance(tool, BaseModel):
         return dict(_dump(tool))
     if callable(tool):
+        _check_tool_function(tool)
         # The SDK's own function-to-schema conversion (public only via Client.chat).
         from ollama._utils import convert_function_to_tool  # noqa: PLC0415
 
@@ -78,10 +136,36 @@ def encode_tool(tool: ToolLike) -> dict[str, Any]:
     )
 
 
-def _options(options: Mapping[str, Any] | ollama.Options | None) -> Any:
+KNOWN_OPTIONS = frozenset(ollama.Options.model_fields) | {"min_p", "draft_num_predict"}
+"""Model options Ollama knows: the SDK's ``Options`` fields, plus the server's own
+(``api/types.go``) that this SDK version lacks."""
+
+
+def encode_options(options: Mapping[str, Any] | ollama.Options | None) -> Any:
+    """Model options as sent; unknown keys are sent too, with a warning once each."""
+    if options is None:
+        return None
     if isinstance(options, BaseModel):
         return _dump(options)
-    return None if options is None else dict(options)
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            "options must be a dict of model options (or ollama.Options), "
+            f"not {type(options).__name__}"
+        )
+    for key in options:
+        if key not in KNOWN_OPTIONS:
+            _warn_once(
+                ("option", key),
+                f"options has an unknown key {key!r} (sent anyway); known keys "
+                "include temperature, top_p, top_k, num_ctx, num_predict, seed",
+                UnknownOptionWarning,
+            )
+    return dict(options)
+
+
+def encode_format(format: Any) -> Any:
+    """The wire value of ``format`` (a pydantic model class becomes its schema)."""
+    return None if format is None else FormatSpec(format).wire
 
 
 def _check_model(model: str) -> None:
@@ -100,6 +184,8 @@ def chat_body(
     keep_alive: float | str | None = None,
     logprobs: bool | None = None,
     top_logprobs: int | None = None,
+    truncate: bool | None = None,
+    shift: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a streaming /api/chat request."""
     _check_model(model)
@@ -115,11 +201,13 @@ def chat_body(
     return body | _drop_none(
         {
             "think": think,
-            "format": format,
-            "options": _options(options),
+            "format": encode_format(format),
+            "options": encode_options(options),
             "keep_alive": keep_alive,
             "logprobs": logprobs,
             "top_logprobs": top_logprobs,
+            "truncate": truncate,
+            "shift": shift,
         }
     )
 
@@ -143,6 +231,8 @@ def generate_body(
     width: int | None = None,
     height: int | None = None,
     steps: int | None = None,
+    truncate: bool | None = None,
+    shift: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a streaming /api/generate request."""
     _check_model(model)
@@ -155,14 +245,16 @@ def generate_body(
             "context": list(context) if context is not None else None,
             "think": think,
             "raw": raw,
-            "format": format,
+            "format": encode_format(format),
             "images": encode_images(images) if images else None,
-            "options": _options(options),
+            "options": encode_options(options),
             "keep_alive": keep_alive,
             "logprobs": logprobs,
             "top_logprobs": top_logprobs,
             "width": width,
             "height": height,
             "steps": steps,
+            "truncate": truncate,
+            "shift": shift,
         }
     )

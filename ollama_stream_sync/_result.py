@@ -44,8 +44,21 @@ class ChatResult:
     logprobs: tuple[dict[str, Any], ...] = ()
     chunk_count: int = 0
     """How many NDJSON lines were processed."""
+    remote_model: str | None = None
+    """The upstream model that answered, for Ollama cloud models."""
+    remote_host: str | None = None
+    """The upstream Ollama host that answered, for Ollama cloud models."""
+    prompt_truncated: bool = False
+    """The server read far fewer prompt tokens than were sent (see README)."""
+    parsed: Any = field(default=None, compare=False)
+    """With ``format=``: the parsed answer (a model instance for a model class)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Fields of the final chunk this library does not model (forward compatible)."""
+
+    @property
+    def stopped_by_length(self) -> bool:
+        """True when the answer was cut at ``num_predict`` (done_reason "length")."""
+        return self.done_reason == "length"
 
     def to_message(self) -> dict[str, Any]:
         """Return the assistant message for the history.

@@ -2,16 +2,17 @@
 
 ``RetryPolicy`` composes tenacity's own pieces (``stop_after_attempt``,
 ``wait_exponential`` plus ``wait_random``, ``retry_if_exception``) into a
-``tenacity.Retrying``;
-callers may hand in a ``Retrying`` of their own instead. The worker adds what
-only it knows (whether output was already shown, an event-aware sleep so a
-cancel cuts a backoff short) in ``for_stream``.
+``tenacity.Retrying``; callers may hand in a ``Retrying`` of their own instead.
+The worker adds what only it knows (whether output was already shown, an
+event-aware sleep so a cancel cuts a backoff short, its own logging and
+callbacks, chained with the caller's hooks) in ``for_stream``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import numbers
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import tenacity
@@ -19,30 +20,71 @@ import tenacity
 from ._errors import (
     CallbackError,
     ConnectionFailed,
-    ModelNotFound,
+    DispatchError,
+    OutputValidationError,
+    ProtocolError,
+    RateLimited,
     ServerError,
     StreamError,
     StreamTimeout,
+    ToolRoundsExceeded,
 )
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses that mean "try again": timeouts, rate limits, busy or broken upstreams."""
 
+NEVER_RETRIED_STATUSES = frozenset({400, 401, 403, 404})
+"""Statuses no policy retries: the request itself is wrong, or not allowed."""
 
-def is_retryable(exc: BaseException, statuses: frozenset[int] = RETRY_STATUSES) -> bool:
+
+def never_retried(exc: BaseException) -> bool:
+    """Failures that no policy may retry, whatever it says.
+
+    Retrying them cannot succeed, or would act twice: a request the server
+    rejects (400, 401, 403, 404), a model that is missing, output that is not
+    Ollama's, a callback or dispatcher that failed, a usage limit with no time
+    to wait, and the deadline.
+    """
+    if isinstance(
+        exc,
+        (
+            CallbackError,
+            DispatchError,
+            ProtocolError,
+            OutputValidationError,
+            ToolRoundsExceeded,
+        ),
+    ):
+        return True
+    if isinstance(exc, RateLimited):
+        return exc.retry_after is None
+    if isinstance(exc, ServerError):
+        return exc.status_code in NEVER_RETRIED_STATUSES or (
+            exc.status_code is None and type(exc) is not ServerError
+        )
+    if isinstance(exc, StreamTimeout):
+        return exc.which == "deadline"
+    return not isinstance(exc, (ConnectionFailed, StreamError))
+
+
+def is_retryable(exc: BaseException, statuses: Iterable[int] = RETRY_STATUSES) -> bool:
     """Whether a failure may succeed on another attempt (ignoring output shown).
 
     Connection failures, connect/first-token/read timeouts, the listed statuses
-    and in-band error lines are; 400, 401, 403, 404, protocol errors, callback
-    errors and the deadline are not.
+    and in-band error lines are; see ``never_retried`` for what never is.
     """
-    if isinstance(exc, (CallbackError, ModelNotFound)):
+    if never_retried(exc):
         return False
     if isinstance(exc, ServerError):
-        return exc.status_code is None or exc.status_code in statuses
+        return exc.status_code is None or exc.status_code in frozenset(statuses)
     if isinstance(exc, StreamTimeout):
-        return exc.which in ("connect", "first_token", "read")
+        return exc.which in ("connect", "write", "first_token", "read")
     return isinstance(exc, ConnectionFailed)
+
+
+def is_server_busy(exc: BaseException) -> bool:
+    """Ollama's full queue (HTTP 503 "server busy"): another host may have room."""
+    return isinstance(exc, ServerError) and exc.status_code == 503
 
 
 class wait_retry_after(tenacity.wait.wait_base):  # tenacity's naming
@@ -59,6 +101,20 @@ class wait_retry_after(tenacity.wait.wait_base):  # tenacity's naming
         if isinstance(after, (int, float)) and after >= 0:
             return float(min(after, self.cap))
         return float(self.fallback(retry_state))
+
+
+def _positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+def _seconds(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a number of seconds, not {type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +134,8 @@ class RetryPolicy:
             (so a wait may exceed ``max_delay`` by that much).
         retry_after_output: also retry after text reached a callback; then
             ``on_reset`` fires first and the result holds the new stream only.
-        retry_statuses: the HTTP statuses worth another attempt.
+        retry_statuses: the HTTP statuses worth another attempt (any iterable;
+            400, 401, 403 and 404 are never retried).
         max_retry_after: the cap on a server's ``Retry-After``, in seconds.
     """
 
@@ -87,14 +144,43 @@ class RetryPolicy:
     max_delay: float = 8.0
     jitter: bool = True
     retry_after_output: bool = False
-    retry_statuses: frozenset[int] = RETRY_STATUSES
+    retry_statuses: frozenset[int] = field(default=RETRY_STATUSES)
     max_retry_after: float = 30.0
 
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+    def __init__(  # noqa: PLR0917  # the dataclass fields, in order, as before
+        self,
+        max_attempts: int = 3,
+        initial_delay: float = 0.5,
+        max_delay: float = 8.0,
+        jitter: bool = True,
+        retry_after_output: bool = False,
+        retry_statuses: Iterable[int] = RETRY_STATUSES,
+        max_retry_after: float = 30.0,
+    ) -> None:
+        _positive_int(max_attempts, "max_attempts")
+        if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
-            raise ValueError("delays must not be negative")
+        for name, value in (
+            ("initial_delay", initial_delay),
+            ("max_delay", max_delay),
+            ("max_retry_after", max_retry_after),
+        ):
+            _seconds(value, name)
+        if isinstance(retry_statuses, (str, bytes)) or not isinstance(
+            retry_statuses, Iterable
+        ):
+            raise TypeError("retry_statuses must be a set of HTTP status codes")
+        statuses = frozenset(retry_statuses)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in statuses):
+            raise TypeError("retry_statuses must contain int HTTP status codes")
+        setter = object.__setattr__
+        setter(self, "max_attempts", max_attempts)
+        setter(self, "initial_delay", float(initial_delay))
+        setter(self, "max_delay", float(max_delay))
+        setter(self, "jitter", bool(jitter))
+        setter(self, "retry_after_output", bool(retry_after_output))
+        setter(self, "retry_statuses", statuses)
+        setter(self, "max_retry_after", float(max_retry_after))
 
     def to_tenacity(self) -> tenacity.Retrying:
         """This policy as a ``tenacity.Retrying`` built from tenacity's pieces."""
@@ -103,7 +189,7 @@ class RetryPolicy:
         )
         if self.jitter and self.initial_delay > 0:
             backoff = backoff + tenacity.wait_random(0, self.initial_delay)
-        statuses = frozenset(self.retry_statuses)
+        statuses = self.retry_statuses
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=wait_retry_after(backoff, self.max_retry_after),
@@ -124,6 +210,19 @@ def check_retry(retry: object) -> None:
         )
 
 
+def _chain(
+    ours: Callable[[tenacity.RetryCallState], None], theirs: Any
+) -> Callable[[tenacity.RetryCallState], None]:
+    if theirs is None:
+        return ours
+
+    def both(state: tenacity.RetryCallState) -> None:
+        ours(state)
+        theirs(state)
+
+    return both
+
+
 def for_stream(
     retry: RetryArg,
     *,
@@ -131,16 +230,19 @@ def for_stream(
     stopped: Callable[[], bool],
     sleep: Callable[[float], Any],
     before_sleep: Callable[[tenacity.RetryCallState], None],
-) -> tuple[tenacity.Retrying | None, bool]:
-    """The ``Retrying`` one stream uses, and whether it retries after output.
+    failover: Callable[[], bool] = lambda: False,
+) -> tenacity.Retrying | None:
+    """The ``Retrying`` one stream uses, or None when it does not retry.
 
-    Whatever the caller's policy, a failure after output is retried only when
-    the policy says so, nothing is retried once the stream was stopped (cancel,
-    deadline, a callback error), the sleep wakes on cancel, and the last real
-    error is re-raised (never ``tenacity.RetryError``).
+    Whatever the caller's policy: a failure after output is retried only when
+    the policy says so; ``never_retried`` failures are never retried; nothing
+    is retried once the stream was stopped (cancel, deadline, a callback); the
+    sleep wakes on cancel; a busy server with another host to try is left at
+    once; the caller's ``before_sleep`` still runs, after ours; and the last
+    real error is re-raised (never ``tenacity.RetryError``).
     """
     if retry is None:
-        return None, False
+        return None
     if isinstance(retry, RetryPolicy):
         base, after_output = retry.to_tenacity(), retry.retry_after_output
     elif isinstance(retry, tenacity.Retrying):
@@ -150,17 +252,24 @@ def for_stream(
     safe = tenacity.retry_if_exception(
         lambda e: (
             isinstance(e, StreamError)
-            and not isinstance(e, CallbackError)
+            and not never_retried(e)
             and not stopped()
             and (after_output or not output_shown())
         )
     )
-    return (
-        base.copy(
-            retry=safe & base.retry,
-            sleep=sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        ),
-        after_output,
+    base_wait = base.wait
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if exc is not None and is_server_busy(exc) and failover():
+            return 0.0  # another host may have room: no reason to wait here
+        return float(base_wait(state))
+
+    return base.copy(
+        retry=safe & base.retry,
+        wait=wait,
+        sleep=sleep,
+        before_sleep=_chain(before_sleep, base.before_sleep),
+        reraise=True,
     )

@@ -5,7 +5,12 @@ from "the stream went silent" (give up sooner), and cannot bound a whole call
 with its retries. ``StreamTimer`` knows the phase; the ``Watchdog`` thread
 sleeps until the earliest moment any timer could expire and then aborts that
 stream's ``AbortScope``: the same socket shutdown a cancel uses. The worker only
-stores a float per network read; nothing polls.
+stores a float or two per network read; nothing polls.
+
+The read clock measures how long the worker has been *waiting on the socket*:
+it stops while the worker processes a read (a slow inline callback is not a
+silent server) and restarts when the worker waits again. The first-token clock
+runs from the start of an attempt until the first line that carries output.
 """
 
 from __future__ import annotations
@@ -22,12 +27,23 @@ log = logging.getLogger("ollama_stream_sync")
 
 Clock = Callable[[], float]
 
+IDLE_EXIT = 1.0
+"""Seconds the timer thread stays parked with nothing to watch before it ends:
+a burst of streams reuses one thread, and an idle client holds none."""
+
+_WHAT = {
+    "deadline": "the call's deadline passed",
+    "first_token": "no output yet (the model loading, or the prompt being read)",
+    "read": "the stream went silent",
+}
+
 
 class StreamTimer:
     """The timeouts of one stream; the worker marks its phase, the watchdog reads it."""
 
     __slots__ = (
         "_attempt_start",
+        "_busy",
         "_flush_at",
         "_last",
         "_nudge",
@@ -37,6 +53,7 @@ class StreamTimer:
         "flush_fn",
         "read",
         "scope",
+        "url",
     )
 
     def __init__(
@@ -46,8 +63,9 @@ class StreamTimer:
         first_token: float | None,
         read: float | None,
         deadline: float | None,
+        deadline_at: float | None = None,
         now: float,
-        nudge: Callable[[], None] = lambda: None,
+        nudge: Callable[[float], None] = lambda when: None,
         flush: Callable[[], None] | None = None,
     ) -> None:
         self.scope = scope
@@ -57,15 +75,20 @@ class StreamTimer:
         self.first_token = first_token
         self.read = read
         self.deadline = deadline
-        self.deadline_at = None if deadline is None else now + deadline
-        # Written by the worker, read by the watchdog: single float stores, so
-        # a stale read can only make the watchdog wake early and look again.
+        if deadline_at is None and deadline is not None:
+            deadline_at = now + deadline
+        self.deadline_at = deadline_at
+        self.url: str | None = None
+        # Written by the worker, read by the watchdog: single stores, read in
+        # the order that keeps a stale read harmless (the watchdog only wakes
+        # early and looks again).
         self._attempt_start: float | None = None
         self._last: float | None = None
+        self._busy = False
 
     @property
     def needed(self) -> bool:
-        """Whether any timeout is set at all."""
+        """Whether any timeout or flush is set at all."""
         return not (
             self.first_token is None
             and self.read is None
@@ -77,23 +100,35 @@ class StreamTimer:
         """Ask for ``flush_fn`` at ``when`` (coalesced text during a pause), or not."""
         self._flush_at = when
         if when is not None:
-            self._nudge()
+            self._nudge(when)
 
     def attempt_started(self, now: float) -> None:
         """An attempt began: the first-token clock runs."""
+        self._busy = False
         self._last = None
         self._attempt_start = now
-        self._nudge()
+        if self.first_token is not None:
+            self._nudge(now + self.first_token)
 
-    def touch(self, now: float) -> None:
-        """Data arrived: the read clock restarts."""
-        first = self._last is None
-        self._last = now
-        if first:  # the read timeout may be shorter than the first-token one
-            self._nudge()
+    def arrived(self) -> None:
+        """Data arrived: the read clock stops while the worker processes it."""
+        self._busy = True
+
+    def waiting(self, now: float, output: bool) -> None:
+        """The worker waits on the socket again; ``output``: any has arrived.
+
+        Before the first output the first-token clock keeps running; after it,
+        the read clock starts now.
+        """
+        if output:
+            first = self._last is None
+            self._last = now
+            if first and self.read is not None:
+                self._nudge(now + self.read)
+        self._busy = False
 
     def idle(self) -> None:
-        """Between attempts (backoff): only the deadline runs."""
+        """Between attempts (a backoff) or after the answer: only the deadline runs."""
         self._attempt_start = None
 
     def due(self) -> tuple[float, str] | None:
@@ -104,12 +139,14 @@ class StreamTimer:
         flush_at = self._flush_at
         if flush_at is not None and (best is None or flush_at < best[0]):
             best = (flush_at, "flush")
+        busy = self._busy  # read before _last: see __init__
         start, last = self._attempt_start, self._last
         if start is not None:
             phase: tuple[float, str] | None = None
-            if last is None and self.first_token is not None:
-                phase = (start + self.first_token, "first_token")
-            elif last is not None and self.read is not None:
+            if last is None:
+                if self.first_token is not None:
+                    phase = (start + self.first_token, "first_token")
+            elif not busy and self.read is not None:
                 phase = (last + self.read, "read")
             if phase is not None and (best is None or phase[0] < best[0]):
                 best = phase
@@ -127,23 +164,23 @@ class StreamTimer:
             "first_token": self.first_token,
             "read": self.read,
         }.get(kind)
-        what = {
-            "deadline": "the call's deadline",
-            "first_token": "no first chunk (model loading or queued)",
-            "read": "the stream went silent",
-        }.get(kind, kind)
         which: TimeoutKind = (
             "deadline"
             if kind == "deadline"
             else ("first_token" if kind == "first_token" else "read")
         )
-        error = StreamTimeout(f"{kind} timeout after {seconds}s: {what}", which=which)
-        log.warning("stream timed out: %s", error)
+        error = StreamTimeout(
+            f"{kind} timeout after {seconds}s: {_WHAT.get(kind, kind)}",
+            which=which,
+            url=self.url,
+        )
         if kind == "deadline":
-            self.scope.abort(error)
+            fired = self.scope.abort(error)
         else:
             self._attempt_start = None
-            self.scope.abort_attempt(error)
+            fired = self.scope.abort_attempt(error)
+        if fired:
+            log.warning("stream timed out: %s", error)
 
 
 class Watchdog:
@@ -152,11 +189,19 @@ class Watchdog:
     def __init__(self, name: str, clock: Clock = time.monotonic) -> None:
         self._name = name
         self._clock = clock
-        # Guards _timers, _thread and _closed; the thread sleeps on it.
+        self._reinit()
+
+    def _reinit(self) -> None:
+        # Guards _timers, _thread, _closed and _wake_at; the thread sleeps on it.
         self._cond = threading.Condition()
         self._timers: set[StreamTimer] = set()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._wake_at: float | None = None
+
+    def after_fork(self) -> None:
+        """In a forked child: the thread is gone, and no parent timer is ours."""
+        self._reinit()
 
     def timer(
         self,
@@ -165,6 +210,7 @@ class Watchdog:
         first_token: float | None,
         read: float | None,
         deadline: float | None,
+        deadline_at: float | None = None,
         flush: Callable[[], None] | None = None,
     ) -> StreamTimer:
         """A timer for one stream, already watched if it has anything to do."""
@@ -173,6 +219,7 @@ class Watchdog:
             first_token=first_token,
             read=read,
             deadline=deadline,
+            deadline_at=deadline_at,
             now=self._clock(),
             nudge=self.nudge,
             flush=flush,
@@ -189,17 +236,29 @@ class Watchdog:
                 return
             self._timers.add(timer)
             if self._thread is None:
-                # Daemon: it only sleeps and aborts. It ends when it has no
-                # timers left; close() stops and joins it.
+                # Daemon: it only sleeps and aborts. It ends after IDLE_EXIT
+                # with nothing to watch; close() stops and joins it.
                 self._thread = threading.Thread(
                     target=self._run, name=self._name, daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+                return
+            due = timer.due()
+            if due is not None:
+                self._nudge_locked(due[0])
 
-    def nudge(self) -> None:
-        """A timer's phase changed in a way that may bring its expiry closer."""
+    def nudge(self, when: float) -> None:
+        """A timer may now expire at ``when``: wake the thread if that is sooner."""
+        wake_at = self._wake_at
+        if wake_at is not None and wake_at <= when:
+            return  # it will wake in time and look again
         with self._cond:
+            self._nudge_locked(when)
+
+    def _nudge_locked(self, when: float) -> None:
+        wake_at = self._wake_at
+        if wake_at is None or when < wake_at:
+            self._wake_at = when
             self._cond.notify()
 
     def unwatch(self, timer: StreamTimer) -> None:
@@ -207,26 +266,22 @@ class Watchdog:
         with self._cond:
             self._timers.discard(timer)
             if not self._timers:
-                self._cond.notify()  # let the thread see it may end
+                self._cond.notify()  # re-plan: the idle countdown starts now
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread and wait for it."""
+        """Stop the thread and wait for it (unless called on it)."""
         with self._cond:
             self._closed = True
             self._timers.clear()
             self._cond.notify()
             thread = self._thread
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     def _run(self) -> None:
         with self._cond:
+            idle_since: float | None = None
             while not self._closed:
-                if not self._timers:
-                    # Nothing to watch: end; the next watch() starts a new thread,
-                    # so a client nobody closes holds no thread while idle.
-                    self._thread = None
-                    return
                 now = self._clock()
                 wake: float | None = None
                 due_now: list[tuple[StreamTimer, str]] = []
@@ -242,13 +297,33 @@ class Watchdog:
                     else:
                         wake = when if wake is None else min(wake, when)
                 if due_now:
-                    # Fire outside the lock: a flush takes the stream's own lock,
-                    # and the worker nudges us while holding it.
+                    # Fire outside the lock: a flush takes the stream's own
+                    # lock, and the worker nudges us while holding it.
                     self._cond.release()
                     try:
                         for timer, kind in due_now:
-                            timer.fire(kind)
+                            self._fire(timer, kind)
                     finally:
                         self._cond.acquire()
                     continue
+                if not self._timers:
+                    idle_since = now if idle_since is None else idle_since
+                    if now - idle_since >= IDLE_EXIT:
+                        break
+                    wake = idle_since + IDLE_EXIT
+                else:
+                    idle_since = None
+                self._wake_at = wake
                 self._cond.wait(None if wake is None else max(0.0, wake - now))
+                self._wake_at = None
+            self._thread = None
+            self._wake_at = None
+
+    @staticmethod
+    def _fire(timer: StreamTimer, kind: str) -> None:
+        # One stream's failure (a dispatcher that raises during a flush) must
+        # never take the timers of every other stream down with this thread.
+        try:
+            timer.fire(kind)
+        except Exception:
+            log.exception("timer of a stream failed (%s); other streams go on", kind)

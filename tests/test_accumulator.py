@@ -10,7 +10,27 @@ import pytest
 
 from ollama_stream_sync import ProtocolError, ServerError
 from ollama_stream_sync._accumulator import CONTENT, THINKING, TOOL_CALL, Accumulator
-from ollama_stream_sync._ndjson import LineSplitter, error_from_body, parse_line
+from ollama_stream_sync._ndjson import LineParser, error_from_body
+
+
+def parse_line(line: bytes) -> dict[str, object]:
+    """One line through the parser; its error raised as the worker would."""
+    parser = LineParser()
+    chunks = parser.feed(line + b"\n")
+    if parser.error is not None:
+        raise parser.error
+    (chunk,) = chunks
+    return chunk
+
+
+def feed_one(
+    acc: Accumulator, chunk: dict[str, object], now: float
+) -> list[tuple[int, object]]:
+    events, error = acc.feed([chunk], now)
+    if error is not None:
+        raise error
+    return events
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -21,7 +41,7 @@ def feed_file(name: str) -> tuple[Accumulator, list[tuple[int, object]]]:
     events: list[tuple[int, object]] = []
     lines = (FIXTURES / name).read_bytes().splitlines()
     for i, line in enumerate(lines):
-        events += acc.feed(parse_line(line), now=1.0 + i)
+        events += feed_one(acc, parse_line(line), 1.0 + i)
     return acc, events
 
 
@@ -65,7 +85,9 @@ def test_to_message_has_only_present_fields() -> None:
     assert message["thinking"].startswith("The user")
     assert message["tool_calls"][0]["id"] == "call_ab12cd34"
     plain = Accumulator()
-    plain.feed({"message": {"role": "assistant", "content": "hi"}, "done": True}, 0)
+    feed_one(
+        plain, {"message": {"role": "assistant", "content": "hi"}, "done": True}, 0
+    )
     assert plain.snapshot().to_message() == {"role": "assistant", "content": "hi"}
 
 
@@ -98,14 +120,17 @@ def test_reset_forgets_output_but_keeps_start_time() -> None:
     ],
 )
 def test_malformed_fields_raise_protocol_error(chunk: dict[str, object]) -> None:
-    with pytest.raises(ProtocolError):
-        Accumulator().feed(chunk, 0.0)
+    acc = Accumulator()
+    events, error = acc.feed([{"message": {"content": "kept"}}, chunk], 0.0)
+    assert isinstance(error, ProtocolError)
+    assert events == [(CONTENT, "kept")]  # what came before the bad chunk is kept
+    assert acc.snapshot().content == "kept"
 
 
 def test_many_chunks_accumulate_exactly() -> None:
     acc = Accumulator()
     for i in range(50_000):
-        acc.feed({"message": {"content": f"{i},"}}, float(i))
+        feed_one(acc, {"message": {"content": f"{i},"}}, float(i))
         if i % 5_000 == 0:  # interleaved snapshots must not change the result
             acc.snapshot()
     assert acc.snapshot().content == "".join(f"{i}," for i in range(50_000))
@@ -123,12 +148,12 @@ def test_snapshots_from_other_threads_are_consistent() -> None:
     thread = threading.Thread(target=reader)
     thread.start()
     for i in range(20_000):
-        acc.feed({"message": {"content": "ab"}}, float(i))
+        feed_one(acc, {"message": {"content": "ab"}}, float(i))
     stop.set()
     thread.join(5)
     assert not thread.is_alive()
     # every snapshot is a whole number of deltas: never a torn write
-    assert all(len(s) % 2 == 0 and set(s) <= {"a", "b"} for s in seen)
+    assert all(s == "ab" * (len(s) // 2) for s in seen)
     assert acc.snapshot().content == "ab" * 20_000
 
 
@@ -138,33 +163,44 @@ def test_snapshots_from_other_threads_are_consistent() -> None:
 def test_lines_split_across_reads_are_reassembled() -> None:
     data = b'{"a": 1}\n{"b": "x\\ny"}\n\n{"c": 3}\n'
     for size in (1, 2, 3, 7, len(data)):
-        splitter = LineSplitter()
-        lines: list[bytes] = []
+        parser = LineParser()
+        chunks: list[dict[str, object]] = []
         for i in range(0, len(data), size):
-            lines += splitter.feed(data[i : i + size])
-        assert [json.loads(x) for x in lines] == [{"a": 1}, {"b": "x\ny"}, {"c": 3}]
-        assert splitter.finish() == b""
+            chunks += parser.feed(data[i : i + size])
+        assert chunks == [{"a": 1}, {"b": "x\ny"}, {"c": 3}]
+        assert parser.finish() == []
+        assert parser.error is None
 
 
-def test_final_line_without_newline_is_returned_by_finish() -> None:
-    splitter = LineSplitter()
-    assert splitter.feed(b'{"a": 1}\n{"b"') == [b'{"a": 1}']
-    assert splitter.feed(b": 2}") == []
-    assert splitter.finish() == b'{"b": 2}'
+def test_multibyte_text_split_across_reads() -> None:
+    data = json.dumps({"t": "héllo wörld ✓"}, ensure_ascii=False).encode() + b"\n"
+    for size in range(1, 6):
+        parser = LineParser()
+        chunks: list[dict[str, object]] = []
+        for i in range(0, len(data), size):
+            chunks += parser.feed(data[i : i + size])
+        assert chunks == [{"t": "héllo wörld ✓"}]
+
+
+def test_final_line_without_newline_is_parsed_by_finish() -> None:
+    parser = LineParser()
+    assert parser.feed(b'{"a": 1}\n{"b"') == [{"a": 1}]
+    assert parser.feed(b": 2}") == []
+    assert parser.finish() == [{"b": 2}]
 
 
 @pytest.mark.parametrize(
     "pieces", [[b"x" * 101], [b"x" * 60, b"x" * 60], [b"x" * 200 + b"\n"]]
 )
-def test_overlong_line_raises_protocol_error(pieces: list[bytes]) -> None:
-    splitter = LineSplitter(max_line_bytes=100)
-    for piece in pieces[:-1]:
-        splitter.feed(piece)
-    with pytest.raises(ProtocolError, match="max_line_bytes=100"):
-        splitter.feed(pieces[-1])
+def test_overlong_line_is_a_protocol_error(pieces: list[bytes]) -> None:
+    parser = LineParser(max_line_bytes=100)
+    for piece in pieces:
+        parser.feed(piece)
+    assert isinstance(parser.error, ProtocolError)
+    assert "max_line_bytes=100" in str(parser.error)
 
 
-def test_parse_line_errors_are_typed() -> None:
+def test_parse_errors_are_typed() -> None:
     with pytest.raises(ProtocolError, match="not JSON"):
         parse_line(b"<html>oops</html>")
     with pytest.raises(ProtocolError, match="not a JSON object"):
@@ -175,11 +211,27 @@ def test_parse_line_errors_are_typed() -> None:
     assert "running the model" in str(info.value)
 
 
+def test_deeply_nested_line_is_a_protocol_error_not_a_recursion_error() -> None:
+    with pytest.raises(ProtocolError, match=r"nested|not JSON") as info:
+        parse_line(b"[" * 100_000)
+    assert not isinstance(info.value, RecursionError)
+
+
+def test_lines_before_a_bad_line_are_kept() -> None:
+    parser = LineParser()
+    chunks = parser.feed(b'{"a": 1}\n{"error": "boom"}\n{"b": 2}\n')
+    assert chunks == [{"a": 1}]
+    assert isinstance(parser.error, ServerError)
+
+
 def test_error_bodies_json_html_and_empty() -> None:
     err = error_from_body(404, b'{"error": "model \'x\' not found"}')
     assert type(err).__name__ == "ModelNotFound"
     assert err.server_message == "model 'x' not found"  # type: ignore[attr-defined]
     html = error_from_body(502, b"<html><body>Bad Gateway</body></html>")
     assert "Bad Gateway" in str(html)
+    assert "'" not in html.server_message  # type: ignore[attr-defined]  # text, no repr
     empty = error_from_body(403, b"", "Forbidden")
     assert "Forbidden" in str(empty)
+    route = error_from_body(404, b"404 page not found")
+    assert type(route).__name__ == "ServerError"  # a wrong path, not a missing model

@@ -151,7 +151,8 @@ def test_request_body_keeps_history_fields_and_options(
             },
         },
     }
-    client.chat(
+    server.enqueue(reply('{"ok": true}'))  # format="json": the answer is parsed
+    result = client.chat(
         "qwen3",
         history,
         tools=[get_weather, schema],
@@ -162,6 +163,7 @@ def test_request_body_keeps_history_fields_and_options(
         logprobs=True,
         top_logprobs=3,
     )
+    assert result.parsed == {"ok": True}
     (request,) = server.stream_requests()
     body = request.body
     assert request.path == "/api/chat"

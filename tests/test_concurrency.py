@@ -34,6 +34,9 @@ def test_sixteen_stalled_streams_all_cancel(
     with make_client(server.url) as client:
         handles = [client.start_chat("m", USER) for _ in range(16)]
         assert server.wait_stalled(16)
+        # The server wrote each chunk; wait until each client has it too.
+        for handle in handles:
+            assert handle.wait_for(lambda r: r.content != "", timeout=WAIT)
         for handle in handles:
             handle.cancel()
         results = [h.result(WAIT) for h in handles]

@@ -69,12 +69,13 @@ def test_queue_dispatcher_runs_callbacks_only_when_pumped(
     log = Log()
     handle = client.start_chat("m", USER, dispatcher=pump, **log.kwargs())
     assert handle.join(WAIT)  # the worker is done; nothing ran yet
-    assert log.events == [] and not handle.done()
+    # The handle resolves on the worker: completion never waits for pumping.
+    assert log.events == [] and handle.done()
+    assert handle.result().content == "one two three"
     assert pump.pending == len(EXPECTED_KINDS)
     assert pump.pump() == len(EXPECTED_KINDS)
     assert log.kinds() == EXPECTED_KINDS
     assert log.threads() == {threading.get_ident()}
-    assert handle.done() and handle.result().content == "one two three"
 
 
 def test_blocking_chat_pumps_its_queue_dispatcher(

@@ -167,8 +167,8 @@ def test_cancel_while_connecting(
     url = f"http://127.0.0.1:{unaccepting_port}"
     with make_client(url, connect_timeout=60) as client:
         handle = client.start_chat("m", USER)
-        # our httpx backend, or urllib3 under requests
-        assert wait_in_function(handle.thread, "connect_tcp", "create_connection")
+        # our httpx backend, or our connection class under requests
+        assert wait_in_function(handle.thread, "connect_tcp", "_oss_connect")
         handle.cancel()
         assert handle.result(WAIT).cancelled  # far less than the 60 s timeout
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import select
+import socket
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -11,9 +13,23 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 class OpenStream(Protocol):
-    """A response whose status was 2xx; iterating yields body bytes as they arrive."""
+    """A response whose status was 2xx; iterating yields decoded body bytes.
+
+    Iterating and closing run on the worker thread with the stream's scope
+    bound, so the connection stays claimed by the stream until it is released
+    back to the pool (or closed).
+    """
 
     def __iter__(self) -> Iterator[bytes]: ...
+
+    def drain(self, timeout: float) -> None:
+        """Read the rest of the body for at most ``timeout`` seconds, best effort.
+
+        After the answer is complete (its ``done`` line arrived), the rest of
+        the body only decides whether the connection can be reused: any error
+        or silence closes it instead. Never raises.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -24,8 +40,10 @@ class Transport(Protocol):
     A transport owns no connections: the client closes the SDK clients it
     created, and a caller's session or client stays the caller's.
 
-    ``open`` runs on the worker thread inside a bound ``AbortScope`` and attaches
-    every socket it blocks on to that scope, so an abort wakes it.
+    ``open`` runs on the worker thread with the stream's ``AbortScope`` bound,
+    and lets the scope claim every connection it blocks on (connecting, the
+    TLS handshake, sending, waiting for headers), so an abort wakes it; it
+    calls the scope's ``phase_hook`` once the request is sent.
     """
 
     def open(
@@ -40,7 +58,7 @@ class Transport(Protocol):
         ...
 
     def get_json(self, path: str, *, timeout: float | None) -> Any:
-        """GET ``path`` and decode its JSON body (health checks).
+        """GET ``path`` and decode its JSON body (health checks, ``/api/ps``).
 
         Raises:
             StreamError: mapped as for ``open``.
@@ -56,3 +74,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def socket_readable(sock: socket.socket) -> bool:
+    """True if ``sock`` has data or the peer closed (``poll``: no fd limit)."""
+    if sock.fileno() == -1:
+        return True
+    try:
+        poller = select.poll()
+    except AttributeError:  # pragma: no cover  # Windows: select has no limit there
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    try:
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True

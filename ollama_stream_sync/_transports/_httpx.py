@@ -1,22 +1,27 @@
 """Streaming over the SDK's own ``httpx.Client``, with sockets an abort can reach.
 
 ``CancellableTransport`` is an httpx transport like ``httpx.HTTPTransport`` whose
-connection pool uses ``TrackingBackend``: every socket it creates attaches itself
-to the calling thread's ``AbortScope`` before it blocks (connect, send, receive),
-so a cancel from any thread shuts it down at once, in every phase. It is built
-only from the public httpx and httpcore APIs.
+connection pool uses ``TrackingBackend``: every connection's socket stream lets
+the stream's ``AbortScope`` claim it before it blocks (resolving the name,
+connecting, the TLS handshake, sending, receiving), so a cancel from any thread
+shuts it down at once, in every phase. The claim is released before httpcore
+can hand the connection to another request, so a late cancel never reaches a
+socket another stream uses. It is built only from the public httpx and httpcore
+APIs.
 
 ``HttpxStreamTransport`` adapts an ``httpx.Client`` (the one inside ``ollama.Client``,
-so its base URL, headers and auth apply) to our ``Transport`` interface. With a
-transport of the user's own, a cancel still reaches the socket once the
-response headers have arrived (through httpx's ``network_stream`` extension).
+so its base URL, headers and auth apply) to our ``Transport`` interface. Once the
+headers arrived it reads the body straight from httpcore's stream (our transport)
+and decodes ``Content-Encoding`` itself, bounded. With a transport of the user's
+own, a cancel reaches the socket once the response headers have arrived (through
+httpx's ``network_stream`` extension).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import select
+import os
 import socket
 import ssl
 import time
@@ -27,11 +32,19 @@ from typing import Any
 import httpcore
 import httpx
 
-from ollama_stream_sync._abort import current_scope
+from ollama_stream_sync._abort import (
+    Aborted,
+    AbortScope,
+    current_scope,
+    disown,
+    resolve,
+    shutdown_socket,
+)
+from ollama_stream_sync._decode import BodyDecoder, accept_encoding
 from ollama_stream_sync._errors import translate
 from ollama_stream_sync._ndjson import error_from_body
 
-from ._base import MAX_ERROR_BODY
+from ._base import MAX_ERROR_BODY, socket_readable
 
 _EXC_MAP: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (httpcore.PoolTimeout, httpx.PoolTimeout),
@@ -62,22 +75,55 @@ def _httpcore_to_httpx() -> Iterator[None]:
         raise
 
 
-def _attach(sock: socket.socket) -> None:
-    scope = current_scope()
-    if scope is not None:
-        scope.attach_if_new(sock)
+_UNSET = object()
 
 
 class _SocketStream(httpcore.NetworkStream):
-    """A socket as httpcore sees it; attaches to the caller's scope before blocking."""
+    """One connection's socket as httpcore sees it, claimable by a stream's scope.
+
+    Every read and write lets the calling thread's scope claim it first, so an
+    abort reaches it in every phase; the first read after a write tells the
+    scope that the request was sent.
+    """
+
+    __slots__ = ("_drain_until", "_pid", "_sock", "_timeout", "_wrote", "owner")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self.owner: AbortScope | None = None
+        self._timeout: object = _UNSET
+        self._wrote = False
+        self._drain_until: float | None = None
+        self._pid = os.getpid()
+
+    def _claim(self) -> AbortScope | None:
+        scope = current_scope()
+        if scope is not None and self.owner is not scope:
+            scope.claim(self)
+        return scope
+
+    def _settimeout(self, timeout: float | None) -> None:
+        until = self._drain_until
+        if until is not None:
+            remaining = max(0.0, until - time.monotonic())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        if timeout != self._timeout:  # a syscall or two saved per read
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def shutdown(self) -> None:
+        """Wake whoever blocks on this connection (claimed scope's abort)."""
+        shutdown_socket(self._sock)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        _attach(self._sock)
+        scope = self._claim()
+        if self._wrote:
+            self._wrote = False
+            hook = scope.phase_hook if scope is not None else None
+            if hook is not None:
+                hook()  # the request is out: now we wait for the model
         try:
-            self._sock.settimeout(timeout)
+            self._settimeout(timeout)
             return self._sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from exc
@@ -87,9 +133,10 @@ class _SocketStream(httpcore.NetworkStream):
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
-        _attach(self._sock)
+        self._claim()
+        self._wrote = True
         try:
-            self._sock.settimeout(timeout)
+            self._settimeout(timeout)
             self._sock.sendall(buffer)
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(str(exc)) from exc
@@ -105,38 +152,56 @@ class _SocketStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
+        # The handshake is done as a step of its own, on a socket the scope
+        # already owns, so a cancel during a stalled handshake wakes it too.
         try:
-            self._sock.settimeout(timeout)
-            tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname)
+            tls = ssl_context.wrap_socket(
+                self._sock,
+                server_hostname=server_hostname,
+                do_handshake_on_connect=False,
+            )
+            self._sock = tls
+            self._timeout = _UNSET
+            self._claim()
+            self._settimeout(timeout)
+            tls.do_handshake()
         except TimeoutError as exc:
             self.close()
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
             self.close()
+            _raise_if_aborted()
             raise httpcore.ConnectError(str(exc)) from exc
-        _attach(tls)
-        return _SocketStream(tls)
+        except BaseException:
+            self.close()
+            raise
+        return self
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object" and isinstance(self._sock, ssl.SSLSocket):
-            return self._sock._sslobj  # type: ignore[attr-defined]  # httpcore does the same
+        sock = self._sock
+        if info == "ssl_object" and isinstance(sock, ssl.SSLSocket):
+            return sock._sslobj  # type: ignore[attr-defined]  # httpcore does the same
         if info == "client_addr":
-            return self._sock.getsockname()
+            return sock.getsockname()
         if info == "server_addr":
-            return self._sock.getpeername()
+            return sock.getpeername()
         if info == "socket":
-            return self._sock
+            return sock
         if info == "is_readable":
-            return _is_readable(self._sock)
+            # A connection inherited across fork() is shared with the parent:
+            # report it dead so this process never reuses it.
+            return os.getpid() != self._pid or socket_readable(sock)
         return None
 
+    def drain_within(self, seconds: float) -> None:
+        """Bound every later read to finish within ``seconds`` from now."""
+        self._drain_until = time.monotonic() + seconds
 
-def _is_readable(sock: socket.socket) -> bool:
-    """True if the peer closed or sent data (an idle pooled socket must not be)."""
-    if sock.fileno() == -1:
-        return True
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+
+def _raise_if_aborted() -> None:
+    scope = current_scope()
+    if scope is not None:
+        scope.check()
 
 
 def _connect(
@@ -146,31 +211,34 @@ def _connect(
     options: Iterable[Any] | None,
     local_address: str | None = None,
 ) -> _SocketStream:
-    """Attach ``sock`` to the caller's scope, then connect it; close it on failure."""
+    """Claim ``sock`` for the caller's scope, then connect it; close it on failure."""
+    stream = _SocketStream(sock)
     try:
-        _attach(sock)
+        stream._claim()
         for option in options or ():
             sock.setsockopt(*option)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if local_address is not None:
             sock.bind((local_address, 0))
-        sock.settimeout(timeout)
+        stream._settimeout(timeout)
         sock.connect(address)
     except TimeoutError as exc:
         sock.close()
+        _raise_if_aborted()
         raise httpcore.ConnectTimeout(str(exc)) from exc
     except OSError as exc:
         sock.close()
+        _raise_if_aborted()
         raise httpcore.ConnectError(str(exc)) from exc
     except BaseException:
         sock.close()
         raise
-    return _SocketStream(sock)
+    return stream
 
 
 class TrackingBackend(httpcore.NetworkBackend):
-    """Creates sockets that attach to the caller's ``AbortScope`` before connecting."""
+    """Creates socket streams that the caller's ``AbortScope`` can claim."""
 
     def connect_tcp(
         self,
@@ -181,15 +249,17 @@ class TrackingBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            infos = resolve(host, port, 0, socket.SOCK_STREAM, timeout=timeout)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        error: httpcore.ConnectError | None = None
+            raise httpcore.ConnectError(f"{host}: {exc}") from exc
+        error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)
             try:
                 return _connect(sock, address, timeout, socket_options, local_address)
-            except httpcore.ConnectError as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc  # try the next address, as socket.create_connection does
         raise error or httpcore.ConnectError(f"no address for {host}")
 
@@ -207,21 +277,37 @@ class TrackingBackend(httpcore.NetworkBackend):
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
+    """httpcore's body stream; closing it ends the connection's claim *first*."""
+
+    def __init__(self, stream: Iterable[bytes], conn: object) -> None:
         self._stream = stream
+        self._conn = conn if isinstance(conn, _SocketStream) else None
 
     def __iter__(self) -> Iterator[bytes]:
         with _httpcore_to_httpx():
             yield from self._stream
 
+    def raw_chunks(self) -> Iterator[bytes]:
+        """The body as httpcore yields it, errors mapped (the light path)."""
+        with _httpcore_to_httpx():
+            yield from self._stream
+
     def close(self) -> None:
+        # Closing hands the connection back to the pool, where another request
+        # may take it at once: no scope may own it after that.
+        if self._conn is not None:
+            disown(self._conn)
         close = getattr(self._stream, "close", None)
         if close is not None:
             close()
 
 
 class CancellableTransport(httpx.BaseTransport):
-    """An ``httpx.HTTPTransport`` look-alike whose sockets a cancel can shut down."""
+    """An ``httpx.HTTPTransport`` look-alike whose sockets a cancel can shut down.
+
+    Its pool has no connection limit by default: each stream holds its
+    connection for its whole life, so a limit would only queue streams.
+    """
 
     def __init__(
         self,
@@ -238,7 +324,7 @@ class CancellableTransport(httpx.BaseTransport):
         socket_options: Iterable[Any] | None = None,
     ) -> None:
         limits = limits or httpx.Limits(
-            max_connections=100, max_keepalive_connections=20
+            max_connections=None, max_keepalive_connections=100
         )
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(
@@ -278,7 +364,7 @@ class CancellableTransport(httpx.BaseTransport):
         return httpx.Response(
             status_code=resp.status,
             headers=resp.headers,
-            stream=_ResponseStream(resp.stream),
+            stream=_ResponseStream(resp.stream, resp.extensions.get("network_stream")),
             extensions=resp.extensions,
         )
 
@@ -295,18 +381,48 @@ class CancellableTransport(httpx.BaseTransport):
 
 
 class _HttpxOpenStream:
-    __slots__ = ("_response",)
+    __slots__ = ("_chunks", "_decoder", "_foreign", "_response", "_url")
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(
+        self, response: httpx.Response, url: str, foreign: _ForeignSocket | None
+    ) -> None:
         self._response = response
+        self._url = url
+        self._foreign = foreign
+        self._decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))
+        stream = response.stream
+        self._chunks: Iterator[bytes] = (
+            stream.raw_chunks()
+            if isinstance(stream, _ResponseStream)
+            else response.iter_raw()
+        )
 
     def __iter__(self) -> Iterator[bytes]:
+        decoder = self._decoder
         try:
-            yield from self._response.iter_bytes()
+            if decoder.identity:
+                yield from self._chunks
+                return
+            for data in self._chunks:
+                yield from decoder.decode(data)
+            yield from decoder.finish()
         except httpx.HTTPError as exc:
-            raise translate(exc) from exc
+            raise translate(exc, url=self._url) from exc
+        finally:
+            self.close()  # at the end of the body: back to the pool
+
+    def drain(self, timeout: float) -> None:
+        sock = self._response.extensions.get("network_stream")
+        if isinstance(sock, _SocketStream):
+            sock.drain_within(timeout)
+            with contextlib.suppress(Exception):
+                for _ in self._chunks:
+                    pass
+        self.close()
 
     def close(self) -> None:
+        if self._foreign is not None:
+            disown(self._foreign)
         self._response.close()
 
 
@@ -315,6 +431,8 @@ class HttpxStreamTransport:
 
     def __init__(self, client: httpx.Client) -> None:
         self._client = client
+        self._url = str(client.base_url).rstrip("/")
+        self._accept_encoding = accept_encoding()
 
     def open(
         self, path: str, body: dict[str, Any], *, connect_timeout: float | None
@@ -323,7 +441,10 @@ class HttpxStreamTransport:
             "POST",
             path,
             content=json.dumps(body, ensure_ascii=False).encode(),
-            headers={"Accept": "application/x-ndjson"},
+            headers={
+                "Accept": "application/x-ndjson",
+                "Accept-Encoding": self._accept_encoding,
+            },
             # Silences between chunks are policed by our own timers (they know the
             # phase), so httpx's read timeout stays off; connect stays bounded.
             timeout=httpx.Timeout(
@@ -333,51 +454,89 @@ class HttpxStreamTransport:
         try:
             response = self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise translate(exc) from exc
+            raise translate(exc, url=self._url) from exc
         try:
             if response.status_code >= 300:
-                body_bytes = _read_bounded(response)
                 raise error_from_body(
                     response.status_code,
-                    body_bytes,
+                    _read_bounded(response),
                     response.reason_phrase,
                     retry_after=response.headers.get("Retry-After"),
+                    url=self._url,
+                    model=_model_of(body),
                 )
-            _attach_response_socket(response)
+            foreign = _claim_response_socket(response)
         except BaseException:
             response.close()
             raise
-        return _HttpxOpenStream(response)
+        return _HttpxOpenStream(response, self._url, foreign)
 
     def get_json(self, path: str, *, timeout: float | None) -> Any:
         try:
             response = self._client.get(path, timeout=timeout)
-            response.raise_for_status()
+            if response.status_code >= 300:
+                raise error_from_body(
+                    response.status_code,
+                    response.content[:MAX_ERROR_BODY],
+                    response.reason_phrase,
+                    url=self._url,
+                )
             return response.json()
         except httpx.HTTPError as exc:
-            raise translate(exc) from exc
+            raise translate(exc, url=self._url) from exc
         except ValueError as exc:
-            raise translate(exc) from exc
+            raise translate(exc, url=self._url) from exc
+
+
+def _model_of(body: dict[str, Any]) -> str | None:
+    model = body.get("model")
+    return model if isinstance(model, str) else None
 
 
 def _read_bounded(response: httpx.Response) -> bytes:
+    """At most ``MAX_ERROR_BODY`` decoded bytes of an error body."""
     parts: list[bytes] = []
     size = 0
-    with contextlib.suppress(httpx.HTTPError):
-        for data in response.iter_bytes():
-            parts.append(data)
-            size += len(data)
-            if size >= MAX_ERROR_BODY:
-                break
+    decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))
+    with contextlib.suppress(httpx.HTTPError, Exception):
+        for data in response.iter_raw():
+            for piece in decoder.decode(data):
+                parts.append(piece)
+                size += len(piece)
+                if size >= MAX_ERROR_BODY:
+                    return b"".join(parts)[:MAX_ERROR_BODY]
     return b"".join(parts)[:MAX_ERROR_BODY]
 
 
-def _attach_response_socket(response: httpx.Response) -> None:
+def _claim_response_socket(response: httpx.Response) -> _ForeignSocket | None:
     """Reach the socket of a transport that is not ours, once headers arrived."""
     stream = response.extensions.get("network_stream")
+    if isinstance(stream, _SocketStream):
+        return None  # ours: already claimed on every read
     get_info = getattr(stream, "get_extra_info", None)
-    if get_info is None:
-        return
+    scope = current_scope()
+    if get_info is None or scope is None:
+        return None
     sock = get_info("socket")
-    if isinstance(sock, socket.socket):
-        _attach(sock)
+    if not isinstance(sock, socket.socket):
+        return None
+    foreign = _ForeignSocket(sock)
+    scope.claim(foreign)
+    return foreign
+
+
+class _ForeignSocket:
+    """A socket of a transport that is not ours, claimable for the body phase."""
+
+    __slots__ = ("owner", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.owner: AbortScope | None = None
+
+    def shutdown(self) -> None:
+        if self.sock.fileno() != -1:
+            shutdown_socket(self.sock)
+
+
+__all__ = ["Aborted", "CancellableTransport", "HttpxStreamTransport", "TrackingBackend"]

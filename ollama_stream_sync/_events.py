@@ -1,0 +1,108 @@
+"""The typed events a ``ChatStream`` yields: frozen dataclasses made for ``match``.
+
+Example::
+
+    for event in client.stream_chat("qwen3", messages, think=True):
+        match event:
+            case Thinking(text=t): show_thinking(t)
+            case Content(text=t): print(t, end="")
+            case Phase(name=p): status.set(p)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._errors import StreamError
+from ._result import ChatResult
+
+PhaseName = Literal[
+    "connecting",
+    "waiting",
+    "loading",
+    "thinking",
+    "answering",
+    "tool_call",
+    "retrying",
+    "done",
+    "cancelled",
+    "failed",
+]
+"""Where a stream is: see the README's "Phases"."""
+
+TERMINAL_PHASES: frozenset[str] = frozenset({"done", "cancelled", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """A delta of the model's reasoning."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """A delta of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One whole tool call: ``call["function"]["name"]``, ``["arguments"]``, ``id``."""
+
+    call: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a ``Conversation`` tool returned for ``call`` (sent back to the model)."""
+
+    call: dict[str, Any]
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """With ``format=``: the answer parsed so far (dicts and lists as they grow)."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """An attempt failed and another follows after ``delay`` seconds."""
+
+    attempt: int
+    error: StreamError
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Output already shown is void: a retry after output starts the answer over."""
+
+    attempt: int
+    error: StreamError
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """The stream moved to phase ``name``, ``elapsed`` seconds after it started."""
+
+    name: PhaseName
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The last event: the final (or cancelled) result."""
+
+    result: ChatResult
+
+
+StreamEvent = (
+    Thinking | Content | ToolCall | ToolResult | Partial | Retry | Reset | Phase | Done
+)
+"""Any event a ``ChatStream`` yields."""

@@ -1,0 +1,56 @@
+"""Argument checks that run in the caller's thread, before any stream starts.
+
+A programming mistake is a ``TypeError`` or ``ValueError`` naming the argument,
+raised where it was made: never a ``StreamError`` on a worker thread, where an
+application's network error handler would swallow it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+_TIMEOUTS = ("connect_timeout", "first_token_timeout", "read_timeout", "deadline")
+
+
+def seconds(
+    name: str, value: object, *, allow_none: bool = True, zero: bool = False
+) -> None:
+    """A duration: a positive real number (``None`` for "no limit" where allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a number of seconds{' or None' if allow_none else ''}, "
+            f"not {type(value).__name__} {value!r:.40}"
+        )
+    if value < 0 or (value == 0 and not zero) or math.isnan(value):
+        raise ValueError(
+            f"{name} must be {'0 or more' if zero else 'more than 0'} seconds, "
+            f"got {value!r}"
+        )
+
+
+def callable_or_none(name: str, value: object) -> None:
+    """A callback: something callable, or ``None``."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+
+
+def positive_int(name: str, value: object) -> None:
+    """A count: an int of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def settings(values: Mapping[str, Any]) -> None:
+    """The per-call or client-wide timeouts and coalescing, where present."""
+    for name in _TIMEOUTS:
+        if name in values:
+            seconds(name, values[name])
+    if "coalesce_interval" in values:
+        seconds("coalesce_interval", values["coalesce_interval"], zero=True)
