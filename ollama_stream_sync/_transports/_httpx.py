@@ -194,8 +194,13 @@ class _SocketStream(httpcore.NetworkStream):
         return None
 
     def drain_within(self, seconds: float) -> None:
-        """Bound every later read to finish within ``seconds`` from now."""
+        """Bound this stream's remaining reads to ``seconds`` from now."""
         self._drain_until = time.monotonic() + seconds
+
+    def end_drain(self) -> None:
+        """The stream is over: the next request on this connection reads freely."""
+        self._drain_until = None
+        self._timeout = _UNSET
 
 
 def _raise_if_aborted() -> None:
@@ -297,6 +302,7 @@ class _ResponseStream(httpx.SyncByteStream):
         # may take it at once: no scope may own it after that.
         if self._conn is not None:
             disown(self._conn)
+            self._conn.end_drain()
         close = getattr(self._stream, "close", None)
         if close is not None:
             close()
