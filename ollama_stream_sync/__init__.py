@@ -51,10 +51,11 @@ from ._events import (
     ToolCall,
     ToolResult,
 )
-from ._handle import StreamHandle
+from ._handle import BaseHandle, ProgressHandle, StreamHandle
 from ._hosts import HostHealth
 from ._models import LoadedModel
-from ._options import CallOptions, ConversationOptions
+from ._options import CallOptions, ConversationOptions, ModelOptions, Settings
+from ._progress import ModelResult, Progress
 from ._request import ToolSchemaWarning, UnknownOptionWarning
 from ._result import ChatResult
 from ._retry import RetryPolicy
@@ -66,6 +67,7 @@ _logging.getLogger("ollama_stream_sync").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AuthenticationRequired",
+    "BaseHandle",
     "CallLaterDispatcher",
     "CallOptions",
     "CallbackError",
@@ -84,10 +86,14 @@ __all__ = [
     "InlineDispatcher",
     "LoadedModel",
     "ModelNotFound",
+    "ModelOptions",
+    "ModelResult",
     "OutputValidationError",
     "Partial",
     "Phase",
     "PhaseName",
+    "Progress",
+    "ProgressHandle",
     "ProtocolError",
     "QtDispatcher",
     "QueueDispatcher",
@@ -96,6 +102,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "ServerError",
+    "Settings",
     "StreamError",
     "StreamEvent",
     "StreamHandle",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Final
 
+from ._changes import Changes
 from ._errors import ProtocolError
 from ._result import ChatResult
 
@@ -89,9 +90,7 @@ class Accumulator:
         # take snapshots.
         self._lock = threading.Lock()
         self._started_at: float | None = None
-        # Wakes wait_for() callers; touched by the worker only while one waits.
-        self._changed = threading.Condition(threading.Lock())
-        self._waiters = 0
+        self._changes = Changes()
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -129,9 +128,7 @@ class Accumulator:
 
     def notify(self) -> None:
         """Wake ``wait_for`` callers (after a change, or when the stream ends)."""
-        if self._waiters:
-            with self._changed:
-                self._changed.notify_all()
+        self._changes.changed()
 
     def wait_for(
         self,
@@ -141,25 +138,9 @@ class Accumulator:
     ) -> bool:
         """Wait until ``predicate(snapshot)`` holds; False on timeout or if it ended
         without holding. Woken by every change: no polling."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._changed:
-            self._waiters += 1
-        try:
-            while True:
-                seen = self._version
-                if predicate(self.snapshot()):  # user code: no lock of ours held
-                    return True
-                if ended():
-                    return bool(predicate(self.snapshot()))
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                with self._changed:
-                    if self._version == seen and not ended():
-                        self._changed.wait(remaining)
-        finally:
-            with self._changed:
-                self._waiters -= 1
+        return self._changes.wait_until(
+            lambda: predicate(self.snapshot()), timeout, ended
+        )
 
     @property
     def has_output(self) -> bool:
@@ -167,9 +148,21 @@ class Accumulator:
         return self._first_at is not None
 
     @property
+    def voids_on_retry(self) -> bool:
+        """Whether a retry now would show output twice (text already delivered)."""
+        return self._first_at is not None
+
+    @property
     def done(self) -> bool:
         """True once the ``done: true`` chunk was fed."""
         return self._done
+
+    def cancelled_result(self, result: ChatResult | None) -> ChatResult:
+        """The result of a cancelled stream: what arrived, marked cancelled."""
+        self.mark_cancelled()
+        return replace(
+            result if result is not None else self.snapshot(), cancelled=True
+        )
 
     @property
     def tool_call_count(self) -> int:
@@ -257,8 +250,7 @@ class Accumulator:
                     self._done = True
                     self._final = chunk
             self._version += 1
-        if self._waiters:
-            self.notify()
+        self._changes.changed()
         return events, error
 
     def snapshot(self) -> ChatResult:

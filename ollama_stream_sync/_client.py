@@ -11,7 +11,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -21,18 +21,32 @@ import requests
 from . import _validate
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
 from ._errors import StreamError
-from ._handle import StreamHandle, wait_result
+from ._handle import BaseHandle, ProgressHandle, StreamHandle, wait_result
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, HostPool
 from ._models import LoadedModel, LoadedModels, ResidencyProbe
 from ._ndjson import DEFAULT_MAX_LINE_BYTES
 from ._options import (
     CALL_KEYS,
     CALLBACK_KEYS,
+    MODEL_CALLBACK_KEYS,
+    MODEL_KEYS,
+    SETTINGS_KEYS,
     CallOptions,
+    ModelOptions,
+    Settings,
     Unpack,
     check_call,
 )
-from ._request import ImageLike, MessageLike, ToolLike, chat_body, generate_body
+from ._progress import ModelResult, ProgressTracker
+from ._request import (
+    ImageLike,
+    MessageLike,
+    ToolLike,
+    chat_body,
+    encode_message,
+    encode_options,
+    generate_body,
+)
 from ._result import ChatResult
 from ._retry import RetryArg, check_retry
 from ._stream import ChatStream
@@ -41,7 +55,16 @@ from ._transports._base import Transport, is_loopback
 from ._transports._httpx import CancellableTransport, HttpxStreamTransport
 from ._transports._requests import RequestsStreamTransport
 from ._watchdog import Watchdog
-from ._worker import Callbacks, Job, StreamRequest, complete, run_stream
+from ._worker import (
+    Callbacks,
+    Job,
+    StreamContext,
+    StreamRequest,
+    complete,
+    run_stream,
+)
+
+H = TypeVar("H", bound=BaseHandle[Any, Any])
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -222,7 +245,7 @@ class StreamingClient:
         # Guards _handles and _closed: streams start and end on many threads,
         # and close() may race them.
         self._lock = threading.Lock()
-        self._handles: set[StreamHandle] = set()
+        self._handles: set[BaseHandle[Any, Any]] = set()
         self._closed = False
         _clients.add(self)
 
@@ -375,7 +398,7 @@ class StreamingClient:
         fmt: FormatSpec | None = None,
         sink: ChatStream | None = None,
     ) -> StreamHandle:
-        """Run ``job`` on a new handle's worker thread, tracked until it ends."""
+        """Run ``job`` on a new stream handle's worker thread."""
         callbacks = Callbacks(**{k: options[k] for k in CALLBACK_KEYS if k in options})
         coalesce = options.get("coalesce_interval", self.coalesce_interval)
         handle = StreamHandle(
@@ -389,6 +412,10 @@ class StreamingClient:
         )
         if sink is not None:
             sink._handle = handle
+        return self._launch(handle)
+
+    def _launch(self, handle: H) -> H:
+        """Start ``handle``'s worker, tracked by this client until it ends."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this StreamingClient is closed")
@@ -399,7 +426,7 @@ class StreamingClient:
             handle._start()
         return handle
 
-    def _forget(self, handle: StreamHandle) -> None:
+    def _forget(self, handle: BaseHandle[Any, Any]) -> None:
         with self._lock:
             self._handles.discard(handle)
 
@@ -692,9 +719,242 @@ class StreamingClient:
         )
         return stream
 
+    # -- models: pull, push, create, preload, unload --------------------
+
+    def _start_model_op(
+        self,
+        operation: str,
+        path: str,
+        body: dict[str, Any],
+        options: Mapping[str, Any],
+    ) -> ProgressHandle:
+        check_call(options, MODEL_KEYS)
+        model = str(body["model"])
+        request = self._request(path, body, options)
+        tracker = ProgressTracker(model, operation)
+
+        def job(ctx: StreamContext) -> ModelResult:
+            run_stream(request, ctx)
+            return tracker.result()
+
+        callbacks = Callbacks(
+            **{k: options[k] for k in MODEL_CALLBACK_KEYS if k in options}
+        )
+        handle = ProgressHandle(
+            job,
+            callbacks,
+            options.get("dispatcher") or self.dispatcher,
+            tracker=tracker,
+            label=f"{operation} model={model!r}",
+            coalesce_interval=options.get("coalesce_interval", self.coalesce_interval),
+        )
+        return self._launch(handle)
+
+    def start_pull(
+        self,
+        model: str,
+        *,
+        insecure: bool = False,
+        **options: Unpack[ModelOptions],
+    ) -> ProgressHandle:
+        """Start pulling ``model`` on a worker thread; return its ``ProgressHandle``.
+
+        ``on_progress`` gets a ``Progress`` per line: overall ``fraction``,
+        ``bytes_per_second``, ``eta`` and the ``stage``. ``cancel()`` stops at
+        once; Ollama keeps the layers it has, so pulling again (or a ``retry=``
+        policy, which retries a failed pull whatever was shown) resumes.
+
+        Raises:
+            TypeError, ValueError: bad arguments. An unknown model ends the
+                handle with ``ModelNotFound``.
+        """
+        _check_name(model)
+        body = {"model": model, "stream": True} | (
+            {"insecure": True} if insecure else {}
+        )
+        return self._start_model_op("pull", "/api/pull", body, options)
+
+    def pull(
+        self,
+        model: str,
+        *,
+        insecure: bool = False,
+        **options: Unpack[ModelOptions],
+    ) -> ModelResult:
+        """Pull ``model`` and block until it is on the server; as ``start_pull``.
+
+        Returns:
+            The ``ModelResult`` (``cancelled`` if another thread cancelled it).
+
+        Raises:
+            StreamError: ``ModelNotFound``; a ``ServerError`` mid-pull, whose
+                ``.partial`` is the last ``Progress``; timeouts.
+        """
+        return wait_result(
+            self.start_pull(model, insecure=insecure, **options), self.close_timeout
+        )
+
+    def start_push(
+        self,
+        model: str,
+        *,
+        insecure: bool = False,
+        **options: Unpack[ModelOptions],
+    ) -> ProgressHandle:
+        """Start pushing ``model`` to its registry; return its ``ProgressHandle``."""
+        _check_name(model)
+        body = {"model": model, "stream": True} | (
+            {"insecure": True} if insecure else {}
+        )
+        return self._start_model_op("push", "/api/push", body, options)
+
+    def push(
+        self,
+        model: str,
+        *,
+        insecure: bool = False,
+        **options: Unpack[ModelOptions],
+    ) -> ModelResult:
+        """Push ``model`` and block until done; as ``start_push``."""
+        return wait_result(
+            self.start_push(model, insecure=insecure, **options), self.close_timeout
+        )
+
+    def start_create(  # noqa: PLR0917  # ollama.Client.create's positional order
+        self,
+        model: str,
+        quantize: str | None = None,
+        from_: str | None = None,
+        files: dict[str, str] | None = None,
+        adapters: dict[str, str] | None = None,
+        template: str | None = None,
+        license: str | list[str] | None = None,
+        system: str | None = None,
+        parameters: Mapping[str, Any] | ollama.Options | None = None,
+        messages: Sequence[MessageLike] | None = None,
+        **options: Unpack[ModelOptions],
+    ) -> ProgressHandle:
+        """Start creating ``model`` (the arguments of ``ollama.Client.create``).
+
+        Example::
+
+            client.start_create("brief", from_="qwen3", system="Be brief.")
+        """
+        _check_name(model)
+        body = _drop_none(
+            {
+                "model": model,
+                "stream": True,
+                "quantize": quantize,
+                "from": from_,
+                "files": dict(files) if files is not None else None,
+                "adapters": dict(adapters) if adapters is not None else None,
+                "template": template,
+                "license": license,
+                "system": system,
+                "parameters": encode_options(parameters),
+                "messages": [encode_message(m) for m in messages]
+                if messages is not None
+                else None,
+            }
+        )
+        return self._start_model_op("create", "/api/create", body, options)
+
+    def create(  # noqa: PLR0917  # ollama.Client.create's positional order
+        self,
+        model: str,
+        quantize: str | None = None,
+        from_: str | None = None,
+        files: dict[str, str] | None = None,
+        adapters: dict[str, str] | None = None,
+        template: str | None = None,
+        license: str | list[str] | None = None,
+        system: str | None = None,
+        parameters: Mapping[str, Any] | ollama.Options | None = None,
+        messages: Sequence[MessageLike] | None = None,
+        **options: Unpack[ModelOptions],
+    ) -> ModelResult:
+        """Create ``model`` and block until done; as ``start_create``."""
+        handle = self.start_create(
+            model,
+            quantize,
+            from_,
+            files,
+            adapters,
+            template,
+            license,
+            system,
+            parameters,
+            messages,
+            **options,
+        )
+        return wait_result(handle, self.close_timeout)
+
+    def _keep_alive(
+        self,
+        operation: str,
+        model: str,
+        keep_alive: float | str,
+        options: Mapping[str, Any],
+    ) -> ModelResult:
+        """An empty generate with ``keep_alive``: how Ollama (un)loads a model."""
+        _check_name(model)
+        check_call(options, SETTINGS_KEYS)
+        body = generate_body(model, keep_alive=keep_alive)
+        request = self._request("/api/generate", body, options)
+        started = time.monotonic()
+
+        def job(ctx: StreamContext) -> ChatResult:
+            result: ChatResult = run_stream(request, ctx)
+            return result
+
+        answer = wait_result(
+            self._launch(
+                StreamHandle(job, Callbacks(), self.dispatcher, label=operation)
+            ),
+            self.close_timeout,
+        )
+        return ModelResult(
+            model=model,
+            operation=operation,
+            status=answer.done_reason or "",
+            seconds=time.monotonic() - started,
+            cancelled=answer.cancelled,
+            done_reason=answer.done_reason,
+        )
+
+    def preload(
+        self,
+        model: str,
+        *,
+        keep_alive: float | str | None = None,
+        **options: Unpack[Settings],
+    ) -> ModelResult:
+        """Load ``model`` into memory now, so the first real answer starts fast.
+
+        Args:
+            model: the model to load.
+            keep_alive: how long it stays loaded (default: the server's, 5m).
+            **options: ``retry`` and the timeouts.
+
+        Returns:
+            A ``ModelResult`` with ``done_reason`` "load" and the ``seconds`` it took.
+        """
+        return self._keep_alive(
+            "preload", model, "5m" if keep_alive is None else keep_alive, options
+        )
+
+    def unload(self, model: str, **options: Unpack[Settings]) -> ModelResult:
+        """Unload ``model`` from memory now (``keep_alive=0``).
+
+        Returns:
+            A ``ModelResult`` with ``done_reason`` "unload".
+        """
+        return self._keep_alive("unload", model, 0, options)
+
     # -- lifecycle -------------------------------------------------------
 
-    def active_streams(self) -> list[StreamHandle]:
+    def active_streams(self) -> list[BaseHandle[Any, Any]]:
         """The handles of the streams still running."""
         with self._lock:
             return list(self._handles)
@@ -740,6 +1000,15 @@ class StreamingClient:
     def __repr__(self) -> str:
         hosts = ", ".join(self.hosts)
         return f"<StreamingClient {hosts} active={len(self._handles)}>"
+
+
+def _check_name(model: object) -> None:
+    if not isinstance(model, str) or not model:
+        raise ValueError("model must be a non-empty string, e.g. 'qwen3'")
+
+
+def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _generate_args(args: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import ollama
 from pydantic import BaseModel
@@ -297,7 +297,7 @@ class Conversation:
             )
             ctx.acc.reset()
             ctx.emitter.reset_partial()
-            result = run_stream(request, ctx)
+            result: ChatResult = run_stream(request, ctx)
             if result.cancelled:
                 self._keep_cancelled(result)
                 return result
@@ -321,8 +321,7 @@ class Conversation:
                 reason = ctx.scope.reason
                 if isinstance(reason, CancelRequest):  # cancelled between tools
                     self._append(*self._unrun(result, CANCELLED_TOOL_RESULT, i))
-                    ctx.acc.mark_cancelled()
-                    return ctx.acc.snapshot()
+                    return cast(ChatResult, ctx.acc.cancelled_result(None))
                 if isinstance(reason, StreamError):
                     raise reason  # a callback failed, or the deadline: not a cancel
                 output = self._run_tool(call)

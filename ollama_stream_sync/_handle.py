@@ -12,18 +12,22 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import replace
 from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
+
+from typing_extensions import Self
 
 from ._abort import AbortScope
 from ._accumulator import Accumulator
 from ._dispatch import Delivery, Dispatcher
 from ._errors import CallbackError, DispatchError, StreamError
 from ._events import Done, PhaseName
+from ._progress import ModelResult, Progress, ProgressTracker
 from ._result import ChatResult
 from ._worker import (
     Callbacks,
     CancelRequest,
+    Consumer,
     Emitter,
     EventSink,
     Job,
@@ -31,10 +35,13 @@ from ._worker import (
     StreamContext,
 )
 
+R = TypeVar("R")
+S = TypeVar("S")
+
 log = logging.getLogger("ollama_stream_sync")
 
 _names = itertools.count(1)
-_live: weakref.WeakSet[StreamHandle] = weakref.WeakSet()
+_live: weakref.WeakSet[BaseHandle[Any, Any]] = weakref.WeakSet()
 # Guards _live and _atexit_registered: handles start and finish on many threads.
 _live_lock = threading.Lock()
 _atexit_registered = False
@@ -64,7 +71,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def wait_result(handle: StreamHandle, grace: float) -> ChatResult:
+def wait_result(handle: BaseHandle[R, Any], grace: float) -> R:
     """What the blocking calls do: wait for the result, delivering where we may.
 
     With a queued dispatcher whose callbacks may run on this thread (any
@@ -91,7 +98,317 @@ def wait_result(handle: StreamHandle, grace: float) -> ChatResult:
         raise
 
 
-class StreamHandle(concurrent.futures.Future[ChatResult]):
+class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
+    """A job running on its own worker thread; a ``concurrent.futures.Future``.
+
+    ``R`` is what ``result()`` returns, ``S`` what ``snapshot()`` returns. See
+    ``StreamHandle`` (chats) and ``ProgressHandle`` (pull, push, create).
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        callbacks: Callbacks,
+        dispatcher: Dispatcher,
+        *,
+        state: Consumer,
+        label: str = "",
+        coalesce_interval: float | None = None,
+        sink: EventSink | None = None,
+        partial: Callable[[], PartialParser] | None = None,
+    ) -> None:
+        super().__init__()
+        self._job = job
+        self._label = label
+        self._callbacks = callbacks
+        self._dispatcher = dispatcher
+        self._acc = state
+        self._scope = AbortScope()
+        self._delivery = Delivery(dispatcher, self._scope)
+        self._emitter = Emitter(
+            callbacks,
+            self._delivery,
+            sink=sink,
+            coalesce_interval=coalesce_interval,
+            partial=partial,
+        )
+        self._sink = sink
+        self._ctx = StreamContext(self._acc, self._scope, self._emitter)
+        # Guards _committed: the one moment the outcome is fixed, so a cancel
+        # either lands before it (and the result says cancelled) or is refused.
+        self._commit_lock = threading.Lock()
+        self._committed = False
+        self._status = "pending"
+        self.name = f"ollama-stream-{next(_names)}"
+        # Daemon, on purpose: a program whose main code ends must not wait for
+        # a model to finish talking. The atexit hook cancels live streams and
+        # gives them EXIT_GRACE to close their sockets.
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def _start(self) -> Self:
+        global _atexit_registered  # noqa: PLW0603  # registered once, lazily
+        with _live_lock:
+            if not _atexit_registered:
+                atexit.register(_cancel_all_at_exit)
+                _atexit_registered = True
+            _live.add(self)
+        self._thread.start()
+        return self
+
+    # -- the worker side -------------------------------------------------
+
+    def _run(self) -> None:
+        self.set_running_or_notify_cancel()
+        self._status = "running"
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = self._job(self._ctx)
+        except BaseException as exc:  # noqa: BLE001  # the future must always resolve
+            error = exc
+        result, error = self._commit(result, error)
+        try:
+            self._terminal(result, error)
+        finally:
+            with _live_lock:
+                _live.discard(self)
+            self._acc.notify()
+
+    def _commit(
+        self, result: Any, error: BaseException | None
+    ) -> tuple[Any, BaseException | None]:
+        """Fix the outcome: a cancel that landed wins; a delivery failure counts."""
+        with self._commit_lock:
+            self._committed = True
+            if isinstance(self._scope.reason, CancelRequest):
+                return self._acc.cancelled_result(result), None
+        failed = self._delivery.error
+        if failed is not None and error is not failed:
+            failed.partial = self._acc.snapshot()
+            return None, failed
+        if error is not None and not isinstance(error, StreamError):
+            # Our bug or a stray BaseException: still a typed error, cause kept,
+            # so on_error fires and nothing hangs.
+            wrapped = StreamError(f"unexpected {type(error).__name__}: {error}")
+            wrapped.__cause__ = error
+            wrapped.partial = self._acc.snapshot()
+            return None, wrapped
+        return result, error
+
+    def _terminal(self, result: Any, error: BaseException | None) -> None:
+        """The terminal phase, the terminal callback, and the Future, in that order."""
+        cancelled = bool(getattr(result, "cancelled", False))
+        phase: PhaseName = (
+            "failed" if error is not None else ("cancelled" if cancelled else "done")
+        )
+        with contextlib.suppress(StreamError):  # recorded in the delivery, and
+            self._emitter.set_phase(phase)  # reported by the terminal callback
+        delivery = self._delivery
+        if delivery.error is not None and error is None and not cancelled:
+            failed = delivery.error
+            failed.partial = self._acc.snapshot()
+            result, error = None, failed
+        if delivery.inline:
+            result, error = self._deliver_terminal(result, error)
+            self._end_sink(result, error)
+            self._resolve(result, error)
+            delivery.delivered.set()
+            return
+        self._end_sink(result, error)
+        self._resolve(result, error)
+
+        def terminal() -> None:
+            self._deliver_terminal(result, error, late=True)
+
+        if not delivery.send_terminal(terminal):
+            if error is None and not cancelled and delivery.error is None:
+                refused = DispatchError(
+                    f"the dispatcher {delivery.dispatcher!r} refused the final callback"
+                )
+                refused.partial = self._acc.snapshot()
+                delivery.error = refused
+            delivery.delivered.set()
+            delivery.notify()
+
+    def _end_sink(self, result: Any, error: BaseException | None) -> None:
+        if self._sink is not None:
+            if error is None and isinstance(result, ChatResult):
+                self._sink.put([Done(result)])
+            self._sink.end(error)
+
+    def _deliver_terminal(
+        self,
+        result: Any,
+        error: BaseException | None,
+        *,
+        late: bool = False,
+    ) -> tuple[Any, BaseException | None]:
+        """Run exactly one of on_done / on_error (on the dispatcher's thread)."""
+        cbs, delivery = self._callbacks, self._delivery
+        try:
+            if late and error is None and delivery.error is not None:
+                # A queued callback failed after the stream ended: report that.
+                error = delivery.error
+                error.partial = self._acc.snapshot()
+                result = None
+            if error is None and result is not None:
+                if cbs.on_done is not None:
+                    try:
+                        cbs.on_done(result)
+                    except BaseException as exc:
+                        failed = CallbackError(f"on_done callback raised {exc!r}")
+                        failed.__cause__ = exc
+                        failed.partial = self._acc.snapshot()
+                        if delivery.error is None:
+                            delivery.error = failed
+                        result, error = None, failed
+                        if not isinstance(exc, Exception) and not delivery.inline:
+                            raise
+            elif isinstance(error, StreamError) and cbs.on_error is not None:
+                try:
+                    cbs.on_error(error)
+                except Exception:  # the stream's own error wins; this one is logged
+                    log.exception("%s: on_error callback raised", self.name)
+        finally:
+            if late:
+                delivery.delivered.set()
+        return result, error
+
+    def _resolve(self, result: Any, error: BaseException | None) -> None:
+        if error is None and result is not None:
+            cancelled = bool(getattr(result, "cancelled", False))
+            self._status = "cancelled" if cancelled else "finished"
+            self.set_result(result)
+        else:
+            self._status = "failed"
+            self.set_exception(error or RuntimeError("stream ended without result"))
+
+    # -- the caller side -------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the final result and return it, or raise the error.
+
+        Unlike a plain ``Future``: a cancelled stream returns its partial result
+        (``cancelled`` true) instead of raising ``CancelledError``; and under a
+        queued dispatcher, a callback that raised after the stream ended makes
+        ``result()`` raise that ``CallbackError`` from then on.
+
+        Raises:
+            StreamError: the failure, with ``.partial``.
+            TimeoutError: ``timeout`` passed first.
+        """
+        value = super().result(timeout)
+        late = self._delivery.error
+        cancelled = bool(getattr(value, "cancelled", False))
+        if late is not None and not (cancelled and isinstance(late, DispatchError)):
+            raise late
+        return value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The stream's error (as ``result()`` would raise it), or None."""
+        error = super().exception(timeout)
+        if error is not None:
+            return error
+        try:
+            self.result(0)
+        except StreamError as late:
+            return late
+        return None
+
+    def cancel(self) -> bool:
+        """Stop the stream now, in any phase; safe from any thread.
+
+        Returns:
+            True if the stream is (or already was) cancelled; False if it had
+            already finished (its answer was complete) or failed. ``on_done``
+            then fires with ``result.cancelled`` true and the partial result kept.
+        """
+        with self._commit_lock:
+            if not self._committed:
+                self._scope.abort(CancelRequest("cancelled by the caller"))
+        return self.cancelled()
+
+    def cancelled(self) -> bool:
+        """True if a ``cancel()`` stopped this stream."""
+        return isinstance(self._scope.reason, CancelRequest)
+
+    def add_done_callback(  # fn gets this handle, not a bare Future
+        self, fn: Callable[[Self], object]
+    ) -> None:
+        """Call ``fn(handle)`` when the stream ends (at once if it has).
+
+        It runs on the worker thread (or here, if already done), like
+        ``Future.add_done_callback``; use ``on_done`` to run on your dispatcher.
+        """
+        super().add_done_callback(fn)  # type: ignore[arg-type]  # it is one
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the stream has ended; return whether it has."""
+        done, _ = concurrent.futures.wait([self], timeout)
+        return bool(done)
+
+    def wait_for(
+        self, predicate: Callable[[S], bool], timeout: float | None = None
+    ) -> bool:
+        """Wait until ``predicate(handle.snapshot())`` holds; return whether it does.
+
+        Woken by every change of the stream, so nothing polls. Returns False if
+        ``timeout`` passes or the stream ends without the predicate holding.
+
+        Example::
+
+            handle.wait_for(lambda r: "Paris" in r.content, timeout=5)
+        """
+        return self._acc.wait_for(predicate, timeout, self.done)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker thread itself to exit; return whether it has."""
+        if self._thread.ident is None:
+            return True
+        if self._thread is threading.current_thread():
+            return False  # a callback of this very stream: it ends after returning
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def snapshot(self) -> S:
+        """A consistent copy of the partial result, from any thread at any moment."""
+        return cast(S, self._acc.snapshot())
+
+    @property
+    def phase(self) -> PhaseName:
+        """Where the stream is now: "connecting", "waiting", "answering", "done"...
+
+        Thread-safe, at any moment. See the README's "Phases".
+        """
+        return self._emitter.phase
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Where this stream's callbacks run."""
+        return self._dispatcher
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The worker thread that runs this stream."""
+        return self._thread
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+        self.join()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self._status} {self._label}>"
+
+
+class StreamHandle(BaseHandle[ChatResult, ChatResult]):
     """A stream running on its own worker thread; a ``concurrent.futures.Future``.
 
     ``result()`` waits and re-raises the stream's error in your thread;
@@ -118,298 +435,47 @@ class StreamHandle(concurrent.futures.Future[ChatResult]):
         sink: EventSink | None = None,
         partial: Callable[[], PartialParser] | None = None,
     ) -> None:
-        super().__init__()
-        self._job = job
-        self._label = label
-        self._callbacks = callbacks
-        self._dispatcher = dispatcher
-        self._acc = Accumulator()
-        self._scope = AbortScope()
-        self._delivery = Delivery(dispatcher, self._scope)
-        self._emitter = Emitter(
+        super().__init__(
+            job,
             callbacks,
-            self._delivery,
-            sink=sink,
+            dispatcher,
+            state=Accumulator(),
+            label=label,
             coalesce_interval=coalesce_interval,
+            sink=sink,
             partial=partial,
         )
-        self._sink = sink
-        self._ctx = StreamContext(self._acc, self._scope, self._emitter)
-        # Guards _committed: the one moment the outcome is fixed, so a cancel
-        # either lands before it (and the result says cancelled) or is refused.
-        self._commit_lock = threading.Lock()
-        self._committed = False
-        self._outcome_error: BaseException | None = None
-        self._status = "pending"
-        self.name = f"ollama-stream-{next(_names)}"
-        # Daemon, on purpose: a program whose main code ends must not wait for
-        # a model to finish talking. The atexit hook cancels live streams and
-        # gives them EXIT_GRACE to close their sockets.
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
-    def _start(self) -> StreamHandle:
-        global _atexit_registered  # noqa: PLW0603  # registered once, lazily
-        with _live_lock:
-            if not _atexit_registered:
-                atexit.register(_cancel_all_at_exit)
-                _atexit_registered = True
-            _live.add(self)
-        self._thread.start()
-        return self
 
-    # -- the worker side -------------------------------------------------
+class ProgressHandle(BaseHandle[ModelResult, Progress]):
+    """A pull, push or create running on its own worker thread (a ``Future``).
 
-    def _run(self) -> None:
-        self.set_running_or_notify_cancel()
-        self._status = "running"
-        result: ChatResult | None = None
-        error: BaseException | None = None
-        try:
-            result = self._job(self._ctx)
-        except BaseException as exc:  # noqa: BLE001  # the future must always resolve
-            error = exc
-        result, error = self._commit(result, error)
-        try:
-            self._terminal(result, error)
-        finally:
-            with _live_lock:
-                _live.discard(self)
-            self._acc.notify()
+    ``snapshot()`` is the latest ``Progress``; ``result()`` the ``ModelResult``;
+    ``cancel()`` stops it at once (the server keeps what it downloaded, and a
+    later pull resumes). An error's ``.partial`` is the last ``Progress``.
 
-    def _commit(
-        self, result: ChatResult | None, error: BaseException | None
-    ) -> tuple[ChatResult | None, BaseException | None]:
-        """Fix the outcome: a cancel that landed wins; a delivery failure counts."""
-        with self._commit_lock:
-            self._committed = True
-            if isinstance(self._scope.reason, CancelRequest):
-                self._acc.mark_cancelled()
-                base = result if result is not None else self._acc.snapshot()
-                return replace(base, cancelled=True), None
-        failed = self._delivery.error
-        if failed is not None and error is not failed:
-            failed.partial = result if result is not None else self._acc.snapshot()
-            return None, failed
-        if error is not None and not isinstance(error, StreamError):
-            # Our bug or a stray BaseException: still a typed error, cause kept,
-            # so on_error fires and nothing hangs.
-            wrapped = StreamError(f"unexpected {type(error).__name__}: {error}")
-            wrapped.__cause__ = error
-            wrapped.partial = self._acc.snapshot()
-            return None, wrapped
-        return result, error
+    Example::
 
-    def _terminal(self, result: ChatResult | None, error: BaseException | None) -> None:
-        """The terminal phase, the terminal callback, and the Future, in that order."""
-        cancelled = result is not None and result.cancelled
-        phase: PhaseName = (
-            "failed" if error is not None else ("cancelled" if cancelled else "done")
-        )
-        emitter = self._emitter
-        with contextlib.suppress(StreamError):  # recorded in the delivery, reported
-            emitter.set_phase(phase)  # by the terminal callback
-        delivery = self._delivery
-        if delivery.error is not None and error is None and not cancelled:
-            failed = delivery.error
-            failed.partial = result
-            result, error = None, failed
-        if delivery.inline:
-            result, error = self._deliver_terminal(result, error)
-            self._end_sink(result, error)
-            self._resolve(result, error)
-            delivery.delivered.set()
-            return
-        self._end_sink(result, error)
-        self._resolve(result, error)
+        handle = client.start_pull("qwen3", on_progress=show)
+        handle.cancel()  # the Cancel button
+        print(handle.result().cancelled)
+    """
 
-        def terminal() -> None:
-            self._deliver_terminal(result, error, late=True)
-
-        if not delivery.send_terminal(terminal):
-            if error is None and not cancelled and delivery.error is None:
-                failed = DispatchError(
-                    f"the dispatcher {delivery.dispatcher!r} refused the final callback"
-                )
-                failed.partial = result
-                delivery.error = failed
-            delivery.delivered.set()
-            delivery.notify()
-
-    def _end_sink(self, result: ChatResult | None, error: BaseException | None) -> None:
-        if self._sink is not None:
-            if error is None and result is not None:
-                self._sink.put([Done(result)])
-            self._sink.end(error)
-
-    def _deliver_terminal(
+    def __init__(
         self,
-        result: ChatResult | None,
-        error: BaseException | None,
+        job: Job,
+        callbacks: Callbacks,
+        dispatcher: Dispatcher,
         *,
-        late: bool = False,
-    ) -> tuple[ChatResult | None, BaseException | None]:
-        """Run exactly one of on_done / on_error (on the dispatcher's thread)."""
-        cbs, delivery = self._callbacks, self._delivery
-        try:
-            if late and error is None and delivery.error is not None:
-                # A queued callback failed after the stream ended: report that.
-                error = delivery.error
-                if result is not None:
-                    error.partial = result
-                result = None
-            if error is None and result is not None:
-                if cbs.on_done is not None:
-                    try:
-                        cbs.on_done(result)
-                    except BaseException as exc:
-                        failed = CallbackError(f"on_done callback raised {exc!r}")
-                        failed.__cause__ = exc
-                        failed.partial = result
-                        if delivery.error is None:
-                            delivery.error = failed
-                        result, error = None, failed
-                        if not isinstance(exc, Exception) and not delivery.inline:
-                            raise
-            elif isinstance(error, StreamError) and cbs.on_error is not None:
-                try:
-                    cbs.on_error(error)
-                except Exception:  # the stream's own error wins; this one is logged
-                    log.exception("%s: on_error callback raised", self.name)
-        finally:
-            if late:
-                delivery.delivered.set()
-        return result, error
-
-    def _resolve(self, result: ChatResult | None, error: BaseException | None) -> None:
-        if error is None and result is not None:
-            self._status = "cancelled" if result.cancelled else "finished"
-            self.set_result(result)
-        else:
-            self._status = "failed"
-            self._outcome_error = error
-            self.set_exception(error or RuntimeError("stream ended without result"))
-
-    # -- the caller side -------------------------------------------------
-
-    def result(self, timeout: float | None = None) -> ChatResult:
-        """Wait for the final ``ChatResult`` and return it, or raise the error.
-
-        Unlike a plain ``Future``: a cancelled stream returns its partial result
-        (``cancelled`` true) instead of raising ``CancelledError``; and under a
-        queued dispatcher, a callback that raised after the stream ended makes
-        ``result()`` raise that ``CallbackError`` from then on.
-
-        Raises:
-            StreamError: the failure, with ``.partial``.
-            TimeoutError: ``timeout`` passed first.
-        """
-        value = super().result(timeout)
-        late = self._delivery.error
-        if late is not None and not (
-            value.cancelled and isinstance(late, DispatchError)
-        ):
-            raise late
-        return value
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The stream's error (as ``result()`` would raise it), or None."""
-        error = super().exception(timeout)
-        if error is not None:
-            return error
-        try:
-            self.result(0)
-        except StreamError as late:
-            return late
-        return None
-
-    def cancel(self) -> bool:
-        """Stop the stream now, in any phase; safe from any thread.
-
-        Returns:
-            True if the stream is (or already was) cancelled; False if it had
-            already finished (its answer was complete) or failed. ``on_done``
-            then fires with ``result.cancelled`` true and the partial text kept.
-        """
-        with self._commit_lock:
-            if not self._committed:
-                self._scope.abort(CancelRequest("cancelled by the caller"))
-        return self.cancelled()
-
-    def cancelled(self) -> bool:
-        """True if a ``cancel()`` stopped this stream."""
-        return isinstance(self._scope.reason, CancelRequest)
-
-    def add_done_callback(  # fn gets a StreamHandle, not a bare Future
-        self, fn: Callable[[StreamHandle], object]
+        tracker: ProgressTracker,
+        label: str = "",
+        coalesce_interval: float | None = None,
     ) -> None:
-        """Call ``fn(handle)`` when the stream ends (at once if it has).
-
-        It runs on the worker thread (or here, if already done), like
-        ``Future.add_done_callback``; use ``on_done`` to run on your dispatcher.
-        """
-        super().add_done_callback(fn)  # type: ignore[arg-type]  # it is one
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the stream has ended; return whether it has."""
-        done, _ = concurrent.futures.wait([self], timeout)
-        return bool(done)
-
-    def wait_for(
-        self, predicate: Callable[[ChatResult], bool], timeout: float | None = None
-    ) -> bool:
-        """Wait until ``predicate(handle.snapshot())`` holds; return whether it does.
-
-        Woken by every change of the stream, so nothing polls. Returns False if
-        ``timeout`` passes or the stream ends without the predicate holding.
-
-        Example::
-
-            handle.wait_for(lambda r: "Paris" in r.content, timeout=5)
-        """
-        return self._acc.wait_for(predicate, timeout, self.done)
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the worker thread itself to exit; return whether it has."""
-        if self._thread.ident is None:
-            return True
-        if self._thread is threading.current_thread():
-            return False  # a callback of this very stream: it ends after returning
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def snapshot(self) -> ChatResult:
-        """A consistent copy of the partial result, from any thread at any moment."""
-        return self._acc.snapshot()
-
-    @property
-    def phase(self) -> PhaseName:
-        """Where the stream is now: "connecting", "waiting", "answering", "done"...
-
-        Thread-safe, at any moment. See the README's "Phases".
-        """
-        return self._emitter.phase
-
-    @property
-    def dispatcher(self) -> Dispatcher:
-        """Where this stream's callbacks run."""
-        return self._dispatcher
-
-    @property
-    def thread(self) -> threading.Thread:
-        """The worker thread that runs this stream."""
-        return self._thread
-
-    def __enter__(self) -> StreamHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cancel()
-        self.join()
-
-    def __repr__(self) -> str:
-        return f"<StreamHandle {self.name} {self._status} {self._label}>"
+        super().__init__(
+            job,
+            callbacks,
+            dispatcher,
+            state=tracker,
+            label=label,
+            coalesce_interval=coalesce_interval,
+        )

@@ -17,10 +17,17 @@ from typing_extensions import Unpack
 from . import _validate
 from ._dispatch import Dispatcher, check_dispatcher
 from ._errors import StreamError
+from ._progress import ModelResult, Progress
 from ._result import ChatResult
 from ._retry import RetryArg, check_retry
 
-__all__ = ["CallOptions", "ConversationOptions", "Unpack"]
+__all__ = [
+    "CallOptions",
+    "ConversationOptions",
+    "ModelOptions",
+    "Settings",
+    "Unpack",
+]
 
 
 class CallOptions(TypedDict, total=False):
@@ -68,6 +75,31 @@ class ConversationOptions(CallOptions, total=False):
     """``(call, result)`` after each tool ran."""
 
 
+class Settings(TypedDict, total=False):
+    """Per-call settings without callbacks (``preload``, ``unload``)."""
+
+    retry: RetryArg
+    connect_timeout: float | None
+    first_token_timeout: float | None
+    read_timeout: float | None
+    deadline: float | None
+
+
+class ModelOptions(Settings, total=False):
+    """Callbacks and settings of ``pull``, ``push`` and ``create``."""
+
+    on_progress: Callable[[Progress], object] | None
+    """Each progress line as a ``Progress`` (coalesced to the latest)."""
+    on_done: Callable[[ModelResult], object] | None
+    """Once, with the ``ModelResult`` (also on cancel: ``result.cancelled``)."""
+    on_error: Callable[[StreamError], object] | None
+    """Once, with the error (its ``.partial`` is the last ``Progress``)."""
+    on_retry: Callable[[int, StreamError, float], object] | None
+    on_phase: Callable[[str], object] | None
+    dispatcher: Dispatcher | None
+    coalesce_interval: float | None
+
+
 CALLBACK_KEYS = (
     "on_thinking",
     "on_content",
@@ -91,6 +123,12 @@ SETTING_KEYS = (
 """The client settings a single call may override."""
 CALL_KEYS = frozenset({*CALLBACK_KEYS, *SETTING_KEYS, "dispatcher"})
 CONVERSATION_KEYS = CALL_KEYS | {"on_tool_result"}
+SETTINGS_KEYS = frozenset(Settings.__annotations__)
+MODEL_KEYS = frozenset(
+    {*SETTINGS_KEYS, "on_progress", "on_done", "on_error", "on_retry", "on_phase"}
+    | {"dispatcher", "coalesce_interval"}
+)
+MODEL_CALLBACK_KEYS = ("on_progress", "on_done", "on_error", "on_retry", "on_phase")
 
 
 def check_call(options: Mapping[str, Any], allowed: frozenset[str] = CALL_KEYS) -> None:
@@ -103,7 +141,7 @@ def check_call(options: Mapping[str, Any], allowed: frozenset[str] = CALL_KEYS) 
     if unknown:
         names = ", ".join(sorted(unknown))
         raise TypeError(f"unexpected keyword argument(s): {names}")
-    for key in (*CALLBACK_KEYS, "on_tool_result"):
+    for key in (*CALLBACK_KEYS, "on_tool_result", "on_progress"):
         if key in options:
             _validate.callable_or_none(key, options[key])
     _validate.settings(options)

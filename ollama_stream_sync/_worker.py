@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import tenacity
 
@@ -37,6 +37,7 @@ from ._events import (
 )
 from ._hosts import Host, HostPool
 from ._ndjson import LineParser
+from ._progress import PROGRESS
 from ._result import ChatResult
 from ._retry import RetryArg, for_stream
 from ._structured import FormatSpec, looks_truncated
@@ -72,6 +73,47 @@ class Callbacks:
     on_reset: Callable[[int, StreamError], object] | None = None
     on_phase: Callable[[str], object] | None = None
     on_partial: Callable[[Any], object] | None = None
+    on_progress: Callable[[Any], object] | None = None
+
+
+class Consumer(Protocol):
+    """The state a stream feeds: a chat's ``Accumulator`` or a pull's tracker."""
+
+    def start(self, now: float) -> None: ...
+
+    def feed(
+        self, chunks: list[dict[str, Any]], now: float
+    ) -> tuple[list[Event], ProtocolError | None]: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def has_output(self) -> bool:
+        """The first-token phase is over."""
+        ...
+
+    @property
+    def voids_on_retry(self) -> bool:
+        """A retry now would deliver output twice."""
+        ...
+
+    def reset(self) -> None: ...
+
+    def mark_cancelled(self) -> None: ...
+
+    def snapshot(self) -> Any: ...
+
+    def cancelled_result(self, result: Any) -> Any: ...
+
+    def notify(self) -> None: ...
+
+    def wait_for(
+        self,
+        predicate: Callable[[Any], bool],
+        timeout: float | None,
+        ended: Callable[[], bool],
+    ) -> bool: ...
 
 
 class PartialParser(Protocol):
@@ -105,7 +147,7 @@ class StreamRequest:
     deadline_at: float | None = None
     retry: RetryArg = None
     watchdog: Watchdog | None = None
-    seal_on_done: Callable[[Accumulator], bool] | None = None
+    seal_on_done: Callable[[Any], bool] | None = None
     """Whether the done line completes the whole job (default: always)."""
     probe: Callable[[Host], LoadProbe] | None = None
 
@@ -133,7 +175,7 @@ _PHASE_OF: dict[int, PhaseName] = {
     CONTENT: "answering",
     TOOL_CALL: "tool_call",
 }
-_NAMES = ("on_thinking", "on_content", "on_tool_call")
+_NAMES = ("on_thinking", "on_content", "on_tool_call", "on_progress")
 
 
 class Emitter:
@@ -164,6 +206,7 @@ class Emitter:
             callbacks.on_thinking,
             callbacks.on_content,
             callbacks.on_tool_call,
+            callbacks.on_progress,
         )
         self._interval = coalesce_interval or None
         self._partial_factory = partial
@@ -221,7 +264,7 @@ class Emitter:
         if self._fast:
             fns, run = self._fns, self.delivery.run
             for kind, payload in events:
-                self.phase = _PHASE_OF[kind]
+                self.phase = _PHASE_OF.get(kind, self.phase)
                 fn = fns[kind]
                 if fn is not None:
                     run(fn, _NAMES[kind], payload)
@@ -231,7 +274,7 @@ class Emitter:
             out = _Out(self)
             self._take_late_phase(out)
             for kind, payload in events:
-                phase = _PHASE_OF[kind]
+                phase = _PHASE_OF.get(kind, self.phase)
                 if phase != self.phase:
                     self._flush_locked(out)
                     self._phase_locked(phase, out)
@@ -241,7 +284,10 @@ class Emitter:
                 elif self._interval is None:
                     out.delta(kind, payload)
                 elif self._kind == kind and now - self._since < self._interval:
-                    self._parts.append(payload)
+                    if kind == PROGRESS:
+                        self._parts[-1] = payload  # only the latest matters
+                    else:
+                        self._parts.append(payload)
                 else:
                     self._flush_locked(out)
                     self._kind, self._parts, self._since = kind, [payload], now
@@ -326,7 +372,7 @@ class Emitter:
         self._kind, self._parts = None, []
         if self._timer is not None:
             self._timer.flush_at(None)
-        out.delta(kind, "".join(parts))
+        out.delta(kind, parts[-1] if kind == PROGRESS else "".join(parts))
 
     def _raise_if_failed(self) -> None:
         error = self.delivery.error
@@ -370,7 +416,7 @@ class _Out:
                 self.events.append(Thinking(payload))
             elif kind == CONTENT:
                 self.events.append(Content(payload))
-            else:
+            elif kind == TOOL_CALL:
                 self.events.append(ToolCall(payload))
         fn = emitter._fns[kind]
         if fn is not None:
@@ -410,7 +456,7 @@ def _event_for(name: str, args: tuple[Any, ...]) -> StreamEvent | None:
 class StreamContext:
     """What a handle gives its job: state, abort switch, and the way out."""
 
-    acc: Accumulator
+    acc: Consumer
     scope: AbortScope
     emitter: Emitter
     extra: dict[str, Any] = field(default_factory=dict)
@@ -421,32 +467,25 @@ class StreamContext:
         return self.emitter.delivery
 
 
-Job = Callable[[StreamContext], ChatResult]
-"""What a handle's worker thread runs: one stream, or several (a conversation)."""
+Job = Callable[[StreamContext], Any]
+"""What a handle's worker thread runs: one stream, or several (a conversation);
+it returns the handle's result (a ``ChatResult``, a ``ModelResult``)."""
 
 
 def run_stream(
     request: StreamRequest, ctx: StreamContext, clock: Clock = time.monotonic
-) -> ChatResult:
+) -> Any:
     """Run one stream to its end on this thread, retrying as its policy allows.
 
     Returns:
-        The final result; ``cancelled`` is set when a cancel stopped it.
+        The consumer's final snapshot (a ``ChatResult`` for a chat, the last
+        ``Progress`` for a pull); a cancelled chat's has ``cancelled`` set.
 
     Raises:
         StreamError: the failure, with ``.partial`` holding what arrived, its
             ``url`` and ``model`` filled in.
     """
     return _Run(request, ctx, clock).run()
-
-
-def stream_job(request: StreamRequest) -> Job:
-    """The job of a plain stream, for a ``StreamHandle``."""
-
-    def job(ctx: StreamContext) -> ChatResult:
-        return run_stream(request, ctx)
-
-    return job
 
 
 class _Run:
@@ -465,7 +504,7 @@ class _Run:
         self.timer: StreamTimer | None = None
         self.resident: bool | None = None
 
-    def run(self) -> ChatResult:
+    def run(self) -> Any:
         request, acc, emitter = self.request, self.acc, self.emitter
         if request.watchdog is not None:
             self.timer = request.watchdog.timer(
@@ -479,7 +518,7 @@ class _Run:
         emitter.use_timer(self.timer)
         retrying = for_stream(
             request.retry,
-            output_shown=lambda: acc.has_output,
+            output_shown=lambda: acc.voids_on_retry,
             stopped=lambda: self.scope.reason is not None,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
@@ -492,8 +531,7 @@ class _Run:
                     with attempt:
                         self._attempt()
         except _Cancelled:
-            acc.mark_cancelled()
-            return acc.snapshot()
+            return acc.cancelled_result(None)
         except StreamError as err:
             self._fill(err)
             err.partial = acc.snapshot()
@@ -576,7 +614,7 @@ class _Run:
         emitter.set_phase("retrying")
         cbs = emitter.callbacks
         emitter.call(cbs.on_retry, "on_retry", attempt, error, delay)
-        if self.acc.has_output:
+        if self.acc.voids_on_retry:
             log.warning(
                 "output was already delivered: resetting before attempt %d", attempt + 1
             )
@@ -679,7 +717,8 @@ class _Run:
         check()
         if not acc.done:
             raise ProtocolError(
-                "the stream ended without its done line: the response is truncated"
+                "the stream ended without its final line (done, or success): "
+                "the response is truncated"
             )
         self._finish(stream)
 
@@ -723,8 +762,9 @@ def complete(
         fields["parsed"] = fmt.parse(result)
     if not fields:
         return result
-    ctx.acc.set_fields(**fields)
-    return ctx.acc.snapshot()
+    acc = cast(Accumulator, ctx.acc)
+    acc.set_fields(**fields)
+    return acc.snapshot()
 
 
 def deadline_passed(deadline_at: float | None, clock: Clock = time.monotonic) -> bool:
@@ -750,5 +790,4 @@ __all__ = [
     "StreamContext",
     "StreamRequest",
     "run_stream",
-    "stream_job",
 ]
