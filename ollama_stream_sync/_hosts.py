@@ -95,6 +95,12 @@ class HostPool:
             log.info("failing over from %s to %s", after.url, chosen.url)
         return chosen
 
+    def has_other(self, host: Host | None) -> bool:
+        """Whether a host other than ``host`` is available now."""
+        now = self._clock()
+        with self._lock:
+            return any(h is not host and h.cooldown_until <= now for h in self.hosts)
+
     def failed(self, host: Host, error: BaseException) -> None:
         """Note a failure; a refused connection puts the host in cool-down."""
         if isinstance(error, ConnectionFailed) and error.during_connect:

@@ -18,9 +18,12 @@ from typing import Any
 import tenacity
 
 from ._errors import (
+    AuthenticationRequired,
     CallbackError,
     ConnectionFailed,
+    ContextLengthExceeded,
     DispatchError,
+    ModelNotFound,
     OutputValidationError,
     ProtocolError,
     RateLimited,
@@ -56,6 +59,8 @@ def never_retried(exc: BaseException) -> bool:
         ),
     ):
         return True
+    if isinstance(exc, (ModelNotFound, ContextLengthExceeded, AuthenticationRequired)):
+        return True  # the same request cannot succeed, whatever its status
     if isinstance(exc, RateLimited):
         return exc.retry_after is None
     if isinstance(exc, ServerError):

@@ -522,6 +522,7 @@ class _Run:
             stopped=lambda: self.scope.reason is not None,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
+            failover=self._can_fail_over,
         )
         try:
             if retrying is None:
@@ -587,6 +588,10 @@ class _Run:
         if isinstance(exc, Aborted) and isinstance(exc.reason, StreamError):
             return exc.reason
         return translate(exc, url=self.host.url if self.host else None)
+
+    def _can_fail_over(self) -> bool:
+        """Whether the next attempt can go to another host, not in cool-down."""
+        return self.request.pool.has_other(self.host)
 
     def _sleep(self, seconds: float) -> None:
         """Back off, but wake at once on cancel or deadline."""

@@ -1,0 +1,380 @@
+"""The blocking iterator of typed events and the phases a stream reports."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ollama_stream_sync import (
+    ChatStream,
+    Content,
+    Done,
+    Phase,
+    ProtocolError,
+    Reset,
+    Retry,
+    RetryPolicy,
+    ServerError,
+    StreamEvent,
+    StreamingClient,
+    Thinking,
+    ToolCall,
+)
+from ollama_stream_sync.testing import (
+    Chunk,
+    Cut,
+    ErrorLine,
+    FakeOllama,
+    Stall,
+    http_error,
+    reply,
+    tool_call,
+)
+
+from .conftest import USER, WAIT, MakeClient
+
+FAST = RetryPolicy(initial_delay=0.01, jitter=False)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def thinking_tool_answer() -> list[Any]:
+    return reply(
+        "Sunny in Paris.",
+        thinking="Check the weather.",
+        tool_calls=[tool_call("weather", {"city": "Paris"})],
+    )
+
+
+def phases(events: list[StreamEvent]) -> list[str]:
+    return [e.name for e in events if isinstance(e, Phase)]
+
+
+class CallbackView:
+    """What the callbacks saw, to compare with the iterator."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+        self.phases: list[str] = []
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "on_thinking": lambda t: self.items.append(("thinking", t)),
+            "on_content": lambda t: self.items.append(("content", t)),
+            "on_tool_call": lambda c: self.items.append(("tool", c)),
+            "on_phase": self.phases.append,
+        }
+
+
+def as_items(events: list[StreamEvent]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for event in events:
+        if isinstance(event, Thinking):
+            out.append(("thinking", event.text))
+        elif isinstance(event, Content):
+            out.append(("content", event.text))
+        elif isinstance(event, ToolCall):
+            out.append(("tool", event.call))
+    return out
+
+
+def test_full_iteration_equals_the_callbacks_and_the_result(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue(thinking_tool_answer())
+    view = CallbackView()
+    with make_client(server.url) as client:
+        with client.stream_chat("m", USER, **view.kwargs()) as stream:
+            events = list(stream)
+            result = stream.result()
+    assert as_items(events) == view.items
+    assert phases(events) == view.phases
+    assert "".join(t for k, t in as_items(events) if k == "content") == result.content
+    assert "".join(t for k, t in as_items(events) if k == "thinking") == result.thinking
+    assert isinstance(events[-1], Done) and events[-1].result == result
+    assert stream.get_final_result() == result
+    assert result.content == "Sunny in Paris." and result.tool_calls
+
+
+def test_phases_arrive_in_order_for_thinking_tool_call_and_answer(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue(thinking_tool_answer())
+    with make_client(server.url) as client:
+        events = list(client.stream_chat("m", USER))
+    assert phases(events) == [
+        "connecting",
+        "waiting",
+        "thinking",
+        "answering",
+        "tool_call",
+        "done",
+    ]
+    # the terminal phase comes right before Done; elapsed never goes back
+    assert isinstance(events[-2], Phase) and events[-2].name == "done"
+    elapsed = [e.elapsed for e in events if isinstance(e, Phase)]
+    assert elapsed == sorted(elapsed)
+
+
+def test_text_yields_only_the_answer(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue(thinking_tool_answer())
+    with make_client(server.url) as client:
+        assert "".join(client.stream_chat("m", USER).text()) == "Sunny in Paris."
+
+
+def test_a_stream_is_iterable_once(server: FakeOllama, client: StreamingClient) -> None:
+    server.enqueue(reply("once"))
+    with client.stream_chat("m", USER) as stream:
+        list(stream)
+        with pytest.raises(RuntimeError, match="only once"):
+            iter(stream)
+
+
+def test_break_cancels_and_the_server_sees_the_disconnect(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Chunk(content="Half"), Stall()])
+    with make_client(server.url) as client:
+        with client.stream_chat("m", USER) as stream:
+            for event in stream:
+                if isinstance(event, Content):
+                    break
+        assert stream.handle.done()
+        result = stream.result()
+    assert result.cancelled and result.content == "Half"
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)
+
+
+def test_an_exception_in_the_loop_cancels_the_stream(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Chunk(content="Half"), Stall()])
+
+    def loop(stream: ChatStream) -> None:
+        with stream:
+            for event in stream:
+                if isinstance(event, Content):
+                    raise LookupError("the loop's own error")
+
+    with make_client(server.url) as client:
+        stream = client.stream_chat("m", USER)
+        with pytest.raises(LookupError):
+            loop(stream)
+        assert stream.result(WAIT).cancelled
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)
+
+
+def test_a_cancel_from_another_thread_ends_the_loop_without_raising(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Chunk(content="Half"), Stall()])
+    with make_client(server.url) as client, client.stream_chat("m", USER) as stream:
+        seen: list[StreamEvent] = []
+        for event in stream:
+            seen.append(event)
+            if isinstance(event, Content):
+                threading.Thread(target=stream.cancel).start()
+    assert phases(seen)[-1] == "cancelled"
+    assert isinstance(seen[-1], Done) and seen[-1].result.cancelled
+    assert seen[-1].result.content == "Half"
+
+
+def test_an_error_mid_stream_raises_after_the_earlier_events(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Chunk(content="Half "), Chunk(content="way"), ErrorLine("boom")])
+    seen: list[StreamEvent] = []
+    with make_client(server.url) as client:
+        stream = client.stream_chat("m", USER)
+        with pytest.raises(ServerError) as info:
+            seen.extend(stream)
+    assert "".join(e.text for e in seen if isinstance(e, Content)) == "Half way"
+    assert phases(seen)[-1] == "failed"
+    assert info.value.partial.content == "Half way"
+
+
+def test_a_truncated_stream_raises_protocol_error_with_partial(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Chunk(content="cut "), Cut()])
+    with make_client(server.url) as client:
+        stream = client.stream_chat("m", USER)
+        with pytest.raises(Exception) as info:  # noqa: PT011  # checked just below
+            list(stream)
+    assert isinstance(info.value, (ProtocolError, ConnectionError))
+    assert info.value.partial.content == "cut "  # type: ignore[attr-defined]
+
+
+def test_retries_show_as_retry_and_retrying_then_succeed(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue(http_error(503, "server busy, please try again."), reply("ok"))
+    with make_client(server.url, retry=FAST) as client:
+        events = list(client.stream_chat("m", USER))
+    retries = [e for e in events if isinstance(e, Retry)]
+    assert len(retries) == 1 and retries[0].attempt == 1
+    assert isinstance(retries[0].error, ServerError)
+    names = phases(events)
+    # the first attempt sent its request (waiting), then got the 503
+    assert names[: names.index("retrying") + 1] == ["connecting", "waiting", "retrying"]
+    assert names[names.index("retrying") + 1 :] == [
+        "connecting",
+        "waiting",
+        "answering",
+        "done",
+    ]
+    assert "".join(e.text for e in events if isinstance(e, Content)) == "ok"
+
+
+def test_a_retry_after_output_shows_a_reset_event(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Chunk(content="lost "), ErrorLine("runner died")], reply("kept"))
+    policy = RetryPolicy(initial_delay=0.01, jitter=False, retry_after_output=True)
+    with make_client(server.url, retry=policy) as client:
+        events = list(client.stream_chat("m", USER))
+    kinds = [type(e).__name__ for e in events if not isinstance(e, Phase)]
+    assert kinds.index("Reset") > kinds.index("Retry") > kinds.index("Content")
+    assert isinstance(events[-1], Done) and events[-1].result.content == "kept"
+    assert any(isinstance(e, Reset) for e in events)
+
+
+def test_a_slow_consumer_does_not_trigger_the_read_timeout(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    """The loop takes its time; the server sent everything long ago."""
+    server.enqueue(reply("one two three four"))
+    with make_client(server.url, read_timeout=0.2) as client:
+        stream = client.stream_chat("m", USER)
+        assert stream.handle.wait(WAIT)  # the stream ended before we look at it
+        texts = list(stream.text())
+    assert "".join(texts) == "one two three four"
+
+
+def test_coalescing_applies_to_events(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply(" ".join(["word"] * 50)))
+    with client.stream_chat("m", USER, coalesce_interval=10.0) as stream:
+        contents = [e for e in stream if isinstance(e, Content)]
+    assert len(contents) == 1
+    assert contents[0].text == " ".join(["word"] * 50)
+
+
+def test_callbacks_keep_their_dispatcher_beside_the_iterator(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    from ollama_stream_sync import QueueDispatcher
+
+    server.enqueue(reply("a b"))
+    pump = QueueDispatcher()
+    seen: list[str] = []
+    with client.stream_chat("m", USER, on_content=seen.append, dispatcher=pump) as s:
+        texts = list(s.text())
+    assert seen == []  # queued for the dispatcher, not run by the iterator
+    pump.pump()
+    assert seen == texts == ["a", " b"]
+
+
+def test_handle_phase_is_readable_at_any_moment(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue([Chunk(thinking="hmm"), Stall()])
+    handle = client.start_chat("m", USER)
+    assert handle.wait_for(lambda r: r.thinking == "hmm", WAIT)
+    assert handle.phase == "thinking"
+    handle.cancel()
+    handle.result(WAIT)
+    assert handle.phase == "cancelled"
+
+
+def test_stream_generate_and_conversation_stream_send(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    from ollama_stream_sync import Conversation, ToolResult
+
+    server.enqueue(reply("generated"))
+    assert "".join(client.stream_generate("m", "hi").text()) == "generated"
+
+    def weather(city: str) -> str:
+        """The weather.
+
+        Args:
+            city: where.
+        """
+        return f"rain in {city}"
+
+    server.enqueue(
+        reply(tool_calls=[tool_call("weather", {"city": "Paris"})]),
+        reply("Take an umbrella."),
+    )
+    conv = Conversation(client, "m", tools=[weather])
+    with conv.stream_send("Weather?") as stream:
+        events = list(stream)
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert [r.result for r in results] == ["rain in Paris"]
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert calls[0].call["function"]["name"] == "weather"
+    assert isinstance(events[-1], Done)
+    assert events[-1].result.content == "Take an umbrella."
+    assert [m["role"] for m in conv.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+def test_ctrl_c_in_a_for_loop_cancels_and_exits_promptly(server: FakeOllama) -> None:
+    """A real SIGINT, in a real process, while the loop waits on a silent model."""
+    server.enqueue([Chunk(content="Half"), Stall()])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from ollama_stream_sync import StreamingClient
+        with StreamingClient({server.url!r}) as client:
+            stream = client.stream_chat("m", [{{"role": "user", "content": "hi"}}])
+            try:
+                for text in stream.text():
+                    print("got", text, flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", stream.handle.result().cancelled, flush=True)
+                sys.exit(130)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "got Half"
+        assert server.wait_stalled()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT * 2)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert out.strip() == "interrupted True"
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)
+
+
+def test_chat_stream_repr_and_handle(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("x"))
+    stream = client.stream_chat("m", USER)
+    assert isinstance(stream, ChatStream)
+    assert "ChatStream" in repr(stream)
+    assert stream.result(WAIT).content == "x"
