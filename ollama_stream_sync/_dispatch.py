@@ -47,6 +47,9 @@ class DispatcherClosed(RuntimeError):
     """Raised by ``dispatch`` once the dispatcher was closed (its window is gone)."""
 
 
+DispatcherClosed.__module__ = "ollama_stream_sync"
+
+
 class InlineDispatcher:
     """Runs callbacks at once on the stream's worker thread (the default).
 

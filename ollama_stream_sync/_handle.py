@@ -139,7 +139,8 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         self._commit_lock = threading.Lock()
         self._committed = False
         self._status = "pending"
-        self.name = f"ollama-stream-{next(_names)}"
+        self.name: str = f"ollama-stream-{next(_names)}"
+        """The worker thread's name, also shown in repr."""
         # Daemon, on purpose: a program whose main code ends must not wait for
         # a model to finish talking. The atexit hook cancels live streams and
         # gives them EXIT_GRACE to close their sockets.

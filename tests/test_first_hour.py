@@ -1,0 +1,245 @@
+"""The first hour with the library: errors that say what to do, signatures and types
+a Python developer expects, and warnings for silent mistakes."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import pydoc
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ollama_stream_sync as oss
+from ollama_stream_sync import (
+    ConnectionFailed,
+    ModelNotFound,
+    RetryPolicy,
+    StreamError,
+    StreamingClient,
+    StreamTimeout,
+    ToolSchemaWarning,
+    UnknownOptionWarning,
+)
+from ollama_stream_sync.testing import FakeOllama, Stall, http_error, reply
+
+from .conftest import USER, MakeClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- errors that tell the user what to do ----------------------------------------
+
+
+def test_no_server_names_the_url_and_what_to_try(make_client: MakeClient) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with make_client(url) as client, pytest.raises(ConnectionFailed) as info:
+        client.chat("qwen3", USER)
+    error = info.value
+    assert isinstance(error, ConnectionError)  # what network code already catches
+    assert error.during_connect
+    assert error.url == url and error.model == "qwen3"
+    text = str(error)
+    assert url in text and "ollama serve" in text and "OLLAMA_HOST" in text
+
+
+def test_model_not_found_names_model_host_and_the_pull_command(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue(http_error(404, "model 'qwen9' not found"))
+    with make_client(server.url) as client, pytest.raises(ModelNotFound) as info:
+        client.chat("qwen9", USER)
+    error = info.value
+    assert (error.model, error.url, error.status_code) == ("qwen9", server.url, 404)
+    assert error.server_message == "model 'qwen9' not found"
+    text = str(error)
+    assert "qwen9" in text and server.url in text and "ollama pull qwen9" in text
+
+
+def test_timeouts_are_builtin_timeout_errors(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Stall()])
+    with make_client(server.url, first_token_timeout=0.2) as client:
+        with pytest.raises(TimeoutError) as info:
+            client.chat("m", USER)
+    assert isinstance(info.value, StreamTimeout) and isinstance(info.value, StreamError)
+    assert info.value.which == "first_token"
+    assert info.value.url == server.url
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionFailed("refused", during_connect=True, url="http://h:1", model="m"),
+        StreamTimeout("slow", which="read", url="http://h:1"),
+        ModelNotFound("model 'x' not found", status_code=404, url="http://h:1"),
+    ],
+)
+def test_errors_pickle_with_their_attributes(error: StreamError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.__dict__ == error.__dict__
+
+
+def test_public_errors_show_the_package_in_tracebacks() -> None:
+    for name in oss.__all__:
+        obj = getattr(oss, name)
+        if isinstance(obj, type) and issubclass(obj, (Exception, Warning)):
+            assert obj.__module__ == "ollama_stream_sync", name
+    assert repr(ConnectionFailed("x")).startswith("ConnectionFailed(")
+
+
+# -- signatures and types ----------------------------------------------------------
+
+
+def test_help_shows_chat_itself() -> None:
+    text = pydoc.render_doc(StreamingClient.chat, renderer=pydoc.plaintext)
+    assert "chat(self, model: 'str'" in text or "chat(" in text.splitlines()[2]
+    assert "-> 'ChatResult'" in text
+    assert "start_chat" not in text.splitlines()[2]
+    assert inspect.signature(StreamingClient.chat).return_annotation == "ChatResult"
+    assert "block until it ends" in (StreamingClient.chat.__doc__ or "")
+
+
+def test_retry_statuses_take_any_set() -> None:
+    policy = RetryPolicy(retry_statuses={429, 503})
+    assert policy.retry_statuses == frozenset({429, 503})
+    assert RetryPolicy(retry_statuses=[500]).retry_statuses == frozenset({500})
+
+
+TYPO = textwrap.dedent(
+    """
+    from ollama_stream_sync import Conversation, StreamingClient
+
+    client = StreamingClient()
+    conv = Conversation(client, "qwen3")
+    conv.send("x", on_contnet=print)
+    client.chat("qwen3", [], on_content=42)
+    """
+)
+
+
+def test_a_callback_typo_is_a_type_error_under_mypy(tmp_path: Path) -> None:
+    from mypy import api
+
+    path = tmp_path / "typo.py"
+    path.write_text(TYPO)
+    out, _, status = api.run(["--strict", "--no-incremental", str(path)])
+    assert status == 1
+    assert "on_contnet" in out
+    assert 'Argument "on_content"' in out or "on_content" in out
+
+
+@pytest.mark.skipif(
+    shutil.which("pyright") is None
+    and not (Path(sys.executable).parent / "pyright").exists(),
+    reason="pyright is not installed (pip install '.[dev]')",
+)
+def test_a_callback_typo_is_a_type_error_under_pyright(tmp_path: Path) -> None:
+    path = tmp_path / "typo.py"
+    path.write_text(TYPO)
+    pyright = Path(sys.executable).parent / "pyright"
+    done = subprocess.run(
+        [str(pyright if pyright.exists() else "pyright"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "on_contnet" in done.stdout
+    assert "on_content" in done.stdout
+
+
+def test_typos_are_type_errors_at_run_time_too(client: StreamingClient) -> None:
+    kwargs: Any = {"on_contnet": print}
+    with pytest.raises(TypeError, match="on_contnet"):
+        client.start_chat("m", USER, **kwargs)
+
+
+# -- warnings for silent mistakes ---------------------------------------------------
+
+
+def test_a_tool_without_hints_or_docstring_warns_once(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    def lookup(city, when):  # type: ignore[no-untyped-def]  # the mistake under test
+        return "rain"
+
+    server.enqueue(reply("a"), reply("b"))
+    with pytest.warns(ToolSchemaWarning) as record:
+        client.chat("m", USER, tools=[lookup])
+    (warning,) = record
+    text = str(warning.message)
+    assert (
+        "lookup" in text and "city" in text and "when" in text and "docstring" in text
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client.chat("m", USER, tools=[lookup])  # once per function: silent now
+
+
+def test_a_documented_typed_tool_does_not_warn(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    def weather(city: str) -> str:
+        """The weather in a city.
+
+        Args:
+            city: where.
+        """
+        return "rain"
+
+    server.enqueue(reply("a"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client.chat("m", USER, tools=[weather])
+
+
+def test_an_unknown_option_key_warns_once_and_is_sent(
+    server: FakeOllama, client: StreamingClient, transport: str
+) -> None:
+    typo = f"temprature_{transport}"  # once per key and process: one per run here
+    server.enqueue(reply("a"), reply("b"))
+    with pytest.warns(UnknownOptionWarning, match=typo):
+        client.chat("m", USER, options={typo: 0.2, "min_p": 0.05})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client.chat("m", USER, options={typo: 0.2, "num_ctx": 4096})
+    assert server.stream_requests()[0].body["options"][typo] == 0.2
+
+
+def test_the_library_logger_is_silent_without_logging_setup() -> None:
+    code = textwrap.dedent(
+        """
+        import logging
+        import ollama_stream_sync
+        logging.getLogger("ollama_stream_sync").warning("should not print")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
+    assert done.stderr == ""
