@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import importlib
 import json
+import json.scanner
 import time
 from typing import Any
 
@@ -29,6 +30,21 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
 _PARSE_ERRORS = (ValueError, RecursionError, MemoryError)
 """What a JSON parser raises for a line it cannot take (nesting too deep included)."""
+
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads uses
+
+
+def _loads_str(line: str) -> Any:
+    """``json.loads`` for one NDJSON line, without its per-call wrappers."""
+    try:
+        value, end = _scan(line, 0)
+    except StopIteration as exc:
+        if line[:1].isspace():  # rare: leading whitespace the scanner will not skip
+            return json.loads(line)
+        raise ValueError(f"Expecting value: column {exc.value}") from None
+    if end != len(line) and not line[end:].isspace():
+        raise ValueError(f"Extra data: column {end}")
+    return value
 
 
 def has_orjson() -> bool:
@@ -58,6 +74,8 @@ class LineParser:
         """Add body bytes; return the chunks of the lines they complete."""
         if self.error is not None:
             return []
+        if not self._buf and data[-1:] == b"\n":  # the usual read: whole lines
+            return self._parse(data)
         end = data.rfind(b"\n")
         if end < 0:
             if data:
@@ -134,7 +152,7 @@ class LineParser:
 
     def _parse_text(self, text: str, check: bool, out: list[dict[str, Any]]) -> None:
         limit = self.max_line_bytes
-        loads = json.loads
+        loads = _loads_str
         for line in text.split("\n"):
             if not line or line.isspace():
                 continue

@@ -76,6 +76,8 @@ def _httpcore_to_httpx() -> Iterator[None]:
 
 
 _UNSET = object()
+_BODY = "ollama_stream_sync.body"
+"""The response extension that carries our body stream (the light path)."""
 
 
 class _SocketStream(httpcore.NetworkStream):
@@ -367,11 +369,13 @@ class CancellableTransport(httpx.BaseTransport):
             resp = self._pool.handle_request(req)
         if not isinstance(resp.stream, Iterable):
             raise TypeError("httpcore returned an asynchronous stream")
+        body = _ResponseStream(resp.stream, resp.extensions.get("network_stream"))
         return httpx.Response(
             status_code=resp.status,
             headers=resp.headers,
-            stream=_ResponseStream(resp.stream, resp.extensions.get("network_stream")),
-            extensions=resp.extensions,
+            stream=body,
+            # httpx wraps `stream` in its own; this key finds ours again.
+            extensions={**resp.extensions, _BODY: body},
         )
 
     def close(self) -> None:
@@ -396,10 +400,10 @@ class _HttpxOpenStream:
         self._url = url
         self._foreign = foreign
         self._decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))
-        stream = response.stream
+        body = response.extensions.get(_BODY)
         self._chunks: Iterator[bytes] = (
-            stream.raw_chunks()
-            if isinstance(stream, _ResponseStream)
+            body.raw_chunks()
+            if isinstance(body, _ResponseStream)
             else response.iter_raw()
         )
 
