@@ -31,7 +31,9 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _PARSE_ERRORS = (ValueError, RecursionError, MemoryError)
 """What a JSON parser raises for a line it cannot take (nesting too deep included)."""
 
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads uses
+_scan: Any = json.scanner.make_scanner(  # the C scanner json.loads uses
+    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types it oddly
+)
 
 
 def _loads_str(line: str) -> Any:
