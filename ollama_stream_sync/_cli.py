@@ -87,27 +87,32 @@ def describe(exc: BaseException, url: str | None, model: str | None) -> str:
     )
 
     text = " ".join(str(exc).split()) or type(exc).__name__
-    where = f" (Ollama at {url})" if url and url not in text else ""
+    if url and url not in text:
+        text = f"Ollama at {url}: {text}"
     hint = ""
     if isinstance(exc, ModelNotFound):
         if "ollama pull" not in text:
             name = f" {model}" if model else ""
             hint = f"pull it with 'ollama pull{name}', or choose another with --model"
     elif isinstance(exc, ConnectionFailed):
-        if getattr(exc, "during_connect", True):
-            if "ollama serve" not in text:
-                hint = "is Ollama running? Start it with 'ollama serve', "
-                hint += "or point --host (or OLLAMA_HOST) at it"
-        else:
+        if not getattr(exc, "during_connect", True):
             hint = "the connection broke; try again"
+        elif "ollama serve" not in text:
+            hint = "is Ollama running? Start it with 'ollama serve', or point "
+            hint += "--host (or OLLAMA_HOST) at it"
     elif isinstance(exc, StreamTimeout):
         if getattr(exc, "which", "") == "first_token":
-            hint = "the model may still be loading or the server is busy; try again"
+            hint = "the model may still be loading, or the server is busy; try again"
         else:
             hint = "the server is busy or stuck; try again, or check its log"
     elif isinstance(exc, ServerError):
-        hint = "check the Ollama server's log"
-    return f"{text}{where}" + (f"; {hint}" if hint else "")
+        if "does not support thinking" in text:
+            hint = "leave out --think, or choose a thinking model with --model"
+        elif "does not support tools" in text:
+            hint = "choose a model that supports tools with --model"
+        else:
+            hint = "check the Ollama server's log"
+    return text + (f"; {hint}" if hint else "")
 
 
 @contextlib.contextmanager
@@ -269,6 +274,11 @@ class Transcript:
         if self.color:
             self.out.write(code)
 
+    def _measure(self) -> None:
+        """Wrap at the terminal's width now (it may have been resized)."""
+        if self.wrap:
+            self._text.width = max(20, shutil.get_terminal_size().columns)
+
     def enter(self, section: str, *, dim: bool = False) -> None:
         """Start a labelled section (``"Thinking"``), unless it is the current one."""
         if self.section == section:
@@ -278,8 +288,7 @@ class Transcript:
         if self.section:
             self.out.write("\n")
         self.section = section
-        if self.wrap:
-            self._text.width = max(20, shutil.get_terminal_size().columns)
+        self._measure()
         self._style(_GREY if dim else _BOLD)
         self.out.write(f"{section}:\n")
         self._style(_RESET)
@@ -307,6 +316,7 @@ class Transcript:
     def note(self, text: str) -> None:
         """A grey line of its own after the current section (stats, "[stopped]")."""
         self.end()
+        self._measure()
         self._style(_GREY)
         self._text.write(text)
         self._text.newline()
@@ -323,8 +333,7 @@ class Transcript:
     def paragraph(self, text: str) -> None:
         """Plain prose on lines of its own, wrapped like the stream."""
         self.end()
-        if self.wrap:
-            self._text.width = max(20, shutil.get_terminal_size().columns)
+        self._measure()
         self._text.write(text)
         self._text.newline()
         self.out.flush()
@@ -455,11 +464,6 @@ HOST = arg(
 )
 
 
-def host_url(client: StreamingClient) -> str:
-    """The URL the client talks to, to name in messages."""
-    return client.hosts[0]
-
-
 # -- demo ---------------------------------------------------------------------------
 
 
@@ -560,7 +564,7 @@ class _Repl:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401, PLC0415  # line editing and history in input()
         with StreamingClient(args.host) as client:
-            self.url = host_url(client)
+            self.url = client.hosts[0]
             self._check(client)
             conv = Conversation(
                 client, args.model, system=args.system, think=bool(args.think)
@@ -570,20 +574,23 @@ class _Repl:
                 f"Chatting with {args.model} at {self.url}{thinking}. Ctrl-C stops "
                 "an answer, Ctrl-D leaves, /help lists the commands."
             )
-            return self._loop(conv)
+            try:
+                return self._loop(conv)
+            finally:
+                self.view.end()  # never leave the terminal grey
 
     def _check(self, client: StreamingClient) -> None:
         """Fail before the first prompt if the server or the model is missing."""
         import httpx  # noqa: PLC0415  # --help stays instant
         import ollama  # noqa: PLC0415
 
+        from ._errors import ConnectionFailed  # noqa: PLC0415
+
         model = self.args.model
         health = client.health()[0]
         if not health.reachable:
-            raise Failure(
-                f"cannot reach Ollama at {self.url} ({health.error}); is it running? "
-                "Start it with 'ollama serve', or point --host (or OLLAMA_HOST) at it"
-            )
+            unreachable = ConnectionFailed(health.error or "", during_connect=True)
+            raise Failure(describe(unreachable, self.url, model))
         try:
             listed = client.sdk.list().models
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError):
@@ -632,6 +639,9 @@ class _Repl:
         from ._errors import StreamError  # noqa: PLC0415  # --help stays instant
 
         view = self.view
+        if conv.running:  # a stopped answer whose stream has not ended yet
+            self.say("(the last answer is still stopping; send that again soon)")
+            return
         try:
             handle = conv.start_send(
                 text, on_thinking=view.thinking, on_content=view.content

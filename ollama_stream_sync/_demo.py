@@ -168,8 +168,11 @@ def _run(url: str, model: str, view: Transcript, prog: str, real: bool) -> None:
         explained(client.hosts[0], model),
     ):
         conv = Conversation(client, model, tools=[get_weather], think=True)
-        _ask_with_tools(conv, view)
-        _ask_and_stop(conv, view)
+        try:
+            _ask_with_tools(conv, view)
+            _ask_and_stop(conv, view)
+        finally:
+            view.end()  # an error's line or ^C starts on a line of its own, unstyled
     _next_steps(view, prog, url if real else None, model)
 
 

@@ -31,7 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from ollama_stream_sync import ConnectionFailed, ModelNotFound, StreamTimeout
+from ollama_stream_sync import (
+    ConnectionFailed,
+    ModelNotFound,
+    ServerError,
+    StreamTimeout,
+)
 from ollama_stream_sync._cli import COMMANDS, StreamWrapper, describe
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, http_error, reply
 
@@ -570,18 +575,23 @@ def test_wrapper_of_width_zero_writes_straight_through() -> None:
     [
         (
             ConnectionFailed("could not connect: refused", during_connect=True),
-            "could not connect: refused (Ollama at http://h:1); is Ollama running? "
+            "Ollama at http://h:1: could not connect: refused; is Ollama running? "
             "Start it with 'ollama serve', or point --host (or OLLAMA_HOST) at it",
         ),
         (
             ModelNotFound("model 'm' not found", status_code=404),
-            "model 'm' not found (HTTP 404) (Ollama at http://h:1); "
+            "Ollama at http://h:1: model 'm' not found (HTTP 404); "
             "pull it with 'ollama pull m', or choose another with --model",
         ),
         (
             StreamTimeout("no first token in 300 s", which="first_token"),
-            "no first token in 300 s (Ollama at http://h:1); "
-            "the model may still be loading or the server is busy; try again",
+            "Ollama at http://h:1: no first token in 300 s; "
+            "the model may still be loading, or the server is busy; try again",
+        ),
+        (
+            ServerError('"m" does not support thinking', status_code=400),
+            'Ollama at http://h:1: "m" does not support thinking (HTTP 400); '
+            "leave out --think, or choose a thinking model with --model",
         ),
     ],
 )
