@@ -107,7 +107,7 @@ def describe(exc: BaseException, url: str | None, model: str | None) -> str:
             hint = "the server is busy or stuck; try again, or check its log"
     elif isinstance(exc, ServerError):
         if "does not support thinking" in text:
-            hint = "leave out --think, or choose a thinking model with --model"
+            hint = "leave out --think, or choose a model that thinks with --model"
         elif "does not support tools" in text:
             hint = "choose a model that supports tools with --model"
         else:

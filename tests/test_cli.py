@@ -358,6 +358,18 @@ def test_chat_in_a_terminal_leaves_on_ctrl_d(terminal: Terminal) -> None:
         assert terminal.exit_status() == 0
 
 
+def test_chat_in_a_terminal_without_a_server_says_so_in_one_line(
+    terminal: Terminal, refused_url: str
+) -> None:
+    terminal.start("chat", "--model", MODEL, "--host", refused_url)
+    assert terminal.exit_status() == 1
+    lines = [s for s in terminal.screen().splitlines() if s.strip()]
+    assert lines[1:] == ["[exit status 1]", lines[-1]]  # tmux's "Pane is dead"
+    line = lines[0]
+    assert line.startswith("ollama-stream-sync: error: Ollama at ")
+    assert "ollama serve" in line
+
+
 def test_chat_without_a_server_fails_before_the_prompt(refused_url: str) -> None:
     done = run_cli("chat", "--model", MODEL, "--host", refused_url)
     line = assert_one_line_failure(done)
@@ -591,7 +603,7 @@ def test_wrapper_of_width_zero_writes_straight_through() -> None:
         (
             ServerError('"m" does not support thinking', status_code=400),
             'Ollama at http://h:1: "m" does not support thinking (HTTP 400); '
-            "leave out --think, or choose a thinking model with --model",
+            "leave out --think, or choose a model that thinks with --model",
         ),
     ],
 )
