@@ -56,14 +56,19 @@ def run(args: list[str], cwd: Path) -> str:
 LINKS = re.compile(r"\]\(([^)]+)\)")
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sdist and the wheel built from it, as ``python -m build`` makes them."""
-    if importlib.util.find_spec("build") is None:
-        reason = "the 'build' package is missing (pip install -e '.[dev]')"
+def need(tool: str) -> None:
+    """Skip without a dev tool locally; in CI (which installs them) fail instead."""
+    if importlib.util.find_spec(tool) is None:
+        reason = f"the {tool!r} package is missing (pip install -e '.[dev]')"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist and the wheel built from it, as ``python -m build`` makes them."""
+    need("build")
     work = tmp_path_factory.mktemp("packaging")
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
@@ -98,6 +103,15 @@ def test_wheel_holds_the_package_license_and_types_only(dist: Path) -> None:
     assert b"ollama-stream-sync = ollama_stream_sync._cli:main" in entry_points
     description = metadata.get_payload()
     assert isinstance(description, str) and description.startswith("# ollama-stream")
+
+
+@pytest.mark.slow
+def test_the_package_index_accepts_and_renders_both(dist: Path) -> None:
+    """twine's check: valid metadata, and a README the index can render."""
+    need("twine")
+    files = [str(f) for f in sorted(dist.iterdir())]
+    out = run([sys.executable, "-m", "twine", "check", "--strict", *files], dist)
+    assert out.count("PASSED") == 2, out
 
 
 @pytest.mark.slow
