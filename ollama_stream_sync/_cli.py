@@ -257,7 +257,6 @@ class Transcript:
     out: TextIO
     color: bool = False
     wrap: bool = False
-    answer_label: str = "Answer"
     section: str = ""
     _text: StreamWrapper = field(init=False)
 
@@ -265,10 +264,10 @@ class Transcript:
         self._text = StreamWrapper(self.out)
 
     @classmethod
-    def for_stream(cls, out: TextIO, **kwargs: Any) -> Transcript:
+    def for_stream(cls, out: TextIO) -> Transcript:
         """Colour and wrapping when ``out`` is a terminal, as the user expects."""
         tty = bool(getattr(out, "isatty", None) and out.isatty())
-        return cls(out, color=color_wanted(out), wrap=tty, **kwargs)
+        return cls(out, color=color_wanted(out), wrap=tty)
 
     def _style(self, code: str) -> None:
         if self.color:
@@ -303,7 +302,7 @@ class Transcript:
 
     def content(self, delta: str) -> None:
         """``on_content``: plain text."""
-        self.enter(self.answer_label)
+        self.enter("Answer")
         self._text.write(delta)
         self.out.flush()
 
