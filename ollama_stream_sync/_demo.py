@@ -1,23 +1,35 @@
-"""``python -m ollama_stream_sync demo``: a tool-using chat, printed as it streams.
+"""``python -m ollama_stream_sync demo``: a tool-using chat and a Stop, as they stream.
 
 With no ``--host`` it starts the loopback ``FakeOllama`` server, so it runs on a
 machine with no Ollama at all; with ``--host URL --model NAME`` it talks to a real
-Ollama the same way.
+Ollama the same way. The command line itself is in ``_cli``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from typing import Any, TextIO
+import threading
+from typing import Any
 
+from ._cli import PROJECT_URL, Transcript, explained
 from ._client import StreamingClient
 from ._conversation import Conversation
 from ._result import ChatResult
-from .testing import Delay, FakeOllama, Script, reply, tool_call
+from .testing import Delay, FakeOllama, Script, Stall, reply, tool_call
 
 QUESTION = "What's the weather in Paris right now? Answer in one sentence."
+SECOND_QUESTION = "Describe a rainy spring afternoon in Paris in about 150 words."
+STOP_AFTER_WORDS = 12
+"""The demo presses Stop once the second answer has this many words."""
+
+_LONG_ANSWER = (
+    "Rain drifts over the zinc roofs of Paris in soft grey curtains, and the "
+    "cafés pull their awnings a little further over the terraces. Umbrellas open "
+    "along the Seine like dark flowers while the bouquinistes close their green "
+    "boxes and wait for the shower to pass. In the Luxembourg Gardens the chestnut "
+    "trees drip onto empty chairs, the gravel turns the colour of wet sand, and "
+    "the smell of earth and bread from a nearby bakery hangs in the cool air."
+)
 
 
 def get_weather(city: str) -> str:
@@ -42,7 +54,11 @@ def _paced(script: Script, delay: float) -> Script:
 
 
 def demo_scripts(delay: float) -> list[Script]:
-    """The two model turns the fake server plays: a tool call, then the answer."""
+    """The model turns the fake server plays: a tool call, the answer, a long answer.
+
+    The long answer never ends on its own (a ``Stall`` after its text), so the
+    demo's Stop always lands mid-answer, however fast or slow the machine is.
+    """
     first = reply(
         thinking="The user wants current weather for Paris. I should call the "
         "get_weather tool rather than guess.",
@@ -54,96 +70,135 @@ def demo_scripts(delay: float) -> list[Script]:
         "the umbrella.",
         mixed_switch=True,
     )
-    return [_paced(first, delay), _paced(second, delay)]
+    long_answer = reply(
+        _LONG_ANSWER,
+        thinking="A short descriptive paragraph: rain, cafés, the Seine, a garden.",
+        mixed_switch=True,
+    )
+    endless = [*long_answer[:-1], Stall()]  # drop its done line
+    return [_paced(first, delay), _paced(second, delay), _paced(endless, delay)]
 
 
-class _Printer:
-    """Prints "Thinking:" then "Answer:" the way a person wants to read a stream."""
+def _summary(result: ChatResult) -> str:
+    parts = [
+        result.model,
+        f"done: {result.done_reason}",
+        f"prompt {result.prompt_eval_count} tokens",
+        f"output {result.eval_count} tokens",
+    ]
+    if result.time_to_first_token is not None:
+        parts.append(f"first token {result.time_to_first_token * 1000:.1f} ms")
+    if result.tokens_per_second:
+        parts.append(f"{result.tokens_per_second:.0f} tokens/s")
+    return "[" + " · ".join(parts) + "]"
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.section = ""
 
-    def _enter(self, section: str) -> None:
-        if self.section != section:
-            self.out.write(("\n" if self.section else "") + f"{section}:\n")
-            self.section = section
+def _ask_with_tools(conv: Conversation, view: Transcript) -> None:
+    view.text("User", QUESTION)
 
-    def thinking(self, delta: str) -> None:
-        self._enter("Thinking")
-        self.out.write(delta)
-        self.out.flush()
-
-    def content(self, delta: str) -> None:
-        self._enter("Answer")
-        self.out.write(delta)
-        self.out.flush()
-
-    def tool(self, call: dict[str, Any]) -> None:
-        self._enter("Tool call")
+    def show_call(call: dict[str, Any]) -> None:
         fn = call["function"]
-        self.out.write(f"{fn['name']}({json.dumps(fn['arguments'])})")
+        view.text("Tool call", f"{fn['name']}({json.dumps(fn['arguments'])})")
 
-    def summary(self, result: ChatResult) -> None:
-        self.section = ""
-        parts = [
-            result.model,
-            f"done: {result.done_reason}",
-            f"prompt {result.prompt_eval_count} tokens",
-            f"output {result.eval_count} tokens",
-        ]
-        if result.time_to_first_token is not None:
-            parts.append(f"first token {result.time_to_first_token * 1000:.1f} ms")
-        if result.tokens_per_second:
-            parts.append(f"{result.tokens_per_second:.0f} tokens/s")
-        self.out.write("\n[" + " · ".join(parts) + "]\n\n")
-        self.out.flush()
-
-
-def run(host: str, model: str, out: TextIO, *, think: bool = True) -> list[Any]:
-    """Ask the weather question against ``host``; return the history."""
-    printer = _Printer(out)
-    out.write(f"User:\n{QUESTION}\n\n")
-
-    def show_result(call: dict[str, Any], output: str) -> None:
-        printer.section = ""
-        out.write(f"\nTool result:\n{output}\n\n")
-
-    with StreamingClient(host) as client:
-        conv = Conversation(client, model, tools=[get_weather], think=think)
-        result = conv.send(
-            QUESTION,
-            on_thinking=printer.thinking,
-            on_content=printer.content,
-            on_tool_call=printer.tool,
-            on_tool_result=show_result,
-        )
-        printer.summary(result)
-        return conv.messages
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``demo`` command."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ollama_stream_sync demo",
-        description="Stream a tool-using chat with thinking; no Ollama needed.",
+    result = conv.send(
+        QUESTION,
+        on_thinking=view.thinking,
+        on_content=view.content,
+        on_tool_call=show_call,
+        on_tool_result=lambda call, output: view.text("Tool result", output),
     )
-    parser.add_argument("--host", help="a real Ollama URL (default: built-in fake)")
-    parser.add_argument("--model", default=None, help="model name (default: qwen3)")
-    parser.add_argument(
-        "--delay",
-        type=float,
-        default=0.03,
-        help="seconds between fake chunks, to watch it stream (default 0.03)",
+    view.note(_summary(result))
+
+
+def _ask_and_stop(conv: Conversation, view: Transcript) -> None:
+    """Ask for a long answer and press Stop (``handle.cancel()``) partway through."""
+    view.out.write("\n")
+    view.text("User", SECOND_QUESTION)
+    enough = threading.Event()
+    parts: list[str] = []
+
+    def on_content(delta: str) -> None:
+        view.content(delta)
+        parts.append(delta)
+        if len("".join(parts).split()) > STOP_AFTER_WORDS:
+            enough.set()
+
+    handle = conv.start_send(
+        SECOND_QUESTION, on_thinking=view.thinking, on_content=on_content
     )
-    args = parser.parse_args(argv)
-    if args.host:
-        run(args.host, args.model or "qwen3", sys.stdout)
-        return 0
-    with FakeOllama(models=["qwen3"]) as server:
-        server.enqueue(*demo_scripts(args.delay))
-        sys.stdout.write(
-            f"(fake Ollama on {server.url}; use --host for a real one)\n\n"
+    handle.add_done_callback(lambda _: enough.set())
+    try:
+        # The "user" presses Stop from this thread while the worker streams.
+        enough.wait()
+        handle.cancel()
+        result = handle.result()
+    except BaseException:
+        handle.cancel()  # Ctrl-C: stop the stream before leaving
+        raise
+    if not result.cancelled:
+        view.note(_summary(result))
+        view.out.write("(the answer ended before Stop was pressed)\n")
+        return
+    view.note("[stopped]")
+    view.paragraph(
+        f"handle.cancel() ended the stream at once. The partial answer "
+        f"({len(result.content)} characters) stays in conv.messages, so the next "
+        "send() goes on from it."
+    )
+
+
+def _next_steps(view: Transcript, prog: str, host: str | None, model: str) -> None:
+    view.out.write("\n")
+    view.heading("Next steps:")
+    where = f" --host {host}" if host else ""
+    view.paragraph(
+        f"Chat with a model on your own Ollama (run 'ollama pull {model}' first):"
+    )
+    view.out.write(f"    {prog} chat --model {model}{where} --think\n")
+    view.paragraph("Examples, one idea per script, GUIs included:")
+    view.out.write(f"    {PROJECT_URL}/tree/main/examples\n")
+    view.paragraph("The README: the API, errors, cancel, GUIs, testing your app:")
+    view.out.write(f"    {PROJECT_URL}#readme\n")
+    view.out.flush()
+
+
+def _run(url: str, model: str, view: Transcript, prog: str, real: bool) -> None:
+    with (
+        StreamingClient(url) as client,
+        explained(client.hosts[0], model),
+    ):
+        conv = Conversation(client, model, tools=[get_weather], think=True)
+        try:
+            _ask_with_tools(conv, view)
+            _ask_and_stop(conv, view)
+        finally:
+            view.end()  # an error's line or ^C starts on a line of its own, unstyled
+    _next_steps(view, prog, url if real else None, model)
+
+
+def run_demo(
+    *, host: str | None, model: str, delay: float, view: Transcript, prog: str
+) -> None:
+    """The ``demo`` command: against ``host``, or a fake Ollama started here.
+
+    Args:
+        host: a real Ollama's URL, or ``None`` for the built-in fake one.
+        model: the model to ask.
+        delay: seconds between the fake server's chunks.
+        view: where the chat is shown.
+        prog: how the user runs this command line, for the next steps.
+
+    Raises:
+        Failure: the server failed in an expected way (one line says how).
+    """
+    if host:
+        _run(host, model, view, prog, real=True)
+        return
+    with FakeOllama(models=[model]) as server:
+        server.enqueue(*demo_scripts(delay))
+        view.paragraph(
+            f"(A fake Ollama on {server.url}. Add --host URL --model NAME to ask "
+            "a real one.)"
         )
-        run(server.url, args.model or "qwen3", sys.stdout)
-    return 0
+        view.out.write("\n")
+        _run(server.url, model, view, prog, real=False)

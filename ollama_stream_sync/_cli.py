@@ -1,0 +1,811 @@
+"""The command line: ``ollama-stream-sync`` and ``python -m ollama_stream_sync``.
+
+Each subcommand is one function registered with ``@command``: its name, its
+arguments (``arg(...)``, as ``ArgumentParser.add_argument`` takes them) and its
+docstring, whose first line is the summary in the command list and whose whole
+text is the description in ``COMMAND --help``. To add one::
+
+    @command("pull", arg("model", help="the model to download"), HOST)
+    def _pull(args: argparse.Namespace) -> int:
+        \"\"\"Download a model, with a progress bar.\"\"\"
+        with explained(args.host, args.model):
+            ...
+        return EXIT_OK
+
+The function returns an exit status. A ``StreamError`` raised inside
+``explained(...)`` becomes one line on stderr saying what went wrong and what to
+do, and exit status 1; ``Failure("...")`` does the same with a line of your own.
+Anything else escaping a command is a bug, and shows its traceback.
+
+Terminal output (``Transcript``) is shared by the commands: thinking in grey and
+the answer in plain text on a terminal, labelled sections when piped or when
+``NO_COLOR`` is set, and text word-wrapped at the terminal width as it streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import os
+import shutil
+import sys
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:  # the real imports happen in the commands: --help stays instant
+    from ._client import StreamingClient
+    from ._conversation import Conversation
+    from ._handle import StreamHandle
+    from ._result import ChatResult
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""An expected failure (no server, unknown model, timeout): one line on stderr."""
+EXIT_USAGE = 2
+"""A usage error, as argparse reports it."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C in a command that is not interactive (128 + SIGINT, as shells report it)."""
+
+NAME = "ollama-stream-sync"
+PROJECT_URL = "https://github.com/ollama-stream-sync/ollama-stream-sync"
+DEFAULT_MODEL = "qwen3"
+DEFAULT_HOST = "http://127.0.0.1:11434"
+"""What the ollama SDK connects to when neither --host nor OLLAMA_HOST is set."""
+
+EXIT_STATUS_HELP = f"""\
+exit status:
+  {EXIT_OK:<4} success
+  {EXIT_FAILURE:<4} an expected failure (no server, unknown model, timeout): one
+       line on stderr says what went wrong and what to do
+  {EXIT_USAGE:<4} a usage error (unknown command or option, missing argument)
+  {EXIT_INTERRUPTED:<4} interrupted with Ctrl-C (the interactive chat leaves with 0)
+"""
+
+
+# -- failures -----------------------------------------------------------------
+
+
+class Failure(Exception):
+    """An expected failure: ``main`` prints its one line and exits with status 1."""
+
+
+def describe(exc: BaseException, url: str | None, model: str | None) -> str:
+    """One line for a ``StreamError``: what went wrong, then what to do.
+
+    The error's own text comes first; the URL and a hint in terms of this
+    command line's options are added only where that text lacks them.
+    """
+    from ._errors import (  # noqa: PLC0415  # --help stays instant
+        ConnectionFailed,
+        ModelNotFound,
+        ServerError,
+        StreamTimeout,
+    )
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if url and url not in text:
+        text = f"Ollama at {url}: {text}"
+    hint = ""
+    if isinstance(exc, ModelNotFound):
+        if "ollama pull" not in text:
+            name = f" {model}" if model else ""
+            hint = f"pull it with 'ollama pull{name}', or choose another with --model"
+    elif isinstance(exc, ConnectionFailed):
+        if not getattr(exc, "during_connect", True):
+            hint = "the connection broke; try again"
+        elif "ollama serve" not in text:
+            hint = "is Ollama running? Start it with 'ollama serve', or point "
+            hint += "--host (or OLLAMA_HOST) at it"
+    elif isinstance(exc, StreamTimeout):
+        if getattr(exc, "which", "") == "first_token":
+            hint = "the model may still be loading, or the server is busy; try again"
+        else:
+            hint = "the server is busy or stuck; try again, or check its log"
+    elif isinstance(exc, ServerError):
+        if "does not support thinking" in text:
+            hint = "leave out --think, or choose a model that thinks with --model"
+        elif "does not support tools" in text:
+            hint = "choose a model that supports tools with --model"
+        else:
+            hint = "check the Ollama server's log"
+    return text + (f"; {hint}" if hint else "")
+
+
+@contextlib.contextmanager
+def explained(url: str | None, model: str | None = None) -> Iterator[None]:
+    """Turn a ``StreamError`` raised inside into a ``Failure`` with one clear line."""
+    from ._errors import StreamError  # noqa: PLC0415  # --help stays instant
+
+    try:
+        yield
+    except StreamError as exc:
+        raise Failure(describe(exc, url, model)) from exc
+
+
+def _broken_pipe(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was caused by, writing to a closed pipe."""
+    while exc is not None:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# -- terminal output --------------------------------------------------------------
+
+
+def color_wanted(stream: TextIO) -> bool:
+    """Colour on a terminal, unless ``NO_COLOR`` is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _cells(text: str) -> int:
+    """Terminal columns ``text`` takes: wide East Asian characters take two."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+    return width
+
+
+class StreamWrapper:
+    """Word-wraps text that arrives in pieces, on a terminal ``width`` columns wide.
+
+    Each character is shown as soon as it arrives. A word split across pieces
+    (``"umbr"``, ``"ella"``) is never broken in two: when its end would pass the
+    edge, the part already shown is blanked out (backspaces and spaces) and the
+    whole word moves to the next line. The spaces before a word are dropped
+    when it starts a line, and kept otherwise (indented code stays indented).
+    Lines stop one column short of the edge, so the cursor never sits in the
+    terminal's pending-wrap state, where a backspace is unreliable.
+    ``width=0`` writes straight through (not a terminal).
+    """
+
+    def __init__(self, out: TextIO, width: int = 0) -> None:
+        self.out = out
+        self.width = width
+        self.column = 0
+        self._spaces = ""  # whitespace after the last word, not written yet
+        self._word: list[str] = []  # the word being received, all of it shown
+        self._word_start = 0  # the column where the shown word begins
+
+    def write(self, text: str) -> None:
+        """Write a piece of the stream."""
+        if self.width <= 0:
+            self.out.write(text)
+            newline = text.rfind("\n")
+            if newline >= 0:
+                self.column = len(text) - newline - 1
+            else:
+                self.column += len(text)
+            return
+        for char in text:
+            if char == "\n":
+                self._break()
+            elif char in " \t":
+                self._word.clear()
+                self._spaces += " " if char == " " else "    "
+            elif char != "\r":
+                self._add(char)
+
+    def newline(self) -> None:
+        """End the current line, if anything is on it."""
+        self._word.clear()
+        self._spaces = ""
+        if self.column:
+            self._break()
+
+    def _break(self) -> None:
+        self.out.write("\n")
+        self.column = 0
+        self._spaces = ""
+        self._word.clear()
+
+    def _fits(self, cells: int) -> bool:
+        return self.column + cells < self.width
+
+    def _add(self, char: str) -> None:
+        cells = _cells(char)
+        if not self._word:  # a new word: after its spaces, or on a new line
+            spaces = _cells(self._spaces)
+            if self.column and not self._fits(spaces + cells):
+                self._break()
+            elif self._fits(spaces + cells):
+                self.out.write(self._spaces)
+                self.column += spaces
+            self._spaces = ""
+            self._word_start = self.column
+        elif not self._fits(cells):
+            if self._word_start:  # blank the word out, show it on a line of its own
+                word = "".join(self._word)
+                shown = self.column - self._word_start
+                self.out.write("\b" * shown + " " * shown)
+                self._break()
+                self._word = list(word)
+                self.out.write(word)
+                self.column, self._word_start = shown, 0
+            if not self._fits(cells):  # longer than a line (a URL): cut it
+                self.out.write("\n")
+                self.column = 0
+        self._word.append(char)
+        self.out.write(char)
+        self.column += cells
+
+
+_GREY = "\x1b[90m"
+_BOLD = "\x1b[1m"
+_RESET = "\x1b[0m"
+
+
+@dataclass
+class Transcript:
+    """Shows a streamed chat: labelled sections, thinking apart from the answer.
+
+    On a terminal (``color``) thinking is grey and labels are bold; otherwise
+    the text is plain. ``wrap`` word-wraps at the terminal width as text arrives.
+    The callbacks of one stream run one at a time, so no lock is needed.
+    """
+
+    out: TextIO
+    color: bool = False
+    wrap: bool = False
+    section: str = ""
+    _text: StreamWrapper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._text = StreamWrapper(self.out)
+
+    @classmethod
+    def for_stream(cls, out: TextIO) -> Transcript:
+        """Colour and wrapping when ``out`` is a terminal, as the user expects."""
+        tty = bool(getattr(out, "isatty", None) and out.isatty())
+        return cls(out, color=color_wanted(out), wrap=tty)
+
+    def _style(self, code: str) -> None:
+        if self.color:
+            self.out.write(code)
+
+    def _measure(self) -> None:
+        """Wrap at the terminal's width now (it may have been resized)."""
+        if self.wrap:
+            self._text.width = max(20, shutil.get_terminal_size().columns)
+
+    def enter(self, section: str, *, dim: bool = False) -> None:
+        """Start a labelled section (``"Thinking"``), unless it is the current one."""
+        if self.section == section:
+            return
+        self._style(_RESET)
+        self._text.newline()
+        if self.section:
+            self.out.write("\n")
+        self.section = section
+        self._measure()
+        self._style(_GREY if dim else _BOLD)
+        self.out.write(f"{section}:\n")
+        self._style(_RESET)
+        if dim:
+            self._style(_GREY)
+
+    def thinking(self, delta: str) -> None:
+        """``on_thinking``: grey on a terminal."""
+        self.enter("Thinking", dim=True)
+        self._text.write(delta)
+        self.out.flush()
+
+    def content(self, delta: str) -> None:
+        """``on_content``: plain text."""
+        self.enter("Answer")
+        self._text.write(delta)
+        self.out.flush()
+
+    def text(self, section: str, text: str) -> None:
+        """A whole section at once (a tool call, a tool result, the question)."""
+        self.enter(section)
+        self._text.write(text)
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A grey line of its own after the current section (stats, "[stopped]")."""
+        self.end()
+        self._measure()
+        self._style(_GREY)
+        self._text.write(text)
+        self._text.newline()
+        self._style(_RESET)
+        self.out.flush()
+
+    def end(self) -> None:
+        """Close the current section: reset the style, end the line."""
+        self._style(_RESET)
+        self._text.newline()
+        self.section = ""
+        self.out.flush()
+
+    def paragraph(self, text: str) -> None:
+        """Plain prose on lines of its own, wrapped like the stream."""
+        self.end()
+        self._measure()
+        self._text.write(text)
+        self._text.newline()
+        self.out.flush()
+
+    def heading(self, text: str) -> None:
+        """A bold line, for a block of plain lines that follows."""
+        self.end()
+        self._style(_BOLD)
+        self.out.write(text + "\n")
+        self._style(_RESET)
+        self.out.flush()
+
+
+def result_summary(result: ChatResult) -> str:
+    """``[qwen3 · 42 tokens · 35 tokens/s]``: a short line after an answer."""
+    parts = [result.model or "?"]
+    if result.eval_count is not None:
+        parts.append(f"{result.eval_count} tokens")
+    if result.tokens_per_second:
+        parts.append(f"{result.tokens_per_second:.0f} tokens/s")
+    return "[" + " · ".join(parts) + "]"
+
+
+# -- how the user ran us ---------------------------------------------------------
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    with contextlib.suppress(ValueError):
+        relative = Path(path).absolute().relative_to(Path.cwd())
+        return str(relative) if relative.parent != Path() else f"./{relative}"
+    return path
+
+
+def invocation(module: bool) -> str:
+    """The command the user typed to run us, to repeat in usage and next steps.
+
+    ``python -m ollama_stream_sync`` (with the venv's path to python when another
+    python comes first on PATH), or the console script as it was found.
+    """
+    if module:
+        exe = sys.executable or "python"
+        for name in ("python", "python3"):
+            found = shutil.which(name)
+            if found and Path(found).parent == Path(exe).parent:
+                return f"{name} -m ollama_stream_sync"
+        return f"{_shown_path(exe)} -m ollama_stream_sync"
+    script = sys.argv[0] if sys.argv and sys.argv[0] else NAME
+    name = Path(script).name
+    found = shutil.which(name)
+    if found and Path(found).absolute() == Path(script).absolute():
+        return name
+    return _shown_path(script) if os.sep in script else name
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415  # only for --version
+
+    def of(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(str(n) for n in sys.version_info[:3])
+    return f"{NAME} {of(NAME)} (ollama {of('ollama')}, Python {python})"
+
+
+# -- the command registry ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One ``add_argument`` call: its flags and options."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    """An argument of a command, spelled as ``ArgumentParser.add_argument`` takes it."""
+    return Argument(flags, options)
+
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, arguments, the function that runs it, extra help."""
+
+    name: str
+    run: Runner
+    arguments: tuple[Argument, ...]
+    epilog: str = ""
+
+    @property
+    def description(self) -> str:
+        return inspect.cleandoc(self.run.__doc__ or "")
+
+    @property
+    def summary(self) -> str:
+        return self.description.splitlines()[0] if self.description else ""
+
+
+COMMANDS: dict[str, Command] = {}
+"""The subcommands, in the order ``--help`` lists them."""
+
+
+def command(
+    name: str, *arguments: Argument, epilog: str = ""
+) -> Callable[[Runner], Runner]:
+    """Register ``fn`` as the subcommand ``name``; its docstring is its help."""
+
+    def register(fn: Runner) -> Runner:
+        if name in COMMANDS:
+            raise ValueError(f"two commands are named {name!r}")
+        COMMANDS[name] = Command(name, fn, arguments, epilog)
+        return fn
+
+    return register
+
+
+HOST = arg(
+    "--host",
+    metavar="URL",
+    help=f"Ollama's URL (default: $OLLAMA_HOST, or {DEFAULT_HOST})",
+)
+
+
+# -- demo ---------------------------------------------------------------------------
+
+
+@command(
+    "demo",
+    arg(
+        "--host",
+        metavar="URL",
+        help="run against this real Ollama instead of the built-in fake one",
+    ),
+    arg(
+        "--model",
+        metavar="NAME",
+        default=None,
+        help=f"the model to ask (default: {DEFAULT_MODEL})",
+    ),
+    arg(
+        "--delay",
+        type=float,
+        default=0.03,
+        metavar="SECONDS",
+        help="pause between the fake server's chunks, to watch it stream "
+        "(default: 0.03)",
+    ),
+)
+def _demo(args: argparse.Namespace) -> int:
+    """Watch a chat stream, with thinking, a tool call and Stop; no Ollama needed.
+
+    Starts a fake Ollama on loopback (or uses --host) and asks two questions: the
+    first runs a tool and answers; the second is stopped mid-answer with
+    handle.cancel(), keeping the partial text. Ends with the next steps.
+    """
+    from ._demo import run_demo  # noqa: PLC0415  # --help stays instant
+
+    run_demo(
+        host=args.host,
+        model=args.model or DEFAULT_MODEL,
+        delay=args.delay,
+        view=Transcript.for_stream(sys.stdout),
+        prog=args.prog,
+    )
+    return EXIT_OK
+
+
+# -- chat ---------------------------------------------------------------------------
+
+CHAT_HELP = """\
+in the chat:
+  Enter        send the line
+  Ctrl-C       stop the answer being written (the partial answer stays in
+               the history); at the prompt, press it twice to leave
+  Ctrl-D       leave
+  /save FILE   save the chat (settings and history) as JSON
+  /load FILE   continue a chat saved with /save
+  /help        list these
+  /exit        leave
+"""
+
+
+@command(
+    "chat",
+    arg("--model", "-m", required=True, metavar="NAME", help="the model to chat with"),
+    HOST,
+    arg("--think", action="store_true", help="ask the model to think before answering"),
+    arg("--system", metavar="TEXT", help="a system prompt"),
+    epilog=CHAT_HELP,
+)
+def _chat(args: argparse.Namespace) -> int:
+    """Chat with a model on your Ollama, streamed, history kept.
+
+    Thinking (with --think) is shown apart from the answer. Ctrl-C stops an
+    answer without leaving the chat.
+    """
+    return _Repl(args).run()
+
+
+class _Repl:
+    """The chat loop: read a line, stream the answer, keep the history."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.view = Transcript.for_stream(sys.stdout)
+        self.interactive = sys.stdin.isatty()
+        self.url = ""
+
+    def say(self, line: str) -> None:
+        """A line of the chat's own (not the model's)."""
+        self.view.end()
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def run(self) -> int:
+        from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
+        from ._conversation import Conversation  # noqa: PLC0415
+
+        args = self.args
+        if self.interactive:
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401, PLC0415  # line editing and history in input()
+        with StreamingClient(args.host) as client:
+            self.url = client.hosts[0]
+            self._check(client)
+            conv = Conversation(
+                client, args.model, system=args.system, think=bool(args.think)
+            )
+            thinking = ", thinking on" if args.think else ""
+            self.view.paragraph(
+                f"Chatting with {args.model} at {self.url}{thinking}. Ctrl-C stops "
+                "an answer, Ctrl-D leaves, /help lists the commands."
+            )
+            try:
+                return self._loop(conv)
+            finally:
+                self.view.end()  # never leave the terminal grey
+
+    def _check(self, client: StreamingClient) -> None:
+        """Fail before the first prompt if the server or the model is missing."""
+        import httpx  # noqa: PLC0415  # --help stays instant
+        import ollama  # noqa: PLC0415
+
+        from ._errors import ConnectionFailed  # noqa: PLC0415
+
+        model = self.args.model
+        health = client.health()[0]
+        if not health.reachable:
+            unreachable = ConnectionFailed(health.error or "", during_connect=True)
+            raise Failure(describe(unreachable, self.url, model))
+        try:
+            listed = client.sdk.list().models
+        except (ollama.ResponseError, httpx.HTTPError, ConnectionError):
+            return  # the list is only a courtesy: the first answer will tell
+        names = {m.model for m in listed if m.model}
+        if not names or model in names or f"{model}:latest" in names:
+            return
+        some = ", ".join(sorted(names)[:8])
+        raise Failure(
+            f"model {model!r} is not on the Ollama at {self.url}; pull it with "
+            f"'ollama pull {model}', or choose one it has with --model: {some}"
+        )
+
+    def _loop(self, conv: Conversation) -> int:
+        prompt = ">>> " if self.interactive else ""
+        interrupted = False  # the last thing at the prompt was a Ctrl-C
+        while True:
+            try:
+                line = input(prompt)
+            except EOFError:  # Ctrl-D, or the end of piped input
+                if self.interactive:
+                    sys.stdout.write("\n")
+                return EXIT_OK
+            except KeyboardInterrupt:
+                if interrupted:
+                    sys.stdout.write("\n")
+                    return EXIT_OK
+                interrupted = True
+                self.say(
+                    "\n(Ctrl-C again, or Ctrl-D, leaves; /save FILE keeps the chat)"
+                )
+                continue
+            interrupted = False
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                conv, leave = self._slash(conv, text)
+                if leave:
+                    return EXIT_OK
+                continue
+            self._turn(conv, line)
+
+    def _turn(self, conv: Conversation, text: str) -> None:
+        """Send one line and stream the answer; Ctrl-C stops it, errors print."""
+        from ._errors import StreamError  # noqa: PLC0415  # --help stays instant
+
+        view = self.view
+        if conv.running:  # a stopped answer whose stream has not ended yet
+            self.say("(the last answer is still stopping; send that again soon)")
+            return
+        try:
+            handle = conv.start_send(
+                text, on_thinking=view.thinking, on_content=view.content
+            )
+            result = _answer_or_stop(handle, conv.client.close_timeout)
+        except StreamError as exc:
+            view.end()
+            sys.stderr.write(f"error: {describe(exc, self.url, conv.model)}\n")
+            return
+        if result is None:
+            view.note("[stopped; the stream did not end in time]")
+        elif result.cancelled:
+            kept = len(result.content)
+            view.note(f"[stopped; the {kept} characters so far stay in the history]")
+        else:
+            view.note(result_summary(result))
+
+    def _slash(self, conv: Conversation, text: str) -> tuple[Conversation, bool]:
+        """Run a /command; return the conversation to go on with, and leave or not."""
+        name, _, rest = text.partition(" ")
+        path = Path(rest.strip()).expanduser() if rest.strip() else None
+        if name in ("/exit", "/quit", "/bye"):
+            return conv, True
+        if name in ("/help", "/?"):
+            self.say(CHAT_HELP.rstrip())
+        elif name in ("/save", "/load") and path is None:
+            self.say(f"usage: {name} FILE")
+        elif name == "/save" and path is not None:
+            try:
+                path.write_text(conv.to_json() + "\n", encoding="utf-8")
+            except OSError as exc:
+                self.say(f"could not save to {path}: {exc.strerror or exc}")
+            else:
+                self.say(f"saved {len(conv.messages)} messages to {path}")
+        elif name == "/load" and path is not None:
+            conv = self._load(conv, path)
+        else:
+            self.say(f"unknown command {name}; /help lists them")
+        return conv, False
+
+    def _load(self, conv: Conversation, path: Path) -> Conversation:
+        from ._conversation import Conversation  # noqa: PLC0415  # --help stays instant
+
+        try:
+            loaded = Conversation.from_json(
+                conv.client, path.read_text(encoding="utf-8")
+            )
+        except OSError as exc:
+            self.say(f"could not read {path}: {exc.strerror or exc}")
+            return conv
+        except (ValueError, KeyError, TypeError) as exc:
+            self.say(f"{path} is not a chat saved with /save ({exc})")
+            return conv
+        saved_model = loaded.model
+        # The command line says which model to talk to now, and whether it thinks.
+        loaded.model, loaded.think = conv.model, conv.think
+        note = f" (saved with {saved_model})" if saved_model != conv.model else ""
+        self.say(f"loaded {len(loaded.messages)} messages from {path}{note}")
+        return loaded
+
+
+def _answer_or_stop(handle: StreamHandle, grace: float) -> ChatResult | None:
+    """Wait for the answer; the first Ctrl-C cancels it, and we wait for the end.
+
+    Returns the result (``cancelled`` after a Ctrl-C), or ``None`` if the stream
+    did not end within ``grace`` seconds of the cancel.
+    """
+    import concurrent.futures  # noqa: PLC0415  # --help stays instant
+
+    try:
+        return handle.result()
+    except KeyboardInterrupt:
+        handle.cancel()
+    # What arrived before the cancel is still shown; more Ctrl-C (people press
+    # it twice) must not cut that short or leave the chat.
+    while True:
+        try:
+            return handle.result(timeout=grace)
+        except concurrent.futures.TimeoutError:
+            return None
+        except KeyboardInterrupt:
+            continue
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Stream Ollama chats from synchronous Python code. "
+        f"Start with '{prog} demo' (no Ollama needed).",
+        epilog=EXIT_STATUS_HELP + f"\nmore: {PROJECT_URL}#readme",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", dest="command"
+    )
+    for cmd in COMMANDS.values():
+        sub = commands.add_parser(
+            cmd.name,
+            help=cmd.summary,
+            description=cmd.description,
+            epilog=(cmd.epilog + "\n" if cmd.epilog else "") + EXIT_STATUS_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for argument in cmd.arguments:
+            sub.add_argument(*argument.flags, **argument.options)
+        sub.set_defaults(run=cmd.run)
+    parser.set_defaults(prog=prog)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, module: bool = False) -> int:
+    """Run the command line; return the exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        module: run as ``python -m ollama_stream_sync`` (shown in usage lines).
+    """
+    prog = invocation(module)
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; expected failures become one line and status 1."""
+    from ._errors import StreamError  # noqa: PLC0415  # --help stays instant
+
+    try:
+        status: int = args.run(args)
+    except (Failure, StreamError) as exc:
+        if _broken_pipe(exc):
+            return _stdout_gone()
+        _flush_quietly()
+        line = str(exc) if isinstance(exc, Failure) else describe(exc, None, None)
+        sys.stderr.write(f"{NAME}: error: {line}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _flush_quietly()
+        sys.stderr.write(f"\n{NAME}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `... | head`: the reader has gone, so stop quietly
+        return _stdout_gone()
+    return status
+
+
+def _flush_quietly() -> None:
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+
+
+def _stdout_gone() -> int:
+    # Point stdout at /dev/null so the interpreter's final flush does not fail
+    # again (the recipe in the signal module's documentation).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_FAILURE
