@@ -73,46 +73,56 @@ class Failure(Exception):
     """An expected failure: ``main`` prints its one line and exits with status 1."""
 
 
-def describe(exc: BaseException, url: str | None, model: str | None) -> str:
+def describe(exc: BaseException, url: str | None, model: str | None) -> str:  # noqa: PLR0911
     """One line for a ``StreamError``: what went wrong, then what to do.
 
-    The error's own text comes first; the URL and a hint in terms of this
-    command line's options are added only where that text lacks them.
+    Built from the error's attributes (its URL, model and detail), with the
+    advice in terms of this command line's options.
     """
     from ._errors import (  # noqa: PLC0415  # --help stays instant
         ConnectionFailed,
         ModelNotFound,
         ServerError,
+        StreamError,
         StreamTimeout,
     )
 
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if url and url not in text:
-        text = f"Ollama at {url}: {text}"
-    hint = ""
+    if not isinstance(exc, StreamError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    url = exc.url or url
+    model = exc.model or model
+    where = f"Ollama at {url}" if url else "Ollama"
+    detail = " ".join(exc.message.split()) or type(exc).__name__
+    if isinstance(exc, ConnectionFailed) and exc.during_connect:
+        return (
+            f"could not connect to {where}: {detail}; is Ollama running? Start it "
+            "with 'ollama serve', or point --host (or OLLAMA_HOST) at it"
+        )
     if isinstance(exc, ModelNotFound):
-        if "ollama pull" not in text:
-            name = f" {model}" if model else ""
-            hint = f"pull it with 'ollama pull{name}', or choose another with --model"
-    elif isinstance(exc, ConnectionFailed):
-        if not getattr(exc, "during_connect", True):
-            hint = "the connection broke; try again"
-        elif "ollama serve" not in text:
-            hint = "is Ollama running? Start it with 'ollama serve', or point "
-            hint += "--host (or OLLAMA_HOST) at it"
-    elif isinstance(exc, StreamTimeout):
-        if getattr(exc, "which", "") == "first_token":
-            hint = "the model may still be loading, or the server is busy; try again"
-        else:
-            hint = "the server is busy or stuck; try again, or check its log"
-    elif isinstance(exc, ServerError):
-        if "does not support thinking" in text:
+        name = model or "<model>"
+        return (
+            f"model {name!r} not found on {where} ({detail}); pull it with "
+            f"'ollama pull {name}', or choose another with --model"
+        )
+    if isinstance(exc, ConnectionFailed):
+        return f"{where}: the connection broke ({detail}); try again"
+    if isinstance(exc, StreamTimeout):
+        hint = (
+            "the model may still be loading, or the server is busy; try again"
+            if exc.which == "first_token"
+            else "the server is busy or stuck; try again, or check its log"
+        )
+        return f"{where}: {detail}; {hint}"
+    if isinstance(exc, ServerError):
+        status = f"HTTP {exc.status_code}" if exc.status_code else "in-stream error"
+        if "does not support thinking" in detail:
             hint = "leave out --think, or choose a model that thinks with --model"
-        elif "does not support tools" in text:
+        elif "does not support tools" in detail:
             hint = "choose a model that supports tools with --model"
         else:
             hint = "check the Ollama server's log"
-    return text + (f"; {hint}" if hint else "")
+        return f"{where}: {detail} ({status}); {hint}"
+    return f"{where}: {detail}"
 
 
 @contextlib.contextmanager
@@ -583,13 +593,15 @@ class _Repl:
         import httpx  # noqa: PLC0415  # --help stays instant
         import ollama  # noqa: PLC0415
 
-        from ._errors import ConnectionFailed  # noqa: PLC0415
+        from ._errors import ConnectionFailed, StreamError, StreamTimeout  # noqa: PLC0415
 
         model = self.args.model
-        health = client.health()[0]
-        if not health.reachable:
-            unreachable = ConnectionFailed(health.error or "", during_connect=True)
-            raise Failure(describe(unreachable, self.url, model))
+        try:
+            client.loaded_models()
+        except (ConnectionFailed, StreamTimeout) as exc:
+            raise Failure(describe(exc, self.url, model)) from exc
+        except StreamError:
+            pass  # it answered: reachable (an old server may lack /api/ps)
         try:
             listed = client.sdk.list().models
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError):

@@ -368,8 +368,8 @@ def test_chat_in_a_terminal_without_a_server_says_so_in_one_line(
     lines = [s for s in screen if s.strip() and not s.startswith("Pane is dead")]
     assert lines[1:] == ["[exit status 1]"]
     line = lines[0]
-    assert line.startswith("ollama-stream-sync: error: Ollama at ")
-    assert "ollama serve" in line
+    assert line.startswith("ollama-stream-sync: error: could not connect to Ollama at ")
+    assert refused_url in line and "ollama serve" in line
 
 
 def test_chat_without_a_server_fails_before_the_prompt(refused_url: str) -> None:
@@ -588,13 +588,13 @@ def test_wrapper_of_width_zero_writes_straight_through() -> None:
     ("error", "expected"),
     [
         (
-            ConnectionFailed("could not connect: refused", during_connect=True),
-            "Ollama at http://h:1: could not connect: refused; is Ollama running? "
+            ConnectionFailed("refused", during_connect=True),
+            "could not connect to Ollama at http://h:1: refused; is Ollama running? "
             "Start it with 'ollama serve', or point --host (or OLLAMA_HOST) at it",
         ),
         (
             ModelNotFound("model 'm' not found", status_code=404),
-            "Ollama at http://h:1: model 'm' not found (HTTP 404); "
+            "model 'm' not found on Ollama at http://h:1 (model 'm' not found); "
             "pull it with 'ollama pull m', or choose another with --model",
         ),
         (
@@ -615,11 +615,12 @@ def test_describe_says_what_went_wrong_and_what_to_do(
     assert describe(error, "http://h:1", "m") == expected
 
 
-def test_describe_does_not_repeat_what_the_error_already_says() -> None:
+def test_describe_uses_the_url_and_model_the_error_carries() -> None:
     error = ConnectionFailed(
-        "could not connect to http://h:1: refused\n(start it with 'ollama serve')",
-        during_connect=True,
+        "refused\n(twice)", during_connect=True, url="http://real:2", model="q"
     )
-    assert describe(error, "http://h:1", "m") == (
-        "could not connect to http://h:1: refused (start it with 'ollama serve')"
+    line = describe(error, "http://h:1", "m")
+    assert line.startswith(
+        "could not connect to Ollama at http://real:2: refused (twice);"
     )
+    assert line.count("ollama serve") == 1  # the library's own hint is not repeated
