@@ -18,6 +18,7 @@ from ollama_stream_sync import (
     ServerError,
     StreamingClient,
 )
+from ollama_stream_sync.testing import FakeOllama
 
 from .conftest import USER
 
@@ -168,3 +169,25 @@ def test_session_is_left_open(mocked: responses.RequestsMock) -> None:
 def test_session_must_be_a_session() -> None:
     with pytest.raises(TypeError, match=r"requests\.Session"):
         StreamingClient(HOST, session=object())  # type: ignore[arg-type]
+
+
+def test_proxy_settings_still_apply_to_a_remote_host(
+    server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment is read once per client, not per request; it still counts.
+
+    The fake server stands in for the proxy: it records the absolute URI a proxy
+    receives, and answers 404 (it does not forward).
+    """
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    remote = "http://ollama.example:11434"
+    with requests.Session() as session, StreamingClient(remote, session=session) as c:
+        with pytest.raises(ServerError):
+            c.chat("m", USER)
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # too late: read once
+        session.proxies = {"http": server.url}  # the session's own setting wins
+        with pytest.raises(ServerError):
+            c.chat("m", USER)
+    assert [r.path for r in server.requests] == [f"{remote}/api/chat"] * 2

@@ -343,6 +343,16 @@ class RequestsStreamTransport:
         self._proxies: dict[str, str] = (
             {"http": "", "https": ""} if is_loopback(host) else {}
         )
+        # What the environment says for our base URL, read once (as httpx
+        # does): requests scans all of os.environ twice per request otherwise.
+        self._env_proxies = requests.utils.get_environ_proxies(self._base)
+        self._env_verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+            "CURL_CA_BUNDLE"
+        )
+        self._plain_merge = (
+            type(session).merge_environment_settings
+            is requests.Session.merge_environment_settings
+        )
 
     def _send(
         self, method: str, path: str, *, data: bytes | None, timeout: Any, stream: bool
@@ -353,9 +363,7 @@ class RequestsStreamTransport:
         )
         prepared = session.prepare_request(request)
         url = prepared.url or self._base + path
-        settings = session.merge_environment_settings(
-            url, dict(self._proxies), stream, None, None
-        )
+        settings = self._settings(url, stream)
         adapter = session.get_adapter(url)
         pool_for = getattr(adapter, "get_connection_with_tls_context", None)
         if pool_for is not None:
@@ -369,6 +377,32 @@ class RequestsStreamTransport:
                     )
                 )
         return session.send(prepared, timeout=timeout, allow_redirects=True, **settings)
+
+    def _settings(self, url: str, stream: bool) -> dict[str, Any]:
+        """``Session.merge_environment_settings``, with the environment read once.
+
+        A session class that overrides the method keeps its own, per request.
+        """
+        session = self._session
+        if not self._plain_merge:
+            return dict(
+                session.merge_environment_settings(
+                    url, dict(self._proxies), stream, None, None
+                )
+            )
+        proxies = dict(self._proxies)
+        verify = None
+        if session.trust_env:
+            for key, value in self._env_proxies.items():
+                proxies.setdefault(key, value)
+            verify = self._env_verify
+        merge: Any = requests.sessions.merge_setting  # untyped in types-requests
+        return {
+            "proxies": merge(proxies, session.proxies),
+            "stream": merge(stream, session.stream),
+            "verify": merge(verify, session.verify),
+            "cert": merge(None, session.cert),
+        }
 
     def open(
         self, path: str, body: dict[str, Any], *, connect_timeout: float | None
