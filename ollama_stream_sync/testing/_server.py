@@ -66,13 +66,14 @@ class RecordedRequest:
     """One request the fake server received, as it arrived.
 
     ``body`` is the parsed JSON (None when it was not JSON; ``None`` for GET).
-    ``headers`` keep the client's spelling of each name.
+    ``headers`` keep the client's spelling of each name (httpx, so the SDK,
+    sends them in lower case).
 
     Example::
 
         (request,) = server.stream_requests()
         assert request.path == "/api/chat" and request.body["stream"] is True
-        assert request.headers["Authorization"] == "Bearer key"
+        assert request.headers["authorization"] == "Bearer key"
     """
 
     method: str
@@ -126,6 +127,12 @@ class _Handler(BaseHTTPRequestHandler):
         # each line until the client's delayed ACK, ~40 ms on a reused connection.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().setup()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The status line and ``Date``; no ``Server`` line, as Go's net/http."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
 
     @property
     def owner(self) -> FakeOllama:
