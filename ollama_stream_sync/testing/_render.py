@@ -79,16 +79,15 @@ class Renderer:
         ``writeChatResponse`` does; otherwise (and on generate) only the last
         chunk's tool calls remain.
         """
-        if not parts:
-            empty = Chunk()
-            last = self.chunk(empty)
-            last["created_at"] = "0001-01-01T00:00:00Z"  # Go's zero time
-            last["model"] = ""
+        if not parts:  # Go's zero ChatResponse / GenerateResponse
+            last: dict[str, Any] = {"model": "", "created_at": "0001-01-01T00:00:00Z"}
+            if self.chat:
+                last["message"] = {"role": "", "content": ""}
+            else:
+                last["response"] = ""
+            last["done"] = False
         else:
-            last = {
-                k: (dict(v) if isinstance(v, Mapping) else v)
-                for k, v in parts[-1].items()
-            }
+            last = dict(parts[-1])
         if self.chat:
             messages = [p.get("message", {}) for p in parts]
             base = last.get("message") or {"role": "", "content": ""}

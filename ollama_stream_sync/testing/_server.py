@@ -347,10 +347,29 @@ class FakeOllama:
         unknown_models: names the registry does not have: an unscripted pull of
             one streams Ollama's in-band "file does not exist" error.
 
-    Settable attributes: ``models``, ``loaded`` (what ``/api/ps`` lists: names
-    or dicts; a chat or generate request loads its model, ``keep_alive: 0``
-    unloads it), ``unknown_models``, ``default_reply``, ``version``,
-    ``content_encoding``. ``requests`` records every GET and POST.
+    Attributes (all settable, also while serving):
+        default_reply: the script a chat or generate request plays when no
+            script is queued for it (``reply("Hello from the fake Ollama
+            server.")`` at first), e.g. ``server.default_reply = reply("Hi.")``.
+        models: as the argument; a successful pull or create adds to it.
+        loaded: what ``/api/ps`` lists, as names or dicts (fields shown instead
+            of the invented ones, e.g. ``{"name": "m", "size_vram": 0}``). A
+            chat or generate request answered with 200 loads its model for its
+            ``keep_alive`` (``expires_at``; ``options.num_ctx`` becomes
+            ``context_length``); ``keep_alive: 0`` unloads it.
+        unknown_models: as the argument.
+        version: what ``/api/version`` answers.
+        content_encoding: as the argument.
+        requests: every GET and POST received, as ``RecordedRequest``, in order.
+
+    A request with no messages (chat) or no prompt (generate) and no script
+    queued gets Ollama's one-object answer with ``done_reason`` ``"load"``, or
+    ``"unload"`` with ``keep_alive: 0``. With no script queued, a pull plays
+    ``pull_script()`` (every layer already complete for a pulled model) or, for
+    ``unknown_models``, ``pull_not_found_script()``; a push plays
+    ``push_script()`` for a pulled model, else Ollama's in-band "no such file"
+    error; a create plays ``create_script()`` from ``from`` (pulling a missing
+    base first, as Ollama does) or ``files``, else answers 400.
     """
 
     def __init__(
