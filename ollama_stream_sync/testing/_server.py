@@ -410,7 +410,12 @@ class FakeOllama:
 
             self._tls = TLSMaterial(("127.0.0.1", "localhost", "::1"))
             context = self._tls.server_context()
-        self._httpd = _Server(self, (host, port), context)
+        try:
+            self._httpd = _Server(self, (host, port), context)
+        except BaseException:
+            if self._tls is not None:
+                self._tls.remove()  # no server, so no close() to remove it later
+            raise
         self._thread: threading.Thread | None = None
 
     # -- control --------------------------------------------------------------
