@@ -278,6 +278,10 @@ class _Server(HTTPServer):
     """The listening socket: accepts, wraps TLS, hands each connection a thread."""
 
     allow_reuse_address = True
+    # Go's net.Listen (so Ollama) uses the system's limit; socketserver's 5 lets
+    # a burst of concurrent connects overflow the accept queue, which with SYN
+    # cookies can end in a reset on a busy machine.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
         self,
