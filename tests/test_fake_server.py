@@ -690,6 +690,18 @@ def test_http_error_headers_and_status(server: FakeOllama) -> None:
     assert answer.json() == {"error": "busy"}
 
 
+@pytest.mark.parametrize(
+    ("body", "error", "recorded"),
+    [(b"", "missing request body", {}), (b"{nope", "invalid request body: ", None)],
+)
+def test_bad_request_bodies_are_400(
+    server: FakeOllama, body: bytes, error: str, recorded: Any
+) -> None:
+    answer = httpx.post(server.url + "/api/chat", content=body, timeout=WAIT)
+    assert answer.status_code == 400 and answer.json()["error"].startswith(error)
+    assert server.requests[-1].body == recorded
+
+
 def test_in_band_error_ends_the_stream_after_a_200(server: FakeOllama) -> None:
     server.enqueue([Chunk(content="a"), ErrorLine("boom"), Chunk(content="never")])
     wire = raw_exchange(server.url, "POST", "/api/chat", {"model": "m"})

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _models as models_
-from ._play import JSON_UTF8, Player, Response
+from ._play import JSON_UTF8, Outcome, Player, Response
 from ._render import CHAT, GENERATE, load_answer
 from ._steps import ErrorLine as _ErrorLine
 from ._steps import Progress as _Progress
@@ -189,18 +189,21 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         owner = self.owner
         raw = self._read_body()
+        body: Any = {}  # recorded as {} when empty, as it always was
+        problem = "" if raw.strip() else "missing request body"
         try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = None
+            body = json.loads(raw) if raw.strip() else body
+        except ValueError as exc:
+            body, problem = None, f"invalid request body: {exc}"
         owner._record(RecordedRequest("POST", self.path, dict(self.headers), body))
         path = self.path.split("?", 1)[0]
         response = self._response()
         if path not in (*SCRIPTED.values(), SHOW):
             response.json(404, {"error": "404 page not found"})
             return
-        if not isinstance(body, dict):
-            response.json(400, {"error": "missing request body"})
+        if problem or not isinstance(body, dict):
+            # Each handler's ShouldBindJSON: io.EOF, or a decoding error.
+            response.json(400, {"error": problem or "invalid request body"})
             return
         if path in (CHAT, GENERATE):
             self._inference(path, body, response)
@@ -209,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._progress(path, body, response)
 
-    def _play(self, path: str, body: dict[str, Any], script: Sequence[Step]) -> Any:
+    def _play(self, path: str, body: dict[str, Any], script: Sequence[Step]) -> Outcome:
         owner = self.owner
         player = Player(self, owner, path, body, owner.content_encoding)
         return player.play(script)
