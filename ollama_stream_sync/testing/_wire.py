@@ -1,0 +1,85 @@
+"""JSON as Ollama's Go server writes it, and the small value formats it uses."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from typing import Any
+
+# Go's encoding/json escapes these inside strings (HTML safety); they can only
+# appear inside strings in JSON text, so a plain replace on the output is exact.
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+FIXED_CREATED_AT = "2026-01-01T00:00:00.000000Z"
+"""The ``created_at`` of every streamed chunk: fixed, so recorded output is stable."""
+
+
+def go_json(data: Any) -> bytes:
+    """Encode like Go's ``json.Marshal``: compact, UTF-8, HTML characters escaped."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text).encode()
+
+
+def omit_empty(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys whose value Go's ``omitempty`` drops: None, 0, "", empty lists."""
+    return {k: v for k, v in data.items() if v not in (None, 0, "", [], {}, ())}
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    """A timestamp as Go's ``time.Time`` marshals it (RFC 3339, nanosecond form)."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def now_utc() -> datetime.datetime:
+    """The current time in UTC."""
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+FOREVER = datetime.timedelta(microseconds=(2**63 - 1) // 1000)
+"""What Ollama makes of a negative ``keep_alive``: Go's longest duration."""
+
+
+def keep_alive_seconds(value: Any) -> float | None:
+    """Seconds of a ``keep_alive`` value as Ollama reads it, or None if unreadable.
+
+    A number is seconds; a string is a Go duration (``"5m"``, ``"1h30m"``) or a
+    bare number of seconds. A negative value means forever (``inf``).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float("inf") if value < 0 else float(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return float("inf") if number < 0 else number
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    parts = _DURATION_RE.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
+        return None
+    seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return float("inf") if seconds < 0 else seconds
