@@ -734,7 +734,10 @@ class StreamingClient:
         tracker = ProgressTracker(model, operation)
 
         def job(ctx: StreamContext) -> ModelResult:
-            run_stream(request, ctx)
+            try:
+                run_stream(request, ctx)
+            finally:
+                self._loaded.forget()  # what is pulled or loaded has changed
             return tracker.result()
 
         callbacks = Callbacks(
@@ -905,7 +908,10 @@ class StreamingClient:
         started = time.monotonic()
 
         def job(ctx: StreamContext) -> ChatResult:
-            result: ChatResult = run_stream(request, ctx)
+            try:
+                result: ChatResult = run_stream(request, ctx)
+            finally:
+                self._loaded.forget()  # the server's memory has changed
             return result
 
         answer = wait_result(

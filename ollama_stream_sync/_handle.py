@@ -131,6 +131,7 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
             sink=sink,
             coalesce_interval=coalesce_interval,
             partial=partial,
+            on_change=state.notify,
         )
         self._sink = sink
         self._ctx = StreamContext(self._acc, self._scope, self._emitter)

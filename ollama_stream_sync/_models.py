@@ -115,6 +115,11 @@ class LoadedModels:
         self._cache: dict[str, tuple[float, list[LoadedModel]]] = {}
         self._flights: dict[str, threading.Event] = {}
 
+    def forget(self) -> None:
+        """Drop every cached answer (a model was loaded, unloaded or pulled)."""
+        with self._lock:
+            self._cache.clear()
+
     def get(self, host: Host, timeout: float | None) -> list[LoadedModel]:
         """The models loaded on ``host`` now (or within the last ``ttl``)."""
         while True:

@@ -198,8 +198,10 @@ class Emitter:
         coalesce_interval: float | None = None,
         partial: Callable[[], PartialParser] | None = None,
         clock: Clock = time.monotonic,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.callbacks = callbacks
+        self._changed = on_change  # wakes handle.wait_for() on a phase change
         self.delivery = delivery
         self.sink = sink
         self._fns = (
@@ -232,6 +234,8 @@ class Emitter:
         self._since = 0.0
         self._timer: StreamTimer | None = None
         self._late_phase: PhaseName | None = None
+        self._sent = False
+        self._resident: bool | None = None
 
     # -- configuration ---------------------------------------------------------
 
@@ -299,7 +303,9 @@ class Emitter:
     def set_phase(self, name: PhaseName) -> None:
         """Move to phase ``name`` (no event when it does not change)."""
         if self._fast:
-            self.phase = name
+            if name != self.phase:
+                self.phase = name
+                self._changed()
             return
         with self._lock:
             out = _Out(self)
@@ -309,6 +315,25 @@ class Emitter:
                 self._phase_locked(name, out)
             out.send()
         self._raise_if_failed()
+
+    def request_sent(self) -> None:
+        """The request is out: "loading" if the model is known not to be resident."""
+        with self._lock:
+            self._sent = True
+            self.set_phase("loading" if self._resident is False else "waiting")
+
+    def new_attempt(self) -> None:
+        """An attempt starts: connecting, and nothing sent yet."""
+        with self._lock:
+            self._sent = False
+            self.set_phase("connecting")
+
+    def residency(self, resident: bool) -> None:
+        """A probe found out whether the model was loaded (any thread)."""
+        with self._lock:
+            self._resident = resident
+            if self._sent and not resident:
+                self.late_phase("loading", only_from="waiting")
 
     def late_phase(self, name: PhaseName, *, only_from: str) -> None:
         """A phase change found off the worker (a probe), if still in ``only_from``.
@@ -321,6 +346,7 @@ class Emitter:
                 return
             if self.delivery.inline and self.callbacks.on_phase is not None:
                 self.phase = name
+                self._changed()
                 self._late_phase = name
                 if self.sink is not None:
                     self.sink.put([Phase(name, self.elapsed())])
@@ -339,6 +365,7 @@ class Emitter:
     def _phase_locked(self, name: PhaseName, out: _Out) -> None:
         self.phase = name
         self._phase_sent = name
+        self._changed()
         out.phase(name)
 
     def call(self, fn: Callable[..., object] | None, name: str, *args: Any) -> None:
@@ -629,12 +656,11 @@ class _Run:
 
     def _sent(self) -> None:
         """The transport sent the request: now the model loads or reads the prompt."""
-        self.emitter.set_phase("loading" if self.resident is False else "waiting")
+        self.emitter.request_sent()
 
     def _probe_answer(self, resident: bool) -> None:
         self.resident = resident
-        if not resident:
-            self.emitter.late_phase("loading", only_from="waiting")
+        self.emitter.residency(resident)
 
     def _stream_once(self, transport: Transport) -> None:
         request, acc, scope, clock, emitter = (
@@ -646,7 +672,7 @@ class _Run:
         )
         scope.check()
         acc.start(clock())
-        emitter.set_phase("connecting")
+        emitter.new_attempt()
         if (
             request.probe is not None
             and self.host is not None
