@@ -24,8 +24,9 @@ import json
 import os
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -286,9 +287,12 @@ class TrackingBackend(httpcore.NetworkBackend):
 class _ResponseStream(httpx.SyncByteStream):
     """httpcore's body stream; closing it ends the connection's claim *first*."""
 
-    def __init__(self, stream: Iterable[bytes], conn: object) -> None:
+    def __init__(
+        self, stream: Iterable[bytes], conn: object, done: Callable[[], None]
+    ) -> None:
         self._stream = stream
         self._conn = conn if isinstance(conn, _SocketStream) else None
+        self._done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
         with _httpcore_to_httpx():
@@ -306,15 +310,31 @@ class _ResponseStream(httpx.SyncByteStream):
             disown(self._conn)
             self._conn.end_drain()
         close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        try:
+            if close is not None:
+                close()
+        finally:
+            done, self._done = self._done, None
+            if done is not None:
+                done()
+
+
+SHARD_STREAMS = 16
+"""Concurrent requests one httpcore pool serves before the next pool takes more.
+
+httpcore's pool re-examines every connection under one lock on each request
+and each release, which is quadratic in the connections: hundreds of
+concurrent streams in one pool spend their time there. A client with fewer
+streams than this uses one pool, and reuses its connections fully."""
 
 
 class CancellableTransport(httpx.BaseTransport):
     """An ``httpx.HTTPTransport`` look-alike whose sockets a cancel can shut down.
 
-    Its pool has no connection limit by default: each stream holds its
-    connection for its whole life, so a limit would only queue streams.
+    It has no connection limit by default: each stream holds its connection for
+    its whole life, so a limit would only queue streams. Requests fill one
+    httpcore pool up to ``SHARD_STREAMS`` at once, then the next (unless
+    ``limits`` sets a connection limit, which one pool enforces).
     """
 
     def __init__(
@@ -331,24 +351,49 @@ class CancellableTransport(httpx.BaseTransport):
         retries: int = 0,
         socket_options: Iterable[Any] | None = None,
     ) -> None:
+        self._shard = limits is None or limits.max_connections is None
         limits = limits or httpx.Limits(
-            max_connections=None, max_keepalive_connections=100
+            max_connections=None, max_keepalive_connections=SHARD_STREAMS
         )
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(
-                verify=verify, cert=cert, trust_env=trust_env
-            ),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=http1,
-            http2=http2,
-            uds=uds,
-            local_address=local_address,
-            retries=retries,
-            socket_options=socket_options,
-            network_backend=TrackingBackend(),
+        ssl_context = httpx.create_ssl_context(
+            verify=verify, cert=cert, trust_env=trust_env
         )
+
+        def new_pool() -> httpcore.ConnectionPool:
+            return httpcore.ConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                http1=http1,
+                http2=http2,
+                uds=uds,
+                local_address=local_address,
+                retries=retries,
+                socket_options=socket_options,
+                network_backend=TrackingBackend(),
+            )
+
+        self._new_pool = new_pool
+        # Guards _pools and _busy: requests start and end on many threads.
+        self._lock = threading.Lock()
+        self._pools = [new_pool()]
+        self._busy = [0]
+
+    def _take_pool(self) -> int:
+        """The pool for the next request: the first with room (``SHARD_STREAMS``)."""
+        with self._lock:
+            for index, busy in enumerate(self._busy):
+                if busy < SHARD_STREAMS or not self._shard:
+                    self._busy[index] = busy + 1
+                    return index
+            self._pools.append(self._new_pool())
+            self._busy.append(1)
+            return len(self._pools) - 1
+
+    def _give_pool(self, index: int) -> None:
+        with self._lock:
+            self._busy[index] -= 1
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(request.stream, httpx.SyncByteStream):
@@ -365,11 +410,21 @@ class CancellableTransport(httpx.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        with _httpcore_to_httpx():
-            resp = self._pool.handle_request(req)
+        index = self._take_pool()
+        try:
+            with _httpcore_to_httpx():
+                resp = self._pools[index].handle_request(req)
+        except BaseException:
+            self._give_pool(index)
+            raise
         if not isinstance(resp.stream, Iterable):
+            self._give_pool(index)
             raise TypeError("httpcore returned an asynchronous stream")
-        body = _ResponseStream(resp.stream, resp.extensions.get("network_stream"))
+        body = _ResponseStream(
+            resp.stream,
+            resp.extensions.get("network_stream"),
+            lambda: self._give_pool(index),
+        )
         return httpx.Response(
             status_code=resp.status,
             headers=resp.headers,
@@ -379,7 +434,10 @@ class CancellableTransport(httpx.BaseTransport):
         )
 
     def close(self) -> None:
-        self._pool.close()
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.close()
 
     def __exit__(
         self,
