@@ -29,7 +29,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import ollama
@@ -226,7 +226,7 @@ def run(srv: ServerProcess, cfg: Config) -> None:
         via_session.close()
         session.close()
         for sdk in sdks:
-            sdk.close()
+            sdk.close()  # type: ignore[no-untyped-call]  # the SDK is untyped here
         pool_log.removeHandler(discards)
         pool_log.propagate = True
     _report(cfg, contenders, tallies, warm_errors, discards.count)
@@ -256,7 +256,7 @@ def _tally(
 
 def _report(
     cfg: Config,
-    contenders: dict[str, tuple[str, object]],
+    contenders: Mapping[str, tuple[str, object]],
     tallies: dict[str, Tally],
     warm_errors: int,
     discarded: int,
