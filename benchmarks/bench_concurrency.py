@@ -47,6 +47,7 @@ from _harness import (
     ratio_cells,
     settle,
 )
+from contenders import RunStream, bare_sdk_loop, has_iterator, iterate
 
 from ollama_stream_sync import StreamingClient
 
@@ -124,17 +125,14 @@ def _check(parts: list[str], n: int) -> str | None:
     return None if got == expected_chars(n) else f"{got} of {expected_chars(n)} chars"
 
 
-def bare_threads(clients: list[ollama.Client], model: str, n: int) -> RunOutcome:
-    """One thread per stream, each running the bare loop on its own SDK client."""
-    outcome: list[str | None] = ["did not finish"] * len(clients)
+def threads_each(loops: list[RunStream], model: str, n: int) -> RunOutcome:
+    """One thread per stream, each running its own loop (bare SDK, or iterator)."""
+    outcome: list[str | None] = ["did not finish"] * len(loops)
 
     def worker(i: int) -> None:
         parts: list[str] = []
         try:
-            for part in clients[i].chat(model, USER, stream=True):
-                content = part.message.content
-                if content:
-                    parts.append(content)
+            loops[i](model, parts.append)
             outcome[i] = _check(parts, n)
         except Exception as exc:  # noqa: BLE001  # counted, not raised
             outcome[i] = f"{type(exc).__name__}: {exc}"
@@ -143,7 +141,7 @@ def bare_threads(clients: list[ollama.Client], model: str, n: int) -> RunOutcome
         started = time.monotonic()
         threads = [
             threading.Thread(target=worker, args=(i,), daemon=True)
-            for i in range(len(clients))
+            for i in range(len(loops))
         ]
         for t in threads:
             t.start()
@@ -194,10 +192,11 @@ def run(srv: ServerProcess, cfg: Config) -> None:
     client = StreamingClient(srv.url)
     via_session = StreamingClient(srv.url, session=session)
     Run = Callable[[str, int], RunOutcome]
+    bare_loops = [bare_sdk_loop(sdk) for sdk in sdks]
     contenders: dict[str, tuple[str, Run]] = {
         "bare": (
             "bare SDK loop, a thread + ollama.Client each",
-            lambda model, k: bare_threads(sdks, model, k),
+            lambda model, k: threads_each(bare_loops, model, k),
         ),
         "httpx": (
             "StreamingClient.start_chat httpx",
@@ -208,11 +207,19 @@ def run(srv: ServerProcess, cfg: Config) -> None:
             lambda model, k: library_streams(via_session, streams, model, k),
         ),
     }
+    if has_iterator():
+        # The iterator runs in its caller's thread: one thread per stream, as
+        # the bare loop has, all on the one client.
+        iterators = [iterate(client)] * streams
+        contenders["iterator"] = (
+            "stream_chat() iterator, a thread each",
+            lambda model, k: threads_each(iterators, model, k),
+        )
     tallies = {key: Tally() for key in contenders}
-    warm_errors = 0
+    warm_errors: list[str] = []
     try:
         for _, fn in contenders.values():  # warm: connections, pools, imports
-            warm_errors += len(fn(gated(1, next(_runs), streams), 1).errors)
+            warm_errors += fn(gated(1, next(_runs), streams), 1).errors
         for _ in range(runs):
             for key, (_, fn) in contenders.items():
                 settle()
@@ -258,7 +265,7 @@ def _report(
     cfg: Config,
     contenders: Mapping[str, tuple[str, object]],
     tallies: dict[str, Tally],
-    warm_errors: int,
+    warm_errors: list[str],
     discarded: int,
 ) -> None:
     streams, n, runs = cfg.conc_streams, cfg.conc_chunks, cfg.conc_runs
@@ -319,11 +326,16 @@ def _report(
         " 0.5 s without arrivals); 'server CPU': its CPU time over the runs' wall"
         " time (near 100% would make it the bottleneck)"
     )
+    if not has_iterator():
+        print("  stream_chat() iterator: not available in this version")
     for key, t in tallies.items():
         if t.first_error:
             print(f"  {key}: first error: {t.first_error[:150]}")
     if warm_errors:
-        print(f"  warm-up: {warm_errors} errors")
+        print(
+            f"  warm-up (1-line streams, not counted above): {len(warm_errors)}"
+            f" errors; first: {warm_errors[0][:150]}"
+        )
     if discarded:
         print(
             f"  urllib3 discarded {discarded:,} connections after use ('Connection"
