@@ -326,33 +326,39 @@ def cpu() -> float:
 # -- settings ----------------------------------------------------------------
 
 
+def _opt(default: Any, help_text: str) -> Any:
+    """A ``Config`` field whose help text becomes its command-line flag's."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class Config:
     """Sizes and repetitions of every section; ``quick()`` for a smoke run."""
 
-    rounds: int = 7
-    peak_chunks: int = 50_000
-    pace_chunks: int = 2_000
-    pace_rounds: int = 5
-    pace_ms: float = 1.0
-    ttfc_trials: int = 200
-    conc_streams: int = 256
-    conc_chunks: int = 500
-    conc_runs: int = 10
-    big_chunks: int = 1_000_000
-    big_rounds: int = 3
-    poll_ms: float = 10.0
-    mem_rounds: int = 3
-    audit_rounds: int = 5
+    peak_rounds: int = _opt(7, "rounds of the peak table")
+    peak_chunks: int = _opt(50_000, "lines per stream in the peak table")
+    pace_rounds: int = _opt(5, "rounds of the pace table")
+    pace_chunks: int = _opt(2_000, "lines per stream in the pace table")
+    pace_ms: float = _opt(1.0, "milliseconds between paced lines")
+    ttfc_trials: int = _opt(200, "trials per contender for time to first callback")
+    conc_streams: int = _opt(256, "concurrent streams")
+    conc_chunks: int = _opt(500, "lines per concurrent stream")
+    conc_runs: int = _opt(10, "runs per contender in the concurrency table")
+    big_chunks: int = _opt(1_000_000, "lines of the long stream (snapshot, memory)")
+    big_rounds: int = _opt(3, "rounds of the snapshot table")
+    poll_ms: float = _opt(10.0, "milliseconds between snapshot() polls")
+    mem_rounds: int = _opt(3, "rounds of the memory table (a process each)")
+    audit_rounds: int = _opt(5, "rounds of the audit table (a process per case)")
+    audit_repeats: int = _opt(5, "timing repeats inside each audit process")
 
     @classmethod
     def quick(cls) -> Config:
-        """A short run to check the suite works (well under a minute)."""
+        """A short run to check the suite works (under a minute on 2 idle cores)."""
         return cls(
-            rounds=3,
+            peak_rounds=3,
             peak_chunks=5_000,
-            pace_chunks=300,
             pace_rounds=2,
+            pace_chunks=300,
             ttfc_trials=50,
             conc_chunks=50,
             conc_runs=2,
@@ -360,4 +366,5 @@ class Config:
             big_rounds=2,
             mem_rounds=1,
             audit_rounds=1,
+            audit_repeats=2,
         )

@@ -3,14 +3,14 @@
 A process-wide audit hook (``sys.addaudithook``) runs a Python function on every
 audited event in the process (``id()``, ``open()``, socket creation...), on every
 thread, for the rest of the process's life: it cannot be removed. So each case
-runs in a fresh interpreter (``python bench_audit.py child CASE URL``):
+runs in a fresh interpreter (``python bench_audit.py child CASE URL N``):
 
 - ``none``: the library imported, no client built;
 - ``httpx``: a default ``StreamingClient`` built and one short stream read;
 - ``session``: a ``StreamingClient(session=requests.Session())`` built and one
   short stream read.
 
-Then the same operations are timed in each (best of 5 repeats, per call), in
+Then the same operations are timed in each (best of N repeats, per call), in
 CPU time (``time.process_time``): time spent descheduled while other programs
 run does not count, which keeps these sub-microsecond figures steady on a busy
 machine. The cases alternate round by round; ratios compare the best process of
@@ -77,7 +77,7 @@ OPERATIONS = (
 SCALE = {"us": 1e6, "ns": 1e9}
 
 
-def child(case: str, url: str) -> None:
+def child(case: str, url: str, repeats: int) -> None:
     """Build the case's client, stream once, time every operation; print JSON."""
     import copy  # noqa: PLC0415  # the child's imports are part of what it measures
     import socket  # noqa: PLC0415
@@ -99,13 +99,13 @@ def child(case: str, url: str) -> None:
     out: dict[str, float] = {}
     for label, unit, stmt, number in OPERATIONS:
         timer = timeit.Timer(stmt, timer=time.process_time, globals=scope)
-        best = min(timer.repeat(5, number))
+        best = min(timer.repeat(repeats, number))
         out[label] = best / number * SCALE[unit]
 
     sdk = ollama.Client(url)
     list(sdk.chat(batched(10), USER, stream=True))  # warm the connection
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats):
         start = time.process_time()
         for _part in sdk.chat(batched(SDK_LINES), USER, stream=True):
             pass
@@ -125,7 +125,11 @@ def run(srv: ServerProcess, cfg: Config) -> None:
             if case in errors:
                 continue
             try:
-                data = run_child(Path(__file__), ["child", case, srv.url], 300)
+                data = run_child(
+                    Path(__file__),
+                    ["child", case, srv.url, str(cfg.audit_repeats)],
+                    300,
+                )
             except Exception as exc:  # noqa: BLE001  # reported below the table
                 errors[case] = str(exc)[:150]
                 continue
@@ -151,7 +155,8 @@ def run(srv: ServerProcess, cfg: Config) -> None:
     print_table(
         "PROCESS-WIDE COST OF A CLIENT on unrelated code: each case in a fresh"
         f" interpreter, {cfg.audit_rounds} rounds interleaved (CPU time per call,"
-        " best of 5 repeats in each process, median [min-max] over processes;"
+        f" best of {cfg.audit_repeats} repeats in each process, median [min-max]"
+        " over processes;"
         " ratio of the best process to the best; lower is better)",
         [
             "operation",
@@ -178,7 +183,7 @@ def _num(v: float) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "child":
-        child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
-        sys.exit("usage: bench_audit.py child CASE URL (run.py starts it)")
+        sys.exit("usage: bench_audit.py child CASE URL REPEATS (run.py starts it)")

@@ -125,7 +125,7 @@ def run_peak(srv: ServerProcess, cfg: Config, keys: Sequence[str] = ALL_KEYS) ->
             wall, cpu_s = one_stream(c, batched(n), n)
             return {"rate": lines / wall, "cpu": cpu_s / lines * 1e6}
 
-        results = interleaved(contenders.items, cfg.rounds, measure)
+        results = interleaved(contenders.items, cfg.peak_rounds, measure)
         stats = srv.stats()
         base = _pick(results, BASELINE, "rate")
         rows = []
@@ -147,7 +147,7 @@ def run_peak(srv: ServerProcess, cfg: Config, keys: Sequence[str] = ALL_KEYS) ->
                 ]
             )
     print_table(
-        f"PEAK CHUNKS/S: batched stream of {n:,} lines, {cfg.rounds} rounds"
+        f"PEAK CHUNKS/S: batched stream of {n:,} lines, {cfg.peak_rounds} rounds"
         " interleaved (higher is better; ratio = median / bare median"
         " [min-max of per-round ratios])",
         [

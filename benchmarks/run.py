@@ -58,7 +58,7 @@ def parse_args(
             f"--{f.name.replace('_', '-')}",
             type=type(f.default),
             default=None,
-            help=f"(full run: {f.default})",
+            help=f"{f.metadata['help']} (full run: {f.default})",
         )
     return parser.parse_args(argv)
 
@@ -89,7 +89,9 @@ def main(
     with server() as srv:
         for name, section in SECTIONS.items():
             if name in chosen:
+                began = time.monotonic()
                 section(srv, cfg)
+                print(f"  [{name}: {time.monotonic() - began:.0f} s]")
                 sys.stdout.flush()
     minutes, seconds = divmod(time.monotonic() - started, 60)
     print()
