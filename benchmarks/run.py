@@ -86,6 +86,8 @@ def main(
     print("ollama-stream-sync benchmarks" + (" (--quick)" if args.quick else ""))
     for line in machine_lines():
         print(f"  {line}")
+    if args.quick:
+        print("  --quick: a smoke run; too few rounds for the verdicts to mean much")
     with server() as srv:
         for name, section in SECTIONS.items():
             if name in chosen:
