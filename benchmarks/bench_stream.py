@@ -1,187 +1,286 @@
-"""Chunks per second and time to first callback: StreamingClient vs the bare SDK loop.
+"""One stream at a time: peak chunks/s, CPU per chunk at pace, time to first callback.
 
-Run: ``python benchmarks/bench_stream.py [--chunks 30000] [--rounds 5]``
+Run alone: ``python benchmarks/bench_stream.py [--quick]`` (the same as
+``python benchmarks/run.py --only peak,pace,ttfc``).
 
-A server in a separate process answers /api/chat with a pre-rendered NDJSON
-stream (one HTTP chunk per line, as Ollama sends it), so the server's own cost
-and the GIL do not skew the client figures. Rounds interleave the contenders.
-Prints figures and ratios; asserts nothing (timing belongs here, not in tests).
+Every section warms each contender's connection first, then runs the contenders
+round by round (A B C D, A B C D, ...), so a slow moment of the machine hits all
+of them alike; ratios compare medians taken in the same run.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing
-import socket
+import contextlib
 import statistics
-import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import ollama
-import requests
+from _harness import (
+    Config,
+    Samples,
+    ServerProcess,
+    Target,
+    at_least,
+    at_most,
+    batched,
+    cpu,
+    expected_chars,
+    fmt_range,
+    now,
+    paced,
+    print_table,
+    ratio_cells,
+    settle,
+)
+from contenders import ALL_KEYS, BASELINE, Contender, Contenders
 
-from ollama_stream_sync import StreamingClient
-
-USER = [{"role": "user", "content": "Write a long story."}]
-
-
-def render(n: int) -> bytes:
-    out = []
-    for i in range(n):
-        line = json.dumps(
-            {
-                "model": "bench",
-                "created_at": "2026-01-01T00:00:00Z",
-                "message": {"role": "assistant", "content": f" tok{i}"},
-                "done": False,
-            }
-        ).encode()
-        out.append(b"%x\r\n%s\n\r\n" % (len(line) + 1, line))
-    done = json.dumps(
-        {
-            "model": "bench",
-            "created_at": "2026-01-01T00:00:00Z",
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            "eval_count": n,
-        }
-    ).encode()
-    out.append(b"%x\r\n%s\n\r\n0\r\n\r\n" % (len(done) + 1, done))
-    return b"".join(out)
+PEAK_TARGETS: dict[str, Target] = {
+    "httpx": at_least(1.5),
+    "session": at_least(2.0),
+    "iterator": at_least(0.9),
+}
+PACE_TARGETS: dict[str, Target] = {
+    "httpx": at_most(0.7),
+    "session": at_most(0.5),
+    "queue": at_most(0.8),
+    "calllater": at_most(0.8),
+}
+TTFC_ADDED_MS = 0.15
+"""Time to first callback may exceed the bare SDK loop's by this much (ms)."""
 
 
-def serve(port_out: Any, long_n: int, short_n: int) -> None:
-    bodies = {long_n: render(long_n), short_n: render(short_n)}
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            n = int(body.get("options", {}).get("num_predict", long_n))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            self.wfile.write(bodies[n])
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port_out.put(httpd.server_address[1])
-    httpd.serve_forever()
+class WrongText(RuntimeError):
+    """A contender delivered a different text than the server sent."""
 
 
-def bare_sdk(sdk: ollama.Client, n: int, sink: Callable[[str], None]) -> int:
-    """The loop the SDK's docs show, with the same sink as our callback."""
-    count = 0
-    for part in sdk.chat("bench", USER, stream=True, options={"num_predict": n}):
-        sink(part.message.content or "")
-        count += 1
-    return count
+def one_stream(c: Contender, model: str, lines: int) -> tuple[float, float]:
+    """Run one stream of ``lines`` content lines; return (wall, CPU) seconds.
+
+    The text that reached the sink is checked, so a fast but broken contender
+    shows as an error rather than as a win.
+    """
+    parts: list[str] = []
+    settle()
+    t0, c0 = now(), cpu()
+    c.run(model, parts.append)
+    c1, t1 = cpu(), now()
+    if c.verify:
+        got = sum(map(len, parts))
+        if got != expected_chars(lines):
+            raise WrongText(f"{got} of {expected_chars(lines)} characters arrived")
+    return t1 - t0, c1 - c0
 
 
-def wrapper(client: StreamingClient, n: int, sink: Callable[[str], None]) -> int:
-    result = client.chat("bench", USER, options={"num_predict": n}, on_content=sink)
-    return result.chunk_count
+def interleaved(
+    contenders: Sequence[Contender],
+    rounds: int,
+    measure: Callable[[Contender], dict[str, float]],
+) -> dict[str, dict[str, Samples]]:
+    """Run ``measure`` for each contender, round by round; collect named values.
+
+    A contender that raises keeps its error and sits out the remaining rounds;
+    the others go on.
+    """
+    results: dict[str, dict[str, Samples]] = {c.key: {} for c in contenders}
+    failed: dict[str, str] = {}
+    for _ in range(rounds):
+        for c in contenders:
+            if c.key in failed:
+                continue
+            try:
+                values = measure(c)
+            except Exception as exc:  # noqa: BLE001  # one broken contender must not end the run
+                failed[c.key] = f"{type(exc).__name__}: {exc}"[:120]
+                continue
+            for name, value in values.items():
+                results[c.key].setdefault(name, Samples()).values.append(value)
+    for key, error in failed.items():
+        results[key] = {"": Samples(error=error)}
+    return results
 
 
-def first_callback_latency(run: Callable[[Callable[[str], None]], object]) -> float:
-    start = time.perf_counter()
-    first: list[float] = []
-
-    def sink(_: str) -> None:
-        if not first:
-            first.append(time.perf_counter())
-
-    run(sink)
-    return first[0] - start
+def _pick(results: dict[str, dict[str, Samples]], key: str, name: str) -> Samples:
+    by_name = results.get(key, {})
+    if name in by_name:
+        return by_name[name]
+    error = by_name.get("", Samples()).error
+    return Samples(error=error or "no data")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--chunks", type=int, default=30_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--ttft-trials", type=int, default=200)
-    args = parser.parse_args()
-    short = 5
-    ports: Any = multiprocessing.Queue()
-    proc = multiprocessing.Process(
-        target=serve, args=(ports, args.chunks, short), daemon=True
-    )
-    proc.start()
-    url = f"http://127.0.0.1:{ports.get(timeout=10)}"
-    sink_total = 0
+def _warm(contenders: Contenders) -> None:
+    for c in contenders.items:
+        # A failure here shows again, and is reported, in the measured rounds.
+        with contextlib.suppress(Exception):
+            one_stream(c, batched(10), 10)
 
-    def sink(text: str) -> None:
-        nonlocal sink_total
-        sink_total += len(text)
 
-    try:
-        with StreamingClient(url) as client, ollama.Client(url) as sdk:
-            wrapper(client, short, sink)  # warm both paths and their connections
-            bare_sdk(sdk, short, sink)
-            session = requests.Session()
-            via_requests = StreamingClient(url, session=session)
-            wrapper(via_requests, short, sink)
-            contenders: dict[str, Callable[[], int]] = {
-                "bare SDK loop": lambda: bare_sdk(sdk, args.chunks, sink),
-                "StreamingClient": lambda: wrapper(client, args.chunks, sink),
-                "  over requests": lambda: wrapper(via_requests, args.chunks, sink),
-            }
-            rates: dict[str, list[float]] = {name: [] for name in contenders}
-            for _ in range(args.rounds):
-                for name, fn in contenders.items():
-                    t0 = time.perf_counter()
-                    count = fn()
-                    rates[name].append(count / (time.perf_counter() - t0))
-            print(f"{args.chunks} chunks x {args.rounds} rounds, interleaved")
-            for name, values in rates.items():
-                print(
-                    f"  {name:16s} median {statistics.median(values):>10,.0f} chunks/s"
-                    f"  (best {max(values):,.0f})"
+def run_peak(srv: ServerProcess, cfg: Config, keys: Sequence[str] = ALL_KEYS) -> None:
+    """Peak chunks/s on batched streams, and the client CPU each chunk cost."""
+    n = cfg.peak_chunks
+    lines = n + 1  # the done line is a chunk too
+    with Contenders(srv.url, srv.port, keys) as contenders:
+        _warm(contenders)
+        srv.reset_stats()
+
+        def measure(c: Contender) -> dict[str, float]:
+            wall, cpu_s = one_stream(c, batched(n), n)
+            return {"rate": lines / wall, "cpu": cpu_s / lines * 1e6}
+
+        results = interleaved(contenders.items, cfg.peak_rounds, measure)
+        stats = srv.stats()
+        base = _pick(results, BASELINE, "rate")
+        rows = []
+        for c in contenders.items:
+            rate, cpu_us = _pick(results, c.key, "rate"), _pick(results, c.key, "cpu")
+            ratio = (
+                ["-", "(reference)", ""]
+                if c.reference
+                else ratio_cells(
+                    rate, base, PEAK_TARGETS.get(c.key), is_base=c.key == BASELINE
                 )
-            bare = statistics.median(rates["bare SDK loop"])
-            for name in ("StreamingClient", "  over requests"):
-                ratio = statistics.median(rates[name]) / bare
-                print(f"  ratio {name.strip()} / bare SDK loop: {ratio:.2f}x")
-
-            lat: dict[str, list[float]] = {"bare": [], "ours": [], "requests": []}
-            for _ in range(args.ttft_trials):
-                lat["bare"].append(
-                    first_callback_latency(lambda s: bare_sdk(sdk, short, s))
-                )
-                lat["ours"].append(
-                    first_callback_latency(lambda s: wrapper(client, short, s))
-                )
-                lat["requests"].append(
-                    first_callback_latency(lambda s: wrapper(via_requests, short, s))
-                )
-            via_requests.close()
-            session.close()
-            bare_ms = statistics.median(lat["bare"]) * 1000
-            ours_ms = statistics.median(lat["ours"]) * 1000
-            print(f"time to first callback, median of {args.ttft_trials}:")
-            print(f"  bare SDK loop    {bare_ms:.3f} ms")
-            added = ours_ms - bare_ms
-            print(f"  StreamingClient  {ours_ms:.3f} ms  (adds {added:+.3f} ms)")
-            req_ms = statistics.median(lat["requests"]) * 1000
-            print(
-                f"    over requests  {req_ms:.3f} ms  (adds {req_ms - bare_ms:+.3f} ms)"
             )
-    finally:
-        proc.terminate()
-        proc.join(5)
+            rows.append(
+                [
+                    c.label,
+                    fmt_range(rate, lambda v: f"{v:,.0f}"),
+                    fmt_range(cpu_us, lambda v: f"{v:.1f}") if cpu_us.ok else "",
+                    *ratio,
+                ]
+            )
+    print_table(
+        f"PEAK CHUNKS/S: batched stream of {n:,} lines, {cfg.peak_rounds} rounds"
+        " interleaved (higher is better; ratio = median / bare median"
+        " [min-max of per-round ratios])",
+        [
+            "contender",
+            "chunks/s median [min-max]",
+            "client CPU us/chunk",
+            "ratio",
+            "target",
+            "",
+        ],
+        rows,
+    )
+    for line in contenders.unavailable:
+        print(f"  {line}")
+    server_us = stats["cpu_s"] / max(1, stats["lines"]) * 1e6
+    print(
+        f"  server (own process): {server_us:.2f} us CPU per line sent;"
+        " the raw socket row is the server's ceiling"
+    )
+
+
+def run_pace(srv: ServerProcess, cfg: Config, keys: Sequence[str] = ALL_KEYS) -> None:
+    """Client CPU per chunk when lines arrive one by one at a real model's pace."""
+    n, interval = cfg.pace_chunks, cfg.pace_ms
+    lines = n + 1
+    with Contenders(srv.url, srv.port, keys) as contenders:
+        _warm(contenders)
+        srv.reset_stats()
+
+        def measure(c: Contender) -> dict[str, float]:
+            wall, cpu_s = one_stream(c, paced(n, interval), n)
+            return {"cpu": cpu_s / lines * 1e6, "pace": wall / lines * 1e3}
+
+        results = interleaved(contenders.items, cfg.pace_rounds, measure)
+        stats = srv.stats()
+        base = _pick(results, BASELINE, "cpu")
+        rows = []
+        for c in contenders.items:
+            cpu_us, pace = _pick(results, c.key, "cpu"), _pick(results, c.key, "pace")
+            ratio = (
+                ["-", "(reference)", ""]
+                if c.reference
+                else ratio_cells(
+                    cpu_us, base, PACE_TARGETS.get(c.key), is_base=c.key == BASELINE
+                )
+            )
+            rows.append(
+                [
+                    c.label,
+                    fmt_range(cpu_us, lambda v: f"{v:.1f}"),
+                    f"{pace.median:.3f}" if pace.ok else "",
+                    *ratio,
+                ]
+            )
+    print_table(
+        f"CPU PER CHUNK AT REAL PACE: {n:,} lines, one per HTTP chunk every"
+        f" {interval:g} ms, {cfg.pace_rounds} rounds interleaved (client process"
+        " user+sys CPU, all threads; lower is better)",
+        [
+            "contender",
+            "CPU us/chunk median [min-max]",
+            "ms/chunk",
+            "ratio",
+            "target",
+            "",
+        ],
+        rows,
+    )
+    for line in contenders.unavailable:
+        print(f"  {line}")
+    print(
+        f"  server pacing: lines {stats['paced_late_mean_us']:.0f} us late on"
+        f" average, {stats['paced_late_max_us'] / 1000:.1f} ms at worst,"
+        f" {stats['paced_behind']} of {stats['paced_lines']:,} more than one"
+        " interval late (those may arrive merged with the next)"
+    )
+
+
+def run_ttfc(srv: ServerProcess, cfg: Config, keys: Sequence[str] = ALL_KEYS) -> None:
+    """Time from just before the call to the first content callback."""
+    keys = [k for k in keys if k != "raw"]  # it has no callback to time
+    trials = cfg.ttfc_trials
+    model = batched(1)  # one content line, then done, in one write
+    with Contenders(srv.url, srv.port, keys) as contenders:
+        _warm(contenders)
+
+        def measure(c: Contender) -> dict[str, float]:
+            first: list[float] = []
+
+            def sink(_: str) -> None:
+                if not first:
+                    first.append(now())
+
+            start = now()
+            c.run(model, sink)
+            if not first:
+                raise WrongText("no content callback")
+            return {"ms": (first[0] - start) * 1e3}
+
+        results = interleaved(contenders.items, trials, measure)
+        base = _pick(results, BASELINE, "ms")
+        rows = []
+        for c in contenders.items:
+            ms = _pick(results, c.key, "ms")
+            p90 = (
+                f"{statistics.quantiles(ms.values, n=10)[-1]:.3f}"
+                if ms.ok and len(ms.values) >= 10
+                else ""
+            )
+            if c.key == BASELINE:
+                tail = ["", "(baseline)", ""]
+            elif ms.ok and base.ok:
+                added = ms.median - base.median
+                target = at_most(TTFC_ADDED_MS, " ms")
+                tail = [
+                    f"{added:+.3f} ms",
+                    f"<= +{TTFC_ADDED_MS} ms",
+                    target.verdict(added),
+                ]
+            else:
+                tail = ["-", f"<= +{TTFC_ADDED_MS} ms", "ERROR"]
+            rows.append([c.label, fmt_range(ms, lambda v: f"{v:.3f}"), p90, *tail])
+    print_table(
+        f"TIME TO FIRST CALLBACK: median of {trials} trials interleaved, server"
+        " answers one line then done at once (ms; lower is better)",
+        ["contender", "ms median [min-max]", "p90", "added", "target", ""],
+        rows,
+    )
+    for line in contenders.unavailable:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":
-    main()
+    import run
+
+    run.main(default_only=("peak", "pace", "ttfc"))
