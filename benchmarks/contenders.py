@@ -166,6 +166,31 @@ def chat_with_callback(client: StreamingClient, **kwargs: Any) -> RunStream:
     return run
 
 
+def chat_delivered(client: StreamingClient, **kwargs: Any) -> RunStream:
+    """``start_chat`` with a GUI-style dispatcher, waiting for ``on_done``.
+
+    A blocking ``chat()`` made off the dispatcher's own thread returns when the
+    stream ends, before the toolkit has run the callbacks: a program that needs
+    them waits for ``on_done``, as this does.
+    """
+
+    def run(model: str, sink: Sink) -> None:
+        delivered = threading.Event()
+        handle = client.start_chat(
+            model,
+            USER,
+            on_content=sink,
+            on_done=lambda _: delivered.set(),
+            on_error=lambda _: delivered.set(),
+            **kwargs,
+        )
+        if not delivered.wait(60):
+            raise TimeoutError("on_done was not delivered")
+        handle.result()
+
+    return run
+
+
 def iterate(client: StreamingClient) -> RunStream:
     """``for text in client.stream_chat(...).text()``: the iterator API."""
 
@@ -239,7 +264,7 @@ class Contenders:
             dispatcher = CallLaterDispatcher(loop.call_later)
             self._add(
                 key,
-                chat_with_callback(
+                chat_delivered(
                     client, dispatcher=dispatcher, coalesce_interval=COALESCE
                 ),
             )
