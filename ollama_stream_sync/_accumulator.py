@@ -50,12 +50,18 @@ _SEGMENT = 512
 cost a million characters, not a million string objects."""
 
 
-class _Text:
-    """One growing text field: small parts, consolidated into segments."""
+_BLOCK = 64
+"""Segments merged into one block every this many: blocks are large enough for
+the allocator to map them on their own, so a freed block goes back to the OS."""
 
-    __slots__ = ("parts", "segments")
+
+class _Text:
+    """One growing text field: small parts, consolidated into segments, then blocks."""
+
+    __slots__ = ("blocks", "parts", "segments")
 
     def __init__(self) -> None:
+        self.blocks: list[str] = []
         self.segments: list[str] = []
         self.parts: list[str] = []
 
@@ -63,16 +69,22 @@ class _Text:
         parts = self.parts
         parts.append(text)
         if len(parts) >= _SEGMENT:
-            self.segments.append("".join(parts))
+            segments = self.segments
+            segments.append("".join(parts))
             parts.clear()
+            if len(segments) >= _BLOCK:
+                self.blocks.append("".join(segments))
+                segments.clear()
 
     def value(self) -> str:
         """The whole text; re-stored joined so the next call adds only new parts."""
-        if not self.parts and len(self.segments) <= 1:
-            return self.segments[0] if self.segments else ""
-        text = "".join(self.segments) + "".join(self.parts)
-        self.segments = [text] if text else []
-        self.parts = []
+        if not self.parts and not self.segments and len(self.blocks) <= 1:
+            return self.blocks[0] if self.blocks else ""
+        pieces = self.blocks
+        pieces.append("".join(self.segments) + "".join(self.parts))
+        self.segments, self.parts = [], []
+        text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+        self.blocks = [text] if text else []
         return text
 
 
