@@ -128,12 +128,21 @@ END = b"0\r\n\r\n"
 """The last chunk of a chunked body."""
 
 
-def line(content: str = "", *, done: bool = False, **extra: Any) -> bytes:
+def line(
+    content: str = "",
+    *,
+    thinking: str | None = None,
+    done: bool = False,
+    **extra: Any,
+) -> bytes:
     """One /api/chat NDJSON line, newline included."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking is not None:
+        message["thinking"] = thinking
     obj: dict[str, Any] = {
         "model": "m",
         "created_at": "2026-01-01T00:00:00Z",
-        "message": {"role": "assistant", "content": content},
+        "message": message,
         "done": done,
     }
     if done:
