@@ -35,6 +35,7 @@ import httpx
 from ollama_stream_sync._abort import (
     Aborted,
     AbortScope,
+    connect,
     current_scope,
     disown,
     resolve,
@@ -226,7 +227,7 @@ def _connect(
         if local_address is not None:
             sock.bind((local_address, 0))
         stream._settimeout(timeout)
-        sock.connect(address)
+        connect(sock, address)  # a cancel ends it, whenever it lands
     except TimeoutError as exc:
         sock.close()
         _raise_if_aborted()

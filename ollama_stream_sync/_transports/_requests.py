@@ -43,6 +43,7 @@ from urllib3.exceptions import (
 from ollama_stream_sync._abort import (
     AbortScope,
     _lock,
+    connect,
     current_scope,
     disown,
     resolve,
@@ -107,7 +108,16 @@ class _Tracking:
         if scope is None or type(self)._oss_base_new_conn is not _plain_new_conn:
             sock: socket.socket = super()._new_conn()  # type: ignore[misc]
             if scope is not None:
-                self._oss_claim()
+                # A class with its own _new_conn (SOCKS...) gave us no socket to
+                # shut down while it connected: a cancel then found nothing to
+                # wake and the scope may already own this connection (claimed
+                # in request()), so check it here, and close what it made.
+                try:
+                    self._oss_claim()
+                    scope.check()
+                except BaseException:
+                    sock.close()
+                    raise
             return sock
         return self._oss_connect(scope)
 
@@ -144,7 +154,7 @@ class _Tracking:
                     sock.settimeout(timeout)
                 if conn.source_address:
                     sock.bind(conn.source_address)
-                sock.connect(address)
+                connect(sock, address)  # a cancel ends it, whenever it lands
             except BaseException as exc:
                 self._oss_set_abort_sock(None)
                 sock.close()
