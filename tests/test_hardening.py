@@ -261,19 +261,32 @@ def test_max_line_bytes_bounds_the_decoded_line(
 BOMB = 256 * 1024 * 1024
 """Bytes a gzip bomb inflates to; it is about 250 KB on the wire."""
 
-
-@pytest.fixture(scope="module")
-def bomb() -> bytes:
-    return gzip_bomb(BOMB)
+_bombs: dict[str, bytes] = {}
 
 
-def test_a_gzip_bomb_is_stopped_while_it_inflates(
-    hostile: Hostile, make_client: MakeClient, bomb: bytes
+def bomb_for(encoding: str) -> bytes:
+    """A compressed body that inflates to ``BOMB`` bytes of one endless line."""
+    if encoding not in _bombs:
+        if encoding == "gzip":
+            _bombs[encoding] = gzip_bomb(BOMB)
+        elif encoding == "br":
+            brotli = pytest.importorskip("brotli")
+            _bombs[encoding] = brotli.compress(b"a" * (BOMB // 4), quality=5)
+        else:
+            zstd = pytest.importorskip("backports.zstd")
+            _bombs[encoding] = zstd.compress(b"a" * (BOMB // 4))
+    return _bombs[encoding]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_a_compressed_bomb_is_stopped_while_it_inflates(
+    hostile: Hostile, make_client: MakeClient, encoding: str
 ) -> None:
+    bomb = bomb_for(encoding)
     assert len(bomb) < 1024 * 1024
     body = b"".join(chunk(bomb[i : i + 65536]) for i in range(0, len(bomb), 65536))
-    gzipped = head(headers={"Content-Encoding": "gzip"})
-    hostile.enqueue([Send(gzipped), Send(body + END)])
+    encoded = head(headers={"Content-Encoding": encoding})
+    hostile.enqueue([Send(encoded), Send(body + END)])
     limit = 1024 * 1024
     with make_client(hostile.url, max_line_bytes=limit) as client:
         tracemalloc.start()
