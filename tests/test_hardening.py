@@ -33,6 +33,7 @@ from .hostile import (
     Pause,
     Reset,
     Send,
+    Trickle,
     answer,
     chunk,
     chunked_response,
@@ -88,6 +89,9 @@ AFTER_DONE: dict[str, list[Any]] = {
     "bad-chunk-framing": [Send(WHOLE + b"zz\r\nnot a chunk\r\n"), Hold()],
     "half-a-chunk-then-reset": [Send(WHOLE + b'40\r\n{"partial'), Reset()],
     "half-a-chunk-then-silence": [Send(WHOLE + b'40\r\n{"partial'), Hold()],
+    # Never silent for long, never ending: the drain's limit is for the whole
+    # drain, not for each read.
+    "blank-lines-forever": [Send(WHOLE), Trickle(chunk(b"\n"), every=0.05)],
 }
 
 
@@ -114,7 +118,7 @@ def test_an_error_or_silence_after_done_returns_the_answer(
     assert hostile.wait_for(lambda s: s.open == 0, WAIT)
     requests = hostile.stream_requests()
     assert [r.connection for r in requests] == [1, 2]
-    if any(isinstance(s, Hold) for s in script):
+    if any(isinstance(s, (Hold, Trickle)) for s in script):
         assert hostile.hangups == 1  # the client closed it, the server saw it
 
 

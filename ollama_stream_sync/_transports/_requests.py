@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -314,10 +315,14 @@ class _RequestsOpenStream:
         conn = raw.connection
         sock = getattr(conn, "sock", None)
         if isinstance(sock, socket.socket):
+            # A socket timeout bounds each read; the deadline bounds them all
+            # (a server trickling bytes after done would otherwise hold us).
+            deadline = time.monotonic() + timeout
             with contextlib.suppress(Exception):
-                sock.settimeout(timeout)
-                while raw.read1(READ_SIZE, decode_content=self._decode):
-                    pass
+                while (remaining := deadline - time.monotonic()) > 0:
+                    sock.settimeout(remaining)
+                    if not raw.read1(READ_SIZE, decode_content=self._decode):
+                        break
         self.close()
 
     def close(self) -> None:
