@@ -7,6 +7,8 @@ framing suffices, ``hostile.Hostile`` for byte-exact misbehaviour.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 import tracemalloc
 import types
@@ -17,9 +19,10 @@ import pytest
 from ollama_stream_sync import (
     ModelNotFound,
     ProtocolError,
+    ServerError,
     StreamError,
 )
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Raw
+from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Raw, Status
 
 from .conftest import USER, WAIT, MakeClient
 from .hostile import (
@@ -75,6 +78,56 @@ def test_a_line_that_cannot_be_parsed_is_a_protocol_error_with_partial(
     assert info.value.partial.content == "before"  # what came before is kept
     assert not info.value.partial.done
     assert errors == [info.value]  # one terminal callback, the same error
+
+
+def test_a_deeply_nested_line_leaves_the_worker_its_stack(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    """Refused before parsing, not by exhausting the recursion limit.
+
+    A garbage collection can run on the worker in the middle of a parse, and
+    with it any finalizer of the program (urllib3 closes a pool's sockets in
+    one). A probe in gc.callbacks checks that whatever runs there still has
+    room to call functions.
+    """
+    starved: list[int] = []
+
+    def recurse(n: int) -> int:
+        return 0 if n == 0 else 1 + recurse(n - 1)
+
+    def probe(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and threading.current_thread().name.startswith(
+            "ollama-stream-"
+        ):
+            try:
+                recurse(100)
+            except RecursionError:
+                starved.append(1)
+
+    server.enqueue([Chunk(content="before"), Raw(b"[" * 100_000 + b"]" * 100_000)])
+    threshold = gc.get_threshold()
+    gc.callbacks.append(probe)  # in place: the interpreter holds this list
+    gc.set_threshold(20)  # a collection every few allocations, parse included
+    try:
+        with make_client(server.url) as client:
+            with pytest.raises(ProtocolError, match="too deeply nested") as info:
+                client.chat("m", USER)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(probe)
+    assert info.value.partial.content == "before"
+    assert not starved
+
+
+def test_a_deeply_nested_error_body_is_read_as_text(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    server.enqueue([Status(500, b"[" * 100_000, content_type="application/json")])
+    with make_client(server.url) as client:
+        with pytest.raises(ServerError) as info:
+            client.chat("m", USER)
+    assert info.value.status_code == 500
+    assert info.value.server_message.startswith("[[[[")
 
 
 # -- 4. after the done line, the answer is complete --
