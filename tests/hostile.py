@@ -66,6 +66,13 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Set ``event``: the steps before it were played (written to the socket)."""
+
+    event: threading.Event
+
+
+@dataclass(frozen=True)
 class Hold:
     """Go silent until the client hangs up (counted in ``hangups``)."""
 
@@ -95,7 +102,7 @@ class Close:
     """Close the connection (a FIN), whatever the response framing said."""
 
 
-Step = Send | Gate | Hold | Trickle | Pause | Reset | Close
+Step = Send | Gate | Notify | Hold | Trickle | Pause | Reset | Close
 Script = list[Step]
 """One response. A script that ends without ``Close``/``Reset`` keeps the
 connection open for the next request (HTTP keep-alive)."""
@@ -418,6 +425,8 @@ class Hostile:
             elif isinstance(step, Gate):
                 if not self._gate(conn, step.latch):
                     return
+            elif isinstance(step, Notify):
+                step.event.set()
             elif isinstance(step, Hold):
                 while not (self._wait_readable(conn, None) and self._hung_up(conn)):
                     sock.recv(65536)  # data while silent: not a hang-up, dropped

@@ -2,9 +2,12 @@
 
 No test here sleeps to wait out a timer. To show that a timer did *not* fire
 for a stream whose callback blocks, a second stream on the same client (same
-timer thread, same timeout) is made to time out for real, and it started
-waiting after the first one did: when it has failed, the first one's timer
-would have fired too.
+timer thread, a timeout no longer than ours) is made to time out for real,
+and it started waiting after ours did: once it has failed, ours would have
+fired too. Our own stream never depends on the server's speed before the
+moment the test is about: its whole answer is sent in one write, or the test
+waits until the server has written what comes next; where the first output
+itself must beat a timer (first_token), that timer is ``FIRST_TOKEN``.
 """
 
 from __future__ import annotations
@@ -15,13 +18,39 @@ from typing import Any
 import pytest
 
 from ollama_stream_sync import StreamingClient, StreamTimeout
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall
 
 from .conftest import USER, WAIT, MakeClient
-from .hostile import Gate, Hold, Hostile, Send, Trickle, chunk, head, line
+from .hostile import (
+    END,
+    Gate,
+    Hold,
+    Hostile,
+    Notify,
+    Send,
+    Trickle,
+    answer,
+    chunk,
+    head,
+    line,
+)
 
 SHORT = 0.3
 """A timeout the control stream really hits; no assertion depends on its length."""
+
+FIRST_TOKEN = 2.0
+"""A first-token timeout our own stream must beat with its first output (on a
+busy machine too); the control stream hits it for real."""
+
+READ_SILENT = [Send(head() + chunk(line("x"))), Hold()]
+"""The control for a read timeout: one chunk, then silence."""
+
+NO_ANSWER = [Hold()]
+"""The control for a first-token timeout: no response at all."""
+
+
+def at_once(*contents: str) -> list[Any]:
+    """A whole answer in one write: the client has it all before any timer runs."""
+    return [Send(head() + chunk(answer(*contents)) + END)]
 
 
 def blocking_first_callback() -> tuple[threading.Event, threading.Event, Any]:
@@ -36,10 +65,10 @@ def blocking_first_callback() -> tuple[threading.Event, threading.Event, Any]:
     return entered, release, on_content
 
 
-def control_times_out(client: StreamingClient, which: str) -> None:
+def control_times_out(client: StreamingClient, which: str, **kwargs: Any) -> None:
     """Run a stream on ``client`` that the server leaves silent: it must time out."""
     with pytest.raises(StreamTimeout) as info:
-        client.chat("m", USER)
+        client.chat("m", USER, **kwargs)
     assert info.value.which == which
 
 
@@ -47,16 +76,13 @@ def control_times_out(client: StreamingClient, which: str) -> None:
 
 
 def test_a_slow_callback_mid_stream_is_not_a_read_timeout(
-    server: FakeOllama, make_client: MakeClient
+    hostile: Hostile, make_client: MakeClient
 ) -> None:
-    server.enqueue(
-        # The whole answer is sent at once: the server is not silent at all.
-        [Chunk(content="a"), Chunk(content="b"), Chunk(content="c"), Done()],
-        [Chunk(content="x"), Stall()],  # the control: silent after one chunk
-    )
+    # The whole answer is sent at once: the server is not silent at all.
+    hostile.enqueue(at_once("a", "b", "c"), READ_SILENT)
     entered, release, on_content = blocking_first_callback()
     with make_client(
-        server.url, read_timeout=SHORT, first_token_timeout=None
+        hostile.url, read_timeout=SHORT, first_token_timeout=None
     ) as client:
         handle = client.start_chat("m", USER, on_content=on_content)
         try:
@@ -71,17 +97,14 @@ def test_a_slow_callback_mid_stream_is_not_a_read_timeout(
 
 
 def test_a_slow_first_callback_is_not_a_first_token_timeout(
-    server: FakeOllama, make_client: MakeClient
+    hostile: Hostile, make_client: MakeClient
 ) -> None:
     """The first output ends the first-token phase when it arrives, not after
     its callback returned."""
-    server.enqueue(
-        [Chunk(content="a"), Chunk(content="b"), Done()],
-        [Stall()],  # the control: no output at all
-    )
+    hostile.enqueue(at_once("a", "b"), NO_ANSWER)
     entered, release, on_content = blocking_first_callback()
     with make_client(
-        server.url, first_token_timeout=SHORT, read_timeout=None
+        hostile.url, first_token_timeout=FIRST_TOKEN, read_timeout=None
     ) as client:
         handle = client.start_chat("m", USER, on_content=on_content)
         try:
@@ -94,16 +117,16 @@ def test_a_slow_first_callback_is_not_a_first_token_timeout(
 
 
 def test_a_slow_on_done_is_not_a_timeout(
-    server: FakeOllama, make_client: MakeClient
+    hostile: Hostile, make_client: MakeClient
 ) -> None:
-    server.enqueue([Chunk(content="a"), Done()], [Chunk(content="x"), Stall()])
+    hostile.enqueue(at_once("a"), READ_SILENT)
     entered, release = threading.Event(), threading.Event()
 
     def on_done(_: Any) -> None:
         entered.set()
         assert release.wait(WAIT)
 
-    with make_client(server.url, read_timeout=SHORT) as client:
+    with make_client(hostile.url, read_timeout=SHORT) as client:
         handle = client.start_chat("m", USER, on_done=on_done)
         try:
             assert entered.wait(WAIT)
@@ -111,6 +134,52 @@ def test_a_slow_on_done_is_not_a_timeout(
         finally:
             release.set()
         assert handle.result(WAIT).content == "a"
+
+
+def test_the_read_timeout_still_fires_after_a_slow_callback(
+    hostile: Hostile, make_client: MakeClient
+) -> None:
+    """A callback that outlasts the read timeout, then a server that goes silent.
+
+    The first chunk starts the read clock; the callback of the second one
+    (a read of its own) blocks past its timeout, so the timer thread finds
+    nothing to fire for this stream then. The silence after it must still
+    be caught.
+    """
+    send_b, b_sent = hostile.latch(), threading.Event()
+    hostile.enqueue(
+        [
+            Send(head() + chunk(line("a"))),
+            Gate(send_b),
+            Send(chunk(line("b"))),
+            Notify(b_sent),
+            Hold(),
+        ],
+        READ_SILENT,  # the control
+    )
+    entered, release = threading.Event(), threading.Event()
+
+    def on_content(text: str) -> None:
+        if text == "a":
+            send_b.set()
+            # "b" is on its way before we wait again: the read clock never
+            # depends on how fast the server answers the latch.
+            assert b_sent.wait(WAIT)
+        else:
+            entered.set()
+            assert release.wait(WAIT)
+
+    with make_client(hostile.url, read_timeout=SHORT) as client:
+        handle = client.start_chat("m", USER, on_content=on_content)
+        try:
+            assert entered.wait(WAIT)
+            control_times_out(client, "read")
+        finally:
+            release.set()
+        with pytest.raises(StreamTimeout) as info:
+            handle.result(WAIT)
+    assert info.value.which == "read"
+    assert info.value.partial.content == "ab"
 
 
 # -- 9. first_token means the first output --
@@ -152,10 +221,10 @@ def test_thinking_is_output_and_ends_the_first_token_phase(
     first = head() + chunk(line("", thinking="Hm."))
     hostile.enqueue(
         [Send(first), Trickle(chunk(b"\n"), every=0.02)],  # then only blank lines
-        [Send(head()), Trickle(chunk(b"\n"), every=0.02)],  # the control
+        NO_ANSWER,  # the control
     )
     with make_client(
-        hostile.url, first_token_timeout=SHORT, read_timeout=None
+        hostile.url, first_token_timeout=FIRST_TOKEN, read_timeout=None
     ) as client:
         thought = threading.Event()
         handle = client.start_chat("m", USER, on_thinking=lambda _: thought.set())
@@ -165,39 +234,3 @@ def test_thinking_is_output_and_ends_the_first_token_phase(
         handle.cancel()
         result = handle.result(WAIT)
     assert result.cancelled and result.thinking == "Hm."
-
-
-def test_the_read_timeout_still_fires_after_a_slow_callback(
-    hostile: Hostile, make_client: MakeClient
-) -> None:
-    """A callback that outlasts the read timeout, then a server that goes silent.
-
-    The first chunk starts the read clock; the callback of the second one
-    blocks past its timeout, so the timer thread finds nothing to fire for
-    this stream then. The silence after it must still be caught.
-    """
-    sent_b = hostile.latch()
-    hostile.enqueue(
-        [Send(head() + chunk(line("a"))), Gate(sent_b), Send(chunk(line("b"))), Hold()],
-        [Send(head() + chunk(line("x"))), Hold()],  # the control
-    )
-    entered, release = threading.Event(), threading.Event()
-
-    def on_content(text: str) -> None:
-        if text == "a":
-            sent_b.set()  # "b" comes in a read of its own
-        else:
-            entered.set()
-            assert release.wait(WAIT)
-
-    with make_client(hostile.url, read_timeout=SHORT) as client:
-        handle = client.start_chat("m", USER, on_content=on_content)
-        try:
-            assert entered.wait(WAIT)
-            control_times_out(client, "read")
-        finally:
-            release.set()
-        with pytest.raises(StreamTimeout) as info:
-            handle.result(WAIT)
-    assert info.value.which == "read"
-    assert info.value.partial.content == "ab"
