@@ -12,7 +12,6 @@ event) and bounded.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import select
 import socket
@@ -21,7 +20,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -190,11 +189,6 @@ def gzip_bomb(decoded_size: int, block: bytes = b"a" * (1 << 20)) -> bytes:
         parts.append(obj.compress(block))
     parts.append(obj.flush())
     return b"".join(parts)
-
-
-def gunzip(data: bytes) -> bytes:
-    """Decode a gzip body (to check what a test sends)."""
-    return gzip.decompress(data)
 
 
 # -- the server ------------------------------------------------------------------------
@@ -483,8 +477,3 @@ class Hostile:
                     return True
         finally:
             self._event(gated=-1)
-
-
-def serve_lines(lines: Iterator[bytes] | list[bytes]) -> bytes:
-    """A chunked body with each line in a chunk of its own, and its end."""
-    return b"".join(chunk(x) for x in lines) + END
