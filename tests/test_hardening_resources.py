@@ -237,6 +237,30 @@ def test_more_than_1024_open_files(server: FakeOllama, transport: str) -> None:
 
 # -- 11. many concurrent streams on one client --
 
+
+def test_fake_ollama_takes_many_connections_at_once() -> None:
+    """FakeOllama's listen backlog holds a burst of connects.
+
+    With socketserver's default backlog (5), the connects of 16 streams
+    started together overflowed it; each dropped SYN cost a retransmit (1 s,
+    then 3 s), enough on a busy machine to outlast the tests' 5 s waits
+    (test_sixteen_stalled_streams_all_cancel failed so). Checked before the
+    server accepts anything: the kernel completes a handshake only for
+    connections the backlog has room for.
+    """
+    server = FakeOllama()  # listening, not serving yet
+    host, port = server.url.removeprefix("http://").split(":")
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(32):
+            clients.append(socket.create_connection((host, int(port)), timeout=WAIT))
+    finally:
+        for sock in clients:
+            sock.close()
+        server.start()  # close() needs a running server to stop
+        server.close()
+
+
 STREAMS = 256
 
 

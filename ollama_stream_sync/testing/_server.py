@@ -351,6 +351,10 @@ class _Stream:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a test that opens 16 streams at
+    # once overflowed it, and each dropped SYN cost its client a retransmit
+    # (1 s, then 3 s), which on a busy machine outlasted the tests' waits.
+    request_queue_size = 128
     owner: FakeOllama
 
     def handle_error(self, request: Any, client_address: Any) -> None:
