@@ -20,9 +20,12 @@ thread so that a cancel returns at once while the lookup finishes on its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import itertools
+import math
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -310,3 +313,49 @@ def resolve(
     if isinstance(result, BaseException):
         raise result
     return list(result)
+
+
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
+
+
+def connect(sock: socket.socket, address: Any) -> None:
+    """``sock.connect(address)`` that an abort of the bound scope ends, whenever
+    it lands, within the socket's own timeout.
+
+    The socket must already be claimed by the scope. A ``shutdown()`` wakes a
+    connect that is under way, but one made just before the connect starts
+    is lost (the kernel answers ENOTCONN and the connect then waits its whole
+    timeout). So the connect is started non-blocking, the scope checked, and
+    only then waited for: an abort before the check is seen by it, one after
+    it shuts down a socket that is connecting, which wakes the wait.
+
+    Raises:
+        Aborted: the scope was aborted.
+        TimeoutError: the socket's timeout passed.
+        OSError: the connect failed.
+    """
+    scope = current_scope()
+    if (
+        scope is None
+        or sock.family not in (socket.AF_INET, socket.AF_INET6)
+        or not hasattr(select, "poll")
+    ):
+        sock.connect(address)
+        return
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        err = sock.connect_ex(address)
+        if err in _IN_PROGRESS:
+            scope.check()
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT | select.POLLERR | select.POLLHUP)
+            wait = -1 if timeout is None else math.ceil(timeout * 1000)
+            if not poller.poll(wait):
+                raise TimeoutError("timed out")
+            scope.check()
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+    finally:
+        sock.settimeout(timeout)

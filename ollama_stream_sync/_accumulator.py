@@ -205,6 +205,8 @@ class Accumulator:
         events: list[Event] = []
         error: ProtocolError | None = None
         with self._lock:
+            if self._done:
+                return events, None
             for chunk in chunks:
                 message = chunk.get("message")
                 if message is None:  # /api/generate
@@ -261,6 +263,9 @@ class Accumulator:
                 if chunk.get("done") is True:
                     self._done = True
                     self._final = chunk
+                    # The answer is complete: a line after it in the same
+                    # network read is as ignored as one in a later read.
+                    break
             self._version += 1
         self._changes.changed()
         return events, error

@@ -137,6 +137,17 @@ class Conversation:
         self.keep_alive = keep_alive
         self.max_tool_rounds = max_tool_rounds
         self._schemas, self._impls = _tool_table(list(tools or ()))
+        # Every send builds its body on the worker: build one now, so that a
+        # wrong setting (options="x", keep_alive=object()) raises here.
+        chat_body(
+            model,
+            [],
+            tools=self._schemas or None,
+            think=think,
+            format=self._format.wire if self._format is not None else None,
+            options=options,
+            keep_alive=keep_alive,
+        )
         # Guards _messages and _running: the worker appends while callers read.
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
@@ -259,7 +270,7 @@ class Conversation:
                 return self._rounds(ctx, options, on_tool_result, deadline, deadline_at)
             except ToolRoundsExceeded:
                 raise  # the rounds that ran stay: a valid history to continue from
-            except StreamError:
+            except Exception:  # a StreamError, or a bug of ours: the send failed
                 if not isinstance(ctx.scope.reason, CancelRequest):
                     with self._lock:  # a failed send leaves no trace in the history
                         del self._messages[mark:]

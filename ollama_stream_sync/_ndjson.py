@@ -14,6 +14,7 @@ import email.utils
 import importlib
 import json
 import json.scanner
+import re
 import time
 from typing import Any
 
@@ -47,6 +48,36 @@ def _loads_str(line: str) -> Any:
     if end != len(line) and not line[end:].isspace():
         raise ValueError(f"Extra data: column {end}")
     return value
+
+
+MAX_DEPTH = 256
+"""The deepest nesting parsed. Ollama's lines nest a handful of levels (tool
+arguments a few more). The standard parser recurses once per level up to the
+interpreter's recursion limit, and a garbage collection that runs a finalizer
+on the worker at that depth (urllib3 closes a pool's sockets in one) fails
+for lack of stack: a deeper line is refused before it is parsed."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON ``text`` nests deeper than ``limit`` (strings ignored).
+
+    Free for ordinary lines: only a line with ``limit`` brackets or more is
+    scanned.
+    """
+    if text.count("[") + text.count("{") < limit:
+        return False
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def has_orjson() -> bool:
@@ -162,6 +193,8 @@ class LineParser:
                 self._too_long(len(line.encode()))
                 return
             try:
+                if too_deep(line):
+                    raise RecursionError(f"nested deeper than {MAX_DEPTH} levels")
                 chunk = loads(line)
             except _PARSE_ERRORS as exc:
                 self.error = _not_json(line.encode(), exc)
@@ -219,7 +252,8 @@ def error_from_body(
     message = ""
     fields: dict[str, Any] = {}
     try:
-        data = json.loads(body)
+        text = body.decode("utf-8")
+        data = None if too_deep(text) else json.loads(text)
     except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and data.get("error"):

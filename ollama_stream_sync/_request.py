@@ -173,6 +173,21 @@ def _check_model(model: str) -> None:
         raise ValueError("model must be a non-empty string, e.g. 'qwen3'")
 
 
+def _check_settings(think: object, keep_alive: object) -> None:
+    """The scalar settings whose wrong types would only fail on the worker."""
+    if think is not None and not isinstance(think, (bool, str)):
+        raise TypeError(
+            f"think must be True, False or a level string, not {type(think).__name__}"
+        )
+    if keep_alive is not None and (
+        isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str))
+    ):
+        raise TypeError(
+            "keep_alive must be seconds or a duration string like '5m', "
+            f"not {type(keep_alive).__name__}"
+        )
+
+
 def chat_body(
     model: str,
     messages: Sequence[MessageLike] | None,
@@ -189,6 +204,7 @@ def chat_body(
 ) -> dict[str, Any]:
     """The JSON body of a streaming /api/chat request."""
     _check_model(model)
+    _check_settings(think, keep_alive)
     if isinstance(messages, (str, Mapping)):
         raise TypeError("messages must be a list of message dicts")
     body: dict[str, Any] = {
@@ -236,6 +252,7 @@ def generate_body(
 ) -> dict[str, Any]:
     """The JSON body of a streaming /api/generate request."""
     _check_model(model)
+    _check_settings(think, keep_alive)
     return {"model": model, "stream": True} | _drop_none(
         {
             "prompt": prompt,

@@ -277,4 +277,27 @@ def for_stream(
         sleep=sleep,
         before_sleep=_chain(before_sleep, base.before_sleep),
         reraise=True,
+        retry_error_callback=_give_up(base.retry_error_callback),
     )
+
+
+def _give_up(
+    theirs: Callable[[tenacity.RetryCallState], Any] | None,
+) -> Callable[[tenacity.RetryCallState], Any] | None:
+    """The caller's ``retry_error_callback``, then the last error raised.
+
+    tenacity returns that callback's value instead of raising once the
+    attempts run out: the stream would end with no error and a truncated
+    result. Theirs still runs (for its side effects); the error stands.
+    """
+    if theirs is None:
+        return None
+
+    def give_up(state: tenacity.RetryCallState) -> Any:
+        theirs(state)
+        outcome = state.outcome
+        if outcome is None:  # pragma: no cover  # tenacity always sets it here
+            return None
+        return outcome.result()  # raises the last attempt's error
+
+    return give_up

@@ -114,6 +114,13 @@ class StreamTimer:
         """Data arrived: the read clock stops while the worker processes it."""
         self._busy = True
 
+    def output_arrived(self, now: float) -> None:
+        """A read brought output: the first-token phase ends now, before its
+        callbacks run (a slow callback is not a slow model). The read clock
+        starts when the worker waits again."""
+        if self._last is None:
+            self._last = now
+
     def waiting(self, now: float, output: bool) -> None:
         """The worker waits on the socket again; ``output``: any has arrived.
 
@@ -121,11 +128,15 @@ class StreamTimer:
         the read clock starts now.
         """
         if output:
-            first = self._last is None
             self._last = now
-            if first and self.read is not None:
-                self._nudge(now + self.read)
         self._busy = False
+        if output and self.read is not None:
+            # Every time, not only after the first output: while the worker
+            # was busy the watchdog may have found nothing due and gone to
+            # sleep with no wake-up time. After _busy is cleared, so that it
+            # sees the read clock running. Cheap: nudge returns at once when
+            # the watchdog already wakes earlier.
+            self._nudge(now + self.read)
 
     def idle(self) -> None:
         """Between attempts (a backoff) or after the answer: only the deadline runs."""

@@ -726,6 +726,8 @@ class _Run:
                 check()  # a cancel stops delivery even of lines already received
                 events, error = feed(chunks, now)
                 if events:
+                    if timer is not None:
+                        timer.output_arrived(now)
                     emitter.emit(events, now)
                 if error is not None:
                     raise error

@@ -14,6 +14,7 @@ from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import FakeOllama
 
 from .gui import qt_app, tk_root, xvfb_display  # noqa: F401  # GUI test fixtures
+from .hostile import Hostile
 
 USER = [{"role": "user", "content": "Hello?"}]
 WAIT = 5.0  # every wait in the suite is bounded by this; none is a timing assertion
@@ -82,3 +83,10 @@ def make_client(transport: str) -> Iterator[MakeClient]:
 def client(server: FakeOllama, make_client: MakeClient) -> Iterator[StreamingClient]:
     with make_client(server.url) as c:
         yield c
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    """A raw-socket loopback server that plays scripted bytes (see ``hostile.py``)."""
+    with Hostile() as srv:
+        yield srv

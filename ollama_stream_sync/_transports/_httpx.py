@@ -36,6 +36,7 @@ import httpx
 from ollama_stream_sync._abort import (
     Aborted,
     AbortScope,
+    connect,
     current_scope,
     disown,
     resolve,
@@ -196,14 +197,13 @@ class _SocketStream(httpcore.NetworkStream):
             return os.getpid() != self._pid or socket_readable(sock)
         return None
 
-    def drain_within(self, seconds: float) -> None:
-        """Bound this stream's remaining reads to ``seconds`` from now."""
-        self._drain_until = time.monotonic() + seconds
+    def drain_within(self, seconds: float | None) -> None:
+        """Bound every later read to finish within ``seconds`` from now.
 
-    def end_drain(self) -> None:
-        """The stream is over: the next request on this connection reads freely."""
-        self._drain_until = None
-        self._timeout = _UNSET
+        ``None`` lifts the bound: a drained connection goes back to the pool,
+        and the next request on it must not inherit a limit that has passed.
+        """
+        self._drain_until = None if seconds is None else time.monotonic() + seconds
 
 
 def _raise_if_aborted() -> None:
@@ -230,7 +230,7 @@ def _connect(
         if local_address is not None:
             sock.bind((local_address, 0))
         stream._settimeout(timeout)
-        sock.connect(address)
+        connect(sock, address)  # a cancel ends it, whenever it lands
     except TimeoutError as exc:
         sock.close()
         _raise_if_aborted()
@@ -308,7 +308,7 @@ class _ResponseStream(httpx.SyncByteStream):
         # may take it at once: no scope may own it after that.
         if self._conn is not None:
             disown(self._conn)
-            self._conn.end_drain()
+            self._conn.drain_within(None)
         close = getattr(self._stream, "close", None)
         try:
             if close is not None:
@@ -483,9 +483,12 @@ class _HttpxOpenStream:
         sock = self._response.extensions.get("network_stream")
         if isinstance(sock, _SocketStream):
             sock.drain_within(timeout)
-            with contextlib.suppress(Exception):
-                for _ in self._chunks:
-                    pass
+            try:
+                with contextlib.suppress(Exception):
+                    for _ in self._chunks:
+                        pass
+            finally:
+                sock.drain_within(None)
         self.close()
 
     def close(self) -> None:

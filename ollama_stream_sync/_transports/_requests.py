@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -43,6 +44,7 @@ from urllib3.exceptions import (
 from ollama_stream_sync._abort import (
     AbortScope,
     _lock,
+    connect,
     current_scope,
     disown,
     resolve,
@@ -107,7 +109,16 @@ class _Tracking:
         if scope is None or type(self)._oss_base_new_conn is not _plain_new_conn:
             sock: socket.socket = super()._new_conn()  # type: ignore[misc]
             if scope is not None:
-                self._oss_claim()
+                # A class with its own _new_conn (SOCKS...) gave us no socket to
+                # shut down while it connected: a cancel then found nothing to
+                # wake and the scope may already own this connection (claimed
+                # in request()), so check it here, and close what it made.
+                try:
+                    self._oss_claim()
+                    scope.check()
+                except BaseException:
+                    sock.close()
+                    raise
             return sock
         return self._oss_connect(scope)
 
@@ -144,7 +155,7 @@ class _Tracking:
                     sock.settimeout(timeout)
                 if conn.source_address:
                     sock.bind(conn.source_address)
-                sock.connect(address)
+                connect(sock, address)  # a cancel ends it, whenever it lands
             except BaseException as exc:
                 self._oss_set_abort_sock(None)
                 sock.close()
@@ -304,10 +315,14 @@ class _RequestsOpenStream:
         conn = raw.connection
         sock = getattr(conn, "sock", None)
         if isinstance(sock, socket.socket):
+            # A socket timeout bounds each read; the deadline bounds them all
+            # (a server trickling bytes after done would otherwise hold us).
+            deadline = time.monotonic() + timeout
             with contextlib.suppress(Exception):
-                sock.settimeout(timeout)
-                while raw.read1(READ_SIZE, decode_content=self._decode):
-                    pass
+                while (remaining := deadline - time.monotonic()) > 0:
+                    sock.settimeout(remaining)
+                    if not raw.read1(READ_SIZE, decode_content=self._decode):
+                        break
         self.close()
 
     def close(self) -> None:
