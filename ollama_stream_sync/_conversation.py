@@ -17,7 +17,13 @@ from ._client import StreamingClient
 from ._errors import StreamError, ToolRoundsExceeded
 from ._handle import StreamHandle, wait_result
 from ._options import CONVERSATION_KEYS, ConversationOptions, Unpack, check_call
-from ._request import MessageLike, chat_body, encode_message, encode_tool
+from ._request import (
+    MessageLike,
+    chat_body,
+    encode_body,
+    encode_message,
+    encode_tool,
+)
 from ._result import ChatResult
 from ._stream import ChatStream
 from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens
@@ -233,6 +239,7 @@ class Conversation:
             if isinstance(text_or_message, str)
             else encode_message(text_or_message)
         )
+        encode_body(message)  # a value JSON cannot send fails here, not on the worker
         on_tool_result = options.pop("on_tool_result", None)
         deadline = options.get("deadline", self.client.deadline)
         deadline_at = None if deadline is None else time.monotonic() + deadline

@@ -161,6 +161,10 @@ class LineParser:
                     self._too_long(len(line))
                     return out
                 try:
+                    if line.count(b"[") + line.count(b"{") >= MAX_DEPTH and too_deep(
+                        line.decode("utf-8", "replace")
+                    ):
+                        raise RecursionError(f"nested deeper than {MAX_DEPTH} levels")
                     chunk = _loads_bytes(line)
                 except _PARSE_ERRORS as exc:
                     self.error = _not_json(line, exc)

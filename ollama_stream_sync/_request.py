@@ -10,6 +10,7 @@ Mistakes raise ``TypeError``/``ValueError`` here, before any thread starts.
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -161,6 +162,19 @@ def encode_options(options: Mapping[str, Any] | ollama.Options | None) -> Any:
                 UnknownOptionWarning,
             )
     return dict(options)
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as JSON bytes, on the caller's thread.
+
+    Raises:
+        TypeError: a value JSON cannot encode (bytes content, a datetime...),
+            named, before any thread starts.
+    """
+    try:
+        return json.dumps(body, ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the request cannot be sent as JSON: {exc}") from exc
 
 
 def encode_format(format: Any) -> Any:

@@ -140,6 +140,8 @@ class StreamRequest:
     path: str
     body: dict[str, Any]
     max_line_bytes: int
+    payload: bytes = b""
+    """``body`` as JSON, encoded once on the caller's thread (see ``encode_body``)."""
     connect_timeout: float | None = None
     first_token_timeout: float | None = None
     read_timeout: float | None = None
@@ -683,7 +685,10 @@ class _Run:
         bind(scope)
         try:
             stream = transport.open(
-                request.path, request.body, connect_timeout=request.connect_timeout
+                request.path,
+                request.payload,
+                connect_timeout=request.connect_timeout,
+                model=request.model,
             )
         finally:
             bind(None)

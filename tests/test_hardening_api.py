@@ -239,16 +239,6 @@ def test_a_bad_send_argument_raises_at_once_and_keeps_the_history(
     assert server.stream_requests() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "not fixed: the body is JSON-encoded only by the transport, on the "
-        "worker, so a value JSON cannot encode (bytes content, a datetime, an "
-        "object in options) becomes a bare StreamError('TypeError: ... is not "
-        "JSON serializable') after a thread started. Encoding once on the "
-        "caller's thread and handing bytes to Transport.open fixes it."
-    ),
-)
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -261,8 +251,13 @@ def test_a_value_json_cannot_encode_raises_at_once(
     server: FakeOllama, kwargs: dict[str, Any]
 ) -> None:
     with StreamingClient(server.url) as client:
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="JSON"):
             client.start_chat("m", **kwargs)
+        assert client.active_streams() == []
+        conv = Conversation(client, "m")
+        with pytest.raises(TypeError, match="JSON"):
+            conv.send({"role": "user", "content": b"bytes"})
+        assert conv.messages == []
     assert server.stream_requests() == []
 
 

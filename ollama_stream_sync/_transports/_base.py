@@ -47,9 +47,15 @@ class Transport(Protocol):
     """
 
     def open(
-        self, path: str, body: dict[str, Any], *, connect_timeout: float | None
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        connect_timeout: float | None,
+        model: str | None = None,
     ) -> OpenStream:
-        """Send ``body`` as JSON to ``path``; return once 2xx headers arrived.
+        """POST ``payload`` (JSON, encoded by the caller) to ``path``; return once
+        2xx headers arrived. ``model`` is named in errors.
 
         Raises:
             StreamError: a mapped transport error; ``ServerError`` for a non-2xx.

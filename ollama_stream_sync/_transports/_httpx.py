@@ -20,7 +20,6 @@ httpx's ``network_stream`` extension).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import ssl
@@ -506,12 +505,17 @@ class HttpxStreamTransport:
         self._accept_encoding = accept_encoding()
 
     def open(
-        self, path: str, body: dict[str, Any], *, connect_timeout: float | None
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        connect_timeout: float | None,
+        model: str | None = None,
     ) -> _HttpxOpenStream:
         request = self._client.build_request(
             "POST",
             path,
-            content=json.dumps(body, ensure_ascii=False).encode(),
+            content=payload,
             headers={
                 "Accept": "application/x-ndjson",
                 "Accept-Encoding": self._accept_encoding,
@@ -534,7 +538,7 @@ class HttpxStreamTransport:
                     response.reason_phrase,
                     retry_after=response.headers.get("Retry-After"),
                     url=self._url,
-                    model=_model_of(body),
+                    model=model,
                 )
             foreign = _claim_response_socket(response)
         except BaseException:
@@ -557,11 +561,6 @@ class HttpxStreamTransport:
             raise translate(exc, url=self._url) from exc
         except ValueError as exc:
             raise translate(exc, url=self._url) from exc
-
-
-def _model_of(body: dict[str, Any]) -> str | None:
-    model = body.get("model")
-    return model if isinstance(model, str) else None
 
 
 def _read_bounded(response: httpx.Response) -> bytes:

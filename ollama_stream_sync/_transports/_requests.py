@@ -22,7 +22,6 @@ other thread it does nothing at all. Nothing else in the process is touched.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -420,13 +419,18 @@ class RequestsStreamTransport:
         }
 
     def open(
-        self, path: str, body: dict[str, Any], *, connect_timeout: float | None
+        self,
+        path: str,
+        payload: bytes,
+        *,
+        connect_timeout: float | None,
+        model: str | None = None,
     ) -> _RequestsOpenStream:
         try:
             response = self._send(
                 "POST",
                 path,
-                data=json.dumps(body, ensure_ascii=False).encode(),
+                data=payload,
                 # Silences between chunks are policed by our own timers.
                 timeout=(connect_timeout, None),
                 stream=True,
@@ -440,7 +444,7 @@ class RequestsStreamTransport:
                 response.reason or "",
                 retry_after=response.headers.get("Retry-After"),
                 url=self._base,
-                model=body.get("model") if isinstance(body.get("model"), str) else None,
+                model=model,
             )
             _close(response)
             del response  # the error's traceback must not keep the connection
