@@ -20,6 +20,8 @@ Anything else escaping a command is a bug, and shows its traceback.
 Terminal output (``Transcript``) is shared by the commands: thinking in grey and
 the answer in plain text on a terminal, labelled sections when piped or when
 ``NO_COLOR`` is set, and text word-wrapped at the terminal width as it streams.
+On a terminal, ``follow`` shows where a stream is ("loading qwen3…") on a line
+that the answer then replaces; piped output has no such line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import inspect
 import os
 import shutil
 import sys
+import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -250,6 +254,9 @@ class StreamWrapper:
         self.column += cells
 
 
+_STREAMED = ("Thinking", "Answer")
+"""Sections whose text arrives in pieces: no status line interrupts them."""
+
 _GREY = "\x1b[90m"
 _BOLD = "\x1b[1m"
 _RESET = "\x1b[0m"
@@ -261,7 +268,9 @@ class Transcript:
 
     On a terminal (``color``) thinking is grey and labels are bold; otherwise
     the text is plain. ``wrap`` word-wraps at the terminal width as text arrives.
-    The callbacks of one stream run one at a time, so no lock is needed.
+    On a terminal, ``status`` shows a transient line ("loading qwen3…") that the
+    next output replaces. The stream's callbacks write from its worker while
+    the main thread updates the status: a lock keeps their writes apart.
     """
 
     out: TextIO
@@ -269,6 +278,9 @@ class Transcript:
     wrap: bool = False
     section: str = ""
     _text: StreamWrapper = field(init=False)
+    # Reentrant: the writing methods call one another.
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    _status: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self._text = StreamWrapper(self.out)
@@ -288,72 +300,161 @@ class Transcript:
         if self.wrap:
             self._text.width = max(20, shutil.get_terminal_size().columns)
 
+    def status(self, text: str) -> None:
+        """Show ``text`` as the status line, or clear it with ``""``.
+
+        Only on a terminal, on a line of its own, and never inside text that
+        is streaming (thinking, the answer). Written over with spaces, not
+        erased with escape codes, so ``NO_COLOR`` output stays plain.
+        """
+        with self._lock:
+            if not self.wrap or text == self._status:
+                return
+            self._clear_status()
+            if not text or self.section in _STREAMED:
+                return
+            self._text.newline()
+            room = max(20, shutil.get_terminal_size().columns) - 1
+            while _cells(text) > room:
+                text = text[:-2] + "…"
+            self._style(_GREY)
+            self.out.write(text)
+            self._style(_RESET)
+            self.out.flush()
+            self._status = text
+
+    def _clear_status(self) -> None:
+        if self._status:
+            blank = " " * _cells(self._status)
+            self.out.write(f"\r{blank}\r")
+            self._status = ""
+
     def enter(self, section: str, *, dim: bool = False) -> None:
         """Start a labelled section (``"Thinking"``), unless it is the current one."""
-        if self.section == section:
-            return
-        self._style(_RESET)
-        self._text.newline()
-        if self.section:
-            self.out.write("\n")
-        self.section = section
-        self._measure()
-        self._style(_GREY if dim else _BOLD)
-        self.out.write(f"{section}:\n")
-        self._style(_RESET)
-        if dim:
-            self._style(_GREY)
+        with self._lock:
+            self._clear_status()
+            if self.section == section:
+                return
+            self._style(_RESET)
+            self._text.newline()
+            if self.section:
+                self.out.write("\n")
+            self.section = section
+            self._measure()
+            self._style(_GREY if dim else _BOLD)
+            self.out.write(f"{section}:\n")
+            self._style(_RESET)
+            if dim:
+                self._style(_GREY)
 
     def thinking(self, delta: str) -> None:
         """``on_thinking``: grey on a terminal."""
-        self.enter("Thinking", dim=True)
-        self._text.write(delta)
-        self.out.flush()
+        with self._lock:
+            self.enter("Thinking", dim=True)
+            self._text.write(delta)
+            self.out.flush()
 
     def content(self, delta: str) -> None:
         """``on_content``: plain text."""
-        self.enter("Answer")
-        self._text.write(delta)
-        self.out.flush()
+        with self._lock:
+            self.enter("Answer")
+            self._text.write(delta)
+            self.out.flush()
 
     def text(self, section: str, text: str) -> None:
         """A whole section at once (a tool call, a tool result, the question)."""
-        self.enter(section)
-        self._text.write(text)
-        self.out.flush()
+        with self._lock:
+            self.enter(section)
+            self._text.write(text)
+            self.out.flush()
 
     def note(self, text: str) -> None:
         """A grey line of its own after the current section (stats, "[stopped]")."""
-        self.end()
-        self._measure()
-        self._style(_GREY)
-        self._text.write(text)
-        self._text.newline()
-        self._style(_RESET)
-        self.out.flush()
+        with self._lock:
+            self.end()
+            self._measure()
+            self._style(_GREY)
+            self._text.write(text)
+            self._text.newline()
+            self._style(_RESET)
+            self.out.flush()
 
     def end(self) -> None:
-        """Close the current section: reset the style, end the line."""
-        self._style(_RESET)
-        self._text.newline()
-        self.section = ""
-        self.out.flush()
+        """Close the section: clear the status, reset the style, end the line."""
+        with self._lock:
+            self._clear_status()
+            self._style(_RESET)
+            self._text.newline()
+            self.section = ""
+            self.out.flush()
 
     def paragraph(self, text: str) -> None:
         """Plain prose on lines of its own, wrapped like the stream."""
-        self.end()
-        self._measure()
-        self._text.write(text)
-        self._text.newline()
-        self.out.flush()
+        with self._lock:
+            self.end()
+            self._measure()
+            self._text.write(text)
+            self._text.newline()
+            self.out.flush()
 
     def heading(self, text: str) -> None:
         """A bold line, for a block of plain lines that follows."""
-        self.end()
-        self._style(_BOLD)
-        self.out.write(text + "\n")
-        self._style(_RESET)
-        self.out.flush()
+        with self._lock:
+            self.end()
+            self._style(_BOLD)
+            self.out.write(text + "\n")
+            self._style(_RESET)
+            self.out.flush()
+
+
+def phase_status(phase: str, model: str) -> str:
+    """The status line for a stream's phase ("" when its text speaks for itself)."""
+    return {
+        "connecting": "connecting…",
+        "waiting": f"waiting for {model}…",
+        "loading": f"loading {model}…",
+        "thinking": "thinking…",
+        "tool_call": "calling a tool…",
+        "retrying": "retrying…",
+    }.get(phase, "")
+
+
+SHOW_SECONDS_AFTER = 2.0
+"""A status line counts the seconds of its phase once it has lasted this long."""
+
+
+def follow(
+    handle: StreamHandle,
+    view: Transcript,
+    model: str,
+    until: Callable[[ChatResult], bool] | None = None,
+) -> None:
+    """Show ``handle``'s phase on ``view``'s status line until the stream ends.
+
+    Runs on the main thread while the callbacks write the text from the worker.
+    Woken by every phase change (``handle.wait_for``); while a status shows, it
+    also wakes once a second to count the seconds of a long wait ("loading
+    qwen3… 12 s": a big model takes a while). Returns when the stream ended, or
+    as soon as ``until(snapshot)`` holds. Ctrl-C propagates: the caller cancels.
+    """
+    phase, since = "", time.monotonic()
+    try:
+        while not handle.done() and not (until and until(handle.snapshot())):
+            now = handle.phase
+            if now != phase:
+                phase, since = now, time.monotonic()
+            label = phase_status(phase, model)
+            waited = time.monotonic() - since
+            if label and waited >= SHOW_SECONDS_AFTER:
+                label += f" {waited:.0f} s"
+            view.status(label)
+
+            def moved(result: ChatResult, shown: str = phase) -> bool:
+                return handle.phase != shown or bool(until and until(result))
+
+            handle.wait_for(moved, 1.0 if label else None)
+    finally:
+        view.status("")
 
 
 def result_summary(result: ChatResult) -> str:
@@ -572,7 +673,8 @@ class _Repl:
         if self.interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401, PLC0415  # line editing and history in input()
-        with StreamingClient(args.host) as client:
+        # probe_loading: a cold model says "loading qwen3…", not just "waiting".
+        with StreamingClient(args.host, probe_loading=True) as client:
             self.url = client.hosts[0]
             self._check(client)
             conv = Conversation(
@@ -657,7 +759,9 @@ class _Repl:
             handle = conv.start_send(
                 text, on_thinking=view.thinking, on_content=view.content
             )
-            result = _answer_or_stop(handle, conv.client.close_timeout)
+            result = _answer_or_stop(
+                handle, view, conv.model, conv.client.close_timeout
+            )
         except StreamError as exc:
             view.end()
             sys.stderr.write(f"error: {describe(exc, self.url, conv.model)}\n")
@@ -714,8 +818,10 @@ class _Repl:
         return loaded
 
 
-def _answer_or_stop(handle: StreamHandle, grace: float) -> ChatResult | None:
-    """Wait for the answer; the first Ctrl-C cancels it, and we wait for the end.
+def _answer_or_stop(
+    handle: StreamHandle, view: Transcript, model: str, grace: float
+) -> ChatResult | None:
+    """Wait for the answer, showing its phase; the first Ctrl-C cancels it.
 
     Returns the result (``cancelled`` after a Ctrl-C), or ``None`` if the stream
     did not end within ``grace`` seconds of the cancel.
@@ -723,6 +829,7 @@ def _answer_or_stop(handle: StreamHandle, grace: float) -> ChatResult | None:
     import concurrent.futures  # noqa: PLC0415  # --help stays instant
 
     try:
+        follow(handle, view, model)
         return handle.result()
     except KeyboardInterrupt:
         handle.cancel()
