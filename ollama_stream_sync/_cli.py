@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:  # the real imports happen in the commands: --help stays instant
     from ._client import StreamingClient
     from ._conversation import Conversation
-    from ._handle import StreamHandle
+    from ._handle import ProgressHandle, StreamHandle
+    from ._progress import ModelResult, Progress
     from ._result import ChatResult
 
 EXIT_OK = 0
@@ -842,6 +843,306 @@ def _answer_or_stop(
             return None
         except KeyboardInterrupt:
             continue
+
+
+# -- pull ---------------------------------------------------------------------------
+
+STAGE_LABELS: dict[str, str] = {
+    "manifest": "manifest",
+    "downloading": "downloading",
+    "uploading": "uploading",
+    "verifying": "verifying",
+    "writing": "writing manifest",
+    "cleanup": "cleaning up",
+    "creating": "creating",
+    "success": "done",
+}
+"""What the bar says the server is doing, by ``Progress.stage``."""
+
+REDRAW_INTERVAL = 0.1
+"""Seconds between redraws: faster progress lines are coalesced to the latest."""
+
+PLAIN_STEP = 10
+"""Piped, a "downloading" line is printed each time this many more percent are done."""
+
+BAR_RESOLUTION = 1000
+"""The bar counts in thousandths of the whole, fed from ``Progress.fraction``."""
+
+
+def human_bytes(count: float) -> str:
+    """``2.0 GB``: decimal units, as Ollama shows sizes."""
+    units = ("B", "KB", "MB", "GB", "TB")
+    index = 0
+    while count >= 1000 and index < len(units) - 1:
+        count /= 1000
+        index += 1
+    return f"{count:.0f} B" if index == 0 else f"{count:.1f} {units[index]}"
+
+
+def clock(seconds: float) -> str:
+    """``0:42``, ``12:05``, ``1:02:03``: a time left, as a clock shows it."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def percent(progress: Progress) -> int:
+    """Whole percent done, rounded down: 100 only once everything is there."""
+    return int((progress.fraction or 0.0) * 100)
+
+
+def stage_label(progress: Progress) -> str:
+    """The stage in words ("downloading"); an unknown stage shows Ollama's text."""
+    return STAGE_LABELS.get(progress.stage, progress.status or progress.stage)
+
+
+def progress_detail(progress: Progress, *, unknown_speed: str = "speed n/a") -> str:
+    """``840.0 MB / 2.0 GB · 35.1 MB/s · ETA 0:24``: what is known so far.
+
+    Speed and time left are shown while downloading; ``unknown_speed`` until
+    the speed is steady enough to tell ("" leaves it out).
+    """
+    if progress.total is None:
+        return ""
+    parts = [f"{human_bytes(progress.completed)} / {human_bytes(progress.total)}"]
+    if progress.stage == "downloading":
+        speed = progress.bytes_per_second
+        parts.append(unknown_speed if speed is None else f"{human_bytes(speed)}/s")
+        if progress.eta is not None:
+            parts.append(f"ETA {clock(progress.eta)}")
+    return " · ".join(part for part in parts if part)
+
+
+class PullLines:
+    """Pull progress as plain lines: one per stage, one per ``PLAIN_STEP`` percent.
+
+    For output that is not a terminal (a pipe, a log file), and for a terminal
+    when the bar's library (tqdm, the ``cli`` extra) is not installed.
+    """
+
+    coalesce_interval: float | None = None
+    """Every line: a stage that passes in a blink still gets its line."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.last: Progress | None = None
+        self._said = ""
+        self._step = -1
+
+    def show(self, progress: Progress) -> None:
+        """``on_progress``: print a line if this one says something new."""
+        self.last = progress
+        if progress.done:
+            return  # the command's own last line says so
+        if progress.stage == "downloading":
+            step = percent(progress) // PLAIN_STEP
+            if self._said == "downloading" and step <= self._step:
+                return
+            self._said, self._step = "downloading", step
+            line = f"downloading {percent(progress):3d}%"
+            detail = progress_detail(progress, unknown_speed="")
+            if detail:
+                line += f"  ({detail})"
+        else:
+            if progress.status == self._said:
+                return
+            self._said = line = progress.status
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self, *, keep: bool) -> None:
+        """Nothing to tidy: every line is already whole."""
+
+
+class PullBar:
+    """One tqdm bar for the whole pull: the stage, percent, bytes, speed, ETA.
+
+    tqdm draws it (redrawing the line with a carriage return, as wide as the
+    terminal is now, in ASCII where the terminal cannot show blocks); the
+    figures are the library's own ``Progress``, not tqdm's estimates, so the
+    bar never goes back when a new layer grows the total.
+    """
+
+    coalesce_interval: float | None = REDRAW_INTERVAL
+    """Redraw with the latest figures at most this often."""
+
+    def __init__(self, out: TextIO, bar_class: Any) -> None:
+        self.out = out
+        self.last: Progress | None = None
+        self._class = bar_class
+        self._bar: Any = None
+
+    def show(self, progress: Progress) -> None:
+        """``on_progress``: redraw the bar (at most every ``REDRAW_INTERVAL``)."""
+        self.last = progress
+        if self._bar is None:  # drawn from the first line: a failed connect shows none
+            self._bar = self._class(
+                total=BAR_RESOLUTION,
+                file=self.out,
+                bar_format="{desc:<11} {percentage:3.0f}% |{bar}| {detail}",
+                dynamic_ncols=True,
+                disable=False,  # we chose to draw it: a terminal, tqdm installed
+            )
+        bar = self._bar
+        bar.n = int((progress.fraction or 0.0) * BAR_RESOLUTION)
+        bar.set_description_str(stage_label(progress), refresh=False)
+        bar.detail = progress_detail(progress)
+        bar.refresh()
+
+    def close(self, *, keep: bool) -> None:
+        """End the bar: ``keep`` leaves it on screen, else its line is cleared."""
+        if self._bar is not None:
+            self._bar.leave = keep
+            self._bar.close()
+            self._bar = None
+
+
+def _bar_class() -> Any:
+    """tqdm's bar with our figures in its format, or None without tqdm."""
+    try:
+        from tqdm import tqdm  # noqa: PLC0415  # optional: the `cli` extra
+    except ImportError:
+        return None
+
+    class Bar(tqdm):  # type: ignore[type-arg]  # tqdm[T]: T is what it iterates
+        """``{detail}`` in ``bar_format``: tqdm's documented way to add a field."""
+
+        monitor_interval = 0  # no monitor thread: every update redraws
+        detail = ""
+
+        @property
+        def format_dict(self) -> Any:
+            return {**super().format_dict, "detail": self.detail}
+
+    return Bar
+
+
+def pull_view(out: TextIO) -> PullLines | PullBar:
+    """A bar on a terminal (with tqdm installed), plain lines otherwise."""
+    tty = bool(getattr(out, "isatty", None) and out.isatty())
+    if tty and os.environ.get("TERM") != "dumb":
+        bar_class = _bar_class()
+        if bar_class is not None:
+            return PullBar(out, bar_class)
+    return PullLines(out)
+
+
+def _pulled(model: str, result: ModelResult) -> str:
+    last = result.progress
+    size = f" ({human_bytes(last.total)})" if last and last.total else ""
+    return f"pulled {model}{size} in {result.seconds:.1f} s"
+
+
+def _where(last: Progress | None) -> str:
+    if last is None or last.total is None:
+        return ""
+    done, total = human_bytes(last.completed), human_bytes(last.total)
+    return f" at {percent(last)}% ({done} of {total})"
+
+
+@command(
+    "pull",
+    arg("model", metavar="MODEL", help="the model to download, e.g. qwen3:8b"),
+    HOST,
+    arg(
+        "--insecure",
+        action="store_true",
+        help="allow a registry without a verified TLS certificate",
+    ),
+)
+def _pull(args: argparse.Namespace) -> int:
+    """Download a model to your Ollama, with a progress bar.
+
+    On a terminal: one bar for the whole model, with the stage, speed and time
+    left (the bar needs tqdm: pip install 'ollama-stream-sync[cli]'; without
+    it, plain lines). Piped: a line per stage and per 10% downloaded. Ctrl-C
+    cancels the pull; Ollama keeps the layers it has, so pulling again
+    resumes.
+    """
+    from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
+    from ._dispatch import QueueDispatcher  # noqa: PLC0415
+    from ._errors import ModelNotFound, StreamError  # noqa: PLC0415
+
+    model: str = args.model
+    if not model.strip():
+        raise Failure("the model name is empty; name one, e.g. qwen3")
+    view = pull_view(sys.stdout)
+    # Callbacks run here, on the main thread, as this thread pumps the queue:
+    # the bar is drawn by one thread only, and the bar's coalescing (flushed by
+    # the client's timer during a pause, which a queue allows) always shows the
+    # latest figures.
+    queue = QueueDispatcher()
+    ended = threading.Event()
+    with StreamingClient(args.host) as client:
+        url = client.hosts[0]
+        handle = client.start_pull(
+            model,
+            insecure=bool(args.insecure),
+            on_progress=view.show,
+            on_done=lambda _: ended.set(),
+            on_error=lambda _: ended.set(),
+            dispatcher=queue,
+            coalesce_interval=view.coalesce_interval,
+        )
+        try:
+            queue.pump_until(ended.is_set, None)
+        except KeyboardInterrupt:
+            return _pull_interrupted(handle, queue, ended, view, model)
+        try:
+            result = handle.result()
+        except ModelNotFound as exc:
+            view.close(keep=False)
+            name = exc.model or model
+            raise Failure(
+                f"model {name!r} was not found ({' '.join(exc.message.split())}); "
+                "check its name and tag, e.g. on https://ollama.com/library"
+            ) from exc
+        except StreamError as exc:
+            view.close(keep=bool(view.last and view.last.completed))
+            raise Failure(describe(exc, url, model)) from exc
+        view.close(keep=True)
+    sys.stdout.write(_pulled(model, result) + "\n")
+    return EXIT_OK
+
+
+def _pull_interrupted(
+    handle: ProgressHandle,
+    queue: Any,
+    ended: threading.Event,
+    view: PullLines | PullBar,
+    model: str,
+) -> int:
+    """Ctrl-C: cancel the pull (its socket closes), say where it stopped."""
+    import concurrent.futures  # noqa: PLC0415  # --help stays instant
+
+    from ._errors import StreamError  # noqa: PLC0415
+
+    handle.cancel()
+    grace = 5.0
+    # What arrived before the cancel is still delivered: the bar shows it.
+    # More Ctrl-C (people press it twice) must not cut that short.
+    while True:
+        try:
+            queue.pump_until(ended.is_set, grace)
+            break
+        except KeyboardInterrupt:
+            continue
+    try:
+        result: ModelResult | None = handle.result(0)
+    except (StreamError, concurrent.futures.TimeoutError):
+        result = None  # cancelled mid-callback, or still closing: stopped all the same
+    if result is not None and not result.cancelled:  # it finished first
+        view.close(keep=True)
+        sys.stdout.write(_pulled(model, result) + "\n")
+        return EXIT_OK
+    last = view.last
+    view.close(keep=bool(last and last.completed))
+    _flush_quietly()
+    sys.stderr.write(
+        f"{NAME}: pull cancelled{_where(last)}; Ollama keeps the layers it has "
+        f"downloaded, so pulling {model} again resumes\n"
+    )
+    return EXIT_INTERRUPTED
 
 
 # -- main ---------------------------------------------------------------------------
