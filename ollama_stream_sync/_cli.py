@@ -66,7 +66,8 @@ exit status:
   {EXIT_OK:<4} success
   {EXIT_FAILURE:<4} an expected failure (no server, unknown model, timeout): one
        line on stderr says what went wrong and what to do
-  {EXIT_USAGE:<4} a usage error (unknown command or option, missing argument)
+  {EXIT_USAGE:<4} a usage error (unknown command or option, missing argument, a
+       host URL that names the API path)
   {EXIT_INTERRUPTED:<4} interrupted with Ctrl-C (the interactive chat leaves with 0)
 """
 
@@ -76,6 +77,24 @@ exit status:
 
 class Failure(Exception):
     """An expected failure: ``main`` prints its one line and exits with status 1."""
+
+
+class UsageError(Failure):
+    """A value the user gave cannot work (a --host naming the API path): status 2."""
+
+
+def open_client(host: str | None, **options: Any) -> StreamingClient:
+    """A ``StreamingClient`` for ``--host``; a URL it refuses is a usage error.
+
+    Raises:
+        UsageError: the host (from --host or OLLAMA_HOST) is not a server's URL.
+    """
+    from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
+
+    try:
+        return StreamingClient(host, **options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def describe(exc: BaseException, url: str | None, model: str | None) -> str:  # noqa: PLR0911
@@ -667,7 +686,6 @@ class _Repl:
         sys.stdout.flush()
 
     def run(self) -> int:
-        from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
         from ._conversation import Conversation  # noqa: PLC0415
 
         args = self.args
@@ -675,7 +693,7 @@ class _Repl:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401, PLC0415  # line editing and history in input()
         # probe_loading: a cold model says "loading qwen3…", not just "waiting".
-        with StreamingClient(args.host, probe_loading=True) as client:
+        with open_client(args.host, probe_loading=True) as client:
             self.url = client.hosts[0]
             self._check(client)
             conv = Conversation(
@@ -1059,7 +1077,6 @@ def _pull(args: argparse.Namespace) -> int:
     cancels the pull; Ollama keeps the layers it has, so pulling again
     resumes.
     """
-    from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
     from ._dispatch import QueueDispatcher  # noqa: PLC0415
     from ._errors import ModelNotFound, StreamError  # noqa: PLC0415
 
@@ -1073,7 +1090,7 @@ def _pull(args: argparse.Namespace) -> int:
     # latest figures.
     queue = QueueDispatcher()
     ended = threading.Event()
-    with StreamingClient(args.host) as client:
+    with open_client(args.host) as client:
         url = client.hosts[0]
         handle = client.start_pull(
             model,
@@ -1207,7 +1224,7 @@ def _run(args: argparse.Namespace) -> int:
         _flush_quietly()
         line = str(exc) if isinstance(exc, Failure) else describe(exc, None, None)
         sys.stderr.write(f"{NAME}: error: {line}\n")
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
     except KeyboardInterrupt:
         _flush_quietly()
         sys.stderr.write(f"\n{NAME}: interrupted\n")

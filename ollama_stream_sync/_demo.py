@@ -15,8 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ._cli import PROJECT_URL, Transcript, explained, follow
-from ._client import StreamingClient
+from ._cli import PROJECT_URL, Transcript, explained, follow, open_client
 from ._conversation import Conversation
 from ._handle import StreamHandle
 from ._result import ChatResult
@@ -208,7 +207,7 @@ def _next_steps(view: Transcript, prog: str, host: str | None, model: str) -> No
 def _run(url: str, model: str, view: Transcript, prog: str, real: bool) -> None:
     with (
         # probe_loading: a model that is not in memory yet reports "loading".
-        StreamingClient(url, probe_loading=True) as client,
+        open_client(url, probe_loading=True) as client,
         explained(client.hosts[0], model),
     ):
         conv = Conversation(client, model, tools=[get_weather], think=True)

@@ -216,6 +216,16 @@ def test_a_failure_mid_pull_is_one_line_with_status_1() -> None:
     assert "max retries exceeded: EOF" in line
 
 
+@pytest.mark.parametrize("command", ["pull", "chat", "demo"])
+def test_a_host_naming_the_api_path_is_a_usage_error(command: str) -> None:
+    args = {"pull": [MODEL], "chat": ["--model", MODEL], "demo": []}[command]
+    done = run_cli(command, *args, "--host", "http://127.0.0.1:9/api")
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("ollama-stream-sync: error: host 'http://127.0.0.1:9/api'")
+    assert "'http://127.0.0.1:9'" in line and "Traceback" not in done.stderr
+
+
 def test_pull_needs_a_model_name() -> None:
     assert run_cli("pull").returncode == 2
     assert_one_line_failure(run_cli("pull", " "))
