@@ -20,6 +20,8 @@ Anything else escaping a command is a bug, and shows its traceback.
 Terminal output (``Transcript``) is shared by the commands: thinking in grey and
 the answer in plain text on a terminal, labelled sections when piped or when
 ``NO_COLOR`` is set, and text word-wrapped at the terminal width as it streams.
+On a terminal, ``follow`` shows where a stream is ("loading qwen3…") on a line
+that the answer then replaces; piped output has no such line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import inspect
 import os
 import shutil
 import sys
+import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +43,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:  # the real imports happen in the commands: --help stays instant
     from ._client import StreamingClient
     from ._conversation import Conversation
-    from ._handle import StreamHandle
+    from ._handle import ProgressHandle, StreamHandle
+    from ._progress import ModelResult, Progress
     from ._result import ChatResult
 
 EXIT_OK = 0
@@ -61,7 +66,8 @@ exit status:
   {EXIT_OK:<4} success
   {EXIT_FAILURE:<4} an expected failure (no server, unknown model, timeout): one
        line on stderr says what went wrong and what to do
-  {EXIT_USAGE:<4} a usage error (unknown command or option, missing argument)
+  {EXIT_USAGE:<4} a usage error (unknown command or option, missing argument, a
+       host URL that names the API path)
   {EXIT_INTERRUPTED:<4} interrupted with Ctrl-C (the interactive chat leaves with 0)
 """
 
@@ -71,6 +77,24 @@ exit status:
 
 class Failure(Exception):
     """An expected failure: ``main`` prints its one line and exits with status 1."""
+
+
+class UsageError(Failure):
+    """A value the user gave cannot work (a --host naming the API path): status 2."""
+
+
+def open_client(host: str | None, **options: Any) -> StreamingClient:
+    """A ``StreamingClient`` for ``--host``; a URL it refuses is a usage error.
+
+    Raises:
+        UsageError: the host (from --host or OLLAMA_HOST) is not a server's URL.
+    """
+    from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
+
+    try:
+        return StreamingClient(host, **options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def describe(exc: BaseException, url: str | None, model: str | None) -> str:  # noqa: PLR0911
@@ -250,6 +274,9 @@ class StreamWrapper:
         self.column += cells
 
 
+_STREAMED = ("Thinking", "Answer")
+"""Sections whose text arrives in pieces: no status line interrupts them."""
+
 _GREY = "\x1b[90m"
 _BOLD = "\x1b[1m"
 _RESET = "\x1b[0m"
@@ -261,7 +288,9 @@ class Transcript:
 
     On a terminal (``color``) thinking is grey and labels are bold; otherwise
     the text is plain. ``wrap`` word-wraps at the terminal width as text arrives.
-    The callbacks of one stream run one at a time, so no lock is needed.
+    On a terminal, ``status`` shows a transient line ("loading qwen3…") that the
+    next output replaces. The stream's callbacks write from its worker while
+    the main thread updates the status: a lock keeps their writes apart.
     """
 
     out: TextIO
@@ -269,6 +298,9 @@ class Transcript:
     wrap: bool = False
     section: str = ""
     _text: StreamWrapper = field(init=False)
+    # Reentrant: the writing methods call one another.
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    _status: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self._text = StreamWrapper(self.out)
@@ -288,72 +320,161 @@ class Transcript:
         if self.wrap:
             self._text.width = max(20, shutil.get_terminal_size().columns)
 
+    def status(self, text: str) -> None:
+        """Show ``text`` as the status line, or clear it with ``""``.
+
+        Only on a terminal, on a line of its own, and never inside text that
+        is streaming (thinking, the answer). Written over with spaces, not
+        erased with escape codes, so ``NO_COLOR`` output stays plain.
+        """
+        with self._lock:
+            if not self.wrap or text == self._status:
+                return
+            self._clear_status()
+            if not text or self.section in _STREAMED:
+                return
+            self._text.newline()
+            room = max(20, shutil.get_terminal_size().columns) - 1
+            while _cells(text) > room:
+                text = text[:-2] + "…"
+            self._style(_GREY)
+            self.out.write(text)
+            self._style(_RESET)
+            self.out.flush()
+            self._status = text
+
+    def _clear_status(self) -> None:
+        if self._status:
+            blank = " " * _cells(self._status)
+            self.out.write(f"\r{blank}\r")
+            self._status = ""
+
     def enter(self, section: str, *, dim: bool = False) -> None:
         """Start a labelled section (``"Thinking"``), unless it is the current one."""
-        if self.section == section:
-            return
-        self._style(_RESET)
-        self._text.newline()
-        if self.section:
-            self.out.write("\n")
-        self.section = section
-        self._measure()
-        self._style(_GREY if dim else _BOLD)
-        self.out.write(f"{section}:\n")
-        self._style(_RESET)
-        if dim:
-            self._style(_GREY)
+        with self._lock:
+            self._clear_status()
+            if self.section == section:
+                return
+            self._style(_RESET)
+            self._text.newline()
+            if self.section:
+                self.out.write("\n")
+            self.section = section
+            self._measure()
+            self._style(_GREY if dim else _BOLD)
+            self.out.write(f"{section}:\n")
+            self._style(_RESET)
+            if dim:
+                self._style(_GREY)
 
     def thinking(self, delta: str) -> None:
         """``on_thinking``: grey on a terminal."""
-        self.enter("Thinking", dim=True)
-        self._text.write(delta)
-        self.out.flush()
+        with self._lock:
+            self.enter("Thinking", dim=True)
+            self._text.write(delta)
+            self.out.flush()
 
     def content(self, delta: str) -> None:
         """``on_content``: plain text."""
-        self.enter("Answer")
-        self._text.write(delta)
-        self.out.flush()
+        with self._lock:
+            self.enter("Answer")
+            self._text.write(delta)
+            self.out.flush()
 
     def text(self, section: str, text: str) -> None:
         """A whole section at once (a tool call, a tool result, the question)."""
-        self.enter(section)
-        self._text.write(text)
-        self.out.flush()
+        with self._lock:
+            self.enter(section)
+            self._text.write(text)
+            self.out.flush()
 
     def note(self, text: str) -> None:
         """A grey line of its own after the current section (stats, "[stopped]")."""
-        self.end()
-        self._measure()
-        self._style(_GREY)
-        self._text.write(text)
-        self._text.newline()
-        self._style(_RESET)
-        self.out.flush()
+        with self._lock:
+            self.end()
+            self._measure()
+            self._style(_GREY)
+            self._text.write(text)
+            self._text.newline()
+            self._style(_RESET)
+            self.out.flush()
 
     def end(self) -> None:
-        """Close the current section: reset the style, end the line."""
-        self._style(_RESET)
-        self._text.newline()
-        self.section = ""
-        self.out.flush()
+        """Close the section: clear the status, reset the style, end the line."""
+        with self._lock:
+            self._clear_status()
+            self._style(_RESET)
+            self._text.newline()
+            self.section = ""
+            self.out.flush()
 
     def paragraph(self, text: str) -> None:
         """Plain prose on lines of its own, wrapped like the stream."""
-        self.end()
-        self._measure()
-        self._text.write(text)
-        self._text.newline()
-        self.out.flush()
+        with self._lock:
+            self.end()
+            self._measure()
+            self._text.write(text)
+            self._text.newline()
+            self.out.flush()
 
     def heading(self, text: str) -> None:
         """A bold line, for a block of plain lines that follows."""
-        self.end()
-        self._style(_BOLD)
-        self.out.write(text + "\n")
-        self._style(_RESET)
-        self.out.flush()
+        with self._lock:
+            self.end()
+            self._style(_BOLD)
+            self.out.write(text + "\n")
+            self._style(_RESET)
+            self.out.flush()
+
+
+def phase_status(phase: str, model: str) -> str:
+    """The status line for a stream's phase ("" when its text speaks for itself)."""
+    return {
+        "connecting": "connecting…",
+        "waiting": f"waiting for {model}…",
+        "loading": f"loading {model}…",
+        "thinking": "thinking…",
+        "tool_call": "calling a tool…",
+        "retrying": "retrying…",
+    }.get(phase, "")
+
+
+SHOW_SECONDS_AFTER = 2.0
+"""A status line counts the seconds of its phase once it has lasted this long."""
+
+
+def follow(
+    handle: StreamHandle,
+    view: Transcript,
+    model: str,
+    until: Callable[[ChatResult], bool] | None = None,
+) -> None:
+    """Show ``handle``'s phase on ``view``'s status line until the stream ends.
+
+    Runs on the main thread while the callbacks write the text from the worker.
+    Woken by every phase change (``handle.wait_for``); while a status shows, it
+    also wakes once a second to count the seconds of a long wait ("loading
+    qwen3… 12 s": a big model takes a while). Returns when the stream ended, or
+    as soon as ``until(snapshot)`` holds. Ctrl-C propagates: the caller cancels.
+    """
+    phase, since = "", time.monotonic()
+    try:
+        while not handle.done() and not (until and until(handle.snapshot())):
+            now = handle.phase
+            if now != phase:
+                phase, since = now, time.monotonic()
+            label = phase_status(phase, model)
+            waited = time.monotonic() - since
+            if label and waited >= SHOW_SECONDS_AFTER:
+                label += f" {waited:.0f} s"
+            view.status(label)
+
+            def moved(result: ChatResult, shown: str = phase) -> bool:
+                return handle.phase != shown or bool(until and until(result))
+
+            handle.wait_for(moved, 1.0 if label else None)
+    finally:
+        view.status("")
 
 
 def result_summary(result: ChatResult) -> str:
@@ -565,14 +686,14 @@ class _Repl:
         sys.stdout.flush()
 
     def run(self) -> int:
-        from ._client import StreamingClient  # noqa: PLC0415  # --help stays instant
         from ._conversation import Conversation  # noqa: PLC0415
 
         args = self.args
         if self.interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401, PLC0415  # line editing and history in input()
-        with StreamingClient(args.host) as client:
+        # probe_loading: a cold model says "loading qwen3…", not just "waiting".
+        with open_client(args.host, probe_loading=True) as client:
             self.url = client.hosts[0]
             self._check(client)
             conv = Conversation(
@@ -657,7 +778,9 @@ class _Repl:
             handle = conv.start_send(
                 text, on_thinking=view.thinking, on_content=view.content
             )
-            result = _answer_or_stop(handle, conv.client.close_timeout)
+            result = _answer_or_stop(
+                handle, view, conv.model, conv.client.close_timeout
+            )
         except StreamError as exc:
             view.end()
             sys.stderr.write(f"error: {describe(exc, self.url, conv.model)}\n")
@@ -714,8 +837,10 @@ class _Repl:
         return loaded
 
 
-def _answer_or_stop(handle: StreamHandle, grace: float) -> ChatResult | None:
-    """Wait for the answer; the first Ctrl-C cancels it, and we wait for the end.
+def _answer_or_stop(
+    handle: StreamHandle, view: Transcript, model: str, grace: float
+) -> ChatResult | None:
+    """Wait for the answer, showing its phase; the first Ctrl-C cancels it.
 
     Returns the result (``cancelled`` after a Ctrl-C), or ``None`` if the stream
     did not end within ``grace`` seconds of the cancel.
@@ -723,6 +848,7 @@ def _answer_or_stop(handle: StreamHandle, grace: float) -> ChatResult | None:
     import concurrent.futures  # noqa: PLC0415  # --help stays instant
 
     try:
+        follow(handle, view, model)
         return handle.result()
     except KeyboardInterrupt:
         handle.cancel()
@@ -735,6 +861,305 @@ def _answer_or_stop(handle: StreamHandle, grace: float) -> ChatResult | None:
             return None
         except KeyboardInterrupt:
             continue
+
+
+# -- pull ---------------------------------------------------------------------------
+
+STAGE_LABELS: dict[str, str] = {
+    "manifest": "manifest",
+    "downloading": "downloading",
+    "uploading": "uploading",
+    "verifying": "verifying",
+    "writing": "writing manifest",
+    "cleanup": "cleaning up",
+    "creating": "creating",
+    "success": "done",
+}
+"""What the bar says the server is doing, by ``Progress.stage``."""
+
+REDRAW_INTERVAL = 0.1
+"""Seconds between redraws: faster progress lines are coalesced to the latest."""
+
+PLAIN_STEP = 10
+"""Piped, a "downloading" line is printed each time this many more percent are done."""
+
+BAR_RESOLUTION = 1000
+"""The bar counts in thousandths of the whole, fed from ``Progress.fraction``."""
+
+
+def human_bytes(count: float) -> str:
+    """``2.0 GB``: decimal units, as Ollama shows sizes."""
+    units = ("B", "KB", "MB", "GB", "TB")
+    index = 0
+    while count >= 1000 and index < len(units) - 1:
+        count /= 1000
+        index += 1
+    return f"{count:.0f} B" if index == 0 else f"{count:.1f} {units[index]}"
+
+
+def clock(seconds: float) -> str:
+    """``0:42``, ``12:05``, ``1:02:03``: a time left, as a clock shows it."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def percent(progress: Progress) -> int:
+    """Whole percent done, rounded down: 100 only once everything is there."""
+    return int((progress.fraction or 0.0) * 100)
+
+
+def stage_label(progress: Progress) -> str:
+    """The stage in words ("downloading"); an unknown stage shows Ollama's text."""
+    return STAGE_LABELS.get(progress.stage, progress.status or progress.stage)
+
+
+def progress_detail(progress: Progress, *, unknown_speed: str = "speed n/a") -> str:
+    """``840.0 MB / 2.0 GB · 35.1 MB/s · ETA 0:24``: what is known so far.
+
+    Speed and time left are shown while downloading; ``unknown_speed`` until
+    the speed is steady enough to tell ("" leaves it out).
+    """
+    if progress.total is None:
+        return ""
+    parts = [f"{human_bytes(progress.completed)} / {human_bytes(progress.total)}"]
+    if progress.stage == "downloading":
+        speed = progress.bytes_per_second
+        parts.append(unknown_speed if speed is None else f"{human_bytes(speed)}/s")
+        if progress.eta is not None:
+            parts.append(f"ETA {clock(progress.eta)}")
+    return " · ".join(part for part in parts if part)
+
+
+class PullLines:
+    """Pull progress as plain lines: one per stage, one per ``PLAIN_STEP`` percent.
+
+    For output that is not a terminal (a pipe, a log file), and for a terminal
+    when the bar's library (tqdm, the ``cli`` extra) is not installed.
+    """
+
+    coalesce_interval: float | None = None
+    """Every line: a stage that passes in a blink still gets its line."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.last: Progress | None = None
+        self._said = ""
+        self._step = -1
+
+    def show(self, progress: Progress) -> None:
+        """``on_progress``: print a line if this one says something new."""
+        self.last = progress
+        if progress.done:
+            return  # the command's own last line says so
+        if progress.stage == "downloading":
+            step = percent(progress) // PLAIN_STEP
+            if self._said == "downloading" and step <= self._step:
+                return
+            self._said, self._step = "downloading", step
+            line = f"downloading {percent(progress):3d}%"
+            detail = progress_detail(progress, unknown_speed="")
+            if detail:
+                line += f"  ({detail})"
+        else:
+            if progress.status == self._said:
+                return
+            self._said = line = progress.status
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self, *, keep: bool) -> None:
+        """Nothing to tidy: every line is already whole."""
+
+
+class PullBar:
+    """One tqdm bar for the whole pull: the stage, percent, bytes, speed, ETA.
+
+    tqdm draws it (redrawing the line with a carriage return, as wide as the
+    terminal is now, in ASCII where the terminal cannot show blocks); the
+    figures are the library's own ``Progress``, not tqdm's estimates, so the
+    bar never goes back when a new layer grows the total.
+    """
+
+    coalesce_interval: float | None = REDRAW_INTERVAL
+    """Redraw with the latest figures at most this often."""
+
+    def __init__(self, out: TextIO, bar_class: Any) -> None:
+        self.out = out
+        self.last: Progress | None = None
+        self._class = bar_class
+        self._bar: Any = None
+
+    def show(self, progress: Progress) -> None:
+        """``on_progress``: redraw the bar (at most every ``REDRAW_INTERVAL``)."""
+        self.last = progress
+        if self._bar is None:  # drawn from the first line: a failed connect shows none
+            self._bar = self._class(
+                total=BAR_RESOLUTION,
+                file=self.out,
+                bar_format="{desc:<11} {percentage:3.0f}% |{bar}| {detail}",
+                dynamic_ncols=True,
+                disable=False,  # we chose to draw it: a terminal, tqdm installed
+            )
+        bar = self._bar
+        bar.n = int((progress.fraction or 0.0) * BAR_RESOLUTION)
+        bar.set_description_str(stage_label(progress), refresh=False)
+        bar.detail = progress_detail(progress)
+        bar.refresh()
+
+    def close(self, *, keep: bool) -> None:
+        """End the bar: ``keep`` leaves it on screen, else its line is cleared."""
+        if self._bar is not None:
+            self._bar.leave = keep
+            self._bar.close()
+            self._bar = None
+
+
+def _bar_class() -> Any:
+    """tqdm's bar with our figures in its format, or None without tqdm."""
+    try:
+        from tqdm import tqdm  # noqa: PLC0415  # optional: the `cli` extra
+    except ImportError:
+        return None
+
+    class Bar(tqdm):  # type: ignore[type-arg]  # tqdm[T]: T is what it iterates
+        """``{detail}`` in ``bar_format``: tqdm's documented way to add a field."""
+
+        monitor_interval = 0  # no monitor thread: every update redraws
+        detail = ""
+
+        @property
+        def format_dict(self) -> Any:
+            return {**super().format_dict, "detail": self.detail}
+
+    return Bar
+
+
+def pull_view(out: TextIO) -> PullLines | PullBar:
+    """A bar on a terminal (with tqdm installed), plain lines otherwise."""
+    tty = bool(getattr(out, "isatty", None) and out.isatty())
+    if tty and os.environ.get("TERM") != "dumb":
+        bar_class = _bar_class()
+        if bar_class is not None:
+            return PullBar(out, bar_class)
+    return PullLines(out)
+
+
+def _pulled(model: str, result: ModelResult) -> str:
+    last = result.progress
+    size = f" ({human_bytes(last.total)})" if last and last.total else ""
+    return f"pulled {model}{size} in {result.seconds:.1f} s"
+
+
+def _where(last: Progress | None) -> str:
+    if last is None or last.total is None:
+        return ""
+    done, total = human_bytes(last.completed), human_bytes(last.total)
+    return f" at {percent(last)}% ({done} of {total})"
+
+
+@command(
+    "pull",
+    arg("model", metavar="MODEL", help="the model to download, e.g. qwen3:8b"),
+    HOST,
+    arg(
+        "--insecure",
+        action="store_true",
+        help="allow a registry without a verified TLS certificate",
+    ),
+)
+def _pull(args: argparse.Namespace) -> int:
+    """Download a model to your Ollama, with a progress bar.
+
+    On a terminal: one bar for the whole model, with the stage, speed and time
+    left (the bar needs tqdm: pip install 'ollama-stream-sync[cli]'; without
+    it, plain lines). Piped: a line per stage and per 10% downloaded. Ctrl-C
+    cancels the pull; Ollama keeps the layers it has, so pulling again
+    resumes.
+    """
+    from ._dispatch import QueueDispatcher  # noqa: PLC0415
+    from ._errors import ModelNotFound, StreamError  # noqa: PLC0415
+
+    model: str = args.model
+    if not model.strip():
+        raise Failure("the model name is empty; name one, e.g. qwen3")
+    view = pull_view(sys.stdout)
+    # Callbacks run here, on the main thread, as this thread pumps the queue:
+    # the bar is drawn by one thread only, and the bar's coalescing (flushed by
+    # the client's timer during a pause, which a queue allows) always shows the
+    # latest figures.
+    queue = QueueDispatcher()
+    ended = threading.Event()
+    with open_client(args.host) as client:
+        url = client.hosts[0]
+        handle = client.start_pull(
+            model,
+            insecure=bool(args.insecure),
+            on_progress=view.show,
+            on_done=lambda _: ended.set(),
+            on_error=lambda _: ended.set(),
+            dispatcher=queue,
+            coalesce_interval=view.coalesce_interval,
+        )
+        try:
+            queue.pump_until(ended.is_set, None)
+        except KeyboardInterrupt:
+            return _pull_interrupted(handle, queue, ended, view, model)
+        try:
+            result = handle.result()
+        except ModelNotFound as exc:
+            view.close(keep=False)
+            name = exc.model or model
+            raise Failure(
+                f"model {name!r} was not found ({' '.join(exc.message.split())}); "
+                "check its name and tag, e.g. on https://ollama.com/library"
+            ) from exc
+        except StreamError as exc:
+            view.close(keep=bool(view.last and view.last.completed))
+            raise Failure(describe(exc, url, model)) from exc
+        view.close(keep=True)
+    sys.stdout.write(_pulled(model, result) + "\n")
+    return EXIT_OK
+
+
+def _pull_interrupted(
+    handle: ProgressHandle,
+    queue: Any,
+    ended: threading.Event,
+    view: PullLines | PullBar,
+    model: str,
+) -> int:
+    """Ctrl-C: cancel the pull (its socket closes), say where it stopped."""
+    import concurrent.futures  # noqa: PLC0415  # --help stays instant
+
+    from ._errors import StreamError  # noqa: PLC0415
+
+    handle.cancel()
+    grace = 5.0
+    # What arrived before the cancel is still delivered: the bar shows it.
+    # More Ctrl-C (people press it twice) must not cut that short.
+    while True:
+        try:
+            queue.pump_until(ended.is_set, grace)
+            break
+        except KeyboardInterrupt:
+            continue
+    try:
+        result: ModelResult | None = handle.result(0)
+    except (StreamError, concurrent.futures.TimeoutError):
+        result = None  # cancelled mid-callback, or still closing: stopped all the same
+    if result is not None and not result.cancelled:  # it finished first
+        view.close(keep=True)
+        sys.stdout.write(_pulled(model, result) + "\n")
+        return EXIT_OK
+    last = view.last
+    view.close(keep=bool(last and last.completed))
+    _flush_quietly()
+    sys.stderr.write(
+        f"{NAME}: pull cancelled{_where(last)}; Ollama keeps the layers it has "
+        f"downloaded, so pulling {model} again resumes\n"
+    )
+    return EXIT_INTERRUPTED
 
 
 # -- main ---------------------------------------------------------------------------
@@ -799,7 +1224,7 @@ def _run(args: argparse.Namespace) -> int:
         _flush_quietly()
         line = str(exc) if isinstance(exc, Failure) else describe(exc, None, None)
         sys.stderr.write(f"{NAME}: error: {line}\n")
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
     except KeyboardInterrupt:
         _flush_quietly()
         sys.stderr.write(f"\n{NAME}: interrupted\n")

@@ -3,17 +3,21 @@
 With no ``--host`` it starts the loopback ``FakeOllama`` server, so it runs on a
 machine with no Ollama at all; with ``--host URL --model NAME`` it talks to a real
 Ollama the same way. The command line itself is in ``_cli``.
+
+Each answer shows its phases: live on a terminal (a status line such as
+"loading qwen3…" until the text starts), and as a line after the answer
+("phases: connecting → loading → thinking → tool_call → ...") everywhere.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import Callable
 from typing import Any
 
-from ._cli import PROJECT_URL, Transcript, explained
-from ._client import StreamingClient
+from ._cli import PROJECT_URL, Transcript, explained, follow, open_client
 from ._conversation import Conversation
+from ._handle import StreamHandle
 from ._result import ChatResult
 from .testing import Delay, FakeOllama, Script, Stall, reply, tool_call
 
@@ -21,6 +25,8 @@ QUESTION = "What's the weather in Paris right now? Answer in one sentence."
 SECOND_QUESTION = "Describe a rainy spring afternoon in Paris in about 150 words."
 STOP_AFTER_WORDS = 12
 """The demo presses Stop once the second answer has this many words."""
+LOADING_CHUNKS = 25
+"""The fake model takes this many chunk delays to "load" before its first answer."""
 
 _LONG_ANSWER = (
     "Rain drifts over the zinc roofs of Paris in soft grey curtains, and the "
@@ -76,7 +82,14 @@ def demo_scripts(delay: float) -> list[Script]:
         mixed_switch=True,
     )
     endless = [*long_answer[:-1], Stall()]  # drop its done line
-    return [_paced(first, delay), _paced(second, delay), _paced(endless, delay)]
+    # The model is not loaded yet (the server's /api/ps lists nothing), and
+    # takes a moment to load, as a real one does: the "loading" phase.
+    loading: Script = [Delay(delay * LOADING_CHUNKS)] if delay > 0 else []
+    return [
+        loading + _paced(first, delay),
+        _paced(second, delay),
+        _paced(endless, delay),
+    ]
 
 
 def _summary(result: ChatResult) -> str:
@@ -93,6 +106,33 @@ def _summary(result: ChatResult) -> str:
     return "[" + " · ".join(parts) + "]"
 
 
+class _Phases:
+    """Records a stream's phases (``on_phase``) for the line after the answer."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, name: str) -> None:
+        self.names.append(name)
+
+    def line(self) -> str:
+        return "phases: " + " → ".join(self.names)
+
+
+def _wait(
+    handle: StreamHandle,
+    view: Transcript,
+    model: str,
+    until: Callable[[ChatResult], bool] | None = None,
+) -> None:
+    """Show the stream's phase until it ends (or ``until``); Ctrl-C cancels it."""
+    try:
+        follow(handle, view, model, until)
+    except BaseException:
+        handle.cancel()  # Ctrl-C: stop the stream before leaving
+        raise
+
+
 def _ask_with_tools(conv: Conversation, view: Transcript) -> None:
     view.text("User", QUESTION)
 
@@ -100,50 +140,52 @@ def _ask_with_tools(conv: Conversation, view: Transcript) -> None:
         fn = call["function"]
         view.text("Tool call", f"{fn['name']}({json.dumps(fn['arguments'])})")
 
-    result = conv.send(
+    phases = _Phases()
+    handle = conv.start_send(
         QUESTION,
         on_thinking=view.thinking,
         on_content=view.content,
         on_tool_call=show_call,
         on_tool_result=lambda call, output: view.text("Tool result", output),
+        on_phase=phases,
     )
+    _wait(handle, view, conv.model)
+    result = handle.result()
     view.note(_summary(result))
+    view.note(phases.line())
 
 
 def _ask_and_stop(conv: Conversation, view: Transcript) -> None:
     """Ask for a long answer and press Stop (``handle.cancel()``) partway through."""
     view.out.write("\n")
     view.text("User", SECOND_QUESTION)
-    enough = threading.Event()
-    parts: list[str] = []
-
-    def on_content(delta: str) -> None:
-        view.content(delta)
-        parts.append(delta)
-        if len("".join(parts).split()) > STOP_AFTER_WORDS:
-            enough.set()
-
+    phases = _Phases()
     handle = conv.start_send(
-        SECOND_QUESTION, on_thinking=view.thinking, on_content=on_content
+        SECOND_QUESTION,
+        on_thinking=view.thinking,
+        on_content=view.content,
+        on_phase=phases,
     )
-    handle.add_done_callback(lambda _: enough.set())
-    try:
-        # The "user" presses Stop from this thread while the worker streams.
-        enough.wait()
-        handle.cancel()
-        result = handle.result()
-    except BaseException:
-        handle.cancel()  # Ctrl-C: stop the stream before leaving
-        raise
+
+    def enough(partial: ChatResult) -> bool:
+        return len(partial.content.split()) > STOP_AFTER_WORDS
+
+    # The "user" presses Stop from this thread while the worker streams.
+    _wait(handle, view, conv.model, until=enough)
+    handle.cancel()
+    result = handle.result()
     if not result.cancelled:
         view.note(_summary(result))
+        view.note(phases.line())
         view.out.write("(the answer ended before Stop was pressed)\n")
         return
     view.note("[stopped]")
+    view.note(phases.line())
     view.paragraph(
         f"handle.cancel() ended the stream at once. The partial answer "
         f"({len(result.content)} characters) stays in conv.messages, so the next "
-        "send() goes on from it."
+        "send() goes on from it. on_phase (or handle.phase) said where the stream "
+        "was at each moment: shown live above on a terminal."
     )
 
 
@@ -164,7 +206,8 @@ def _next_steps(view: Transcript, prog: str, host: str | None, model: str) -> No
 
 def _run(url: str, model: str, view: Transcript, prog: str, real: bool) -> None:
     with (
-        StreamingClient(url) as client,
+        # probe_loading: a model that is not in memory yet reports "loading".
+        open_client(url, probe_loading=True) as client,
         explained(client.hosts[0], model),
     ):
         conv = Conversation(client, model, tools=[get_weather], think=True)

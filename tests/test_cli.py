@@ -243,10 +243,33 @@ def test_ctrl_c_in_the_demo_stops_it_with_status_130(terminal: Terminal) -> None
 def test_piped_demo_has_no_escapes_and_keeps_lines_whole() -> None:
     done = run_cli("demo", "--delay", "0")
     assert done.returncode == 0, done.stderr
-    assert "\x1b" not in done.stdout
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
     assert "It is 18 °C in Paris with light rain, so take an umbrella." in done.stdout
     assert done.stdout.index("Thinking:") < done.stdout.index("Answer:")
     assert "[stopped]" in done.stdout and "Next steps:" in done.stdout
+    # Each answer's phases, as on_phase reported them; no live status piped.
+    trails = [line for line in done.stdout.splitlines() if line.startswith("phases:")]
+    assert len(trails) == 2, done.stdout
+    first, second = (line.removeprefix("phases: ").split(" → ") for line in trails)
+    assert first[0] == "connecting" and first[-1] == "done"
+    assert "tool_call" in first and first.count("connecting") == 2  # two rounds
+    assert second[0] == "connecting" and second[-2:] == ["answering", "cancelled"]
+    assert "…" not in done.stdout
+
+
+def test_demo_in_a_terminal_shows_the_loading_phase_live(terminal: Terminal) -> None:
+    with FakeOllama(models=[MODEL]) as server:  # /api/ps lists nothing: not loaded
+        server.enqueue([Stall(), *reply("Ready now.")])
+        terminal.start("demo", "--host", server.url, "--model", MODEL)
+        terminal.wait(f"loading {MODEL}…")
+        assert server.wait_stalled(timeout=SCREEN_WAIT)
+        server.release()
+        assert terminal.exit_status() == 0  # the second answer is the default one
+    screen = terminal.screen()
+    assert "Ready now." in screen
+    assert f"loading {MODEL}…" not in screen  # the answer replaced it
+    # The probe may answer before the request is sent ("waiting" skipped) or after.
+    assert "loading → answering → done" in screen.split("phases: connecting → ")[1]
 
 
 def run_in_pty(args: list[str], env: Mapping[str, str]) -> str:
@@ -346,6 +369,70 @@ def test_chat_in_a_terminal_streams_stops_keeps_history_and_leaves(
         terminal.keys("C-c")
         assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.screen()
+
+
+def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_stops_it(
+    terminal: Terminal,
+) -> None:
+    with FakeOllama() as server:
+        server.loaded = []  # /api/ps: the model is not in memory
+        server.enqueue([Stall(), *reply("Too late.")])  # loading takes "forever"
+        terminal.start("chat", "--model", MODEL, "--host", server.url)
+        terminal.wait(lambda s: prompts(s) == 1, "the prompt")
+        terminal.keys("hi", "Enter")
+        terminal.wait(f"loading {MODEL}…")
+        assert server.wait_stalled(timeout=SCREEN_WAIT)
+        terminal.keys("C-c")  # cancel works while loading, too
+        screen = terminal.wait(lambda s: prompts(s) == 2, "the prompt after Stop")
+        assert "[stopped; the 0 characters so far stay in the history]" in screen
+        assert "loading" not in screen  # the status line was cleared
+        assert server.wait_closed(timeout=SCREEN_WAIT)
+        terminal.keys("C-d")
+        assert terminal.exit_status() == 0
+
+
+def test_chat_in_a_terminal_shows_waiting_until_the_answer_replaces_it(
+    terminal: Terminal,
+) -> None:
+    with FakeOllama() as server:
+        server.loaded = [MODEL]  # in memory: the model reads the prompt
+        server.enqueue([Stall(), *reply("Here it is.", thinking="Hmm.")])
+        terminal.start("chat", "--model", MODEL, "--host", server.url, "--think")
+        terminal.wait(lambda s: prompts(s) == 1, "the prompt")
+        terminal.keys("hi", "Enter")
+        terminal.wait(f"waiting for {MODEL}…")
+        assert server.wait_stalled(timeout=SCREEN_WAIT)
+        server.release()
+        screen = terminal.wait(lambda s: prompts(s) == 2, "the second prompt")
+        # The status was blanked with spaces: what is left is seen as nothing.
+        lines = [line.rstrip() for line in screen.splitlines()]
+        start = lines.index(">>> hi")
+        assert lines[start + 1 : start + 5] == ["Thinking:", "Hmm.", "", "Answer:"]
+        assert "waiting" not in screen and "Here it is." in screen
+        terminal.keys("C-d")
+        assert terminal.exit_status() == 0
+
+
+def test_piped_chat_shows_no_status_line(tmp_path: Path) -> None:
+    typed = tmp_path / "typed.txt"
+    typed.write_text("hi\n", encoding="utf-8")
+    with FakeOllama() as server, typed.open(encoding="utf-8") as stdin:
+        server.enqueue([Stall(), *reply("Done loading.")])
+        with subprocess.Popen(
+            [*CLI, "chat", "--model", MODEL, "--host", server.url],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=cli_env(),
+        ) as child:
+            assert server.wait_stalled(timeout=SCREEN_WAIT)  # "loading" by now
+            server.release()
+            out, err = child.communicate(timeout=TIMEOUT)
+    assert child.returncode == 0, err
+    assert "Done loading." in out
+    assert "loading fake" not in out and "…" not in out and "\r" not in out
 
 
 def test_chat_in_a_terminal_leaves_on_ctrl_d(terminal: Terminal) -> None:
@@ -624,3 +711,61 @@ def test_describe_uses_the_url_and_model_the_error_carries() -> None:
         "could not connect to Ollama at http://real:2: refused (twice);"
     )
     assert line.count("ollama serve") == 1  # the library's own hint is not repeated
+
+
+# -- library bugs the phase display shows (xfail until fixed in the engine) -------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: a Conversation keeps the first round's residency answer "
+    "(Emitter._resident, never reset per round), so every later round says "
+    "'loading' although the model just answered; the 1 s /api/ps cache "
+    "(never forgotten after a stream's output) has the same effect",
+)
+def test_a_conversation_round_after_the_model_answered_is_not_loading() -> None:
+    from ollama_stream_sync import Conversation, Phase, StreamingClient
+    from ollama_stream_sync.testing import tool_call
+
+    def weather(city: str) -> str:
+        """The weather in a city.
+
+        Args:
+            city: its name.
+        """
+        return "sunny"
+
+    with FakeOllama() as server:
+        server.loaded = []  # not in memory: the first round loads it
+        call = tool_call("weather", {"city": "Paris"})
+        server.enqueue([Stall(), *reply(tool_calls=[call])], reply("Sunny."))
+        with StreamingClient(server.url, probe_loading=True) as client:
+            conv = Conversation(client, MODEL, tools=[weather])
+            stream = conv.stream_send("Weather in Paris?")
+            handle = stream.handle
+            assert handle.wait_for(lambda _: handle.phase == "loading", 5.0)
+            assert server.wait_stalled(timeout=5.0)
+            server.release()
+            names = [e.name for e in stream if isinstance(e, Phase)]
+        assert MODEL in server.loaded  # the first round loaded it
+    second_round = names[names.index("tool_call") + 1 :]
+    assert "loading" not in second_round, names
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FakeOllama lists a model in /api/ps only once its response has "
+    "ended (_note_loaded after _play); Ollama lists it while it generates",
+)
+def test_fake_ollama_lists_a_model_in_ps_while_it_answers() -> None:
+    import ollama
+
+    with FakeOllama() as server:
+        server.enqueue([Chunk(content="Once"), Stall()])
+        with ollama.Client(server.url) as sdk:
+            stream = sdk.chat(MODEL, [{"role": "user", "content": "?"}], stream=True)
+            next(iter(stream))
+            assert server.wait_stalled(timeout=5.0)
+            names = [m.model for m in sdk.ps().models]
+            server.release()
+    assert MODEL in names
