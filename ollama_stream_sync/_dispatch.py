@@ -471,6 +471,11 @@ class Delivery:
             return
         try:
             fn(*args)
+        except KeyboardInterrupt:
+            # Ctrl-C while a pumping thread (a blocking call, a loop) runs a
+            # callback: the user's interrupt, not the callback's failure. It
+            # propagates; a blocking call then cancels the stream.
+            raise
         except BaseException as exc:
             error = CallbackError(f"{name} callback raised {exc!r}")
             error.__cause__ = exc

@@ -174,3 +174,7 @@ class ResidencyProbe:
             on_answer(any(same_model(m.name, self._model) for m in loaded))
 
         threading.Thread(target=ask, name="ollama-probe", daemon=True).start()
+
+    def answered(self) -> None:
+        """The model answered, so it is loaded: an earlier "not loaded" is stale."""
+        self._models.forget()

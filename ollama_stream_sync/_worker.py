@@ -131,6 +131,10 @@ class LoadProbe(Protocol):
         """Begin asking; call ``on_answer(resident)`` once, from any thread."""
         ...
 
+    def answered(self) -> None:
+        """The model answered: it is loaded now, whatever was asked before."""
+        ...
+
 
 @dataclass(frozen=True)
 class StreamRequest:
@@ -324,10 +328,12 @@ class Emitter:
             self._sent = True
             self.set_phase("loading" if self._resident is False else "waiting")
 
-    def new_attempt(self) -> None:
-        """An attempt starts: connecting, and nothing sent yet."""
+    def new_attempt(self, resident: bool | None = None) -> None:
+        """An attempt starts: connecting, nothing sent yet, and what is known of
+        whether the model is loaded (``None``: not asked, or not answered)."""
         with self._lock:
             self._sent = False
+            self._resident = resident
             self.set_phase("connecting")
 
     def residency(self, resident: bool) -> None:
@@ -532,6 +538,7 @@ class _Run:
         self.host: Host | None = None
         self.timer: StreamTimer | None = None
         self.resident: bool | None = None
+        self.probe: LoadProbe | None = None
 
     def run(self) -> Any:
         request, acc, emitter = self.request, self.acc, self.emitter
@@ -674,13 +681,14 @@ class _Run:
         )
         scope.check()
         acc.start(clock())
-        emitter.new_attempt()
+        emitter.new_attempt(self.resident)
         if (
             request.probe is not None
             and self.host is not None
             and self.resident is None
         ):
-            request.probe(self.host).start(self._probe_answer)
+            self.probe = request.probe(self.host)
+            self.probe.start(self._probe_answer)
         scope.phase_hook = self._sent
         bind(scope)
         try:
@@ -763,6 +771,8 @@ class _Run:
     def _finish(self, stream: OpenStream) -> None:
         """The done line arrived: fix the outcome, then drain to reuse the socket."""
         self._stop_timer()
+        if self.probe is not None:
+            self.probe.answered()
         seal = self.request.seal_on_done
         if (seal is None or seal(self.acc)) and not self.scope.seal():
             self.scope.check()  # aborted just before: that outcome stands

@@ -269,14 +269,6 @@ def test_speed_is_not_available_until_the_library_knows_it() -> None:
 # -- a library bug the pull's Ctrl-C works around ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a KeyboardInterrupt raised while a queued callback runs on "
-    "the pumping thread is recorded as the stream's CallbackError (Delivery.run) "
-    "before it propagates, so the cancel that follows is refused: on_error gets "
-    "'on_content callback raised KeyboardInterrupt()' instead of on_done with a "
-    "cancelled result",
-)
 def test_ctrl_c_landing_in_a_pumped_callback_cancels_the_stream() -> None:
     done: list[object] = []
     errors: list[object] = []

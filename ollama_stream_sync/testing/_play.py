@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
@@ -171,8 +171,11 @@ class Player:
         path: str,
         body: Mapping[str, Any],
         encoding: str | None,
+        *,
+        on_output: Callable[[], None] | None = None,
     ) -> None:
         self.h = handler
+        self._on_output = on_output
         self.control = control
         self.path = path
         self.body = body
@@ -229,6 +232,9 @@ class Player:
                 response.verbatim(step)
                 return
             if isinstance(step, (Chunk, Done)):
+                if self._on_output is not None:
+                    self._on_output()  # once: the model is answering
+                    self._on_output = None
                 response.chunk(go_json(self.renderer.chunk(step)) + b"\n")
             elif isinstance(step, Progress):
                 response.chunk(go_json(progress_line(step)) + b"\n")

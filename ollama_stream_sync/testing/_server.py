@@ -212,9 +212,17 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._progress(path, body, response)
 
-    def _play(self, path: str, body: dict[str, Any], script: Sequence[Step]) -> Outcome:
+    def _play(
+        self,
+        path: str,
+        body: dict[str, Any],
+        script: Sequence[Step],
+        on_output: Callable[[], None] | None = None,
+    ) -> Outcome:
         owner = self.owner
-        player = Player(self, owner, path, body, owner.content_encoding)
+        player = Player(
+            self, owner, path, body, owner.content_encoding, on_output=on_output
+        )
         return player.play(script)
 
     def _inference(self, path: str, body: dict[str, Any], response: Response) -> None:
@@ -234,7 +242,13 @@ class _Handler(BaseHTTPRequestHandler):
                 owner._note_loaded(model, body)
                 return
             script = list(owner.default_reply)
-        outcome = self._play(path, body, script)
+        # Ollama lists the model while it generates: from its first output on.
+        outcome = self._play(
+            path,
+            body,
+            script,
+            on_output=lambda: owner._note_loaded(model, body, answering=True),
+        )
         if outcome.status == 200:
             owner._note_loaded(model, body)
 
@@ -748,10 +762,18 @@ class FakeOllama:
         # PsHandler: the longest time left first.
         return sorted(out, key=lambda m: _when(m.get("expires_at")), reverse=True)
 
-    def _note_loaded(self, model: str, body: Mapping[str, Any]) -> None:
-        """A chat or generate request loaded its model, or unloaded it (0)."""
+    def _note_loaded(
+        self, model: str, body: Mapping[str, Any], *, answering: bool = False
+    ) -> None:
+        """A chat or generate request loaded its model, or unloaded it (0).
+
+        ``answering``: its first output is being written, so the model is loaded
+        (listed by ``/api/ps`` while it generates), whatever its ``keep_alive``.
+        """
         value = body.get("keep_alive")
         keep_alive = None if value is None else keep_alive_seconds(value)
+        if answering and keep_alive == 0:
+            keep_alive = None
         options = body.get("options")
         num_ctx = options.get("num_ctx") if isinstance(options, Mapping) else None
         with self._cond:
