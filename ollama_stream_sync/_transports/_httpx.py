@@ -193,9 +193,13 @@ class _SocketStream(httpcore.NetworkStream):
             return os.getpid() != self._pid or socket_readable(sock)
         return None
 
-    def drain_within(self, seconds: float) -> None:
-        """Bound every later read to finish within ``seconds`` from now."""
-        self._drain_until = time.monotonic() + seconds
+    def drain_within(self, seconds: float | None) -> None:
+        """Bound every later read to finish within ``seconds`` from now.
+
+        ``None`` lifts the bound; it must be lifted before the connection goes
+        back to the pool, or the next request's reads would time out at once.
+        """
+        self._drain_until = None if seconds is None else time.monotonic() + seconds
 
 
 def _raise_if_aborted() -> None:
@@ -415,9 +419,12 @@ class _HttpxOpenStream:
         sock = self._response.extensions.get("network_stream")
         if isinstance(sock, _SocketStream):
             sock.drain_within(timeout)
-            with contextlib.suppress(Exception):
-                for _ in self._chunks:
-                    pass
+            try:
+                with contextlib.suppress(Exception):
+                    for _ in self._chunks:
+                        pass
+            finally:
+                sock.drain_within(None)  # before close() hands it to the pool
         self.close()
 
     def close(self) -> None:
