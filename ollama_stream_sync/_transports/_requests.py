@@ -41,6 +41,7 @@ from urllib3.exceptions import (
 )
 
 from ollama_stream_sync._abort import (
+    Aborted,
     AbortScope,
     _lock,
     current_scope,
@@ -96,7 +97,13 @@ class _Tracking:
         if self._oss_pid != os.getpid():
             return False  # inherited across fork(): shared with the parent
         if current_scope() is not None:
-            self._oss_claim()
+            try:
+                self._oss_claim()
+            except Aborted:
+                # A cancelled stream took it: urllib3 drops a connection whose
+                # check raises without closing it, so close it here.
+                self.close()
+                raise
         else:
             disown(self)
         return bool(super().is_connected)  # type: ignore[misc]
