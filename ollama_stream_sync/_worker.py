@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import tenacity
 
-from ._abort import Aborted, AbortScope, bind
+from ._abort import Aborted, AbortScope, bind, current_scope
 from ._accumulator import CONTENT, THINKING, TOOL_CALL, Accumulator, Event
 from ._dispatch import Delivery
 from ._errors import CallbackError, ProtocolError, StreamError, StreamTimeout, translate
@@ -585,8 +585,18 @@ class _Run:
             emitter.reset_partial()
 
     def _sent(self) -> None:
-        """The transport sent the request: now the model loads or reads the prompt."""
-        self.emitter.set_phase("loading" if self.resident is False else "waiting")
+        """The transport sent the request: now the model loads or reads the prompt.
+
+        Called from inside the transport's network call, where the scope is
+        bound; ``on_phase`` runs unbound, like every user callback, so that an
+        HTTP call of its own is never claimed by (and taken from) the stream.
+        """
+        scope = current_scope()
+        bind(None)
+        try:
+            self.emitter.set_phase("loading" if self.resident is False else "waiting")
+        finally:
+            bind(scope)
 
     def _probe_answer(self, resident: bool) -> None:
         self.resident = resident
