@@ -82,3 +82,17 @@ def make_client(transport: str) -> Iterator[MakeClient]:
 def client(server: FakeOllama, make_client: MakeClient) -> Iterator[StreamingClient]:
     with make_client(server.url) as c:
         yield c
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Switch threads far more often than Python's 5 ms: stress tests see
+    many more interleavings per trial."""
+    import sys
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(5e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
