@@ -665,7 +665,11 @@ class _Run:
             chunks = parser.feed(data)
             if chunks:
                 check()  # a cancel stops delivery even of lines already received
-                events, error = feed(chunks, now)
+                events, error = (
+                    self._feed_final(chunks, now)
+                    if _has_done(chunks)
+                    else feed(chunks, now)
+                )
                 if events:
                     emitter.emit(events, now)
                 if error is not None:
@@ -679,7 +683,11 @@ class _Run:
                 timer.waiting(clock(), acc.has_output)
         chunks = parser.finish()
         if chunks:
-            events, error = feed(chunks, clock())
+            events, error = (
+                self._feed_final(chunks, clock())
+                if _has_done(chunks)
+                else feed(chunks, clock())
+            )
             if events:
                 emitter.emit(events, clock())
             if error is not None:
@@ -693,6 +701,21 @@ class _Run:
             )
         self._finish(stream)
 
+    def _feed_final(
+        self, chunks: list[dict[str, Any]], now: float
+    ) -> tuple[list[Event], ProtocolError | None]:
+        """Feed the read that holds the done line and seal the outcome at once.
+
+        A cancel (or deadline) either lands before, and the answer is not
+        complete, or is refused: a complete answer is never reported cancelled.
+        """
+        acc, seal = self.acc, self.request.seal_on_done
+
+        def should_seal(fed: tuple[list[Event], ProtocolError | None]) -> bool:
+            return fed[1] is None and acc.done and (seal is None or seal(acc))
+
+        return self.scope.seal_with(lambda: acc.feed(chunks, now), should_seal)
+
     def _finish(self, stream: OpenStream) -> None:
         """The done line arrived: fix the outcome, then drain to reuse the socket."""
         self._stop_timer()
@@ -705,6 +728,10 @@ class _Run:
             stream.drain(DRAIN_TIMEOUT)
         finally:
             bind(None)
+
+
+def _has_done(chunks: list[dict[str, Any]]) -> bool:
+    return any(chunk.get("done") is True for chunk in chunks)
 
 
 def complete(

@@ -281,6 +281,33 @@ def test_a_connection_reused_after_the_drain_window_still_works(
     assert server.wait_closed()
 
 
+def test_a_cancel_during_the_final_chunk_is_refused(
+    server: FakeOllama, make_client: MakeClient
+) -> None:
+    """Found by the stress above: the done line seals the outcome before its
+    own text is delivered, so a cancel from that last callback (or from any
+    thread at that moment) is refused and the complete answer is not
+    reported cancelled."""
+    server.enqueue([Chunk(content="Hello"), Done(content=" world")])
+    holder: dict[str, Any] = {}
+    answers: list[bool] = []
+    ready = threading.Event()
+
+    def on_content(text: str) -> None:
+        if text == " world":
+            assert ready.wait(WAIT)
+            answers.append(holder["handle"].cancel())
+
+    with make_client(server.url) as client:
+        holder["handle"] = handle = client.start_chat("m", USER, on_content=on_content)
+        ready.set()
+        result = handle.result(WAIT)
+    assert answers == [False]
+    assert result.done and not result.cancelled
+    assert result.content == "Hello world"
+    make_client.release()
+
+
 # -- issue 3: a callback's own connection -------------------------------------
 
 
