@@ -306,9 +306,12 @@ class _ResponseStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         # Closing hands the connection back to the pool, where another request
-        # may take it at once: no scope may own it after that.
+        # may take it at once: no scope may own it after that, and no drain
+        # bound may stay on it (httpx's iter_raw closes at the end of the body,
+        # inside a drain).
         if self._conn is not None:
             disown(self._conn)
+            self._conn.drain_within(None)
         close = getattr(self._stream, "close", None)
         if close is not None:
             close()
@@ -426,13 +429,10 @@ class _HttpxOpenStream:
     def drain(self, timeout: float) -> None:
         sock = self._response.extensions.get("network_stream")
         if isinstance(sock, _SocketStream):
-            sock.drain_within(timeout)
-            try:
-                with contextlib.suppress(Exception):
-                    for _ in self._chunks:
-                        pass
-            finally:
-                sock.drain_within(None)  # before close() hands it to the pool
+            sock.drain_within(timeout)  # lifted when the response closes
+            with contextlib.suppress(Exception):
+                for _ in self._chunks:
+                    pass
         self.close()
 
     def close(self) -> None:
