@@ -34,6 +34,14 @@ _lock = threading.Lock()
 """Guards every scope's reasons, seal and held connection, and every
 ``Claimable.owner``: the one place where ownership changes hands."""
 
+# A thread that held the lock at fork() does not exist in the child, where
+# the lock would stay held: closing an inherited pooled connection at exit
+# (urllib3's pool finalizers) would then hang the child. Free it there; the
+# child owns none of the parent's streams anyway.
+os.register_at_fork(
+    after_in_child=_lock._at_fork_reinit  # type: ignore[attr-defined]  # as threading does
+)
+
 
 class Aborted(Exception):
     """Raised inside the worker when its scope was aborted; carries the reason."""
