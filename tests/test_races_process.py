@@ -11,6 +11,7 @@ Ollama URL.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -54,6 +56,8 @@ def test_a_forked_child_leaves_the_parents_stream_alone(
         pid = os.fork()
         if pid == 0:  # the child: exit normally, exit handlers included
             code = 0
+            # stuck (a lock held at fork time?): say where, then exit 3
+            faulthandler.dump_traceback_later(WAIT / 2, exit=False)
             try:
                 if child_does == "close then exit":
                     client.close()
@@ -63,12 +67,14 @@ def test_a_forked_child_leaves_the_parents_stream_alone(
 
                 atexit._run_exitfuncs()
             except BaseException:
+                traceback.print_exc()
                 code = 1
             finally:
                 os._exit(code)
-        assert wait_child(pid) == 0
+        code = wait_child(pid)
+        assert code == 0, f"the child failed (exit code {code}): see its stderr"
         # the parent's stream is still there: the server never saw it hang up
-        assert server.disconnects_seen == 0
+        assert server.disconnects_seen == 0, "the child hung up the parent's stream"
         server.release()
         result = handle.result(WAIT)
         assert result.content == "before after" and result.done
