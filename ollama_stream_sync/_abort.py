@@ -29,11 +29,21 @@ import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+_T = TypeVar("_T")
 
 _lock = threading.Lock()
 """Guards every scope's reasons, seal and held connection, and every
 ``Claimable.owner``: the one place where ownership changes hands."""
+
+# A thread that held the lock at fork() does not exist in the child, where
+# the lock would stay held: closing an inherited pooled connection at exit
+# (urllib3's pool finalizers) would then hang the child. Free it there; the
+# child owns none of the parent's streams anyway.
+os.register_at_fork(
+    after_in_child=_lock._at_fork_reinit  # type: ignore[attr-defined]  # as threading does
+)
 
 
 class Aborted(Exception):
@@ -121,6 +131,26 @@ class AbortScope:
                 return False
             self._sealed = True
             return True
+
+    def seal_with(
+        self, step: Callable[[], _T], should_seal: Callable[[_T], bool]
+    ) -> _T:
+        """Run ``step`` and seal if ``should_seal(its result)``, as one step.
+
+        An abort either lands before (``step`` does not run: ``Aborted``) or
+        is refused after; ``step`` must be short and must not use this scope.
+
+        Raises:
+            Aborted: the stream or attempt was already aborted.
+        """
+        with _lock:
+            reason = self._reason or self._attempt_reason
+            if reason is not None:
+                raise Aborted(reason)
+            result = step()
+            if should_seal(result):
+                self._sealed = True
+        return result
 
     def abort_attempt(self, reason: BaseException) -> bool:
         """End the current attempt; False if it had already ended or was sealed."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 
 import tenacity
 
-from ._abort import Aborted, AbortScope, bind
+from ._abort import Aborted, AbortScope, bind, current_scope
 from ._accumulator import CONTENT, THINKING, TOOL_CALL, Accumulator, Event
 from ._dispatch import Delivery
 from ._errors import CallbackError, ProtocolError, StreamError, StreamTimeout, translate
@@ -664,8 +664,18 @@ class _Run:
             emitter.reset_partial()
 
     def _sent(self) -> None:
-        """The transport sent the request: now the model loads or reads the prompt."""
-        self.emitter.request_sent()
+        """The transport sent the request: now the model loads or reads the prompt.
+
+        Called from inside the transport's network call, where the scope is
+        bound; ``on_phase`` runs unbound, like every user callback, so that an
+        HTTP call of its own is never claimed by (and taken from) the stream.
+        """
+        scope = current_scope()
+        bind(None)
+        try:
+            self.emitter.request_sent()
+        finally:
+            bind(scope)
 
     def _probe_answer(self, resident: bool) -> None:
         self.resident = resident
@@ -737,7 +747,11 @@ class _Run:
             chunks = parser.feed(data)
             if chunks:
                 check()  # a cancel stops delivery even of lines already received
-                events, error = feed(chunks, now)
+                events, error = (
+                    self._feed_final(chunks, now)
+                    if _has_done(chunks)
+                    else feed(chunks, now)
+                )
                 if events:
                     if timer is not None:
                         timer.output_arrived(now)
@@ -753,7 +767,11 @@ class _Run:
                 timer.waiting(clock(), acc.has_output)
         chunks = parser.finish()
         if chunks:
-            events, error = feed(chunks, clock())
+            events, error = (
+                self._feed_final(chunks, clock())
+                if _has_done(chunks)
+                else feed(chunks, clock())
+            )
             if events:
                 emitter.emit(events, clock())
             if error is not None:
@@ -767,6 +785,21 @@ class _Run:
                 "the response is truncated"
             )
         self._finish(stream)
+
+    def _feed_final(
+        self, chunks: list[dict[str, Any]], now: float
+    ) -> tuple[list[Event], ProtocolError | None]:
+        """Feed the read that holds the done line and seal the outcome at once.
+
+        A cancel (or deadline) either lands before, and the answer is not
+        complete, or is refused: a complete answer is never reported cancelled.
+        """
+        acc, seal = self.acc, self.request.seal_on_done
+
+        def should_seal(fed: tuple[list[Event], ProtocolError | None]) -> bool:
+            return fed[1] is None and acc.done and (seal is None or seal(acc))
+
+        return self.scope.seal_with(lambda: acc.feed(chunks, now), should_seal)
 
     def _finish(self, stream: OpenStream) -> None:
         """The done line arrived: fix the outcome, then drain to reuse the socket."""
@@ -782,6 +815,10 @@ class _Run:
             stream.drain(DRAIN_TIMEOUT)
         finally:
             bind(None)
+
+
+def _has_done(chunks: list[dict[str, Any]]) -> bool:
+    return any(chunk.get("done") is True for chunk in chunks)
 
 
 def complete(

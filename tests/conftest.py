@@ -90,3 +90,17 @@ def hostile() -> Iterator[Hostile]:
     """A raw-socket loopback server that plays scripted bytes (see ``hostile.py``)."""
     with Hostile() as srv:
         yield srv
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Switch threads far more often than Python's 5 ms: stress tests see
+    many more interleavings per trial."""
+    import sys
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(5e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)

@@ -191,9 +191,17 @@ class _SocketStream(httpcore.NetworkStream):
         if info == "socket":
             return sock
         if info == "is_readable":
-            # A connection inherited across fork() is shared with the parent:
-            # report it dead so this process never reuses it.
-            return os.getpid() != self._pid or socket_readable(sock)
+            # Inherited across fork(), shared with the parent: report it dead
+            # so that this process never reuses it.
+            #
+            # httpcore asks this, without a lock, of a connection it saw idle
+            # a moment ago, and closes it if readable (the server hung up).
+            # A request may have taken it since: it claimed the connection
+            # before writing, so if its answer is what makes the socket
+            # readable, the claim shows; read the socket first, then the owner.
+            return os.getpid() != self._pid or (
+                socket_readable(sock) and self.owner is None
+            )
         return None
 
     def drain_within(self, seconds: float | None) -> None:
@@ -304,7 +312,9 @@ class _ResponseStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         # Closing hands the connection back to the pool, where another request
-        # may take it at once: no scope may own it after that.
+        # may take it at once: no scope may own it after that, and no drain
+        # bound may stay on it (httpx's iter_raw closes at the end of the body,
+        # inside a drain).
         if self._conn is not None:
             disown(self._conn)
             self._conn.drain_within(None)

@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -41,6 +42,7 @@ from urllib3.exceptions import (
 )
 
 from ollama_stream_sync._abort import (
+    Aborted,
     AbortScope,
     _lock,
     connect,
@@ -97,7 +99,13 @@ class _Tracking:
         if self._oss_pid != os.getpid():
             return False  # inherited across fork(): shared with the parent
         if current_scope() is not None:
-            self._oss_claim()
+            try:
+                self._oss_claim()
+            except Aborted:
+                # A cancelled stream took it: urllib3 drops a connection whose
+                # check raises without closing it, so close it here.
+                self.close()
+                raise
         else:
             disown(self)
         return bool(super().is_connected)  # type: ignore[misc]
@@ -307,6 +315,7 @@ class _RequestsOpenStream:
                     return
                 yield data
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
+            _drop_locals(e)
             raise translate(e, url=self._url) from e
 
     def drain(self, timeout: float) -> None:
@@ -436,6 +445,7 @@ class RequestsStreamTransport:
                 stream=True,
             )
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            _drop_locals(exc)
             raise translate(exc, url=self._base) from exc
         if response.status_code >= 300:
             error = error_from_body(
@@ -476,6 +486,7 @@ class RequestsStreamTransport:
                 )
             return response.json()
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            _drop_locals(exc)
             raise translate(exc, url=self._base) from exc
         except ValueError as exc:
             raise translate(exc, url=self._base) from exc
@@ -495,12 +506,37 @@ class _Foreign:
             shutdown_socket(self.sock)
 
 
+def _drop_locals(exc: BaseException) -> None:
+    """Clear the locals of the requests and urllib3 frames an error went through.
+
+    Our error keeps theirs as its cause, traceback included, and their frames
+    hold the connection pool (and a response): since urllib3 2 a pool closes its
+    idle connections only once nothing references it, so a kept error would
+    keep them open after ``session.close()``. The traceback stays printable.
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+
+
 def _close(response: requests.Response) -> None:
-    """Release a response's connection (back to the pool, or closed)."""
-    conn = response.raw.connection if response.raw is not None else None
+    """Release a response's connection (back to the pool, or closed).
+
+    Then cut the response's link to its pool: a kept error's traceback keeps
+    the response (in our frames and urllib3's), and since urllib3 2 a pool
+    closes its idle connections only once nothing references it, not on
+    ``session.close()``.
+    """
+    raw = response.raw
+    conn = raw.connection if raw is not None else None
     if isinstance(conn, _Tracking):
         disown(conn)
     response.close()
+    if raw is not None and hasattr(raw, "_pool"):
+        raw._pool = None
 
 
 def _read_bounded(response: requests.Response) -> bytes:
