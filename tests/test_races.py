@@ -18,7 +18,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,9 +111,11 @@ class RoutedOllama(FakeOllama):
         with self._routes_lock:
             self.routes[model] = list(script)
 
-    def _next_script(self, path: str, body: dict[str, Any]) -> Script:
+    def _next_script(
+        self, path: str, body: Mapping[str, Any] | None = None
+    ) -> Script | None:
         with self._routes_lock:
-            script = self.routes.get(str(body.get("model")))
+            script = self.routes.get(str((body or {}).get("model")))
         if script is not None:
             return list(script)
         return super()._next_script(path, body)

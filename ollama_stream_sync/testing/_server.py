@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not model or not isinstance(model, str):
             response.json(400, {"error": "model is required"})
             return
-        script = owner._next_script(path)
+        script = owner._next_script(path, body)
         keep_alive = body.get("keep_alive")
         if script is None:
             empty = not body.get("messages") if path == CHAT else not body.get("prompt")
@@ -273,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = "model is required" if path == PUSH else "invalid model name"
             response.json(400, {"error": message})
             return
-        script = owner._next_script(path)
+        script = owner._next_script(path, body)
         if script is None:
             script = owner._default_progress(path, name, body)
             if script is None:
@@ -669,7 +669,11 @@ class FakeOllama:
             self.requests.append(request)
             self._cond.notify_all()
 
-    def _next_script(self, path: str) -> Script | None:
+    def _next_script(
+        self, path: str, body: Mapping[str, Any] | None = None
+    ) -> Script | None:
+        """The script for the next request to ``path`` (``body`` is its JSON body,
+        for a subclass that picks scripts by model); None: the default answer."""
         with self._cond:
             keys: tuple[str | None, ...] = (
                 (path, None) if path in (CHAT, GENERATE) else (path,)
