@@ -233,6 +233,22 @@ class AbortScope:
         self._wake()
 
 
+class SocketClaim:
+    """A plain socket as a ``Claimable``: for a transport we cannot track from
+    the start (a caller's own), claimed once its response headers arrived."""
+
+    __slots__ = ("owner", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.owner: AbortScope | None = None
+
+    def shutdown(self) -> None:
+        """Shut the socket down, unless it is already closed."""
+        if self.sock.fileno() != -1:
+            shutdown_socket(self.sock)
+
+
 def disown(conn: Claimable) -> None:
     """End whatever claim ``conn`` is under, from any thread.
 

@@ -35,6 +35,7 @@ import httpx
 from ollama_stream_sync._abort import (
     Aborted,
     AbortScope,
+    SocketClaim,
     connect,
     current_scope,
     disown,
@@ -461,7 +462,7 @@ class _HttpxOpenStream:
     __slots__ = ("_chunks", "_decoder", "_foreign", "_response", "_url")
 
     def __init__(
-        self, response: httpx.Response, url: str, foreign: _ForeignSocket | None
+        self, response: httpx.Response, url: str, foreign: SocketClaim | None
     ) -> None:
         self._response = response
         self._url = url
@@ -588,7 +589,7 @@ def _read_bounded(response: httpx.Response) -> bytes:
     return b"".join(parts)[:MAX_ERROR_BODY]
 
 
-def _claim_response_socket(response: httpx.Response) -> _ForeignSocket | None:
+def _claim_response_socket(response: httpx.Response) -> SocketClaim | None:
     """Reach the socket of a transport that is not ours, once headers arrived."""
     stream = response.extensions.get("network_stream")
     if isinstance(stream, _SocketStream):
@@ -600,23 +601,9 @@ def _claim_response_socket(response: httpx.Response) -> _ForeignSocket | None:
     sock = get_info("socket")
     if not isinstance(sock, socket.socket):
         return None
-    foreign = _ForeignSocket(sock)
+    foreign = SocketClaim(sock)
     scope.claim(foreign)
     return foreign
-
-
-class _ForeignSocket:
-    """A socket of a transport that is not ours, claimable for the body phase."""
-
-    __slots__ = ("owner", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.owner: AbortScope | None = None
-
-    def shutdown(self) -> None:
-        if self.sock.fileno() != -1:
-            shutdown_socket(self.sock)
 
 
 __all__ = ["Aborted", "CancellableTransport", "HttpxStreamTransport", "TrackingBackend"]

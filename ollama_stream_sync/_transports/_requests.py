@@ -44,6 +44,7 @@ from urllib3.exceptions import (
 from ollama_stream_sync._abort import (
     Aborted,
     AbortScope,
+    SocketClaim,
     _lock,
     connect,
     current_scope,
@@ -468,7 +469,7 @@ class RequestsStreamTransport:
                 else:
                     sock = getattr(conn, "sock", None)
                     if isinstance(sock, socket.socket):
-                        scope.claim(_Foreign(sock))
+                        scope.claim(SocketClaim(sock))
         except BaseException:
             _close(response)
             raise
@@ -490,20 +491,6 @@ class RequestsStreamTransport:
             raise translate(exc, url=self._base) from exc
         except ValueError as exc:
             raise translate(exc, url=self._base) from exc
-
-
-class _Foreign:
-    """A socket of an adapter we could not track, claimable for the body phase."""
-
-    __slots__ = ("owner", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.owner: AbortScope | None = None
-
-    def shutdown(self) -> None:
-        if self.sock.fileno() != -1:
-            shutdown_socket(self.sock)
 
 
 def _drop_locals(exc: BaseException) -> None:
