@@ -11,80 +11,101 @@ Ollama URL.
 
 from __future__ import annotations
 
-import contextlib
-import faulthandler
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-import traceback
+from pathlib import Path
 
 import pytest
 
 from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall
 
-from .conftest import USER, WAIT, MakeClient
+FORK_PROGRAM = """
+import faulthandler, json, os, sys, threading
+import requests
+from ollama_stream_sync import StreamingClient
 
-
-def wait_child(pid: int) -> int:
-    """Wait (bounded) for a forked child; its exit code, or kill it and fail."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child did not exit")
+url, transport, child_does = sys.argv[1:4]
+session = requests.Session() if transport == "requests" else None
+kwargs = {"session": session} if session is not None else {}
+client = StreamingClient(url, read_timeout=None, **kwargs)
+got = threading.Event()
+handle = client.start_chat(
+    "m", [{"role": "user", "content": "hi"}], on_content=lambda _: got.set()
+)
+assert got.wait(60), "no first chunk"
+print("streaming", flush=True)
+sys.stdin.readline()  # the test saw the server stall: fork now
+pid = os.fork()
+if pid == 0:  # the child: a normal exit, exit handlers and finalizers included
+    # stuck (a lock held at fork time?): say where on stderr, then exit 1
+    faulthandler.dump_traceback_later(10, exit=True)
+    if child_does == "close then exit":
+        client.close()
+        if session is not None:
+            session.close()
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+sys.stdin.readline()  # the test released the server
+result = handle.result(60)
+print(json.dumps({"content": result.content, "done": result.done,
+                  "cancelled": result.cancelled}), flush=True)
+client.close()
+if session is not None:
+    session.close()
+"""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
 @pytest.mark.parametrize("child_does", ["exit", "close then exit"])
 def test_a_forked_child_leaves_the_parents_stream_alone(
-    server: FakeOllama, make_client: MakeClient, child_does: str
+    server: FakeOllama, transport: str, child_does: str, tmp_path: Path
 ) -> None:
+    """A program forks while its stream runs; the child exits normally (its
+    exit handlers and finalizers run), after ``client.close()`` or not. The
+    parent's stream never sees a hang-up and completes. A fresh interpreter,
+    so that only this program's state is forked (not, say, the QApplication
+    an earlier test made, whose own exit handler cannot run in a fork)."""
     server.enqueue([Chunk(content="before "), Stall(), Chunk(content="after"), Done()])
-    client = make_client(server.url, read_timeout=None)
-    got = threading.Event()
-    handle = client.start_chat("m", USER, on_content=lambda _: got.set())
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        program = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(FORK_PROGRAM),
+                server.url,
+                transport,
+                child_does,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert program.stdin is not None and program.stdout is not None
     try:
-        assert got.wait(WAIT) and server.wait_stalled()
-        pid = os.fork()
-        if pid == 0:  # the child: exit normally, exit handlers included
-            code = 0
-            # stuck (a lock held at fork time?): say where, then exit 3
-            with contextlib.suppress(Exception):  # diagnostics only
-                faulthandler.dump_traceback_later(WAIT / 2, file=sys.__stderr__)
-            try:
-                if child_does == "close then exit":
-                    client.close()
-                    for session in make_client.sessions:
-                        session.close()
-                import atexit
-
-                atexit._run_exitfuncs()
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                os._exit(code)
-        code = wait_child(pid)
-        assert code == 0, f"the child failed (exit code {code}): see its stderr"
+        assert program.stdout.readline() == "streaming\n", errors.read_text()
+        assert server.wait_stalled()
+        program.stdin.write("\n")
+        program.stdin.flush()
+        line = program.stdout.readline()
+        assert line == "child 0\n", f"the child failed: {line!r}\n{errors.read_text()}"
         # the parent's stream is still there: the server never saw it hang up
         assert server.disconnects_seen == 0, "the child hung up the parent's stream"
         server.release()
-        result = handle.result(WAIT)
-        assert result.content == "before after" and result.done
-        assert not result.cancelled
+        out, _ = program.communicate("\n", timeout=60)
+        assert program.returncode == 0, errors.read_text()
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report == {"content": "before after", "done": True, "cancelled": False}
     finally:
         server.release()
-        client.close()
-        make_client.release()
+        if program.poll() is None:
+            program.kill()
+            program.wait()
     assert server.wait_closed()
 
 
