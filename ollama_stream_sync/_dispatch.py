@@ -498,7 +498,7 @@ class QtDispatcher(QueuedDispatcher):
             QtCore.Qt.ConnectionType.QueuedConnection,
         )
         if parent is not None:
-            parent.destroyed.connect(lambda *_: self._close_queue())
+            parent.destroyed.connect(lambda *_: self.close())
 
     def _wake(self) -> None:
         with self._relay_lock:
