@@ -306,11 +306,14 @@ class QueueDispatcher(QueuedDispatcher):
     run on the caller's thread with no extra code. Any thread may pump; pumps
     from several threads take turns, and a callback may pump again.
 
+    A handle is done when its stream ends, before its ``on_done`` is even
+    queued; once its worker has exited (``handle.join()``), everything is.
+
     Example::
 
         callbacks = QueueDispatcher()
         handle = client.start_chat("qwen3", msgs, on_content=show, dispatcher=callbacks)
-        while not handle.done():
+        while not handle.join(timeout=0):
             callbacks.pump(timeout=0.05)  # inside your own loop
         callbacks.pump()                  # what is left, on_done included
     """
