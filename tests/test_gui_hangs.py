@@ -221,11 +221,14 @@ def tk_close_trial(
     record = Record()
     handle = client.start_chat("m", USER, dispatcher=dispatcher, **record.kwargs())
     assert tk_run_until(root, lambda: record.text() == "Hello wor")
+    gone: list[object] = []
+    window.bind("<Destroy>", gone.append, "+")
     root.after(0, window.destroy)  # what the close button's handler does
-    assert tk_run_until(root, lambda: dispatcher.closed)
+    assert tk_run_until(root, lambda: bool(gone))
     with pytest.raises(DispatchError) as info:
         handle.result(timeout=WAIT)  # the stream stopped with the window...
     assert info.value.partial.content == "Hello wor"
+    assert dispatcher.closed
     # ...and closed its socket; nothing was delivered to the dead window.
     assert server.wait_for(lambda s: s.disconnects_seen > trial, WAIT)
     assert record.terminals == []
