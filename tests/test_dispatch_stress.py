@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -714,26 +715,20 @@ def test_the_timer_thread_survives_a_dispatcher_that_raises(
 
 def tk_close_trial(tk_root: Any) -> None:
     dispatcher = TkDispatcher(tk_root)
-    stop = threading.Event()
     errors: list[BaseException] = []
-    counts = [0, 0]
-    in_flight = threading.Semaphore(64)  # Tk keeps up: its drains stay short
-    ran: list[int] = []
     spare: list[int] = []
+    stop = threading.Event()
 
     def callback() -> None:  # on Tk's thread, inside its drain
-        ran.append(1)
-        in_flight.release()
-        if len(ran) == 8 and not spare:
-            # Closed mid-drain, just after the wake-up flag was re-armed: the
-            # threads still dispatch, and write wake-ups, as it closes.
+        if not spare:
+            # Closed as the drain starts, when the wake-up was just re-armed:
+            # the threads are dispatching, and writing wake-ups, as it closes.
             dispatcher.close()
             spare.extend(os.pipe())  # takes the descriptors just freed
+            stop.set()
 
-    def hammer(i: int) -> None:
+    def hammer() -> None:
         while not stop.is_set():
-            if not in_flight.acquire(timeout=0.05):
-                continue
             try:
                 dispatcher.dispatch(callback)
             except DispatcherClosed:
@@ -741,24 +736,19 @@ def tk_close_trial(tk_root: Any) -> None:
             except BaseException as exc:
                 errors.append(exc)
                 return
-            counts[i] += 1
 
-    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
     for thread in threads:
         thread.start()
     try:
         assert tk_run_until(tk_root, lambda: bool(spare))
-        os.set_blocking(spare[0], False)
-        stop.set()
-        for _ in threads:
-            in_flight.release()  # nothing runs now to give a permit back
         for thread in threads:
             thread.join(WAIT)
         assert errors == []
+        os.set_blocking(spare[0], False)
         with pytest.raises(BlockingIOError):  # no stray wake-up landed here
             os.read(spare[0], 1)
     finally:
-        stop.set()
         for fd in spare:
             os.close(fd)
     with pytest.raises(DispatcherClosed):
@@ -766,8 +756,15 @@ def tk_close_trial(tk_root: Any) -> None:
 
 
 def test_tk_dispatcher_close_is_safe_against_concurrent_dispatch(tk_root: Any) -> None:
-    for _ in range(300):
-        tk_close_trial(tk_root)
+    # Threads switch every microsecond instead of every 5 ms: a race window of
+    # a few bytecodes gets hit within these trials.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(300):
+            tk_close_trial(tk_root)
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _throw(exc: BaseException) -> Callable[[Any], None]:
