@@ -2,7 +2,9 @@
 
 Run: python examples/qt_chat.py [--host URL --model NAME]
 Needs: pip install 'ollama-stream-sync[qt]'. Callbacks run on the Qt thread
-through QtDispatcher; coalescing keeps repaints to tens per second.
+through QtDispatcher; coalescing keeps repaints to tens per second; the status
+line follows the stream's phase. The dispatcher belongs to the window: when the
+window is destroyed mid-stream, the stream stops.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import sys
 
 from gui_demo_server import ollama_host
-from PySide6.QtGui import QTextCharFormat, QTextCursor
+from PySide6.QtGui import QCloseEvent, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -32,6 +34,18 @@ from ollama_stream_sync import (
     StreamingClient,
 )
 
+PHASES = {
+    "connecting": "Connecting…",
+    "waiting": "Waiting for the model…",
+    "loading": "Loading the model…",
+    "thinking": "Thinking…",
+    "answering": "Answering…",
+    "tool_call": "Calling a tool…",
+    "retrying": "Retrying…",
+}
+"""Status text per phase; the final ones ("done", "cancelled", "failed") are
+left to on_done and on_error, which add the figures or the error."""
+
 
 class ChatWindow(QWidget):
     """The window; everything here runs on the Qt thread."""
@@ -39,7 +53,7 @@ class ChatWindow(QWidget):
     def __init__(self, client: StreamingClient, model: str) -> None:
         super().__init__()
         self.conversation = Conversation(client, model, think=True)
-        self.dispatcher = QtDispatcher()
+        self.dispatcher = QtDispatcher(parent=self)  # closes when we are destroyed
         self.handle: StreamHandle | None = None
         self.last_result: ChatResult | None = None
         self.answering = False
@@ -52,7 +66,8 @@ class ChatWindow(QWidget):
         self.prompt.returnPressed.connect(self.send)
         self.send_button = QPushButton("Send")
         self.send_button.clicked.connect(self.send)
-        self.stop_button = QPushButton("Stop", enabled=False)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
         self.status = QLabel("Ready.")
 
@@ -88,9 +103,10 @@ class ChatWindow(QWidget):
         self.answering = False
         self.send_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.status.setText("Waiting for the model…")
+        self.status.setText("Sending…")
         self.handle = self.conversation.start_send(
             text,
+            on_phase=self._on_phase,
             on_thinking=lambda t: self._write(t, "thinking"),
             on_content=self._on_content,
             on_done=self._on_done,
@@ -99,11 +115,14 @@ class ChatWindow(QWidget):
             coalesce_interval=0.03,
         )
 
+    def _on_phase(self, phase: str) -> None:
+        if phase in PHASES:
+            self.status.setText(PHASES[phase])
+
     def _on_content(self, text: str) -> None:
-        if not self.answering:
+        if not self.answering:  # the answer starts on its own line
             self.answering = True
             self._write("\n")
-            self.status.setText("Answering…")
         self._write(text, "answer")
 
     def stop(self) -> None:
@@ -118,19 +137,24 @@ class ChatWindow(QWidget):
     def _on_done(self, result: ChatResult) -> None:
         self.last_result = result
         self._finish()
+        # Either figure is None when there is nothing to measure: no output
+        # yet, or a single chunk (a Stop early on, a one-word answer).
+        ttft = result.time_to_first_token
+        tps = result.tokens_per_second
         parts = ["Stopped." if result.cancelled else "Done."]
-        if result.time_to_first_token is not None:
-            parts.append(f"first token {result.time_to_first_token * 1000:.0f} ms")
-        if result.tokens_per_second:
-            parts.append(f"{result.tokens_per_second:.1f} tokens/s")
+        if ttft is not None:
+            parts.append(f"first token {ttft * 1000:.0f} ms")
+        if tps is not None:
+            parts.append(f"{tps:.1f} tokens/s")
         self.status.setText(" · ".join(parts))
 
     def _on_error(self, error: StreamError) -> None:
         self._finish()
         self.status.setText(f"Error: {error}")
 
-    def closeEvent(self, event: object) -> None:
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.stop()
+        super().closeEvent(event)
 
 
 def main() -> int:
@@ -139,7 +163,12 @@ def main() -> int:
     parser.add_argument("--model", default="qwen3")
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
-    with ollama_host(args.host) as host, StreamingClient(host) as client:
+    # Against a real Ollama, ask whether the model is loaded: "Loading the model…"
+    probe = args.host is not None
+    with (
+        ollama_host(args.host) as host,
+        StreamingClient(host, probe_loading=probe) as client,
+    ):
         window = ChatWindow(client, args.model)
         window.show()
         return app.exec()

@@ -2,7 +2,9 @@
 
 Run: python examples/tk_chat.py [--host URL --model NAME]
 Without --host it starts the built-in fake Ollama. Callbacks run on Tk's thread
-through TkDispatcher; coalescing keeps repaints to tens per second.
+through TkDispatcher; coalescing keeps repaints to tens per second; the status
+line follows the stream's phase. Closing the window mid-stream is clean: the
+dispatcher closes with it and stops the stream.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ from ollama_stream_sync import (
     StreamingClient,
     TkDispatcher,
 )
+
+PHASES = {
+    "connecting": "Connecting…",
+    "waiting": "Waiting for the model…",
+    "loading": "Loading the model…",
+    "thinking": "Thinking…",
+    "answering": "Answering…",
+    "tool_call": "Calling a tool…",
+    "retrying": "Retrying…",
+}
+"""Status text per phase; the final ones ("done", "cancelled", "failed") are
+left to on_done and on_error, which add the figures or the error."""
 
 
 class ChatApp:
@@ -81,9 +95,10 @@ class ChatApp:
         self.answering = False
         self.send_button.configure(state="disabled")
         self.stop_button.configure(state="normal")
-        self.status.configure(text="Waiting for the model…")
+        self.status.configure(text="Sending…")
         self.handle = self.conversation.start_send(
             text,
+            on_phase=self._on_phase,
             on_thinking=lambda t: self._write(t, "thinking"),
             on_content=self._on_content,
             on_done=self._on_done,
@@ -92,11 +107,14 @@ class ChatApp:
             coalesce_interval=0.03,
         )
 
+    def _on_phase(self, phase: str) -> None:
+        if phase in PHASES:
+            self.status.configure(text=PHASES[phase])
+
     def _on_content(self, text: str) -> None:
         if not self.answering:  # the answer starts on its own line
             self.answering = True
             self._write("\n", "")
-            self.status.configure(text="Answering…")
         self._write(text, "answer")
 
     def stop(self) -> None:
@@ -111,12 +129,14 @@ class ChatApp:
     def _on_done(self, result: ChatResult) -> None:
         self.last_result = result
         self._finish()
+        # Either figure is None when there is nothing to measure: no output
+        # yet, or a single chunk (a Stop early on, a one-word answer).
         ttft = result.time_to_first_token
         tps = result.tokens_per_second
         parts = ["Stopped." if result.cancelled else "Done."]
         if ttft is not None:
             parts.append(f"first token {ttft * 1000:.0f} ms")
-        if tps:
+        if tps is not None:
             parts.append(f"{tps:.1f} tokens/s")
         self.status.configure(text=" · ".join(parts))
 
@@ -125,8 +145,9 @@ class ChatApp:
         self.status.configure(text=f"Error: {error}")
 
     def close(self) -> None:
+        """The window's close button: stop, then go (destroying the window
+        closes the dispatcher, so nothing is delivered to dead widgets)."""
         self.stop()
-        self.dispatcher.close()
         self.root.destroy()
 
 
@@ -135,7 +156,12 @@ def main() -> None:
     parser.add_argument("--host")
     parser.add_argument("--model", default="qwen3")
     args = parser.parse_args()
-    with ollama_host(args.host) as host, StreamingClient(host) as client:
+    # Against a real Ollama, ask whether the model is loaded: "Loading the model…"
+    probe = args.host is not None
+    with (
+        ollama_host(args.host) as host,
+        StreamingClient(host, probe_loading=probe) as client,
+    ):
         root = tk.Tk()
         app = ChatApp(root, client, args.model)
         root.protocol("WM_DELETE_WINDOW", app.close)

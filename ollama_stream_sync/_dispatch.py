@@ -9,7 +9,9 @@ Every queued dispatcher here shares one engine, ``QueuedDispatcher``: a FIFO, a
 reentrant run lock (a callback may pump again, open a modal dialog that runs a
 nested event loop, or make a blocking call of its own) and a condition that
 waiters sleep on without holding the run lock, so two threads that pump never
-deadlock each other.
+deadlock each other. A queued dispatcher that is closed (its window destroyed,
+its toolkit unreachable) stops the streams still using it: nothing waits for a
+thread that will never deliver.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import contextlib
 import logging
 import os
 import threading
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -81,17 +85,29 @@ class _Batch:
 class QueuedDispatcher:
     """The engine of every dispatcher that runs callbacks on another thread.
 
-    Subclasses say how the delivering thread is woken (``_wake``) and which
-    thread delivers (``delivery_thread``). ``pump`` runs callbacks on the calling
-    thread, in order, one at a time; it may be called again from inside a
-    callback (reentrant), and from several threads (they take turns).
+    Subclasses say how the delivering thread is woken (``_wake``), have that
+    thread call ``_drain``, and say which thread delivers (``delivery_thread``).
+    ``pump`` runs callbacks on the calling thread, in order, one at a time; it
+    may be called again from inside a callback (reentrant), and from several
+    threads (they take turns).
+
+    A wake-up is requested whenever none is pending, not only when the queue
+    was empty: a drain may be stuck inside a callback that runs a nested event
+    loop (a modal dialog), and that loop must get a wake-up of its own for what
+    other streams queue meanwhile.
     """
 
     def __init__(self) -> None:
-        # Guards _items and _closed; pumpers sleep on it without the run lock.
+        # Guards _items, _closed and _streams; pumpers sleep on it without the
+        # run lock.
         self._cond = threading.Condition(threading.Lock())
         self._items: deque[Callable[[], object] | _Batch] = deque()
         self._closed = False
+        # A wake-up was requested and no drain has started since.
+        self._woken = False
+        # The deliveries of streams that use this dispatcher, so that closing it
+        # stops them (weak: a finished stream's handle may be collected).
+        self._streams: weakref.WeakSet[Delivery] = weakref.WeakSet()
         # Held while a callback runs: never two at once. Reentrant, so a
         # callback may pump (a nested event loop, a blocking call) itself.
         self._run = threading.RLock()
@@ -121,13 +137,32 @@ class QueuedDispatcher:
             if self._closed:
                 raise DispatcherClosed(f"{self!r} is closed")
             self._items.append(item)
-            first = len(self._items) == 1
+            wake = not self._woken
+            self._woken = True
             self._cond.notify_all()
-        if first:
-            self._wake()
+        if wake:
+            try:
+                self._wake()
+            except Exception as exc:
+                # The delivering thread cannot be reached (its toolkit is gone).
+                # Left open, the queue would stay non-empty and never wake it
+                # again: every later stream would wait in silence. Closed, the
+                # streams using it stop with DispatchError.
+                self._close_queue(exc)
+                if isinstance(exc, DispatcherClosed):
+                    raise
+                raise DispatcherClosed(f"{self!r} cannot wake its thread") from exc
 
     def _wake(self) -> None:
-        """Make the delivering thread pump soon (called when the queue fills)."""
+        """Make the delivering thread call ``_drain`` soon (any thread)."""
+
+    def _drain(self) -> None:
+        """Run what is pending: what the delivering thread does when woken."""
+        with self._cond:
+            # Cleared before taking anything: whatever is queued from now on
+            # asks for a wake-up of its own.
+            self._woken = False
+        self.pump(0)
 
     def _take(self) -> Callable[[], object] | None:
         with self._cond:
@@ -160,36 +195,69 @@ class QueuedDispatcher:
     def pump(self, timeout: float | None = 0) -> int:
         """Run what is pending on the calling thread; return how many ran.
 
+        Runs only what is queued when it starts (after the wait): callbacks
+        queued meanwhile wait for the next call, so a fast stream cannot keep
+        a GUI thread away from its event loop (repaints, the Stop button).
+
         Args:
             timeout: ``0`` runs only what is already queued; a positive number
                 (or ``None``: forever) first waits that long for something.
         """
-        if timeout != 0:
-            with self._cond:
-                if not self._cond.wait_for(lambda: bool(self._items), timeout):
-                    return 0
+        with self._cond:
+            if timeout != 0 and not self._cond.wait_for(
+                lambda: bool(self._items) or self._closed, timeout
+            ):
+                return 0
+            budget = self._count_locked()
         ran = 0
-        while self._run_one():
-            ran += 1
+        try:
+            while ran < budget and self._run_one():
+                ran += 1
+        except BaseException:
+            # Ctrl-C or exit in a callback: let it act, but what is still queued
+            # must not wait for a wake-up that was already spent on this drain.
+            self._rewake()
+            raise
         return ran
+
+    def _rewake(self) -> None:
+        with self._cond:
+            pending = bool(self._items) and not self._closed and not self._woken
+            if pending:
+                self._woken = True
+        if pending:
+            try:
+                self._wake()
+            except Exception:  # the toolkit is gone: its streams stop at dispatch
+                log.debug("%r could not wake its thread again", self, exc_info=True)
 
     def pump_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
         """Run callbacks here until ``done()`` (checked after each); False on timeout.
 
-        ``done`` must become true only together with a ``notify`` on this
-        dispatcher (running a callback notifies).
+        Also returns (``done()``) once the dispatcher is closed: nothing more
+        will be delivered. ``done`` must become true only together with a
+        ``notify`` on this dispatcher (running a callback notifies).
         """
-        deadline = None if timeout is None else _now() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:
-                while not done() and not self._items:
-                    remaining = None if deadline is None else deadline - _now()
-                    if remaining is not None and remaining <= 0:
+                while not done() and not self._items and not self._closed:
+                    if deadline is None:
+                        self._cond.wait()
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
                         return False
                     self._cond.wait(remaining)
                 if done():
                     return True
-            self._run_one()
+                if self._closed and not self._items:
+                    return False
+            try:
+                self._run_one()
+            except BaseException:
+                self._rewake()  # as in pump()
+                raise
 
     def notify(self) -> None:
         """Wake threads waiting in ``pump``/``pump_until`` to re-check."""
@@ -200,24 +268,37 @@ class QueuedDispatcher:
     def pending(self) -> int:
         """How many callbacks wait (approximately, as another thread may add)."""
         with self._cond:
-            return sum(len(i.fns) if isinstance(i, _Batch) else 1 for i in self._items)
+            return self._count_locked()
 
-    def _close_queue(self) -> None:
+    def _count_locked(self) -> int:
+        return sum(len(i.fns) if isinstance(i, _Batch) else 1 for i in self._items)
+
+    def _attach(self, delivery: Delivery) -> None:
+        """Track a stream that uses this dispatcher (stopped if it closes)."""
         with self._cond:
+            closed = self._closed
+            if not closed:
+                self._streams.add(delivery)
+        if closed:
+            delivery.dispatcher_closed(self)
+
+    def _close_queue(self, cause: BaseException | None = None) -> None:
+        """Refuse new callbacks, drop queued ones, stop the streams still using us."""
+        with self._cond:
+            first = not self._closed
             self._closed = True
             self._items.clear()
+            streams = list(self._streams) if first else []
+            self._streams.clear()
             self._cond.notify_all()
+        # Outside the lock: stopping a stream shuts down its socket.
+        for delivery in streams:
+            delivery.dispatcher_closed(self, cause)
 
     @property
     def closed(self) -> bool:
         """True once closed: ``dispatch`` raises and nothing more is delivered."""
         return self._closed
-
-
-def _now() -> float:
-    import time  # noqa: PLC0415  # a tiny helper, kept local to pump_until
-
-    return time.monotonic()
 
 
 class QueueDispatcher(QueuedDispatcher):
@@ -228,11 +309,14 @@ class QueueDispatcher(QueuedDispatcher):
     run on the caller's thread with no extra code. Any thread may pump; pumps
     from several threads take turns, and a callback may pump again.
 
+    A handle is done when its stream ends, before its ``on_done`` is even
+    queued; once its worker has exited (``handle.join()``), everything is.
+
     Example::
 
         callbacks = QueueDispatcher()
         handle = client.start_chat("qwen3", msgs, on_content=show, dispatcher=callbacks)
-        while not handle.done():
+        while not handle.join(timeout=0):
             callbacks.pump(timeout=0.05)  # inside your own loop
         callbacks.pump()                  # what is left, on_done included
     """
@@ -266,7 +350,7 @@ class CallLaterDispatcher(QueuedDispatcher):
 
     def _drain(self) -> None:
         self._owner = threading.get_ident()
-        self.pump(0)
+        super()._drain()
 
     def __repr__(self) -> str:
         return f"CallLaterDispatcher({self._call_later!r})"
@@ -315,19 +399,24 @@ class TkDispatcher(QueuedDispatcher):
     def _wake(self) -> None:
         with self._fd_lock:
             if self._write_fd is None:
-                return
+                if self.closed:
+                    raise DispatcherClosed(f"{self!r} is closed")
+                return  # Windows: the poll finds it
             with contextlib.suppress(BlockingIOError):  # a wake-up is pending
                 os.write(self._write_fd, b"x")
 
     def _on_wake(self, fd: int, mask: int) -> None:
         with contextlib.suppress(OSError):
             os.read(fd, 4096)
-        self.pump(0)
+        if self.closed:
+            self._release()  # closed from another thread: finish here
+            return
+        self._drain()
 
     def _poll(self) -> None:  # pragma: no cover  # Windows
         if self.closed:
             return
-        self.pump(0)
+        self._drain()
         self._widget.after(self._poll_ms, self._poll)
 
     def _on_destroy(self, event: Any) -> None:
@@ -335,12 +424,24 @@ class TkDispatcher(QueuedDispatcher):
             self.close()
 
     def close(self) -> None:
-        """Stop delivering and release the pipe (Tk's thread; idempotent).
+        """Stop delivering; streams still using it stop with ``DispatchError``.
 
-        Called by itself when the widget is destroyed. Later ``dispatch`` calls
-        raise, so streams still using it stop cleanly with ``DispatchError``.
+        Idempotent, and safe from any thread and against concurrent
+        ``dispatch``. Called by itself when the widget is destroyed. The pipe
+        is released on the Tk thread (Tk must not be called from another one):
+        at once when called there, else at Tk's next turn of its event loop.
         """
         self._close_queue()
+        if threading.get_ident() == self._owner:
+            self._release()
+            return
+        with self._fd_lock:  # wake Tk so that it releases the pipe itself
+            if self._write_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(self._write_fd, b"x")
+
+    def _release(self) -> None:
+        """Forget and close the pipe (on the Tk thread)."""
         with self._fd_lock:
             read_fd, write_fd = self._read_fd, self._write_fd
             self._read_fd = self._write_fd = None
@@ -360,7 +461,8 @@ class QtDispatcher(QueuedDispatcher):
 
     Needs PySide6: ``pip install ollama-stream-sync[qt]``. Create it on the GUI
     thread (after the ``QApplication``). Pass ``parent`` (a widget) to close the
-    dispatcher when that widget is destroyed.
+    dispatcher when that widget is destroyed: streams still using it then stop
+    with ``DispatchError``.
 
     Example::
 
@@ -380,33 +482,51 @@ class QtDispatcher(QueuedDispatcher):
         class _Relay(QtCore.QObject):
             wake = QtCore.Signal()
 
+        app = QtCore.QCoreApplication.instance()
+        if app is None:
+            raise RuntimeError("create the QApplication before a QtDispatcher")
         self._owner = threading.get_ident()
         # Qt aborts if a QObject is destroyed off its thread, and the garbage
-        # collector may run on any thread. So the relay holds no reference
-        # cycle (it is connected to a bound method of a plain object through a
-        # weak path: the slot is a closure over the queue only) and belongs to
-        # the application object, which destroys it on the Qt thread.
-        app = QtCore.QCoreApplication.instance()
+        # collector may run on any thread. So the relay belongs to the
+        # application object, which destroys it on the Qt thread.
         self._relay = _Relay(app)
-        pump = self.pump
+        # Guards _relay_alive: a wake-up never emits on a relay that close()
+        # has handed to Qt for deletion.
+        self._relay_lock = threading.Lock()
+        self._relay_alive = True
+        # PySide holds a bound method weakly; a closure keeps this dispatcher
+        # alive, so queued callbacks (on_done among them) reach the Qt thread
+        # even when nobody else holds it. close() drops the relay and the
+        # reference with it.
+        drain = self._drain
         self._relay.wake.connect(
-            lambda: pump(0), QtCore.Qt.ConnectionType.QueuedConnection
+            lambda: drain(),  # noqa: PLW0108  # a strong reference, see above
+            QtCore.Qt.ConnectionType.QueuedConnection,
         )
         if parent is not None:
-            parent.destroyed.connect(lambda *_: self._close_queue())
+            parent.destroyed.connect(lambda *_: self.close())
 
     def _wake(self) -> None:
-        try:
-            self._relay.wake.emit()
-        except RuntimeError as exc:  # "Internal C++ object already deleted"
-            self._close_queue()
-            raise DispatcherClosed(f"{self!r}: the Qt object is gone") from exc
+        with self._relay_lock:
+            if not self._relay_alive:
+                raise DispatcherClosed(f"{self!r} is closed")
+            try:
+                self._relay.wake.emit()
+            except RuntimeError as exc:  # "Internal C++ object already deleted"
+                self._relay_alive = False
+                raise DispatcherClosed(f"{self!r}: the Qt object is gone") from exc
 
     def close(self) -> None:
-        """Stop delivering and release the relay (call on the Qt thread)."""
+        """Stop delivering and release the relay; idempotent, from any thread.
+
+        Streams still using it stop with ``DispatchError``.
+        """
         self._close_queue()
-        with contextlib.suppress(RuntimeError):
-            self._relay.deleteLater()
+        with self._relay_lock:
+            alive, self._relay_alive = self._relay_alive, False
+        if alive:
+            with contextlib.suppress(RuntimeError):  # already deleted
+                self._relay.deleteLater()
 
     def __repr__(self) -> str:
         return "QtDispatcher()"
@@ -416,11 +536,21 @@ def check_dispatcher(dispatcher: object, name: str = "dispatcher") -> None:
     """Raise ``TypeError`` on the caller's thread for something that is not one."""
     if dispatcher is None:
         return
+    if isinstance(dispatcher, type):
+        raise TypeError(
+            f"{name} must be a Dispatcher instance: {dispatcher.__name__}(...), "
+            f"not the class {dispatcher.__name__}"
+        )
     if not callable(getattr(dispatcher, "dispatch", None)):
         raise TypeError(
             f"{name} must be a Dispatcher (an object with dispatch(fn)), e.g. "
             f"TkDispatcher(root) or QueueDispatcher(), not {type(dispatcher).__name__}"
         )
+
+
+_NOT_SENT, _QUEUED, _RUNNING = 0, 1, 2
+"""Where a stream's terminal callback is: not handed over yet, waiting in the
+dispatcher, or running (or done)."""
 
 
 class Delivery:
@@ -430,12 +560,16 @@ class Delivery:
     dispatcher that cannot take a callback becomes its ``DispatchError``. The
     first such failure is kept in ``error``, stops the stream (its scope is
     aborted, so the socket closes) and drops every later callback but the
-    terminal one, which reports it.
+    terminal one, which reports it. A queued dispatcher that closes stops the
+    stream the same way.
     """
 
     __slots__ = (
+        "__weakref__",
         "_batch",
+        "_lock",
         "_scope",
+        "_terminal",
         "delivered",
         "dispatcher",
         "error",
@@ -453,16 +587,24 @@ class Delivery:
             and type(dispatcher).dispatch is QueuedDispatcher.dispatch
         )
         self._scope = scope
+        # Guards error (first failure wins) and _terminal: a pumping thread, the
+        # worker, the timer thread and a closing dispatcher all reach them.
+        self._lock = threading.Lock()
+        self._terminal = _NOT_SENT
         self.error: StreamError | None = None
         """The first callback or dispatch failure."""
         self.delivered = threading.Event()
         """Set once the terminal callback ran (or could not be delivered)."""
+        if self.queued is not None:
+            self.queued._attach(self)
 
     def fail(self, error: StreamError) -> None:
         """Record the first delivery failure and stop the stream."""
-        if self.error is None:
+        with self._lock:
+            if self.error is not None:
+                return
             self.error = error
-            self._scope.abort(error)
+        self._scope.abort(error)
 
     def run(self, fn: Callable[..., object], name: str, *args: object) -> None:
         """Run one user callback here; a raise is recorded (never escapes, unless
@@ -510,12 +652,45 @@ class Delivery:
 
     def send_terminal(self, call: Callable[[], None]) -> bool:
         """Hand over the terminal callback; False if the dispatcher refused it."""
+
+        def terminal() -> None:
+            with self._lock:
+                self._terminal = _RUNNING
+            call()
+
+        with self._lock:
+            self._terminal = _QUEUED
         try:
-            self.dispatcher.dispatch(call)
+            self.dispatcher.dispatch(terminal)
         except BaseException as exc:  # noqa: BLE001  # reported by the caller
             log.debug("%r refused the terminal callback: %r", self.dispatcher, exc)
             return False
         return True
+
+    def dispatcher_closed(
+        self, dispatcher: QueuedDispatcher, cause: BaseException | None = None
+    ) -> None:
+        """The queued dispatcher closed: stop the stream, release its waiters.
+
+        A stream still running stops with ``DispatchError`` (its partial kept).
+        One that already ended keeps its outcome; its terminal callback, if it
+        was waiting in the queue, was dropped with it.
+        """
+        with self._lock:
+            if self.delivered.is_set() or self._terminal == _RUNNING:
+                return
+            dropped = self._terminal == _QUEUED
+        error = DispatchError(
+            f"the dispatcher {dispatcher!r} was closed (its window or toolkit is "
+            "gone) while the stream still had callbacks to deliver"
+        )
+        error.__cause__ = cause
+        # Only the scope: the worker, if still streaming, stops and reports this
+        # error with its partial; a stream that already ended refuses it.
+        self._scope.abort(error)
+        if dropped:
+            self.delivered.set()
+        dispatcher.notify()
 
     def notify(self) -> None:
         """Wake threads waiting on the dispatcher for ``delivered``."""

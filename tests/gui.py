@@ -12,13 +12,14 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 REQUIRED = os.environ.get("REQUIRE_GUI_TESTS") == "1"
+BOUND = 5.0  # conftest.WAIT: every GUI wait is bounded by it (not a timing)
 
 
 def _unavailable(reason: str) -> None:
@@ -69,16 +70,59 @@ def tk_root(xvfb_display: str) -> Iterator[Any]:
     """A Tk root window, destroyed and garbage-collected on this (Tk's) thread.
 
     Tk aborts the process if its objects are collected on another thread, and a
-    later garbage collection could run on any thread.
+    later garbage collection could run on any thread. An exception in a Tk
+    callback, which Tk would only print, fails the test.
     """
     import tkinter  # only the GUI tests need it
 
     root = tkinter.Tk()
+    errors: list[BaseException] = []
+    root.report_callback_exception = lambda kind, exc, tb: errors.append(exc)
     yield root
     with contextlib.suppress(tkinter.TclError):
         root.destroy()
     del root
     gc.collect()
+    if errors:
+        pytest.fail(f"a Tk callback raised {errors[0]!r} ({len(errors)} in all)")
+
+
+def tk_run_until(
+    root: Any, condition: Callable[[], bool], timeout: float = BOUND
+) -> bool:
+    """Run Tk's event loop until ``condition()`` holds; return it.
+
+    It blocks in Tk's own wait for events, checking after each; ``timeout`` only
+    bounds a hang, it times nothing.
+    """
+    expired: list[bool] = []
+    timer = root.after(int(timeout * 1000), lambda: expired.append(True))
+    try:
+        while not condition() and not expired:
+            root.tk.dooneevent(0)
+    finally:
+        with contextlib.suppress(Exception):  # the root may be gone by now
+            root.after_cancel(timer)
+    return condition()
+
+
+def qt_run_until(
+    app: Any, condition: Callable[[], bool], timeout: float = BOUND
+) -> bool:
+    """Run Qt's event loop until ``condition()`` holds; return it (as above)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    expired: list[bool] = []
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: expired.append(True))
+    timer.start(int(timeout * 1000))
+    try:
+        while not condition() and not expired:
+            app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
+    finally:
+        timer.stop()
+    return condition()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,302 @@
+"""Every Python snippet of README.md runs, read from the README at test time.
+
+The snippets of one section run in order in one namespace (a later one may use
+what an earlier one defined), against FakeOllama; the names they take for
+granted (``client``, ``messages``, ``root``...) are given below, and the
+example hosts they name point at fake servers. The GUI section runs its window
+for real under Xvfb: ``root.mainloop()`` is replaced by a person pressing Send
+and Stop. A snippet that cannot run here is marked in the README with an HTML
+comment just before its block, ``<!-- not tested: why -->``; keep those few.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import tkinter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import tenacity
+
+import ollama_stream_sync as oss
+from ollama_stream_sync import StreamingClient
+from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply
+
+from .conftest import USER
+from .gui import tk_run_until
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+NOT_TESTED = re.compile(r"<!--\s*not tested:\s*(?P<why>.+?)\s*-->")
+MAX_NOT_TESTED = 2
+"""Snippets that need something a test cannot have (wx, a real Ollama)."""
+
+
+@dataclass(frozen=True)
+class Snippet:
+    section: str
+    line: int
+    code: str
+    not_tested: str | None
+
+
+def read_snippets(text: str) -> list[Snippet]:
+    """The ```python blocks, with their section and their "not tested" mark."""
+    snippets: list[Snippet] = []
+    section, start, language = "(top)", -1, ""
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if start < 0:
+            if line.startswith("#"):
+                section = line.lstrip("#").strip()
+            elif line.startswith("```"):
+                start, language = number, line[3:].strip()
+        elif line.startswith("```"):
+            if language == "python":
+                before = [b for b in lines[:start] if b.strip()][-1:]
+                mark = NOT_TESTED.search(before[0]) if before else None
+                snippets.append(
+                    Snippet(
+                        section,
+                        start + 2,  # the first line of code, counted from 1
+                        "\n".join(lines[start + 1 : number]),
+                        mark.group("why") if mark else None,
+                    )
+                )
+            start = -1
+    return snippets
+
+
+SNIPPETS = read_snippets(README.read_text(encoding="utf-8"))
+SECTIONS = list(dict.fromkeys(s.section for s in SNIPPETS))
+
+
+def section_id(section: str) -> str:
+    """The heading's first words (a failure names its README line itself)."""
+    return "-".join(re.findall(r"[a-z]+", section.lower())[:4])
+
+
+def test_the_readme_snippets_are_found_and_few_are_not_tested() -> None:
+    assert len(SNIPPETS) >= 15
+    untested = [s for s in SNIPPETS if s.not_tested]
+    assert len(untested) <= MAX_NOT_TESTED, [(s.line, s.not_tested) for s in untested]
+
+
+# -- what the snippets take for granted -------------------------------------------
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather for a city.
+
+    Args:
+        city: The name of the city
+    """
+    return f"Sunny in {city}"
+
+
+class TextBox:
+    def __init__(self) -> None:
+        self.cleared = 0
+
+    def clear(self) -> None:
+        self.cleared += 1
+
+
+@pytest.fixture
+def other_server() -> Iterator[FakeOllama]:
+    with FakeOllama() as srv:
+        yield srv
+
+
+@pytest.fixture
+def made() -> Iterator[list[Any]]:
+    """Clients and sessions the snippets build: closed at the end."""
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        thing.close()
+
+
+@pytest.fixture
+def namespace(
+    server: FakeOllama,
+    other_server: FakeOllama,
+    made: list[Any],
+    tk_root: Any,
+    qt_app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, Any]]:
+    import shiboken6
+    from PySide6.QtWidgets import QWidget
+
+    monkeypatch.setenv("OLLAMA_HOST", server.url)  # StreamingClient() finds it
+
+    class Tracked(StreamingClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if "session" not in kwargs and "client" not in kwargs:
+                # No keep-alive on httpx until the drain bug is fixed (the
+                # xfail in test_gui_hangs.py): a reused connection fails there.
+                kwargs.setdefault("limits", httpx.Limits(max_keepalive_connections=0))
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    class TrackedSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(oss, "StreamingClient", Tracked)
+    monkeypatch.setattr(requests, "Session", TrackedSession)
+    client = Tracked(server.url)
+    window = QWidget()
+    ns: dict[str, Any] = {name: getattr(oss, name) for name in oss.__all__}
+    ns.update(
+        client=client,
+        messages=[*USER],
+        msgs=[*USER],
+        result=client.chat("qwen3", USER),
+        get_weather=get_weather,
+        show=lambda text: None,
+        print_delta=lambda text: None,
+        show_call=lambda call: None,
+        text_box=TextBox(),
+        root=tk_root,
+        window=window,
+        tenacity=tenacity,
+        requests=requests,
+    )
+    ns["__hosts__"] = {
+        "http://gpu-box:11434": server.url,
+        "http://ollama.corp:11434": server.url,
+        "http://box-a:11434": server.url,
+        "http://box-b:11434": other_server.url,
+    }
+    yield ns
+    shiboken6.delete(window)  # on the Qt thread
+
+
+# -- the GUI section: a person at the window ------------------------------------
+
+
+def press_send_then_stop(ns: dict[str, Any], server: FakeOllama) -> None:
+    """What ``root.mainloop()`` does in this test: use the window, then close it."""
+    root, status = ns["root"], ns["status"]
+
+    def shown() -> str:
+        return str(ns["transcript"].get("1.0", "end-1c"))
+
+    def status_text() -> str:
+        return str(status.cget("text"))
+
+    # Stop mid-answer: a cancelled result, the phase shown before it.
+    server.enqueue([Chunk(thinking="Hmm. "), Chunk(content="Hello wor"), Stall()])
+    ns["prompt"].insert(0, "Hi")
+    ns["send_button"].invoke()
+    assert tk_run_until(root, lambda: shown().endswith("Hello wor"))
+    assert tk_run_until(root, lambda: status_text() == "answering")
+    ns["stop_button"].invoke()
+    assert tk_run_until(root, lambda: status_text().startswith("Stopped"))
+    assert ns["handle"].result().cancelled
+    # Stop before any output, and a one-chunk answer: no rate to show, no error.
+    for script, final in (([Stall()], "Stopped"), ([Done(content="Yes.")], "Done")):
+        server.enqueue(script)
+        ns["send_button"].invoke()
+        if final == "Stopped":
+            assert tk_run_until(root, lambda: status_text() == "waiting")
+            ns["stop_button"].invoke()
+        assert tk_run_until(root, lambda f=final: status_text() == f), status_text()
+    # A whole answer, with its rate.
+    server.enqueue(reply("A whole answer."))
+    ns["send_button"].invoke()
+    assert tk_run_until(root, lambda: status_text().startswith("Done, "))
+    assert status_text().endswith("tokens/s")
+
+
+def click_summarize(ns: dict[str, Any], server: FakeOllama) -> None:
+    server.enqueue(reply("Short summary."))
+    root = ns["root"]
+    root.after(0, ns["summarize"])
+    assert tk_run_until(root, lambda: ns["status"].cget("text") == "14 characters")
+
+
+AFTER_DEFINING: dict[str, Callable[[dict[str, Any], FakeOllama], None]] = {
+    "summarize": click_summarize,
+}
+"""Functions a snippet only defines (a button's command): used once defined."""
+
+
+def run_section(
+    ns: dict[str, Any], server: FakeOllama, snippets: list[Snippet]
+) -> None:
+    hosts: dict[str, str] = ns.pop("__hosts__")
+    for snippet in snippets:
+        code = snippet.code
+        for example, real in hosts.items():
+            code = code.replace(example, real)
+        before = set(ns)
+        where = f"README.md line {snippet.line}"
+        exec(compile(code, where, "exec"), ns)  # the README's own code
+        for name in set(ns) - before:
+            if name.startswith("test_") and callable(ns[name]):
+                with FakeOllama() as fake_ollama:  # as the plugin's fixture
+                    ns[name](fake_ollama)
+            if name in AFTER_DEFINING:
+                AFTER_DEFINING[name](ns, server)
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=section_id)
+def test_the_readme_snippets_run(
+    section: str,
+    namespace: dict[str, Any],
+    server: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snippets = [s for s in SNIPPETS if s.section == section and not s.not_tested]
+    if not snippets:
+        pytest.skip(f"every snippet of {section!r} is marked not tested")
+    own_roots: list[Any] = []
+
+    def mainloop(root: Any, n: int = 0) -> None:
+        own_roots.append(root)
+        press_send_then_stop(namespace, server)
+
+    monkeypatch.setattr(tkinter.Misc, "mainloop", mainloop)
+    try:
+        run_section(namespace, server, snippets)
+    finally:
+        for value in list(namespace.values()):
+            if isinstance(value, StreamingClient):
+                value.close()  # the snippets' own, before their windows go
+        for root in own_roots:
+            root.destroy()
+        own_roots.clear()
+        gc.collect()  # here, on Tk's thread
+
+
+def test_the_snippet_reader_sees_each_block_and_its_mark() -> None:
+    text = "\n".join(
+        [
+            "## A",
+            "```python",
+            "x = 1",
+            "```",
+            "",
+            "<!-- not tested: needs wx -->",
+            "```python",
+            "import wx",
+            "```",
+            "```sh",
+            "echo not python",
+            "```",
+        ]
+    )
+    found = read_snippets(text)
+    assert [(s.section, s.code, s.not_tested) for s in found] == [
+        ("A", "x = 1", None),
+        ("A", "import wx", "needs wx"),
+    ]
