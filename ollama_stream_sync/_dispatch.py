@@ -613,12 +613,17 @@ class Delivery:
             return
         try:
             fn(*args)
-        except KeyboardInterrupt:
-            # Ctrl-C while a pumping thread (a blocking call, a loop) runs a
-            # callback: the user's interrupt, not the callback's failure. It
-            # propagates; a blocking call then cancels the stream.
-            raise
         except BaseException as exc:
+            if (
+                isinstance(exc, KeyboardInterrupt)
+                and not self.inline
+                and threading.current_thread() is threading.main_thread()
+            ):
+                # Ctrl-C (only the main thread gets it) while a pumping thread
+                # (a blocking call, a loop) runs a callback: the user's
+                # interrupt, not the callback's failure. It propagates; a
+                # blocking call then cancels the stream.
+                raise
             error = CallbackError(f"{name} callback raised {exc!r}")
             error.__cause__ = exc
             self.fail(error)

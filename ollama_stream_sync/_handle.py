@@ -269,8 +269,10 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
             elif isinstance(error, StreamError) and cbs.on_error is not None:
                 try:
                     cbs.on_error(error)
-                except Exception:  # the stream's own error wins; this one is logged
+                except BaseException as exc:  # the stream's error wins; this is logged
                     log.exception("%s: on_error callback raised", self.name)
+                    if not isinstance(exc, Exception) and not delivery.inline:
+                        raise  # Ctrl-C or exit on the GUI/pumping thread: let it act
         finally:
             if late:
                 delivery.delivered.set()

@@ -610,6 +610,10 @@ class _Run:
             self.request.pool.failed(self.host, error)
             if error is exc:
                 raise
+            if error.__cause__ is not None:
+                # A callback's or dispatcher's failure: its cause is the
+                # user's exception, not the symptom the abort caused here.
+                raise error  # noqa: B904  # the symptom stays as __context__
             raise error from exc
 
     def _error_for(self, exc: Exception) -> StreamError | None:

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 import ollama_stream_sync as oss
@@ -200,19 +199,6 @@ class Toolkit:
     def close(self) -> None:
         self.calls.put(None)
         self.thread.join(WAIT)
-
-
-@pytest.fixture
-def client(server: FakeOllama, make_client: Any) -> Iterator[StreamingClient]:
-    """The usual client, but on httpx without keep-alive: a reused connection
-    fails at random there (the drain bug, see test_gui_hangs.py's xfail
-    ``test_tk_chat_second_turn_after_a_pause``), which is not what this file
-    is about. Drop the ``limits`` once that is fixed."""
-    kwargs = {}
-    if make_client.transport == "httpx":
-        kwargs["limits"] = httpx.Limits(max_keepalive_connections=0)
-    with make_client(server.url, **kwargs) as c:
-        yield c
 
 
 @pytest.fixture
@@ -595,10 +581,10 @@ def late_error_trial(client: StreamingClient, where: int | str, blocking: bool) 
         assert handle.exception() is info.value
     error = info.value
     assert "the widget is gone" in str(error)
+    assert isinstance(error.__cause__, ValueError)  # the user's own exception
     if blocking:  # it may have stopped the stream early
         assert "a b c".startswith(error.partial.content)
-    else:  # (mid-stream, the cause is lost: see the xfail below)
-        assert isinstance(error.__cause__, ValueError)
+    else:
         assert error.partial.content == "a b c"
     # Exactly one terminal callback: on_error with that error (or on_done
     # itself, when it was the one that raised).
@@ -649,7 +635,8 @@ def tool_run_trial(server: FakeOllama, client: StreamingClient) -> None:
         pumped_after.set()
         with pytest.raises(CallbackError) as info:
             handle.result(timeout=WAIT)
-    assert "the widget is gone" in str(info.value)  # (its cause: see the xfail)
+    assert "the widget is gone" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)  # the user's own exception
     assert not handle.cancelled()
     assert conversation.messages == before  # a failed send leaves no trace
 
@@ -864,14 +851,6 @@ def test_exactly_one_terminal_callback_whatever_a_callback_does(
     assert all(isinstance(e, (SystemExit, KeyboardInterrupt)) for e in toolkit.escaped)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_worker.py _Run._attempt: `raise error from exc` re-chains the "
-    "scope's abort reason (the DispatchError or CallbackError the delivery "
-    "recorded, whose __cause__ is the user's exception) onto the symptom the "
-    "abort caused on the worker (Aborted, or ConnectionFailed from the shut-down "
-    "socket): the original exception is lost from __cause__",
-)
 @pytest.mark.parametrize("failure", ["dispatch", "callback"])
 def test_a_delivery_failure_mid_stream_keeps_its_cause(
     server: FakeOllama, client: StreamingClient, failure: str
@@ -898,13 +877,6 @@ def test_a_delivery_failure_mid_stream_keeps_its_cause(
     assert info.value.__cause__ is original
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_handle.py StreamHandle._terminal: with the inline dispatcher, an "
-    "on_error that raises SystemExit/KeyboardInterrupt escapes _deliver_terminal "
-    "(it catches only Exception), so _resolve never runs: the handle stays "
-    "unresolved and chat()/result() wait forever",
-)
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
 def test_on_error_raising_system_exit_inline_still_resolves_the_handle(
     server: FakeOllama, client: StreamingClient, kind: type[BaseException]

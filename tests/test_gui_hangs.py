@@ -20,7 +20,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 
 import ollama_stream_sync as oss
@@ -50,18 +49,6 @@ MID_STREAM = [
     Chunk(content="wor"),
     Stall(),  # the model goes on "forever": only a stop ends it
 ]
-
-
-@pytest.fixture
-def client(server: FakeOllama, make_client: Any) -> Iterator[StreamingClient]:
-    """The usual client, but on httpx without keep-alive: a reused connection
-    fails at random there (the drain bug: the xfail at the end of this file).
-    Drop the ``limits`` once that is fixed."""
-    kwargs = {}
-    if make_client.transport == "httpx":
-        kwargs["limits"] = httpx.Limits(max_keepalive_connections=0)
-    with make_client(server.url, **kwargs) as c:
-        yield c
 
 
 class Record:
@@ -628,7 +615,7 @@ def test_qt_a_modal_dialog_in_a_callback_while_another_stream_delivers(
         dispatcher.close()
 
 
-# -- a bug outside the dispatchers -------------------------------------------------
+# -- a reused connection after a pause -------------------------------------------------
 
 
 class ShiftedClock:
@@ -645,21 +632,15 @@ class ShiftedClock:
         return getattr(time, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_transports/_httpx.py _SocketStream.drain_within sets _drain_until "
-    "and nothing clears it when the connection goes back to the pool: the next "
-    "stream on it gets a socket timeout of 0 once DRAIN_TIMEOUT (0.25 s) has "
-    "passed since the last one ended, and its first read that finds no data "
-    "raises EAGAIN -> ConnectionFailed. So a second Send after the user paused "
-    "fails.",
-)
 def test_tk_chat_second_turn_after_a_pause(
     server: FakeOllama,
     tk_root: Any,
     examples_path: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A second Send after the user paused reuses the first answer's connection:
+    the drain bound of the first stream must not follow it into the second (it
+    did: a socket timeout of 0 there, and its first empty read failed at once)."""
     from ollama_stream_sync import _worker
     from ollama_stream_sync._transports import _httpx
 

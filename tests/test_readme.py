@@ -19,14 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import tenacity
 
 import ollama_stream_sync as oss
 from ollama_stream_sync import StreamingClient
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import (
+    Chunk,
+    Done,
+    FakeOllama,
+    Progress,
+    Stall,
+    push_script,
+    reply,
+)
 
 from .conftest import USER
 from .gui import tk_run_until
@@ -138,10 +145,6 @@ def namespace(
 
     class Tracked(StreamingClient):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            if "session" not in kwargs and "client" not in kwargs:
-                # No keep-alive on httpx until the drain bug is fixed (the
-                # xfail in test_gui_hangs.py): a reused connection fails there.
-                kwargs.setdefault("limits", httpx.Limits(max_keepalive_connections=0))
             super().__init__(*args, **kwargs)
             made.append(self)
 
@@ -224,10 +227,76 @@ def click_summarize(ns: dict[str, Any], server: FakeOllama) -> None:
     assert tk_run_until(root, lambda: ns["status"].cget("text") == "14 characters")
 
 
+def click_pull(ns: dict[str, Any], server: FakeOllama) -> None:
+    """The Pull button, then Cancel on a pull that stalls."""
+    root, status = ns["root"], ns["status"]
+    ns["pull"]()
+    assert tk_run_until(root, lambda: status.cget("text") == "Pulled.")
+    assert float(ns["bar"]["value"]) == 100.0
+    assert ns["rate"].cget("text") != ""
+    server.enqueue([Progress("pulling manifest"), Stall()], endpoint="pull")
+    ns["pull"]()
+    assert server.wait_stalled()
+    ns["cancel_button"].invoke()
+    assert tk_run_until(root, lambda: status.cget("text") == "Cancelled.")
+
+
 AFTER_DEFINING: dict[str, Callable[[dict[str, Any], FakeOllama], None]] = {
     "summarize": click_summarize,
+    "pull": click_pull,
 }
 """Functions a snippet only defines (a button's command): used once defined."""
+
+
+WEATHER = '{"city": "Paris", "temp_c": 18.5, "conditions": "sunny", "notes": ["dry"]}'
+
+
+def weather_answer(server: FakeOllama, ns: dict[str, Any]) -> None:
+    """A JSON answer in pieces: the partial values grow, then it validates."""
+    server.enqueue([Chunk(content=WEATHER[:12]), Chunk(content=WEATHER[12:]), Done()])
+
+
+def a_window_for_the_pull(server: FakeOllama, ns: dict[str, Any]) -> None:
+    from tkinter import ttk
+
+    root = ns["root"]
+    ns.update(
+        model=tkinter.StringVar(root, value="qwen3"),
+        status=ttk.Label(root),
+        rate=ttk.Label(root),
+        bar=ttk.Progressbar(root, maximum=100),
+        cancel_button=ttk.Button(root, text="Cancel"),
+    )
+
+
+def a_window_for_the_form(server: FakeOllama, ns: dict[str, Any]) -> None:
+    from tkinter import ttk
+
+    weather_answer(server, ns)
+    ns.update(city=tkinter.StringVar(ns["root"]), status=ttk.Label(ns["root"]))
+
+
+def the_form_filled(server: FakeOllama, ns: dict[str, Any]) -> None:
+    assert tk_run_until(ns["root"], lambda: ns["city"].get() == "Paris")
+    assert ns["handle"].result().parsed.notes == ["dry"]
+
+
+def pushing_a_model_we_have(server: FakeOllama, ns: dict[str, Any]) -> None:
+    server.enqueue(push_script("me/mymodel"), endpoint="push")
+
+
+BEFORE_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
+    "structured-output-format": weather_answer,
+    "pull-push-create-progress": pushing_a_model_we_have,
+    "pulling-models": a_window_for_the_pull,
+    "filling-a-form-as": a_window_for_the_form,
+}
+"""What a section's snippets expect of the server and of the window around them."""
+
+AFTER_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
+    "filling-a-form-as": the_form_filled,
+}
+"""What a section's snippets must have done, once they ran."""
 
 
 def run_section(
@@ -266,8 +335,13 @@ def test_the_readme_snippets_run(
         press_send_then_stop(namespace, server)
 
     monkeypatch.setattr(tkinter.Misc, "mainloop", mainloop)
+    key = section_id(section)
     try:
+        if key in BEFORE_SECTION:
+            BEFORE_SECTION[key](server, namespace)
         run_section(namespace, server, snippets)
+        if key in AFTER_SECTION:
+            AFTER_SECTION[key](server, namespace)
     finally:
         for value in list(namespace.values()):
             if isinstance(value, StreamingClient):
