@@ -376,7 +376,11 @@ class TkDispatcher(QueuedDispatcher):
 
     def __init__(self, widget: Any, *, poll_ms: int = 20) -> None:
         super().__init__()
-        self._widget = widget
+        # The widget (and through it Tk's interpreter) until released on the Tk
+        # thread: a worker that drops the last reference to a Tk object would
+        # free it on the wrong thread, and Tk aborts the process then.
+        self._widget: Any = widget
+        self._widget_repr = repr(widget)
         self._owner = threading.get_ident()
         self._poll_ms = poll_ms
         # Guards the pipe's descriptors: close() never races a wake-up write
@@ -415,6 +419,7 @@ class TkDispatcher(QueuedDispatcher):
 
     def _poll(self) -> None:  # pragma: no cover  # Windows
         if self.closed:
+            self._release()
             return
         self._drain()
         self._widget.after(self._poll_ms, self._poll)
@@ -441,19 +446,21 @@ class TkDispatcher(QueuedDispatcher):
                     os.write(self._write_fd, b"x")
 
     def _release(self) -> None:
-        """Forget and close the pipe (on the Tk thread)."""
+        """Forget and close the pipe, and let go of the widget (on the Tk thread)."""
         with self._fd_lock:
             read_fd, write_fd = self._read_fd, self._write_fd
             self._read_fd = self._write_fd = None
-        if read_fd is not None:
+        widget, self._widget = self._widget, None
+        if read_fd is not None and widget is not None:
             with contextlib.suppress(Exception):  # Tk may already be gone
-                self._widget.tk.deletefilehandler(read_fd)
+                widget.tk.deletefilehandler(read_fd)
+        if read_fd is not None:
             os.close(read_fd)
         if write_fd is not None:
             os.close(write_fd)
 
     def __repr__(self) -> str:
-        return f"TkDispatcher({self._widget!r})"
+        return f"TkDispatcher({self._widget_repr})"
 
 
 class QtDispatcher(QueuedDispatcher):

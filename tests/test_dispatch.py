@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -262,6 +264,23 @@ def test_tk_dispatcher_runs_callbacks_on_the_tk_thread(
     dispatcher.close()
     assert log.kinds() == EXPECTED_KINDS
     assert log.threads() == {threading.get_ident()}
+
+
+def test_a_closed_tk_dispatcher_lets_go_of_its_window(tk_root: Any) -> None:
+    """Once its window is destroyed, a TkDispatcher (which a stream's worker may
+    still hold) keeps no Tk object alive: the last reference to one must not be
+    dropped on a worker thread, where Tk aborts the process."""
+    import tkinter
+
+    window = tkinter.Toplevel(tk_root)
+    dispatcher = TkDispatcher(window)
+    gone = weakref.ref(window)
+    window.destroy()  # <Destroy> closes the dispatcher, here on the Tk thread
+    del window
+    gc.collect()
+    assert dispatcher.closed
+    assert gone() is None
+    assert "TkDispatcher(" in repr(dispatcher)
 
 
 def test_qt_dispatcher_runs_callbacks_on_the_qt_thread(
