@@ -28,24 +28,30 @@ def _stream_threads() -> list[threading.Thread]:
 GUI_FIXTURES = {"xvfb_display", "qt_app"}
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test must leave no worker thread behind once its streams ended.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """After a GUI test, collect its garbage here, on the toolkit's thread.
 
-    After a GUI test, once every other fixture is torn down and its streams'
-    threads are gone, collect its garbage here, on the toolkit's thread: a Tk
-    interpreter or Qt object left in a reference cycle would otherwise be freed
-    by whichever thread next triggers a collection, and Tk aborts the process
-    when that is not its own thread.
+    Only now, once pytest has let go of the test's fixture values: a Tk root and
+    its widgets (a reference cycle) would otherwise be freed by whichever thread
+    next triggers a collection, and Tk aborts the process when that is not its
+    own thread.
     """
+    gui = bool(GUI_FIXTURES & set(getattr(item, "fixturenames", ())))
+    yield
+    if gui:
+        gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test must leave no worker thread behind once its streams ended."""
     before = set(_stream_threads())
     yield
     deadline = time.monotonic() + WAIT
     for thread in set(_stream_threads()) - before:
         thread.join(max(0.0, deadline - time.monotonic()))
     leaked = [t.name for t in set(_stream_threads()) - before if t.is_alive()]
-    if GUI_FIXTURES & set(request.fixturenames):
-        gc.collect()
     assert not leaked, f"worker threads left running: {leaked}"
 
 
