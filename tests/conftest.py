@@ -14,7 +14,12 @@ import requests
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import FakeOllama
 
-from .gui import qt_app, tk_root, xvfb_display  # noqa: F401  # GUI test fixtures
+from .gui import (  # noqa: F401  # GUI test fixtures
+    examples_path,
+    qt_app,
+    tk_root,
+    xvfb_display,
+)
 from .hostile import Hostile
 
 USER = [{"role": "user", "content": "Hello?"}]

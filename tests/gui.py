@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -134,3 +137,24 @@ def qt_app() -> object:
     except ImportError:
         _unavailable("PySide6 is not installed (pip install '.[qt]')")
     return QApplication.instance() or QApplication([])
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def examples_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``examples/`` importable for one test; the example modules it imported
+    are forgotten after it, so the next test loads them afresh."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        path = getattr(sys.modules[name], "__file__", None) or ""
+        if Path(path).parent == EXAMPLES:
+            del sys.modules[name]
+
+
+def load(name: str) -> ModuleType:
+    """Import an example module by name (under ``examples_path``)."""
+    return importlib.import_module(name)

@@ -8,10 +8,7 @@ The loops wait for Tk events, bounded by a timer in case of a hang.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -21,15 +18,12 @@ from ollama_stream_sync import OutputValidationError, StreamingClient
 from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Stall, reply
 
 from .conftest import WAIT
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from .gui import load
 
 
 @pytest.fixture
-def tk_form(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    yield importlib.import_module("tk_form")
-    sys.modules.pop("tk_form", None)
+def tk_form(examples_path: None) -> ModuleType:
+    return load("tk_form")
 
 
 @pytest.fixture

@@ -9,21 +9,15 @@ block in the toolkit's event wait), bounded by a timer in case of a hang.
 from __future__ import annotations
 
 import gc
-import importlib
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .conftest import WAIT
+from .gui import load
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MID_STREAM = [
     Chunk(thinking="Thinking "),
     Chunk(thinking="first."),
@@ -31,18 +25,6 @@ MID_STREAM = [
     Chunk(content="wor"),
     Stall(),  # the model goes on "forever": only Stop ends it
 ]
-
-
-@pytest.fixture
-def examples_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    yield
-    for name in ("tk_chat", "qt_chat", "gui_demo_server"):
-        sys.modules.pop(name, None)
-
-
-def load(name: str) -> ModuleType:
-    return importlib.import_module(name)
 
 
 def test_tk_chat_send_stop_and_a_second_turn(

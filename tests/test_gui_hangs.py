@@ -11,13 +11,9 @@ there, so the module's timeout bounds it (they all finish in seconds).
 from __future__ import annotations
 
 import gc
-import importlib
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,7 +30,7 @@ from ollama_stream_sync import (
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .conftest import USER, WAIT
-from .gui import qt_run_until, tk_run_until
+from .gui import load, qt_run_until, tk_run_until
 
 # The new name; the fallback only lets this file run against the package before
 # the rework, to show each test failing there.
@@ -42,7 +38,6 @@ DispatchError: type[StreamError] = getattr(oss, "DispatchError", StreamError)
 
 pytestmark = pytest.mark.timeout(60)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MID_STREAM = [
     Chunk(thinking="Thinking "),
     Chunk(content="Hello "),
@@ -357,18 +352,6 @@ def test_qt_closing_a_window_mid_stream_is_clean(
 
 
 # -- the examples: Stop, phases, closing ------------------------------------------
-
-
-@pytest.fixture
-def examples_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    yield
-    for name in ("tk_chat", "qt_chat", "gui_demo_server"):
-        sys.modules.pop(name, None)
-
-
-def load(name: str) -> ModuleType:
-    return importlib.import_module(name)
 
 
 def status_of(app: Any) -> str:

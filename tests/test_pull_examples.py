@@ -11,21 +11,15 @@ for GUI events, bounded by a timer in case of a hang.
 from __future__ import annotations
 
 import gc
-import importlib
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from ollama_stream_sync import ModelNotFound, Progress, StreamingClient
 from ollama_stream_sync.testing import Delay, FakeOllama, Stall, Step, pull_script
 
 from .conftest import WAIT
+from .gui import load
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MODEL = "llama3.2"
 LAYERS = [40_000_000, 2_000, 500]
 HELD_AT = 35
@@ -43,18 +37,6 @@ def mid_download() -> list[Step]:
 
 
 HELD_PERCENT = 82  # 33/40 of 40 MB, the only size known yet: 82.5%
-
-
-@pytest.fixture
-def examples_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    yield
-    for name in ("tk_pull", "qt_pull", "pull_demo_server"):
-        sys.modules.pop(name, None)
-
-
-def load(name: str) -> ModuleType:
-    return importlib.import_module(name)
 
 
 class Painted:
