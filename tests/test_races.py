@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -731,6 +732,20 @@ def test_a_sends_deadline_covers_all_its_rounds(
 # -- still open: a stream waiting for a bounded pool --------------------------
 
 
+POOL_WAITS = {"wait_for_connection", "_get_conn"}
+"""Where httpcore's and urllib3's pools block for a free connection."""
+
+
+def waiting_for_the_pool(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked in a pool's wait for a free connection."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name in POOL_WAITS:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a stream waiting for a free connection of a bounded pool (httpx "
@@ -747,7 +762,9 @@ def test_cancel_while_waiting_for_a_bounded_pool(
         holder = client.start_chat("m", USER)
         assert server.wait_stalled()  # holds the pool's one connection
         waiter = client.start_chat("m", USER)
-        assert wait_until(lambda: waiter.phase == "connecting")
+        # In the pool's own wait (not merely "connecting": a cancel before it
+        # is honoured, and the expected failure would pass by luck).
+        assert wait_until(lambda: waiting_for_the_pool(waiter.thread))
         assert waiter.cancel() is True
         # Fixed, this resolves at once; 1 s keeps the expected failure short.
         assert waiter.result(1.0).cancelled
