@@ -26,6 +26,7 @@ from ._dispatch import (
 from ._errors import (
     AuthenticationRequired,
     CallbackError,
+    CapabilityError,
     ConnectionFailed,
     ContextLengthExceeded,
     DispatchError,
@@ -55,9 +56,8 @@ from ._handle import BaseHandle, ProgressHandle, StreamHandle
 from ._hosts import HostHealth
 from ._models import LoadedModel
 from ._options import CallOptions, ConversationOptions, ModelOptions, Settings
-from ._progress import ModelResult, Progress
 from ._request import ToolSchemaWarning, UnknownOptionWarning
-from ._result import ChatResult
+from ._result import ChatResult, ModelResult, Progress
 from ._retry import RetryPolicy
 from ._stream import ChatStream
 
@@ -71,6 +71,7 @@ __all__ = [
     "CallLaterDispatcher",
     "CallOptions",
     "CallbackError",
+    "CapabilityError",
     "ChatResult",
     "ChatStream",
     "ConnectionFailed",

@@ -44,8 +44,7 @@ if TYPE_CHECKING:  # the real imports happen in the commands: --help stays insta
     from ._client import StreamingClient
     from ._conversation import Conversation
     from ._handle import ProgressHandle, StreamHandle
-    from ._progress import ModelResult, Progress
-    from ._result import ChatResult
+    from ._result import ChatResult, ModelResult, Progress
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -1,71 +1,49 @@
-"""The user-facing client: builds requests, starts handles, owns the transport."""
+"""The user-facing client: checks the arguments, builds the request, starts it."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import itertools
 import logging
-import os
-import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import ollama
-import requests
 
-from . import _validate
+from . import _options
+from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
+from ._engine import Engine
 from ._errors import StreamError
-from ._handle import BaseHandle, ProgressHandle, StreamHandle, wait_result
-from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, HostPool
-from ._models import LoadedModel, LoadedModels, ResidencyProbe
-from ._ndjson import DEFAULT_MAX_LINE_BYTES
-from ._options import (
-    CALL_KEYS,
-    CALLBACK_KEYS,
-    MODEL_CALLBACK_KEYS,
-    MODEL_KEYS,
-    SETTINGS_KEYS,
-    CallOptions,
-    ModelOptions,
-    Settings,
-    Unpack,
-    check_call,
-)
-from ._progress import ModelResult, ProgressTracker
+from ._handle import BaseHandle, StreamHandle
+from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts
+from ._models import LoadedModels, ModelCalls, ResidencyProbe
+from ._observe import CallInfo
+from ._options import CallOptions, Unpack
 from ._request import (
     ImageLike,
     MessageLike,
     ToolLike,
     chat_body,
     encode_body,
-    encode_message,
-    encode_options,
     generate_body,
 )
 from ._result import ChatResult
 from ._retry import RetryArg, check_retry
-from ._stream import ChatStream
-from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens
-from ._transports._base import Transport, is_loopback
-from ._transports._httpx import CancellableTransport, HttpxStreamTransport
-from ._transports._requests import RequestsStreamTransport
-from ._watchdog import Watchdog
-from ._worker import (
-    Callbacks,
-    Job,
-    StreamContext,
-    StreamRequest,
-    complete,
-    run_stream,
-)
-
-H = TypeVar("H", bound=BaseHandle[Any, Any])
+from ._run import StreamContext, run_stream
+from ._state import ChatState
+from ._stream import blocking, streaming
+from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
+from ._transports._base import Transport
+from ._transports._compat import sdk_http_client
+from ._transports._httpx import CancellableTransport, HttpxTransport
+from ._transports._proxies import env_proxy
+from ._validate import positive_int, seconds
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -76,42 +54,43 @@ DEFAULT_FIRST_TOKEN_TIMEOUT = 300.0
 DEFAULT_READ_TIMEOUT = 120.0
 """Seconds of silence tolerated between chunks once a stream has started."""
 
-_clients_count = itertools.count(1)
-_clients: weakref.WeakSet[StreamingClient] = weakref.WeakSet()
-
+_names = itertools.count(1)
 _TRANSPORT_KWARGS = ("verify", "cert", "http1", "http2", "limits", "socket_options")
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+_HTTPX_KWARGS = frozenset(inspect.signature(httpx.Client).parameters) - {"base_url"}
 _API_PATHS = ("/api", "/v1")
 
 
-def _after_fork_in_child() -> None:
-    for client in list(_clients):
-        client._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def check_host_url(url: str) -> None:
-    """Reject a host URL that names an API path instead of the server.
+def check_host_url(url: object) -> None:
+    """Reject a host URL that cannot name an Ollama server, naming ``host``.
 
     ``http://h:11434/api`` would send ``POST /api/api/chat`` (and its 404 would
-    look like a missing model). A path prefix of a reverse proxy is kept.
+    look like a missing model); a scheme or port typo would only fail later as
+    a network error. A reverse proxy's path prefix is kept.
 
     Raises:
-        ValueError: the URL ends in ``/api`` or ``/v1`` (or a path under them).
+        TypeError, ValueError: the URL is not a string, has a scheme other than
+            http/https, a port that is not a number, or ends in an API path.
     """
-    path = urlsplit(url if "://" in url else f"http://{url}").path.rstrip("/")
+    if not isinstance(url, str):
+        raise TypeError(f"a host must be a URL string, not {type(url).__name__}")
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"host {url!r} must start with http:// or https://")
+    try:
+        parts.port  # noqa: B018  # urllib checks the port when it is read
+    except ValueError as exc:
+        raise ValueError(f"host {url!r} has a port that is not a number") from exc
+    path = parts.path.rstrip("/")
     for api in _API_PATHS:
         if path == api or path.endswith(api) or f"{api}/" in f"{path}/":
-            base = url[: url.rfind(api)] if api in url else url
+            base = url[: url.rfind(api)].rstrip("/")
             raise ValueError(
                 f"host {url!r} includes the API path {api!r}: give the server's "
-                f"base URL, e.g. {base.rstrip('/')!r} (this client adds /api/chat)"
+                f"base URL, e.g. {base!r} (this client adds /api/chat)"
             )
 
 
-class StreamingClient:
+class StreamingClient(ModelCalls):
     """A blocking Ollama client that streams on worker threads with callbacks.
 
     Wraps an ``ollama.Client``; keyword arguments go to it (and so to httpx).
@@ -131,7 +110,7 @@ class StreamingClient:
         *,
         hosts: Sequence[str] | None = None,
         client: ollama.Client | None = None,
-        session: requests.Session | None = None,
+        session: Any = None,
         retry: RetryArg = None,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         first_token_timeout: float | None = DEFAULT_FIRST_TOKEN_TIMEOUT,
@@ -143,6 +122,7 @@ class StreamingClient:
         host_cooldown: float = DEFAULT_COOLDOWN,
         close_timeout: float = 5.0,
         probe_loading: bool = False,
+        proxy: str | httpx.Proxy | None = None,
         **client_kwargs: Any,
     ) -> None:
         """Create a client.
@@ -167,117 +147,89 @@ class StreamingClient:
             close_timeout: seconds ``close()`` waits for each cancelled worker.
             probe_loading: ask ``/api/ps`` at the start of each stream, so a
                 model that is not loaded yet reports the phase "loading".
-            **client_kwargs: for ``ollama.Client`` (headers, transport, verify...).
+            proxy: an HTTP(S) or SOCKS5 proxy URL (or ``httpx.Proxy``) for every
+                host; by default the environment's (``HTTPS_PROXY``...) applies
+                to remote hosts, unless ``trust_env=False``.
+            **client_kwargs: for ``ollama.Client`` and httpx (headers, verify,
+                cert, transport, trust_env...).
 
         Raises:
             TypeError, ValueError: an argument is of the wrong type or out of
                 range (the message names it); ``client`` combined with
                 ``host``/``hosts``/``client_kwargs``; both ``host`` and ``hosts``.
         """
-        if client is not None and (host is not None or hosts or client_kwargs):
+        if client is not None and (host is not None or hosts or client_kwargs or proxy):
             raise TypeError("pass either client= or host/hosts/client options")
         if host is not None and hosts:
             raise TypeError("pass host= or hosts=, not both")
         if hosts is not None and (isinstance(hosts, str) or not hosts):
             raise TypeError("hosts must be a non-empty list of URLs")
+        _check_client_kwargs(client_kwargs)
         check_retry(retry)
         check_dispatcher(dispatcher)
-        _validate.settings(
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("first_token_timeout", first_token_timeout),
+            ("read_timeout", read_timeout),
+            ("deadline", deadline),
+        ):
+            seconds(name, value)
+        seconds("coalesce_interval", coalesce_interval, zero=True)
+        positive_int("max_line_bytes", max_line_bytes)
+        seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
+        seconds("close_timeout", close_timeout, allow_none=False, zero=True)
+        if not isinstance(probe_loading, bool):
+            raise TypeError("probe_loading must be True or False")
+        if session is not None:
+            import requests  # noqa: PLC0415  # only session= users pay for it
+
+            if not isinstance(session, requests.Session):
+                raise TypeError("session must be a requests.Session")
+        for url in [host] if host is not None else list(hosts or ()):
+            check_host_url(url)
+        self.session = session
+        self._owns_sdk = client is None
+        self._sdks = (
+            [client]
+            if client is not None
+            else [
+                _make_sdk(url, dict(client_kwargs), connect_timeout, proxy)
+                for url in (list(hosts) if hosts else [host])
+            ]
+        )
+        transports = [self._transport(sdk) for sdk in self._sdks]
+        self._loaded = LoadedModels()
+        self._engine = Engine(
+            Hosts([Host(t) for t in transports], cooldown=host_cooldown),
             {
+                "retry": retry,
                 "connect_timeout": connect_timeout,
                 "first_token_timeout": first_token_timeout,
                 "read_timeout": read_timeout,
                 "deadline": deadline,
                 "coalesce_interval": coalesce_interval,
-            }
+                "probe_loading": probe_loading,
+            },
+            dispatcher=dispatcher or InlineDispatcher(),
+            close_timeout=close_timeout,
+            max_line_bytes=max_line_bytes,
+            name=str(next(_names)),
         )
-        _validate.positive_int("max_line_bytes", max_line_bytes)
-        _validate.seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
-        _validate.seconds("close_timeout", close_timeout, allow_none=False, zero=True)
-        if not isinstance(probe_loading, bool):
-            raise TypeError("probe_loading must be True or False")
-        if session is not None and not isinstance(session, requests.Session):
-            raise TypeError("session must be a requests.Session")
-        for url in [host] if host is not None else list(hosts or ()):
-            if not isinstance(url, str):
-                raise TypeError(
-                    f"a host must be a URL string, not {type(url).__name__}"
-                )
-            check_host_url(url)
-        self.retry = retry
-        self.connect_timeout = connect_timeout
-        self.first_token_timeout = first_token_timeout
-        self.read_timeout = read_timeout
-        self.deadline = deadline
-        self.max_line_bytes = max_line_bytes
-        self.dispatcher: Dispatcher = dispatcher or InlineDispatcher()
-        self.coalesce_interval = coalesce_interval
-        self.close_timeout = close_timeout
-        self.probe_loading = probe_loading
-        self._owns_sdk = client is None
-        if client is not None:
-            sdks = [client]
-        else:
-            sdks = [
-                self._make_sdk(h, dict(client_kwargs))
-                for h in (hosts if hosts else [host])
-            ]
-        self.session = session
-        pool_hosts = []
-        for sdk in sdks:
-            http = getattr(sdk, "_client", None)
-            if not isinstance(http, httpx.Client):
-                raise TypeError(
-                    "client must be a synchronous ollama.Client "
-                    "(its httpx.Client is used)"
-                )
-            check_host_url(str(http.base_url))
-            transport: Transport = (
-                HttpxStreamTransport(http)
-                if session is None
-                else RequestsStreamTransport(session, str(http.base_url), http.headers)
-            )
-            pool_hosts.append(Host(str(http.base_url).rstrip("/"), transport))
-        self._sdks = sdks
-        self._sdk = sdks[0]
-        self._pool = HostPool(pool_hosts, cooldown=host_cooldown)
-        self._watchdog = Watchdog(f"ollama-stream-timers-{next(_clients_count)}")
-        self._loaded = LoadedModels()
-        # Guards _handles and _closed: streams start and end on many threads,
-        # and close() may race them.
-        self._lock = threading.Lock()
-        self._handles: set[BaseHandle[Any, Any]] = set()
-        self._closed = False
-        _clients.add(self)
+        wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        self._engine.probe = lambda host, model: ResidencyProbe(
+            self._loaded, host, model, wait
+        )
 
-    def _make_sdk(self, host: str | None, kwargs: dict[str, Any]) -> ollama.Client:
-        kwargs.setdefault("timeout", httpx.Timeout(None, connect=self.connect_timeout))
-        if "transport" in kwargs:
-            return ollama.Client(host, **kwargs)
-        transport_kwargs = {k: kwargs.pop(k) for k in _TRANSPORT_KWARGS if k in kwargs}
-        trust_env = kwargs.get("trust_env", True)
-        transport = CancellableTransport(trust_env=trust_env, **transport_kwargs)
-        sdk = ollama.Client(host, transport=transport, **kwargs)
-        url = sdk._client.base_url  # the SDK's parsed host
-        if (
-            trust_env
-            and is_loopback(url.host)
-            and any(os.environ.get(v) or os.environ.get(v.lower()) for v in _PROXY_VARS)
-        ):
-            # httpx would send loopback traffic to the proxy (a known SDK trap);
-            # a mount for this exact host outranks the proxy mounts.
-            sdk._client.close()
-            mounts = dict(kwargs.pop("mounts", None) or {})
-            mounts.setdefault(f"all://{url.netloc.decode('ascii')}", transport)
-            sdk = ollama.Client(host, transport=transport, mounts=mounts, **kwargs)
-        return sdk
+    def _transport(self, sdk: ollama.Client) -> Transport:
+        http = sdk_http_client(sdk)
+        check_host_url(str(http.base_url))
+        if self.session is None:
+            return HttpxTransport(http)
+        from ._transports._requests import RequestsTransport  # noqa: PLC0415  # lazy
 
-    def _after_fork(self) -> None:
-        """In a forked child: none of the parent's streams or threads are ours."""
-        self._lock = threading.Lock()
-        self._handles = set()
-        self._watchdog.after_fork()
-        self._loaded = LoadedModels()
+        return RequestsTransport(self.session, str(http.base_url), http.headers)
+
+    # -- settings, as attributes ---------------------------------------------
 
     @property
     def sdk(self) -> ollama.Client:
@@ -285,12 +237,22 @@ class StreamingClient:
 
         With several hosts, the first one's.
         """
-        return self._sdk
+        return self._sdks[0]
 
     @property
     def hosts(self) -> list[str]:
         """The base URLs this client streams from."""
-        return [h.url for h in self._pool.hosts]
+        return [h.url for h in self._engine.hosts.hosts]
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Where callbacks run unless a call says otherwise."""
+        return self._engine.dispatcher
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds ``close()`` waits for each cancelled worker."""
+        return self._engine.close_timeout
 
     def health(self, timeout: float | None = None) -> list[HostHealth]:
         """Ask every host for ``/api/version``, in parallel.
@@ -301,185 +263,58 @@ class StreamingClient:
         Returns:
             One ``HostHealth`` per host: reachable, version, latency, cool-down.
         """
-        _validate.seconds("timeout", timeout)
-        limit = timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        limit = self._wait(timeout)
+        hosts = self._engine.hosts
 
         def probe(host: Host) -> HostHealth:
-            cooling = self._pool.cooling_down(host)
+            cooling = hosts.cooling_down(host)
             start = time.monotonic()
             try:
-                data = host.transport.get_json("/api/version", timeout=limit)
+                data = host.transport.request_json(
+                    "GET", "/api/version", None, timeout=limit
+                )
             except StreamError as exc:
                 return HostHealth(host.url, False, cooling_down=cooling, error=str(exc))
-            latency = time.monotonic() - start
             version = str(data.get("version", "")) if isinstance(data, dict) else None
+            latency = time.monotonic() - start
             return HostHealth(host.url, True, version, latency, cooling_down=cooling)
 
-        hosts = self._pool.hosts
         with concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(hosts), thread_name_prefix="ollama-health"
+            max_workers=len(hosts.hosts), thread_name_prefix="ollama-health"
         ) as pool:
-            return list(pool.map(probe, hosts))
+            return list(pool.map(probe, hosts.hosts))
 
-    def loaded_models(
-        self, *, host: str | None = None, timeout: float | None = None
-    ) -> list[LoadedModel]:
-        """The models loaded in the server's memory now (``GET /api/ps``).
+    # -- streams ---------------------------------------------------------------
 
-        One answer serves every caller for ``PS_CACHE_SECONDS`` (1 s): two
-        immediate calls send one request.
-
-        Args:
-            host: which of ``hosts`` to ask (default: the first).
-            timeout: seconds to wait (default: the connect timeout).
-
-        Raises:
-            StreamError: the server could not be asked.
-        """
-        _validate.seconds("timeout", timeout)
-        return self._loaded.get(
-            self._host(host), timeout or self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-        )
-
-    def _host(self, url: str | None) -> Host:
-        if url is None:
-            return self._pool.hosts[0]
-        for host in self._pool.hosts:
-            if host.url == url.rstrip("/"):
-                return host
-        raise ValueError(f"{url!r} is not one of this client's hosts: {self.hosts}")
-
-    # -- starting streams ------------------------------------------------
-
-    def _request(
+    def _start_stream(
         self,
-        path: str,
+        operation: str,
         body: dict[str, Any],
         options: Mapping[str, Any],
         *,
-        deadline_at: float | None = None,
-        seal_on_done: Callable[[Any], bool] | None = None,
-    ) -> StreamRequest:
-        """A request with this client's settings, overridden per call."""
-
-        def pick(key: str, fallback: Any) -> Any:
-            return options.get(key, fallback)
-
-        deadline = pick("deadline", self.deadline)
-        probe: Callable[[Host], ResidencyProbe] | None = None
-        model = body.get("model")
-        if pick("probe_loading", self.probe_loading) and isinstance(model, str):
-            wait = self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-
-            def probe(host: Host) -> ResidencyProbe:
-                return ResidencyProbe(self._loaded, host, model, wait)
-
-        return StreamRequest(
-            pool=self._pool,
-            path=path,
-            body=body,
-            payload=encode_body(body),
-            max_line_bytes=self.max_line_bytes,
-            connect_timeout=pick("connect_timeout", self.connect_timeout),
-            first_token_timeout=pick("first_token_timeout", self.first_token_timeout),
-            read_timeout=pick("read_timeout", self.read_timeout),
-            deadline=deadline,
-            deadline_at=deadline_at,
-            retry=pick("retry", self.retry),
-            watchdog=self._watchdog,
-            seal_on_done=seal_on_done,
-            probe=probe,
-        )
-
-    def _start_job(
-        self,
-        job: Job,
-        options: Mapping[str, Any],
-        label: str,
-        *,
-        fmt: FormatSpec | None = None,
-        sink: ChatStream | None = None,
+        fmt: FormatSpec | None,
+        estimate: int,
     ) -> StreamHandle:
-        """Run ``job`` on a new stream handle's worker thread."""
-        callbacks = Callbacks(**{k: options[k] for k in CALLBACK_KEYS if k in options})
-        coalesce = options.get("coalesce_interval", self.coalesce_interval)
-        handle = StreamHandle(
+        _options.check(options, CallOptions)
+        engine, model = self._engine, body["model"]
+        request = engine.request(
+            f"/api/{operation}", encode_body(body), options, model=model
+        )
+        state = ChatState()
+
+        def job(ctx: StreamContext) -> ChatResult:
+            return finish(state, run_stream(request, ctx), fmt, estimate)
+
+        return engine.start(
+            StreamHandle,
             job,
-            callbacks,
-            options.get("dispatcher") or self.dispatcher,
-            label=label,
-            coalesce_interval=coalesce,
-            sink=sink,
+            options,
+            state=state,
+            call=CallInfo(operation, model, body),
             partial=fmt.parser if fmt is not None else None,
         )
-        if sink is not None:
-            sink._handle = handle
-        return self._launch(handle)
 
-    def _launch(self, handle: H) -> H:
-        """Start ``handle``'s worker, tracked by this client until it ends."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("this StreamingClient is closed")
-            self._handles.add(handle)
-            # Started under the lock: a close() racing this either sees the
-            # handle running (and cancels and joins it) or refuses the start.
-            handle.add_done_callback(self._forget)
-            handle._start()
-        return handle
-
-    def _forget(self, handle: BaseHandle[Any, Any]) -> None:
-        with self._lock:
-            self._handles.discard(handle)
-
-    def _start_chat(
-        self,
-        model: str,
-        messages: Any,
-        sdk_args: dict[str, Any],
-        options: Any,
-        sink: ChatStream | None = None,
-    ) -> StreamHandle:
-        check_call(options)
-        fmt = (
-            FormatSpec(sdk_args["format"])
-            if sdk_args.get("format") is not None
-            else None
-        )
-        body = chat_body(model, messages, **sdk_args)
-        request = self._request("/api/chat", body, options)
-        estimate = estimate_prompt_tokens(body["messages"])
-
-        def job(ctx: Any) -> ChatResult:
-            return complete(ctx, run_stream(request, ctx), fmt, estimate)
-
-        return self._start_job(job, options, f"model={model!r}", fmt=fmt, sink=sink)
-
-    def _start_generate(
-        self,
-        model: str,
-        prompt: str | None,
-        suffix: str | None,
-        sdk_args: dict[str, Any],
-        options: Any,
-        *,
-        sink: ChatStream | None = None,
-    ) -> StreamHandle:
-        check_call(options)
-        fmt = (
-            FormatSpec(sdk_args["format"])
-            if sdk_args.get("format") is not None
-            else None
-        )
-        body = generate_body(model, prompt, suffix, **sdk_args)
-        request = self._request("/api/generate", body, options)
-        estimate = estimate_prompt_tokens(None, prompt, sdk_args.get("system"), suffix)
-
-        def job(ctx: Any) -> ChatResult:
-            return complete(ctx, run_stream(request, ctx), fmt, estimate)
-
-        return self._start_job(job, options, f"model={model!r}", fmt=fmt, sink=sink)
-
+    @_options.documented(CallOptions)
     def start_chat(
         self,
         model: str,
@@ -503,7 +338,7 @@ class StreamingClient:
             messages: the history, dicts or ``ollama.Message``.
             tools: tool schemas (dicts), ``ollama.Tool`` or Python functions.
             think: ``True``/``False`` or a level (``"low"``, ``"medium"``,
-                ``"high"``, ``"max"``...), passed through unchanged.
+                ``"high"``, ``"max"``), passed through unchanged.
             format: ``"json"``, a JSON schema, or a pydantic model class (the
                 result's ``parsed`` is then a validated instance).
             options: model options (``temperature``, ``num_ctx``...).
@@ -513,7 +348,7 @@ class StreamingClient:
             truncate: let the server cut a prompt longer than the context
                 (``False``: an error instead).
             shift: let the server shift the context when the answer fills it.
-            **kwargs: callbacks and per-call settings, see ``CallOptions``.
+            **kwargs: callbacks and per-call settings (below).
 
         Returns:
             The ``StreamHandle``.
@@ -522,50 +357,8 @@ class StreamingClient:
             TypeError, ValueError: the arguments cannot form a request.
             RuntimeError: the client is closed.
         """
-        sdk_args = {
-            "tools": tools,
-            "think": think,
-            "format": format,
-            "options": options,
-            "keep_alive": keep_alive,
-            "logprobs": logprobs,
-            "top_logprobs": top_logprobs,
-            "truncate": truncate,
-            "shift": shift,
-        }
-        return self._start_chat(model, messages, sdk_args, kwargs)
-
-    def chat(
-        self,
-        model: str,
-        messages: Sequence[MessageLike] | None = None,
-        *,
-        tools: Sequence[ToolLike] | None = None,
-        think: bool | str | None = None,
-        format: FormatArg = None,
-        options: Mapping[str, Any] | ollama.Options | None = None,
-        keep_alive: float | str | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        truncate: bool | None = None,
-        shift: bool | None = None,
-        **kwargs: Unpack[CallOptions],
-    ) -> ChatResult:
-        """Stream a chat and block until it ends; arguments as ``start_chat``.
-
-        Callbacks fire as chunks arrive (on the worker thread by default). With
-        a queued dispatcher that may deliver on this thread, they run here
-        while we wait. Ctrl-C cancels the stream and raises ``KeyboardInterrupt``.
-
-        Returns:
-            The final ``ChatResult`` (``cancelled`` is true if another thread
-            cancelled it).
-
-        Raises:
-            StreamError: the failure, with ``.partial``.
-            TypeError, ValueError: the arguments cannot form a request.
-        """
-        handle = self.start_chat(
+        fmt = FormatSpec(format) if format is not None else None
+        body = chat_body(
             model,
             messages,
             tools=tools,
@@ -577,48 +370,26 @@ class StreamingClient:
             top_logprobs=top_logprobs,
             truncate=truncate,
             shift=shift,
-            **kwargs,
         )
-        return wait_result(handle, self.close_timeout)
+        estimate = estimate_prompt_tokens(body["messages"])
+        return self._start_stream("chat", body, kwargs, fmt=fmt, estimate=estimate)
 
-    def stream_chat(
-        self,
-        model: str,
-        messages: Sequence[MessageLike] | None = None,
-        *,
-        tools: Sequence[ToolLike] | None = None,
-        think: bool | str | None = None,
-        format: FormatArg = None,
-        options: Mapping[str, Any] | ollama.Options | None = None,
-        keep_alive: float | str | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        truncate: bool | None = None,
-        shift: bool | None = None,
-        **kwargs: Unpack[CallOptions],
-    ) -> ChatStream:
-        """Start a chat and return a ``ChatStream`` to iterate (``start_chat``'s args).
+    chat = blocking(
+        start_chat,
+        "Stream a chat and block until it ends; the arguments of ``start_chat``.\n\n"
+        "Callbacks fire as chunks arrive (on the worker thread by default; with a\n"
+        "queued dispatcher that may deliver on this thread, here). Ctrl-C cancels\n"
+        "the stream and raises ``KeyboardInterrupt``. Returns the ``ChatResult``\n"
+        "(``cancelled`` if another thread cancelled it); raises its ``StreamError``.",
+    )
+    stream_chat = streaming(
+        start_chat,
+        "Start a chat and return a ``ChatStream`` of its typed events.\n\n"
+        "Iterate it (``for event in stream``), or ``stream.text()`` for the answer's\n"
+        "deltas; use it as a context manager so that leaving early cancels it.",
+    )
 
-        The stream starts at once. Iterate it (``for event in stream``) for
-        typed events, or ``stream.text()`` for the answer's deltas; callbacks
-        may be given too. Use it as a context manager so that leaving early
-        cancels it.
-        """
-        stream = ChatStream(self.close_timeout)
-        sdk_args = {
-            "tools": tools,
-            "think": think,
-            "format": format,
-            "options": options,
-            "keep_alive": keep_alive,
-            "logprobs": logprobs,
-            "top_logprobs": top_logprobs,
-            "truncate": truncate,
-            "shift": shift,
-        }
-        self._start_chat(model, messages, sdk_args, kwargs, sink=stream)
-        return stream
-
+    @_options.documented(CallOptions)
     def start_generate(
         self,
         model: str,
@@ -645,327 +416,50 @@ class StreamingClient:
     ) -> StreamHandle:
         """Start streaming ``/api/generate``; its ``response`` text feeds ``content``.
 
-        Arguments are those of ``ollama.Client.generate`` plus ``truncate``,
-        ``shift`` and the callbacks and settings of ``CallOptions``. Returns the
-        ``StreamHandle``.
+        The arguments are those of ``ollama.Client.generate``, plus ``truncate``,
+        ``shift`` and the callbacks and settings below. Returns the ``StreamHandle``.
         """
-        return self._start_generate(
-            model, prompt, suffix, _generate_args(locals()), kwargs
-        )
-
-    def generate(
-        self,
-        model: str,
-        prompt: str | None = None,
-        suffix: str | None = None,
-        *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
-        think: bool | str | None = None,
-        raw: bool | None = None,
-        format: FormatArg = None,
-        images: Sequence[ImageLike] | None = None,
-        options: Mapping[str, Any] | ollama.Options | None = None,
-        keep_alive: float | str | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        steps: int | None = None,
-        truncate: bool | None = None,
-        shift: bool | None = None,
-        **kwargs: Unpack[CallOptions],
-    ) -> ChatResult:
-        """Stream ``/api/generate`` and block until it ends (``start_generate``'s args).
-
-        Returns:
-            The final ``ChatResult`` (the ``response`` text in ``content``).
-
-        Raises:
-            StreamError: the failure, with ``.partial``.
-        """
-        handle = self._start_generate(
-            model, prompt, suffix, _generate_args(locals()), kwargs
-        )
-        return wait_result(handle, self.close_timeout)
-
-    def stream_generate(
-        self,
-        model: str,
-        prompt: str | None = None,
-        suffix: str | None = None,
-        *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
-        think: bool | str | None = None,
-        raw: bool | None = None,
-        format: FormatArg = None,
-        images: Sequence[ImageLike] | None = None,
-        options: Mapping[str, Any] | ollama.Options | None = None,
-        keep_alive: float | str | None = None,
-        logprobs: bool | None = None,
-        top_logprobs: int | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        steps: int | None = None,
-        truncate: bool | None = None,
-        shift: bool | None = None,
-        **kwargs: Unpack[CallOptions],
-    ) -> ChatStream:
-        """Start ``/api/generate`` and return a ``ChatStream`` to iterate."""
-        stream = ChatStream(self.close_timeout)
-        self._start_generate(
-            model, prompt, suffix, _generate_args(locals()), kwargs, sink=stream
-        )
-        return stream
-
-    # -- models: pull, push, create, preload, unload --------------------
-
-    def _start_model_op(
-        self,
-        operation: str,
-        path: str,
-        body: dict[str, Any],
-        options: Mapping[str, Any],
-    ) -> ProgressHandle:
-        check_call(options, MODEL_KEYS)
-        model = str(body["model"])
-        request = self._request(path, body, options)
-        tracker = ProgressTracker(model, operation)
-
-        def job(ctx: StreamContext) -> ModelResult:
-            try:
-                run_stream(request, ctx)
-            finally:
-                self._loaded.forget()  # what is pulled or loaded has changed
-            return tracker.result()
-
-        callbacks = Callbacks(
-            **{k: options[k] for k in MODEL_CALLBACK_KEYS if k in options}
-        )
-        handle = ProgressHandle(
-            job,
-            callbacks,
-            options.get("dispatcher") or self.dispatcher,
-            tracker=tracker,
-            label=f"{operation} model={model!r}",
-            coalesce_interval=options.get("coalesce_interval", self.coalesce_interval),
-        )
-        return self._launch(handle)
-
-    def start_pull(
-        self,
-        model: str,
-        *,
-        insecure: bool = False,
-        **options: Unpack[ModelOptions],
-    ) -> ProgressHandle:
-        """Start pulling ``model`` on a worker thread; return its ``ProgressHandle``.
-
-        ``on_progress`` gets a ``Progress`` per line: overall ``fraction``,
-        ``bytes_per_second``, ``eta`` and the ``stage``. ``cancel()`` stops at
-        once; Ollama keeps the layers it has, so pulling again (or a ``retry=``
-        policy, which retries a failed pull whatever was shown) resumes.
-
-        Raises:
-            TypeError, ValueError: bad arguments. An unknown model ends the
-                handle with ``ModelNotFound``.
-        """
-        _check_name(model)
-        body = {"model": model, "stream": True} | (
-            {"insecure": True} if insecure else {}
-        )
-        return self._start_model_op("pull", "/api/pull", body, options)
-
-    def pull(
-        self,
-        model: str,
-        *,
-        insecure: bool = False,
-        **options: Unpack[ModelOptions],
-    ) -> ModelResult:
-        """Pull ``model`` and block until it is on the server; as ``start_pull``.
-
-        Returns:
-            The ``ModelResult`` (``cancelled`` if another thread cancelled it).
-
-        Raises:
-            StreamError: ``ModelNotFound``; a ``ServerError`` mid-pull, whose
-                ``.partial`` is the last ``Progress``; timeouts.
-        """
-        return wait_result(
-            self.start_pull(model, insecure=insecure, **options), self.close_timeout
-        )
-
-    def start_push(
-        self,
-        model: str,
-        *,
-        insecure: bool = False,
-        **options: Unpack[ModelOptions],
-    ) -> ProgressHandle:
-        """Start pushing ``model`` to its registry; return its ``ProgressHandle``."""
-        _check_name(model)
-        body = {"model": model, "stream": True} | (
-            {"insecure": True} if insecure else {}
-        )
-        return self._start_model_op("push", "/api/push", body, options)
-
-    def push(
-        self,
-        model: str,
-        *,
-        insecure: bool = False,
-        **options: Unpack[ModelOptions],
-    ) -> ModelResult:
-        """Push ``model`` and block until done; as ``start_push``."""
-        return wait_result(
-            self.start_push(model, insecure=insecure, **options), self.close_timeout
-        )
-
-    def start_create(  # noqa: PLR0917  # ollama.Client.create's positional order
-        self,
-        model: str,
-        quantize: str | None = None,
-        from_: str | None = None,
-        files: dict[str, str] | None = None,
-        adapters: dict[str, str] | None = None,
-        template: str | None = None,
-        license: str | list[str] | None = None,
-        system: str | None = None,
-        parameters: Mapping[str, Any] | ollama.Options | None = None,
-        messages: Sequence[MessageLike] | None = None,
-        **options: Unpack[ModelOptions],
-    ) -> ProgressHandle:
-        """Start creating ``model`` (the arguments of ``ollama.Client.create``).
-
-        Example::
-
-            client.start_create("brief", from_="qwen3", system="Be brief.")
-        """
-        _check_name(model)
-        body = _drop_none(
-            {
-                "model": model,
-                "stream": True,
-                "quantize": quantize,
-                "from": from_,
-                "files": dict(files) if files is not None else None,
-                "adapters": dict(adapters) if adapters is not None else None,
-                "template": template,
-                "license": license,
-                "system": system,
-                "parameters": encode_options(parameters),
-                "messages": [encode_message(m) for m in messages]
-                if messages is not None
-                else None,
-            }
-        )
-        return self._start_model_op("create", "/api/create", body, options)
-
-    def create(  # noqa: PLR0917  # ollama.Client.create's positional order
-        self,
-        model: str,
-        quantize: str | None = None,
-        from_: str | None = None,
-        files: dict[str, str] | None = None,
-        adapters: dict[str, str] | None = None,
-        template: str | None = None,
-        license: str | list[str] | None = None,
-        system: str | None = None,
-        parameters: Mapping[str, Any] | ollama.Options | None = None,
-        messages: Sequence[MessageLike] | None = None,
-        **options: Unpack[ModelOptions],
-    ) -> ModelResult:
-        """Create ``model`` and block until done; as ``start_create``."""
-        handle = self.start_create(
+        fmt = FormatSpec(format) if format is not None else None
+        body = generate_body(
             model,
-            quantize,
-            from_,
-            files,
-            adapters,
-            template,
-            license,
-            system,
-            parameters,
-            messages,
-            **options,
+            prompt,
+            suffix,
+            system=system,
+            template=template,
+            context=context,
+            think=think,
+            raw=raw,
+            format=format,
+            images=images,
+            options=options,
+            keep_alive=keep_alive,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            width=width,
+            height=height,
+            steps=steps,
+            truncate=truncate,
+            shift=shift,
         )
-        return wait_result(handle, self.close_timeout)
+        estimate = estimate_prompt_tokens(None, prompt, system, suffix)
+        return self._start_stream("generate", body, kwargs, fmt=fmt, estimate=estimate)
 
-    def _keep_alive(
-        self,
-        operation: str,
-        model: str,
-        keep_alive: float | str,
-        options: Mapping[str, Any],
-    ) -> ModelResult:
-        """An empty generate with ``keep_alive``: how Ollama (un)loads a model."""
-        _check_name(model)
-        check_call(options, SETTINGS_KEYS)
-        body = generate_body(model, keep_alive=keep_alive)
-        request = self._request("/api/generate", body, options)
-        started = time.monotonic()
+    generate = blocking(
+        start_generate,
+        "Stream ``/api/generate`` and block until it ends (``start_generate``'s\n"
+        "arguments); returns the ``ChatResult`` (the ``response`` text in\n"
+        "``content``).",
+    )
+    stream_generate = streaming(
+        start_generate,
+        "Start ``/api/generate`` and return a ``ChatStream`` to iterate.",
+    )
 
-        def job(ctx: StreamContext) -> ChatResult:
-            try:
-                result: ChatResult = run_stream(request, ctx)
-            finally:
-                self._loaded.forget()  # the server's memory has changed
-            return result
-
-        answer = wait_result(
-            self._launch(
-                StreamHandle(job, Callbacks(), self.dispatcher, label=operation)
-            ),
-            self.close_timeout,
-        )
-        return ModelResult(
-            model=model,
-            operation=operation,
-            status=answer.done_reason or "",
-            seconds=time.monotonic() - started,
-            cancelled=answer.cancelled,
-            done_reason=answer.done_reason,
-        )
-
-    def preload(
-        self,
-        model: str,
-        *,
-        keep_alive: float | str | None = None,
-        **options: Unpack[Settings],
-    ) -> ModelResult:
-        """Load ``model`` into memory now, so the first real answer starts fast.
-
-        Args:
-            model: the model to load.
-            keep_alive: how long it stays loaded (default: the server's, 5m).
-            **options: ``retry`` and the timeouts.
-
-        Returns:
-            A ``ModelResult`` with ``done_reason`` "load" and the ``seconds`` it took.
-        """
-        return self._keep_alive(
-            "preload", model, "5m" if keep_alive is None else keep_alive, options
-        )
-
-    def unload(self, model: str, **options: Unpack[Settings]) -> ModelResult:
-        """Unload ``model`` from memory now (``keep_alive=0``).
-
-        Returns:
-            A ``ModelResult`` with ``done_reason`` "unload".
-        """
-        return self._keep_alive("unload", model, 0, options)
-
-    # -- lifecycle -------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------
 
     def active_streams(self) -> list[BaseHandle[Any, Any]]:
         """The handles of the streams still running."""
-        with self._lock:
-            return list(self._handles)
+        return self._engine.active()
 
     def close(self) -> None:
         """Cancel running streams, wait for their workers, release connections.
@@ -975,24 +469,15 @@ class StreamingClient:
         callback returns), and more than once. Once it returns, no stream of
         this client runs and a new one cannot start.
         """
-        with self._lock:
-            self._closed = True
-            handles = list(self._handles)
-        for handle in handles:
-            handle.cancel()
         try:
-            for handle in handles:
-                handle.join(self.close_timeout)  # not our own thread: see join()
+            self._engine.close()
         finally:
-            try:
-                self._watchdog.close(self.close_timeout)
-            finally:
-                if self._owns_sdk:
-                    for sdk in self._sdks:
-                        try:
-                            sdk.close()  # type: ignore[no-untyped-call]  # untyped SDK
-                        except Exception:  # the others must still close
-                            log.exception("closing the SDK client failed")
+            if self._owns_sdk:
+                for sdk in self._sdks:
+                    try:
+                        sdk.close()  # type: ignore[no-untyped-call]  # untyped SDK
+                    except Exception:  # the others must still close
+                        log.exception("closing the SDK client failed")
 
     def __enter__(self) -> StreamingClient:
         return self
@@ -1006,42 +491,41 @@ class StreamingClient:
         self.close()
 
     def __repr__(self) -> str:
-        hosts = ", ".join(self.hosts)
-        return f"<StreamingClient {hosts} active={len(self._handles)}>"
+        active = len(self._engine.handles)
+        return f"<StreamingClient {', '.join(self.hosts)} active={active}>"
 
 
-def _check_name(model: object) -> None:
-    if not isinstance(model, str) or not model:
-        raise ValueError("model must be a non-empty string, e.g. 'qwen3'")
-
-
-def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None}
-
-
-def _generate_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The SDK-side arguments of a generate call, taken from its locals by name."""
-    return {
-        key: args[key]
-        for key in (
-            "system",
-            "template",
-            "context",
-            "think",
-            "raw",
-            "format",
-            "images",
-            "options",
-            "keep_alive",
-            "logprobs",
-            "top_logprobs",
-            "width",
-            "height",
-            "steps",
-            "truncate",
-            "shift",
+def _check_client_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Name the argument a typo or a misplaced setting is, here, not in httpx."""
+    if "timeout" in kwargs:
+        raise TypeError(
+            "StreamingClient takes no timeout=: streams use connect_timeout=, "
+            "first_token_timeout= (the model loading), read_timeout= (silence "
+            "between chunks) and deadline= (the whole call)"
         )
-    }
+    for key in kwargs.keys() - _HTTPX_KWARGS:
+        raise TypeError(f"StreamingClient got an unexpected keyword argument {key!r}")
 
 
-__all__ = ["CALL_KEYS", "StreamingClient"]
+def _make_sdk(
+    host: str | None,
+    kwargs: dict[str, Any],
+    connect_timeout: float | None,
+    proxy: str | httpx.Proxy | None,
+) -> ollama.Client:
+    """The SDK client for one host, streaming through a ``CancellableTransport``
+    (direct, or through the explicit or the environment's proxy)."""
+    kwargs["timeout"] = httpx.Timeout(None, connect=connect_timeout)
+    if "transport" in kwargs:
+        return ollama.Client(host, proxy=proxy, **kwargs)
+    options = {k: kwargs.pop(k) for k in _TRANSPORT_KWARGS if k in kwargs}
+    options["trust_env"] = kwargs.get("trust_env", True)
+    sdk = ollama.Client(host, transport=CancellableTransport(**options), **kwargs)
+    if proxy is None and options["trust_env"]:
+        proxy = env_proxy(sdk_http_client(sdk).base_url)
+    if proxy is None:
+        return sdk
+    sdk.close()  # type: ignore[no-untyped-call]  # untyped SDK
+    return ollama.Client(
+        host, transport=CancellableTransport(proxy=proxy, **options), **kwargs
+    )

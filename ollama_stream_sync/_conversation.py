@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import ollama
 from pydantic import BaseModel
 
+from . import _options
+from ._cancel import Cancelled, unbound
 from ._client import StreamingClient
 from ._errors import StreamError, ToolRoundsExceeded
-from ._handle import StreamHandle, wait_result
-from ._options import CONVERSATION_KEYS, ConversationOptions, Unpack, check_call
-from ._request import (
-    MessageLike,
-    chat_body,
-    encode_body,
-    encode_message,
-    encode_tool,
-)
+from ._events import ToolResult
+from ._handle import StreamHandle
+from ._observe import CallInfo
+from ._options import ConversationOptions, Unpack
+from ._request import MessageLike, chat_body, encode_body, encode_message, encode_tool
 from ._result import ChatResult
-from ._stream import ChatStream
-from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens
-from ._worker import (
-    CancelRequest,
-    StreamContext,
-    complete,
-    deadline_error,
-    deadline_passed,
-    run_stream,
-)
+from ._run import StreamContext, deadline_error, run_stream
+from ._state import ChatState
+from ._stream import blocking, streaming
+from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -47,6 +40,7 @@ ToolSpec = (
 """A Python function, a schema (dict or ``ollama.Tool``), or ``(schema, function)``."""
 
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
+_ids = itertools.count(1)
 
 
 def _tool_table(
@@ -154,6 +148,8 @@ class Conversation:
             options=options,
             keep_alive=keep_alive,
         )
+        self.id = f"conversation-{next(_ids)}"
+        """A stable key of this conversation (telemetry, gateways' session routing)."""
         # Guards _messages and _running: the worker appends while callers read.
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
@@ -179,12 +175,13 @@ class Conversation:
 
     # -- sending -----------------------------------------------------------------
 
-    def send(
+    @_options.documented(ConversationOptions)
+    def start_send(
         self,
         text_or_message: str | MessageLike,
         **options: Unpack[ConversationOptions],
-    ) -> ChatResult:
-        """Send a user turn and block until the model's final answer.
+    ) -> StreamHandle:
+        """Send a user turn in the background; the handle's result is the final answer.
 
         Args:
             text_or_message: the user's text, or a whole message dict.
@@ -192,57 +189,52 @@ class Conversation:
                 plus ``on_tool_result(call, result)``. ``deadline`` covers the
                 whole send, every tool round included.
 
-        Returns:
-            The final answer's ``ChatResult`` (``cancelled`` if cancelled).
-
-        Raises:
-            StreamError: a failure, with ``.partial``; the history is then as it
-                was before the send. ``ToolRoundsExceeded`` when the model kept
-                calling tools.
-            RuntimeError: another ``send`` of this conversation is running.
-        """
-        handle = self.start_send(text_or_message, **options)
-        return wait_result(handle, self.client.close_timeout)
-
-    def start_send(
-        self,
-        text_or_message: str | MessageLike,
-        **options: Unpack[ConversationOptions],
-    ) -> StreamHandle:
-        """Like ``send`` but returns at once; the handle's result is the final answer.
-
         ``cancel()`` on the handle stops whichever round is running, keeping what
         was said so far in ``messages`` in a form the next ``send`` can continue.
-        """
-        return self._start(text_or_message, dict(options), None)
+        A failure (with ``.partial``) leaves the history as it was before the
+        send; ``ToolRoundsExceeded`` when the model kept calling tools.
 
-    def stream_send(
-        self,
-        text_or_message: str | MessageLike,
-        **options: Unpack[ConversationOptions],
-    ) -> ChatStream:
-        """Like ``send``, as a ``ChatStream`` to iterate: every round's events,
-        ``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``."""
-        stream = ChatStream(self.client.close_timeout)
-        self._start(text_or_message, dict(options), stream)
-        return stream
+        Raises:
+            RuntimeError: another ``send`` of this conversation is running.
+        """
+        return self._start(text_or_message, dict(options))
+
+    send = blocking(
+        start_send,
+        "Send a user turn and block until the model's final answer (a ``ChatResult``).",
+    )
+    stream_send = streaming(
+        start_send,
+        "Send a user turn and return a ``ChatStream`` of every round's events,\n"
+        "``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``.",
+    )
 
     def _start(
-        self,
-        text_or_message: str | MessageLike,
-        options: dict[str, Any],
-        sink: ChatStream | None,
+        self, text_or_message: str | MessageLike, options: dict[str, Any]
     ) -> StreamHandle:
-        check_call(options, CONVERSATION_KEYS)
+        _options.check(options, ConversationOptions)
         message = (
             {"role": "user", "content": text_or_message}
             if isinstance(text_or_message, str)
             else encode_message(text_or_message)
         )
         encode_body(message)  # a value JSON cannot send fails here, not on the worker
-        on_tool_result = options.pop("on_tool_result", None)
-        deadline = options.get("deadline", self.client.deadline)
+        engine = self.client._engine
+        deadline = engine.option(options, "deadline")
         deadline_at = None if deadline is None else time.monotonic() + deadline
+        state = ChatState()
+
+        def job(ctx: StreamContext) -> ChatResult:
+            try:
+                return self._rounds(ctx, options, deadline, deadline_at)
+            except ToolRoundsExceeded:
+                raise  # the rounds that ran stay: a valid history to continue from
+            except Exception:  # a StreamError, or a bug of ours: the send failed
+                if not isinstance(ctx.scope.reason, Cancelled):
+                    with self._lock:  # a failed send leaves no trace in the history
+                        del self._messages[mark:]
+                raise
+
         with self._lock:
             if self._running is not None and not self._running.done():
                 raise RuntimeError(
@@ -251,12 +243,13 @@ class Conversation:
             mark = len(self._messages)
             self._messages.append(message)
             try:
-                handle = self.client._start_job(
-                    self._job(options, on_tool_result, mark, deadline, deadline_at),
+                handle = engine.start(
+                    StreamHandle,
+                    job,
                     options,
-                    f"conversation model={self.model!r}",
-                    fmt=self._format,
-                    sink=sink,
+                    state=state,
+                    call=CallInfo("chat", self.model, {}, {"conversation": self.id}),
+                    partial=self._format.parser if self._format is not None else None,
                 )
             except BaseException:
                 del self._messages[mark:]
@@ -264,38 +257,17 @@ class Conversation:
             self._running = handle
         return handle
 
-    def _job(
-        self,
-        options: dict[str, Any],
-        on_tool_result: Callable[[dict[str, Any], str], object] | None,
-        mark: int,
-        deadline: float | None,
-        deadline_at: float | None,
-    ) -> Callable[[StreamContext], ChatResult]:
-        def job(ctx: StreamContext) -> ChatResult:
-            try:
-                return self._rounds(ctx, options, on_tool_result, deadline, deadline_at)
-            except ToolRoundsExceeded:
-                raise  # the rounds that ran stay: a valid history to continue from
-            except Exception:  # a StreamError, or a bug of ours: the send failed
-                if not isinstance(ctx.scope.reason, CancelRequest):
-                    with self._lock:  # a failed send leaves no trace in the history
-                        del self._messages[mark:]
-                raise
-
-        return job
-
     def _rounds(
         self,
         ctx: StreamContext,
         options: dict[str, Any],
-        on_tool_result: Callable[[dict[str, Any], str], object] | None,
         deadline: float | None,
         deadline_at: float | None,
     ) -> ChatResult:
+        state: ChatState = ctx.state
         rounds = 0
         while True:
-            if deadline_passed(deadline_at):
+            if deadline_at is not None and time.monotonic() >= deadline_at:
                 raise deadline_error(deadline)
             body = chat_body(
                 self.model,
@@ -306,23 +278,23 @@ class Conversation:
                 options=self.options,
                 keep_alive=self.keep_alive,
             )
-            request = self.client._request(
+            request = self.client._engine.request(
                 "/api/chat",
-                body,
+                encode_body(body),
                 options,
+                model=self.model,
                 deadline_at=deadline_at,
-                seal_on_done=lambda acc: acc.tool_call_count == 0,
+                seal_on_done=lambda: state.tool_call_count == 0,
             )
-            ctx.acc.reset()
-            ctx.emitter.reset_partial()
+            state.reset()
+            ctx.delivery.reset_partial()
             result: ChatResult = run_stream(request, ctx)
             if result.cancelled:
                 self._keep_cancelled(result)
                 return result
             if not result.tool_calls:
-                final = complete(
-                    ctx, result, self._format, estimate_prompt_tokens(body["messages"])
-                )
+                estimate = estimate_prompt_tokens(body["messages"])
+                final = finish(state, result, self._format, estimate)
                 self._append(final.to_message())
                 return final
             self._append(result.to_message())
@@ -337,14 +309,15 @@ class Conversation:
             rounds += 1
             for i, call in enumerate(result.tool_calls):
                 reason = ctx.scope.reason
-                if isinstance(reason, CancelRequest):  # cancelled between tools
+                if isinstance(reason, Cancelled):  # cancelled between tools
                     self._append(*self._unrun(result, CANCELLED_TOOL_RESULT, i))
-                    return cast(ChatResult, ctx.acc.cancelled_result(None))
+                    return state.cancelled_result()
                 if isinstance(reason, StreamError):
                     raise reason  # a callback failed, or the deadline: not a cancel
-                output = self._run_tool(call)
+                with unbound():
+                    output = self._run_tool(call)
                 self._append(self._tool_message(call, output))
-                ctx.emitter.call(on_tool_result, "on_tool_result", call, output)
+                ctx.delivery.emit(ToolResult(call, output))
 
     def _run_tool(self, call: dict[str, Any]) -> str:
         fn = call.get("function") or {}

@@ -1,193 +1,174 @@
-"""Content-Encoding decoders whose output is bounded per step.
+"""From body bytes to typed events: NDJSON lines, Ollama's error lines, chat chunks.
 
-A proxy (or Ollama's cloud front) may gzip the NDJSON stream. A decoder that
-inflates a whole network read at once lets a small compressed bomb balloon
-memory before any line-length check runs; these decoders hand out at most
-``PIECE`` bytes at a time, so the line splitter's ``max_line_bytes`` check runs
-as the body is decompressed. gzip and deflate use the standard library; br and
-zstd are decoded when a package providing a bounded decoder is installed
-(Brotli >= 1.2, or ``compression.zstd`` / ``backports.zstd``).
+Ollama streams one JSON object per line, and network reads cut lines anywhere.
+``Lines`` keeps the unfinished tail (bounded by ``max_line_bytes``, so a
+runaway line cannot eat memory) and parses each complete line once (with
+``orjson`` when the ``fast`` extra is installed). ``chat_events`` reads one
+chat or generate chunk as the public ``Thinking``, ``Content`` and ``ToolCall``
+events, thinking first.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import zlib
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable
 from typing import Any
 
-from ._errors import ProtocolError
+from ._errors import (
+    ProtocolError,
+    StreamError,
+    error_for_status,
+    preview,
+    server_message,
+)
+from ._events import Content, Thinking, ToolCall
 
-PIECE = 64 * 1024
-"""The most decoded bytes produced before the consumer looks at them."""
+_loads: Callable[[bytes], Any]
+try:  # pragma: no cover  # depends on the optional extra
+    _loads = importlib.import_module("orjson").loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
 
-Decompress = Callable[[bytes, int], bytes]
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+"""A chunk is normally under a kilobyte; a line past this is not Ollama talking."""
+
+MAX_DEPTH = 256
+"""The deepest nesting parsed. Ollama's lines nest a handful of levels; the
+standard parser recurses once per level, and a finalizer run at that depth on
+the worker (urllib3 closes a pool's sockets in one) fails for lack of stack."""
 
 
-class _Zlib:
-    """gzip (possibly several members) or deflate (zlib or raw), bounded."""
+class Lines:
+    """Turns body bytes into parsed JSON objects, one per line.
 
-    def __init__(self, gzip: bool) -> None:
-        self._gzip = gzip
-        self._wbits = 16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS
-        self._obj = zlib.decompressobj(self._wbits)
-        self._first = not gzip  # deflate: zlib format first, raw on failure
-        self._seen = b""
+    ``feed`` returns the objects of the lines a read completes. A line that is
+    not a JSON object, or Ollama's in-band ``{"error": ...}`` line, stops
+    parsing: the objects before it are returned and ``error`` holds the typed
+    error, so nothing that arrived before a failure is lost.
+    """
 
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        while data:
-            try:
-                out = self._obj.decompress(data, PIECE)
-            except zlib.error:
-                if not self._first:
-                    raise
-                # Many servers send raw deflate under "deflate": retry raw.
-                self._first = False
-                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-                data, self._seen = self._seen + data, b""
+    __slots__ = ("_tail", "error", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._tail = b""
+        self.error: StreamError | None = None
+        """The error that stopped parsing, if any."""
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add body bytes; return the objects of the lines they complete."""
+        if self.error is not None:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._tail += data
+            self._check_length(len(self._tail))
+            return []
+        complete, self._tail = self._tail + data[:end], data[end + 1 :]
+        out = self._parse(complete)
+        self._check_length(len(self._tail))
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Parse what is left after the last newline (normally nothing)."""
+        rest, self._tail = self._tail, b""
+        return [] if self.error is not None else self._parse(rest)
+
+    def _check_length(self, size: int) -> None:
+        if size > self.max_line_bytes and self.error is None:
+            self.error = ProtocolError(
+                f"a response line exceeded max_line_bytes={self.max_line_bytes} "
+                f"({size} bytes so far); the server is not sending Ollama NDJSON"
+            )
+            self._tail = b""
+
+    def _parse(self, complete: bytes) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for line in complete.split(b"\n"):
+            if not line.strip():
                 continue
-            if self._first:
-                self._seen += data
-                if out:
-                    self._first, self._seen = False, b""
-            if out:
-                yield out
-            if self._obj.unconsumed_tail:
-                data = self._obj.unconsumed_tail
-            elif self._obj.eof and self._obj.unused_data and self._gzip:
-                data = self._obj.unused_data  # the next gzip member
-                self._obj = zlib.decompressobj(self._wbits)
-            else:
-                data = b""
-
-    def flush(self) -> bytes:
-        return self._obj.flush()
-
-
-class _Bounded:
-    """A decoder object with ``decompress(data, max_length)`` semantics."""
-
-    def __init__(self, decompress: Decompress) -> None:
-        self._decompress = decompress
-
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        out = self._decompress(data, PIECE)
-        while out:
-            yield out
-            out = self._decompress(b"", PIECE)
-
-    def flush(self) -> bytes:
-        return b""
+            if len(line) > self.max_line_bytes:
+                self._check_length(len(line))
+                return out
+            try:
+                if line.count(b"[") + line.count(b"{") >= MAX_DEPTH and _too_deep(line):
+                    raise RecursionError(f"nested deeper than {MAX_DEPTH} levels")
+                chunk = _loads(line)
+            except (ValueError, RecursionError) as exc:
+                kind = (
+                    "too deeply nested"
+                    if isinstance(exc, RecursionError)
+                    else "not JSON"
+                )
+                self.error = ProtocolError(f"response line is {kind}: {preview(line)}")
+                self.error.__cause__ = exc
+                return out
+            if type(chunk) is not dict:
+                self.error = ProtocolError(
+                    f"response line is not a JSON object: {preview(line)}"
+                )
+                return out
+            if "error" in chunk:
+                self.error = error_for_status(server_message(chunk["error"]), None)
+                return out
+            out.append(chunk)
+        return out
 
 
-def _brotli() -> Decompress | None:
-    for name in ("brotli", "brotlicffi"):
-        try:
-            module: Any = importlib.import_module(name)
-        except ImportError:
-            continue
-        obj = module.Decompressor()
-        process = getattr(obj, "process", None)
-        if process is None or not hasattr(obj, "can_accept_more_data"):
-            return None  # too old to bound its output: not offered
-
-        def decompress(data: bytes, limit: int, _p: Any = process) -> bytes:
-            return bytes(_p(data, output_buffer_limit=limit))
-
-        return decompress
-    return None
-
-
-def _zstd() -> Decompress | None:
-    name = "compression.zstd" if sys.version_info >= (3, 14) else "backports.zstd"
-    try:
-        module: Any = importlib.import_module(name)
-    except ImportError:
-        return None
-    state = {"obj": module.ZstdDecompressor()}
-
-    def decompress(data: bytes, limit: int) -> bytes:
-        obj = state["obj"]
-        if obj.eof:
-            data = obj.unused_data + data
-            if not data:
-                return b""
-            obj = state["obj"] = module.ZstdDecompressor()
-        if not data and obj.needs_input:
-            return b""
-        return bytes(obj.decompress(data, max_length=limit))
-
-    return decompress
+def _too_deep(line: bytes) -> bool:
+    """Whether a JSON line nests deeper than ``MAX_DEPTH`` (strings skipped)."""
+    depth = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif byte in b"]}":
+            depth -= 1
+    return False
 
 
-class BodyDecoder:
-    """Decodes one response body's ``Content-Encoding`` chain, bounded per step."""
-
-    __slots__ = ("_chain", "encoding")
-
-    def __init__(self, content_encoding: str) -> None:
-        self.encoding = content_encoding
-        names = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
-        names = [n for n in names if n != "identity"]
-        if len(names) > 5:
-            raise ProtocolError(f"too many content encodings: {content_encoding!r}")
-        # Applied in order, so undone in reverse.
-        self._chain = [_make(n) for n in reversed(names)]
-
-    @property
-    def identity(self) -> bool:
-        """True when there is nothing to decode."""
-        return not self._chain
-
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        """Yield the decoded bytes of ``data``, at most ``PIECE`` bytes at a time."""
-        try:
-            yield from self._through(0, data)
-        except (zlib.error, OSError, ValueError) as exc:
-            raise ProtocolError(
-                f"the response body is not valid {self.encoding} data: {exc}"
-            ) from exc
-
-    def _through(self, index: int, data: bytes) -> Iterator[bytes]:
-        if index == len(self._chain):
-            yield data
-            return
-        for piece in self._chain[index].decode(data):
-            yield from self._through(index + 1, piece)
-
-    def finish(self) -> Iterator[bytes]:
-        """Yield what the decoders still hold at the end of the body."""
-        for index, decoder in enumerate(self._chain):
-            rest = decoder.flush()
-            if rest:
-                yield from self._through(index + 1, rest)
+ChatEvent = Thinking | Content | ToolCall
 
 
-def _make(name: str) -> _Zlib | _Bounded:
-    if name in ("gzip", "x-gzip"):
-        return _Zlib(gzip=True)
-    if name == "deflate":
-        return _Zlib(gzip=False)
-    if name == "br":
-        brotli = _brotli()
-        if brotli is not None:
-            return _Bounded(brotli)
-    if name == "zstd":
-        zstd = _zstd()
-        if zstd is not None:
-            return _Bounded(zstd)
-    raise ProtocolError(
-        f"the server sent Content-Encoding {name!r}, which this client cannot "
-        "decode (install 'brotli>=1.2' for br, 'backports.zstd' for zstd)"
-    )
+def chat_events(chunk: dict[str, Any]) -> list[ChatEvent]:
+    """The output one ``/api/chat`` or ``/api/generate`` chunk carries, in order.
 
-
-def accept_encoding() -> str:
-    """The ``Accept-Encoding`` value listing exactly what ``BodyDecoder`` decodes."""
-    names = ["gzip", "deflate"]
-    if _brotli() is not None:
-        names.append("br")
-    if _zstd() is not None:
-        names.append("zstd")
-    return ", ".join(names)
+    Raises:
+        ProtocolError: a field has the wrong type.
+    """
+    message = chunk.get("message")
+    if message is None:  # /api/generate
+        message, content = chunk, chunk.get("response")
+    elif type(message) is dict:
+        content = message.get("content")
+    else:
+        raise ProtocolError(f"chunk 'message' is not an object: {message!r:.200}")
+    thinking = message.get("thinking")
+    calls = message.get("tool_calls")
+    for name, value in (("thinking", thinking), ("content", content)):
+        if value is not None and type(value) is not str:
+            raise ProtocolError(f"chunk {name!r} is not a string: {value!r:.200}")
+    if calls is not None and not (
+        type(calls) is list
+        and all(type(c) is dict and type(c.get("function")) is dict for c in calls)
+    ):
+        raise ProtocolError(f"chunk 'tool_calls' is malformed: {calls!r:.200}")
+    events: list[ChatEvent] = []
+    if thinking:
+        events.append(Thinking(thinking))
+    if content:
+        events.append(Content(content))
+    events += (ToolCall(call) for call in calls or ())
+    return events

@@ -26,9 +26,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ._abort import AbortScope
-from ._errors import CallbackError, DispatchError, StreamError
-
 log = logging.getLogger("ollama_stream_sync")
 
 
@@ -44,6 +41,14 @@ class Dispatcher(Protocol):
 
     def dispatch(self, fn: Callable[[], object]) -> None:
         """Arrange for ``fn()`` to run."""
+        ...
+
+
+class Listener(Protocol):
+    """A stream's delivery, told when the dispatcher it uses closes."""
+
+    def dispatcher_closed(self, cause: BaseException | None) -> None:
+        """Stop the stream: nothing more will be delivered."""
         ...
 
 
@@ -107,7 +112,7 @@ class QueuedDispatcher:
         self._woken = False
         # The deliveries of streams that use this dispatcher, so that closing it
         # stops them (weak: a finished stream's handle may be collected).
-        self._streams: weakref.WeakSet[Delivery] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[Listener] = weakref.WeakSet()
         # Held while a callback runs: never two at once. Reentrant, so a
         # callback may pump (a nested event loop, a blocking call) itself.
         self._run = threading.RLock()
@@ -273,14 +278,14 @@ class QueuedDispatcher:
     def _count_locked(self) -> int:
         return sum(len(i.fns) if isinstance(i, _Batch) else 1 for i in self._items)
 
-    def _attach(self, delivery: Delivery) -> None:
+    def attach(self, listener: Listener) -> None:
         """Track a stream that uses this dispatcher (stopped if it closes)."""
         with self._cond:
             closed = self._closed
             if not closed:
-                self._streams.add(delivery)
+                self._streams.add(listener)
         if closed:
-            delivery.dispatcher_closed(self)
+            listener.dispatcher_closed(None)
 
     def _close_queue(self, cause: BaseException | None = None) -> None:
         """Refuse new callbacks, drop queued ones, stop the streams still using us."""
@@ -292,8 +297,8 @@ class QueuedDispatcher:
             self._streams.clear()
             self._cond.notify_all()
         # Outside the lock: stopping a stream shuts down its socket.
-        for delivery in streams:
-            delivery.dispatcher_closed(self, cause)
+        for listener in streams:
+            listener.dispatcher_closed(cause)
 
     @property
     def closed(self) -> bool:
@@ -553,158 +558,3 @@ def check_dispatcher(dispatcher: object, name: str = "dispatcher") -> None:
             f"{name} must be a Dispatcher (an object with dispatch(fn)), e.g. "
             f"TkDispatcher(root) or QueueDispatcher(), not {type(dispatcher).__name__}"
         )
-
-
-_NOT_SENT, _QUEUED, _RUNNING = 0, 1, 2
-"""Where a stream's terminal callback is: not handed over yet, waiting in the
-dispatcher, or running (or done)."""
-
-
-class Delivery:
-    """One stream's callbacks, through its dispatcher: in order, each once, fenced.
-
-    A callback that raises (anywhere) becomes the stream's ``CallbackError``; a
-    dispatcher that cannot take a callback becomes its ``DispatchError``. The
-    first such failure is kept in ``error``, stops the stream (its scope is
-    aborted, so the socket closes) and drops every later callback but the
-    terminal one, which reports it. A queued dispatcher that closes stops the
-    stream the same way.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "_batch",
-        "_lock",
-        "_scope",
-        "_terminal",
-        "delivered",
-        "dispatcher",
-        "error",
-        "inline",
-        "queued",
-    )
-
-    def __init__(self, dispatcher: Dispatcher, scope: AbortScope) -> None:
-        self.dispatcher = dispatcher
-        self.inline = type(dispatcher) is InlineDispatcher
-        self.queued = dispatcher if isinstance(dispatcher, QueuedDispatcher) else None
-        # Batches go straight to the queue unless a subclass overrides dispatch().
-        self._batch = (
-            self.queued is not None
-            and type(dispatcher).dispatch is QueuedDispatcher.dispatch
-        )
-        self._scope = scope
-        # Guards error (first failure wins) and _terminal: a pumping thread, the
-        # worker, the timer thread and a closing dispatcher all reach them.
-        self._lock = threading.Lock()
-        self._terminal = _NOT_SENT
-        self.error: StreamError | None = None
-        """The first callback or dispatch failure."""
-        self.delivered = threading.Event()
-        """Set once the terminal callback ran (or could not be delivered)."""
-        if self.queued is not None:
-            self.queued._attach(self)
-
-    def fail(self, error: StreamError) -> None:
-        """Record the first delivery failure and stop the stream."""
-        with self._lock:
-            if self.error is not None:
-                return
-            self.error = error
-        self._scope.abort(error)
-
-    def run(self, fn: Callable[..., object], name: str, *args: object) -> None:
-        """Run one user callback here; a raise is recorded (never escapes, unless
-        it is a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread)."""
-        if self.error is not None:
-            return
-        try:
-            fn(*args)
-        except BaseException as exc:
-            if (
-                isinstance(exc, KeyboardInterrupt)
-                and not self.inline
-                and threading.current_thread() is threading.main_thread()
-            ):
-                # Ctrl-C (only the main thread gets it) while a pumping thread
-                # (a blocking call, a loop) runs a callback: the user's
-                # interrupt, not the callback's failure. It propagates; a
-                # blocking call then cancels the stream.
-                raise
-            error = CallbackError(f"{name} callback raised {exc!r}")
-            error.__cause__ = exc
-            self.fail(error)
-            if not isinstance(exc, Exception) and not self.inline:
-                raise  # Ctrl-C or exit on the GUI/pumping thread: let it act
-
-    def bind(
-        self, fn: Callable[..., object], name: str, *args: object
-    ) -> Callable[[], None]:
-        """``fn(*args)`` as a fenced, argument-free callable for the dispatcher."""
-
-        def call() -> None:
-            self.run(fn, name, *args)
-
-        return call
-
-    def send(self, calls: list[Callable[[], None]]) -> None:
-        """Hand fenced calls to the dispatcher (one wake-up when it can batch)."""
-        if not calls or self.error is not None:
-            return
-        try:
-            if self._batch and self.queued is not None:
-                self.queued.dispatch_many(calls)
-            else:
-                for call in calls:
-                    self.dispatcher.dispatch(call)
-        except BaseException as exc:  # noqa: BLE001  # any failure stops the stream
-            error = DispatchError(f"the dispatcher {self.dispatcher!r} failed: {exc!r}")
-            error.__cause__ = exc
-            self.fail(error)
-
-    def send_terminal(self, call: Callable[[], None]) -> bool:
-        """Hand over the terminal callback; False if the dispatcher refused it."""
-
-        def terminal() -> None:
-            with self._lock:
-                self._terminal = _RUNNING
-            call()
-
-        with self._lock:
-            self._terminal = _QUEUED
-        try:
-            self.dispatcher.dispatch(terminal)
-        except BaseException as exc:  # noqa: BLE001  # reported by the caller
-            log.debug("%r refused the terminal callback: %r", self.dispatcher, exc)
-            return False
-        return True
-
-    def dispatcher_closed(
-        self, dispatcher: QueuedDispatcher, cause: BaseException | None = None
-    ) -> None:
-        """The queued dispatcher closed: stop the stream, release its waiters.
-
-        A stream still running stops with ``DispatchError`` (its partial kept).
-        One that already ended keeps its outcome; its terminal callback, if it
-        was waiting in the queue, was dropped with it.
-        """
-        with self._lock:
-            if self.delivered.is_set() or self._terminal == _RUNNING:
-                return
-            dropped = self._terminal == _QUEUED
-        error = DispatchError(
-            f"the dispatcher {dispatcher!r} was closed (its window or toolkit is "
-            "gone) while the stream still had callbacks to deliver"
-        )
-        error.__cause__ = cause
-        # Only the scope: the worker, if still streaming, stops and reports this
-        # error with its partial; a stream that already ended refuses it.
-        self._scope.abort(error)
-        if dropped:
-            self.delivered.set()
-        dispatcher.notify()
-
-    def notify(self) -> None:
-        """Wake threads waiting on the dispatcher for ``delivered``."""
-        if self.queued is not None:
-            self.queued.notify()

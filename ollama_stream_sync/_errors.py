@@ -6,6 +6,7 @@
     ├── ServerError                 the server answered with an error (``.status_code``)
     │   ├── ModelNotFound           the model is not on the server
     │   ├── ContextLengthExceeded   the prompt is longer than the model's context
+    │   ├── CapabilityError         the model cannot think, call tools, see images...
     │   ├── AuthenticationRequired  401: sign in (``.signin_url``)
     │   └── RateLimited             429: a usage limit was reached
     ├── ProtocolError               not Ollama's NDJSON, or no ``done`` line
@@ -15,20 +16,24 @@
     ├── OutputValidationError       the answer does not match the requested format
     └── ToolRoundsExceeded          a Conversation's model kept calling tools
 
-``translate()`` turns ollama, httpx, requests and socket errors into this tree, so
-no caller ever sees the SDK's inconsistent mix. Every error carries the URL it
+``translate()`` turns httpx, requests, urllib3 and socket errors into this tree
+(the transports call it once, where they meet the network) and
+``error_from_body()`` reads a server's error answer, so no caller ever sees a
+lower library's mix. Every error carries the URL it
 concerns (``.url``) and the model where one applies (``.model``), and says what
 to do about it.
 """
 
 from __future__ import annotations
 
+import email.utils
+import json
 import re
 import sys
+import time
 from typing import Any, Literal
 
 import httpx
-import ollama
 
 from ._result import ChatResult
 
@@ -176,6 +181,16 @@ class ContextLengthExceeded(ServerError):
         )
 
 
+class CapabilityError(ServerError):
+    """The model lacks a capability the request needs (thinking, tools, vision...).
+
+    Attributes:
+        capability: what it lacks: "thinking", "tools", "vision", "completion"...
+    """
+
+    capability: str = ""
+
+
 class AuthenticationRequired(ServerError):
     """401: the server (an Ollama cloud model) wants you to sign in.
 
@@ -258,6 +273,7 @@ for _cls in (
     ServerError,
     ModelNotFound,
     ContextLengthExceeded,
+    CapabilityError,
     AuthenticationRequired,
     RateLimited,
     ProtocolError,
@@ -277,9 +293,11 @@ _MISSING_MODEL = re.compile(
 )
 _CONTEXT = re.compile(
     r"longer than the context"
-    r"|exceeds (?:the |the model's )?(?:maximum )?context length",
+    r"|exceeds (?:the |the model's )?(?:maximum )?context length"
+    r"|exceeds the available context size",
     re.IGNORECASE,
 )
+_CAPABILITY = re.compile(r"does not support (?P<what>[a-z]+)", re.IGNORECASE)
 _USAGE_LIMIT = re.compile(
     r"usage limit|rate limit|hourly|weekly|daily|session limit|limit reached",
     re.IGNORECASE,
@@ -327,6 +345,11 @@ def error_for_status(
         ctx = ContextLengthExceeded(message, **kwargs)
         ctx.prompt_tokens, ctx.context_length = _numbers(message)
         return ctx
+    capability = _CAPABILITY.search(message)
+    if status_code in (None, 400) and capability:
+        cap = CapabilityError(message, **kwargs)
+        cap.capability = capability.group("what").lower()
+        return cap
     if status_code == 401:
         auth = AuthenticationRequired(message, **kwargs)
         signin = (fields or {}).get("signin_url")
@@ -337,9 +360,79 @@ def error_for_status(
     return ServerError(message, **kwargs)
 
 
-def server_error(message: str, status_code: int | None) -> ServerError:
-    """The error for an in-band error line (no status) or a bare status."""
-    return error_for_status(message, status_code)
+def server_message(error: Any) -> str:
+    """The text of an ``error`` field: a string, or the nested object newer
+    servers relay from llama-server (``{"error": {"message": ...}}``, possibly
+    as a JSON string)."""
+    if isinstance(error, str) and error.lstrip().startswith("{"):
+        try:
+            error = json.loads(error)
+        except ValueError:
+            return str(error)
+    if isinstance(error, dict):
+        inner = error.get("error", error)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        return str(server_message(inner)) if inner is not error else json.dumps(error)
+    return str(error)
+
+
+def error_from_body(
+    status_code: int,
+    body: bytes,
+    reason: str = "",
+    retry_after: str | None = None,
+    *,
+    url: str | None = None,
+    model: str | None = None,
+) -> ServerError:
+    """Build the error for a non-2xx response from its (possibly non-JSON) body."""
+    fields: dict[str, Any] = {}
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text) if text.count("{") + text.count("[") < 256 else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        message, fields = server_message(data["error"]), data
+    elif text:
+        message = _folded(text)
+    else:
+        message = reason or f"HTTP {status_code}"
+    return error_for_status(
+        message,
+        status_code,
+        retry_after=parse_retry_after(retry_after),
+        fields=fields,
+        url=url,
+        model=model,
+    )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def preview(data: bytes, limit: int = 200) -> str:
+    """A short, printable view of raw bytes for an error message."""
+    text = data[:limit].decode("utf-8", "replace")
+    return repr(text) + (f" … ({len(data)} bytes)" if len(data) > limit else "")
+
+
+def _folded(text: str, limit: int = 500) -> str:
+    """A non-JSON error body as readable text: whitespace folded, bounded."""
+    folded = " ".join(text.split())
+    return folded if len(folded) <= limit else folded[:limit] + " …"
 
 
 def translate(  # noqa: PLR0911  # one case each
@@ -348,9 +441,6 @@ def translate(  # noqa: PLR0911  # one case each
     """Map any lower-level exception into the tree; the caller chains it as cause."""
     if isinstance(exc, StreamError):
         return exc
-    if isinstance(exc, ollama.ResponseError):
-        code = None if exc.status_code == -1 else exc.status_code
-        return error_for_status(str(exc.error), code, url=url)
     if isinstance(exc, httpx.ConnectTimeout):
         return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
     if isinstance(exc, httpx.ReadTimeout):

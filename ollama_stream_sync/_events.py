@@ -1,4 +1,9 @@
-"""The typed events a ``ChatStream`` yields: frozen dataclasses made for ``match``.
+"""The typed events of a stream: the one vocabulary from the decoder to your code.
+
+The decoder turns lines into ``Thinking``, ``Content`` and ``ToolCall``; the
+delivery adds ``Phase``, ``Partial``, ``Retry``, ``Reset``, ``ToolResult`` and
+``Done``. Each event maps to one callback (``Content`` to ``on_content``...),
+and a ``ChatStream`` yields the events themselves.
 
 Example::
 
@@ -18,6 +23,7 @@ from ._errors import StreamError
 from ._result import ChatResult
 
 PhaseName = Literal[
+    "queued",
     "connecting",
     "waiting",
     "loading",
@@ -30,8 +36,6 @@ PhaseName = Literal[
     "failed",
 ]
 """Where a stream is: see the README's "Phases"."""
-
-TERMINAL_PHASES: frozenset[str] = frozenset({"done", "cancelled", "failed"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,36 +4,31 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import Self
 
-from ._abort import AbortScope
-from ._accumulator import Accumulator
-from ._dispatch import Delivery, Dispatcher
-from ._errors import CallbackError, DispatchError, StreamError
-from ._events import Done, PhaseName
-from ._progress import ModelResult, Progress, ProgressTracker
-from ._result import ChatResult
-from ._worker import (
-    Callbacks,
-    CancelRequest,
-    Consumer,
-    Emitter,
-    EventSink,
-    Job,
-    PartialParser,
-    StreamContext,
-)
+from ._cancel import AbortScope, Cancelled
+from ._delivery import Delivery, EventSink, PartialParser
+from ._dispatch import Dispatcher
+from ._errors import DispatchError, StreamError
+from ._events import PhaseName
+from ._observe import Observer
+from ._result import ChatResult, ModelResult, Progress
+from ._run import StreamContext
+from ._state import ChatState, ProgressState, Watched
+
+Job = Callable[[StreamContext], Any]
+"""What a handle's worker thread runs: one stream, or several (a conversation);
+it returns the handle's result (a ``ChatResult``, a ``ModelResult``)."""
 
 R = TypeVar("R")
 S = TypeVar("S")
@@ -108,33 +103,35 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
     def __init__(
         self,
         job: Job,
-        callbacks: Callbacks,
+        callbacks: Mapping[str, Any],
         dispatcher: Dispatcher,
         *,
-        state: Consumer,
+        state: Watched[S],
         label: str = "",
         coalesce_interval: float | None = None,
         sink: EventSink | None = None,
         partial: Callable[[], PartialParser] | None = None,
+        observer: Observer | None = None,
+        grace: float = 5.0,
     ) -> None:
         super().__init__()
         self._job = job
+        self._grace = grace
+        """Seconds a blocking caller waits for the worker after cancelling it."""
         self._label = label
-        self._callbacks = callbacks
-        self._dispatcher = dispatcher
-        self._acc = state
+        self._stream_state = state
         self._scope = AbortScope()
-        self._delivery = Delivery(dispatcher, self._scope)
-        self._emitter = Emitter(
+        self._delivery = Delivery(
             callbacks,
-            self._delivery,
+            dispatcher,
+            self._scope,
             sink=sink,
             coalesce_interval=coalesce_interval,
             partial=partial,
             on_change=state.notify,
+            observer=observer,
         )
-        self._sink = sink
-        self._ctx = StreamContext(self._acc, self._scope, self._emitter)
+        self._ctx = StreamContext(state, self._scope, self._delivery, observer)
         # Guards _committed: the one moment the outcome is fixed, so a cancel
         # either lands before it (and the result says cancelled) or is refused.
         self._commit_lock = threading.Lock()
@@ -169,12 +166,17 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         except BaseException as exc:  # noqa: BLE001  # the future must always resolve
             error = exc
         result, error = self._commit(result, error)
+        observer = self._ctx.observer
+        if observer is not None:
+            observer.end(result, error)
         try:
-            self._terminal(result, error)
+            self._delivery.finish(
+                result, error, self._resolve, self._stream_state.snapshot
+            )
         finally:
             with _live_lock:
                 _live.discard(self)
-            self._acc.notify()
+            self._stream_state.notify()
 
     def _commit(
         self, result: Any, error: BaseException | None
@@ -182,100 +184,19 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         """Fix the outcome: a cancel that landed wins; a delivery failure counts."""
         with self._commit_lock:
             self._committed = True
-            if isinstance(self._scope.reason, CancelRequest):
-                return self._acc.cancelled_result(result), None
+            if isinstance(self._scope.reason, Cancelled):
+                return self._stream_state.cancelled_result(), None  # type: ignore[attr-defined]
         failed = self._delivery.error
         if failed is not None and error is not failed:
-            failed.partial = self._acc.snapshot()
+            failed.partial = self._stream_state.snapshot()
             return None, failed
         if error is not None and not isinstance(error, StreamError):
             # Our bug or a stray BaseException: still a typed error, cause kept,
             # so on_error fires and nothing hangs.
             wrapped = StreamError(f"unexpected {type(error).__name__}: {error}")
             wrapped.__cause__ = error
-            wrapped.partial = self._acc.snapshot()
+            wrapped.partial = self._stream_state.snapshot()
             return None, wrapped
-        return result, error
-
-    def _terminal(self, result: Any, error: BaseException | None) -> None:
-        """The terminal phase, the terminal callback, and the Future, in that order."""
-        cancelled = bool(getattr(result, "cancelled", False))
-        phase: PhaseName = (
-            "failed" if error is not None else ("cancelled" if cancelled else "done")
-        )
-        with contextlib.suppress(StreamError):  # recorded in the delivery, and
-            self._emitter.set_phase(phase)  # reported by the terminal callback
-        delivery = self._delivery
-        if delivery.error is not None and error is None and not cancelled:
-            failed = delivery.error
-            failed.partial = self._acc.snapshot()
-            result, error = None, failed
-        if delivery.inline:
-            result, error = self._deliver_terminal(result, error)
-            self._end_sink(result, error)
-            self._resolve(result, error)
-            delivery.delivered.set()
-            return
-        self._end_sink(result, error)
-        self._resolve(result, error)
-
-        def terminal() -> None:
-            self._deliver_terminal(result, error, late=True)
-
-        if not delivery.send_terminal(terminal):
-            if error is None and not cancelled and delivery.error is None:
-                refused = DispatchError(
-                    f"the dispatcher {delivery.dispatcher!r} refused the final callback"
-                )
-                refused.partial = self._acc.snapshot()
-                delivery.error = refused
-            delivery.delivered.set()
-            delivery.notify()
-
-    def _end_sink(self, result: Any, error: BaseException | None) -> None:
-        if self._sink is not None:
-            if error is None and isinstance(result, ChatResult):
-                self._sink.put([Done(result)])
-            self._sink.end(error)
-
-    def _deliver_terminal(
-        self,
-        result: Any,
-        error: BaseException | None,
-        *,
-        late: bool = False,
-    ) -> tuple[Any, BaseException | None]:
-        """Run exactly one of on_done / on_error (on the dispatcher's thread)."""
-        cbs, delivery = self._callbacks, self._delivery
-        try:
-            if late and error is None and delivery.error is not None:
-                # A queued callback failed after the stream ended: report that.
-                error = delivery.error
-                error.partial = self._acc.snapshot()
-                result = None
-            if error is None and result is not None:
-                if cbs.on_done is not None:
-                    try:
-                        cbs.on_done(result)
-                    except BaseException as exc:
-                        failed = CallbackError(f"on_done callback raised {exc!r}")
-                        failed.__cause__ = exc
-                        failed.partial = self._acc.snapshot()
-                        if delivery.error is None:
-                            delivery.error = failed
-                        result, error = None, failed
-                        if not isinstance(exc, Exception) and not delivery.inline:
-                            raise
-            elif isinstance(error, StreamError) and cbs.on_error is not None:
-                try:
-                    cbs.on_error(error)
-                except BaseException as exc:  # the stream's error wins; this is logged
-                    log.exception("%s: on_error callback raised", self.name)
-                    if not isinstance(exc, Exception) and not delivery.inline:
-                        raise  # Ctrl-C or exit on the GUI/pumping thread: let it act
-        finally:
-            if late:
-                delivery.delivered.set()
         return result, error
 
     def _resolve(self, result: Any, error: BaseException | None) -> None:
@@ -329,12 +250,12 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         """
         with self._commit_lock:
             if not self._committed:
-                self._scope.abort(CancelRequest("cancelled by the caller"))
+                self._scope.abort(Cancelled("cancelled by the caller"))
         return self.cancelled()
 
     def cancelled(self) -> bool:
         """True if a ``cancel()`` stopped this stream."""
-        return isinstance(self._scope.reason, CancelRequest)
+        return isinstance(self._scope.reason, Cancelled)
 
     def add_done_callback(  # fn gets this handle, not a bare Future
         self, fn: Callable[[Self], object]
@@ -363,7 +284,7 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
 
             handle.wait_for(lambda r: "Paris" in r.content, timeout=5)
         """
-        return self._acc.wait_for(predicate, timeout, self.done)
+        return self._stream_state.wait_for(predicate, timeout, self.done)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker thread itself to exit; return whether it has."""
@@ -376,7 +297,7 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
 
     def snapshot(self) -> S:
         """A consistent copy of the partial result, from any thread at any moment."""
-        return cast(S, self._acc.snapshot())
+        return self._stream_state.snapshot()
 
     @property
     def phase(self) -> PhaseName:
@@ -384,12 +305,12 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
 
         Thread-safe, at any moment. See the README's "Phases".
         """
-        return self._emitter.phase
+        return self._delivery.phase
 
     @property
     def dispatcher(self) -> Dispatcher:
         """Where this stream's callbacks run."""
-        return self._dispatcher
+        return self._delivery.dispatcher
 
     @property
     def thread(self) -> threading.Thread:
@@ -428,27 +349,7 @@ class StreamHandle(BaseHandle[ChatResult, ChatResult]):
         print(handle.result().cancelled)    # True; the partial text is kept
     """
 
-    def __init__(
-        self,
-        job: Job,
-        callbacks: Callbacks,
-        dispatcher: Dispatcher,
-        *,
-        label: str = "",
-        coalesce_interval: float | None = None,
-        sink: EventSink | None = None,
-        partial: Callable[[], PartialParser] | None = None,
-    ) -> None:
-        super().__init__(
-            job,
-            callbacks,
-            dispatcher,
-            state=Accumulator(),
-            label=label,
-            coalesce_interval=coalesce_interval,
-            sink=sink,
-            partial=partial,
-        )
+    _stream_state: ChatState
 
 
 class ProgressHandle(BaseHandle[ModelResult, Progress]):
@@ -465,21 +366,4 @@ class ProgressHandle(BaseHandle[ModelResult, Progress]):
         print(handle.result().cancelled)
     """
 
-    def __init__(
-        self,
-        job: Job,
-        callbacks: Callbacks,
-        dispatcher: Dispatcher,
-        *,
-        tracker: ProgressTracker,
-        label: str = "",
-        coalesce_interval: float | None = None,
-    ) -> None:
-        super().__init__(
-            job,
-            callbacks,
-            dispatcher,
-            state=tracker,
-            label=label,
-            coalesce_interval=coalesce_interval,
-        )
+    _stream_state: ProgressState

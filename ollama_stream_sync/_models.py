@@ -1,5 +1,10 @@
-"""Models the server has loaded (``GET /api/ps``), and the probe that tells a
-stream's "loading" phase from "waiting".
+"""Model operations: pull, push, create with progress; preload, unload; what is loaded.
+
+``ModelCalls`` holds the client's model methods (``StreamingClient`` inherits
+them). Pull, push and create stream progress lines through the same run as a
+chat (cancel, timeouts, retries, dispatchers), folded by ``ProgressState``.
+``/api/ps`` answers are shared for a second per host, and feed the probe that
+tells a stream's "loading" phase from "waiting".
 """
 
 from __future__ import annotations
@@ -8,12 +13,33 @@ import datetime as dt
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ollama
+
+from . import _options
+from ._engine import Engine
 from ._errors import ProtocolError, StreamError
+from ._handle import ProgressHandle, StreamHandle, wait_result
 from ._hosts import Host
+from ._observe import CallInfo
+from ._options import ModelOptions, Settings, Unpack
+from ._request import (
+    MessageLike,
+    check_model,
+    drop_none,
+    encode_body,
+    encode_message,
+    encode_options,
+    generate_body,
+)
+from ._result import ModelResult
+from ._run import StreamContext, run_stream
+from ._state import ChatState, ProgressState
+from ._stream import blocking
+from ._validate import seconds
 
 PS_CACHE_SECONDS = 1.0
 """How long one ``/api/ps`` answer serves every caller for the same host."""
@@ -46,12 +72,18 @@ class LoadedModel:
         """Parse one entry of ``/api/ps``'s ``models``."""
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise ProtocolError(f"not an /api/ps model entry: {data!r:.200}")
-        context = data.get("context_length")
-        details = data.get("details")
+        context, details = data.get("context_length"), data.get("details")
+
+        def count(key: str) -> int:
+            value = data.get(key)
+            return (
+                value if isinstance(value, int) and not isinstance(value, bool) else 0
+            )
+
         return cls(
             name=data["name"],
-            size=_int(data.get("size")),
-            size_vram=_int(data.get("size_vram")),
+            size=count("size"),
+            size_vram=count("size_vram"),
             context_length=context
             if isinstance(context, int) and context > 0
             else None,
@@ -60,10 +92,6 @@ class LoadedModel:
             digest=str(data.get("digest") or ""),
             details=dict(details) if isinstance(details, dict) else {},
         )
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 _FRACTION = re.compile(r"\.(\d+)")
@@ -79,19 +107,7 @@ def parse_time(value: Any) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    if when.year <= 1:  # Go's zero time: "never"
-        return None
-    return when
-
-
-def parse_ps(data: Any) -> list[LoadedModel]:
-    """The ``models`` of an ``/api/ps`` answer."""
-    models = data.get("models") if isinstance(data, dict) else None
-    if models is None:
-        return []
-    if not isinstance(models, list):
-        raise ProtocolError(f"/api/ps answered no model list: {data!r:.200}")
-    return [LoadedModel.from_wire(m) for m in models]
+    return None if when.year <= 1 else when  # Go's zero time: "never"
 
 
 def same_model(a: str, b: str) -> bool:
@@ -128,11 +144,9 @@ class LoadedModels:
                 if cached is not None and time.monotonic() - cached[0] < self.ttl:
                     return list(cached[1])
                 flight = self._flights.get(host.url)
+                mine = flight is None
                 if flight is None:
                     flight = self._flights[host.url] = threading.Event()
-                    mine = True
-                else:
-                    mine = False
             if not mine:
                 flight.wait(timeout)
                 with self._lock:
@@ -141,7 +155,15 @@ class LoadedModels:
                     return list(cached[1])
                 continue  # the other request failed: try ourselves
             try:
-                models = parse_ps(host.transport.get_json("/api/ps", timeout=timeout))
+                data = host.transport.request_json(
+                    "GET", "/api/ps", None, timeout=timeout
+                )
+                found = data.get("models") if isinstance(data, dict) else None
+                if found is not None and not isinstance(found, list):
+                    raise ProtocolError(
+                        f"/api/ps answered no model list: {data!r:.200}"
+                    )
+                models = [LoadedModel.from_wire(m) for m in found or ()]
                 with self._lock:
                     self._cache[host.url] = (time.monotonic(), models)
                 return list(models)
@@ -158,9 +180,7 @@ class ResidencyProbe:
     def __init__(
         self, models: LoadedModels, host: Host, model: str, timeout: float
     ) -> None:
-        self._models = models
-        self._host = host
-        self._model = model
+        self._models, self._host, self._model = models, host, model
         self._timeout = timeout
 
     def start(self, on_answer: Callable[[bool], None]) -> None:
@@ -173,8 +193,231 @@ class ResidencyProbe:
                 return
             on_answer(any(same_model(m.name, self._model) for m in loaded))
 
+        # Daemon and unjoined: it only reads /api/ps, and a stream never waits for it.
         threading.Thread(target=ask, name="ollama-probe", daemon=True).start()
 
     def answered(self) -> None:
         """The model answered, so it is loaded: an earlier "not loaded" is stale."""
         self._models.forget()
+
+
+class ModelCalls:
+    """The model operations of ``StreamingClient``."""
+
+    _engine: Engine
+    _loaded: LoadedModels
+
+    def _host(self, url: str | None) -> Host:
+        hosts = self._engine.hosts.hosts
+        if url is None:
+            return hosts[0]
+        for host in hosts:
+            if host.url == url.rstrip("/"):
+                return host
+        raise ValueError(
+            f"{url!r} is not one of this client's hosts: {[h.url for h in hosts]}"
+        )
+
+    def _wait(self, timeout: float | None) -> float:
+        seconds("timeout", timeout)
+        self._engine.check_open()
+        return timeout or self._engine.settings.get("connect_timeout") or 10.0
+
+    def loaded_models(
+        self, *, host: str | None = None, timeout: float | None = None
+    ) -> list[LoadedModel]:
+        """The models loaded in the server's memory now (``GET /api/ps``).
+
+        One answer serves every caller for ``PS_CACHE_SECONDS`` (1 s): two
+        immediate calls send one request.
+
+        Args:
+            host: which of ``hosts`` to ask (default: the first).
+            timeout: seconds to wait (default: the connect timeout).
+
+        Raises:
+            StreamError: the server could not be asked.
+        """
+        wait = self._wait(timeout)
+        return self._loaded.get(self._host(host), wait)
+
+    def _start_model_op(
+        self, operation: str, body: dict[str, Any], options: Mapping[str, Any]
+    ) -> ProgressHandle:
+        _options.check(options, ModelOptions)
+        model = str(body["model"])
+        state = ProgressState(model, operation)
+        engine = self._engine
+        request = engine.request(
+            f"/api/{operation}", encode_body(body), options, model=model
+        )
+
+        def job(ctx: StreamContext) -> ModelResult:
+            try:
+                run_stream(request, ctx)
+            finally:
+                self._loaded.forget()  # what is pulled or loaded has changed
+            return state.result()
+
+        return engine.start(
+            ProgressHandle,
+            job,
+            options,
+            state=state,
+            call=CallInfo(operation, model, body),
+        )
+
+    @_options.documented(ModelOptions)
+    def start_pull(
+        self, model: str, *, insecure: bool = False, **options: Unpack[ModelOptions]
+    ) -> ProgressHandle:
+        """Start pulling ``model`` on a worker thread; return its ``ProgressHandle``.
+
+        ``on_progress`` gets a ``Progress`` per line: overall ``fraction``,
+        ``bytes_per_second``, ``eta`` and the ``stage``. ``cancel()`` stops at
+        once; Ollama keeps the layers it has, so pulling again (or a ``retry=``
+        policy, which retries a failed pull whatever was shown) resumes.
+
+        Raises:
+            TypeError, ValueError: bad arguments. An unknown model ends the
+                handle with ``ModelNotFound``.
+        """
+        check_model(model)
+        body = {"model": model, "stream": True} | (
+            {"insecure": True} if insecure else {}
+        )
+        return self._start_model_op("pull", body, options)
+
+    pull = blocking(
+        start_pull,
+        "Pull ``model`` and block until it is on the server (a ``ModelResult``).",
+    )
+
+    @_options.documented(ModelOptions)
+    def start_push(
+        self, model: str, *, insecure: bool = False, **options: Unpack[ModelOptions]
+    ) -> ProgressHandle:
+        """Start pushing ``model`` to its registry; return its ``ProgressHandle``."""
+        check_model(model)
+        body = {"model": model, "stream": True} | (
+            {"insecure": True} if insecure else {}
+        )
+        return self._start_model_op("push", body, options)
+
+    push = blocking(
+        start_push, "Push ``model`` and block until done (a ``ModelResult``)."
+    )
+
+    @_options.documented(ModelOptions)
+    def start_create(  # noqa: PLR0917  # ollama.Client.create's positional order
+        self,
+        model: str,
+        quantize: str | None = None,
+        from_: str | None = None,
+        files: dict[str, str] | None = None,
+        adapters: dict[str, str] | None = None,
+        template: str | None = None,
+        license: str | list[str] | None = None,
+        system: str | None = None,
+        parameters: Mapping[str, Any] | ollama.Options | None = None,
+        messages: Sequence[MessageLike] | None = None,
+        **options: Unpack[ModelOptions],
+    ) -> ProgressHandle:
+        """Start creating ``model`` (the arguments of ``ollama.Client.create``).
+
+        Example::
+
+            client.start_create("brief", from_="qwen3", system="Be brief.")
+        """
+        check_model(model)
+        body = drop_none(
+            {
+                "model": model,
+                "stream": True,
+                "quantize": quantize,
+                "from": from_,
+                "files": dict(files) if files is not None else None,
+                "adapters": dict(adapters) if adapters is not None else None,
+                "template": template,
+                "license": license,
+                "system": system,
+                "parameters": encode_options(parameters),
+                "messages": None
+                if messages is None
+                else [encode_message(m) for m in messages],
+            }
+        )
+        return self._start_model_op("create", body, options)
+
+    create = blocking(
+        start_create, "Create ``model`` and block until done (a ``ModelResult``)."
+    )
+
+    def _keep_alive(
+        self,
+        operation: str,
+        model: str,
+        keep_alive: float | str,
+        options: Mapping[str, Any],
+    ) -> ModelResult:
+        """An empty generate with ``keep_alive``: how Ollama (un)loads a model."""
+        check_model(model)
+        _options.check(options, Settings)
+        engine = self._engine
+        body = generate_body(model, keep_alive=keep_alive)
+        request = engine.request(
+            "/api/generate", encode_body(body), options, model=model
+        )
+        started = time.monotonic()
+
+        def job(ctx: StreamContext) -> Any:
+            try:
+                return run_stream(request, ctx)
+            finally:
+                self._loaded.forget()  # the server's memory has changed
+
+        handle = engine.start(
+            StreamHandle,
+            job,
+            {},
+            state=ChatState(),
+            call=CallInfo(operation, model, body),
+        )
+        answer = wait_result(handle, engine.close_timeout)
+        return ModelResult(
+            model=model,
+            operation=operation,
+            status=answer.done_reason or "",
+            seconds=time.monotonic() - started,
+            cancelled=answer.cancelled,
+            done_reason=answer.done_reason,
+        )
+
+    def preload(
+        self,
+        model: str,
+        *,
+        keep_alive: float | str | None = None,
+        **options: Unpack[Settings],
+    ) -> ModelResult:
+        """Load ``model`` into memory now, so the first real answer starts fast.
+
+        Args:
+            model: the model to load.
+            keep_alive: how long it stays loaded (default: the server's, 5m).
+            **options: ``retry`` and the timeouts.
+
+        Returns:
+            A ``ModelResult`` with ``done_reason`` "load" and the ``seconds`` it took.
+        """
+        return self._keep_alive(
+            "preload", model, "5m" if keep_alive is None else keep_alive, options
+        )
+
+    def unload(self, model: str, **options: Unpack[Settings]) -> ModelResult:
+        """Unload ``model`` from memory now (``keep_alive=0``).
+
+        Returns:
+            A ``ModelResult`` with ``done_reason`` "unload".
+        """
+        return self._keep_alive("unload", model, 0, options)

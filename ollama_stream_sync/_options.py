@@ -1,153 +1,175 @@
-"""The per-call callbacks and settings, defined once and shared by every call.
+"""The per-call callbacks and settings, defined once; all other lists derive from them.
 
-``chat``, ``start_chat``, ``stream_chat``, ``generate``, ``start_generate``,
-``stream_generate`` and ``Conversation.send``/``start_send``/``stream_send``
-take them as ``**options: Unpack[CallOptions]``, so a typo such as
-``on_contnet=`` is a type error under mypy and pyright, and a ``TypeError`` at
-run time.
+``chat``, ``start_chat``, ``stream_chat``, the ``generate`` calls and
+``Conversation.send``/``start_send``/``stream_send`` take ``CallOptions`` as
+``**options``; ``pull``/``push``/``create`` take ``ModelOptions``; ``preload``
+and ``unload`` take ``Settings``. A typo such as ``on_contnet=`` is a type error
+under mypy and pyright, and a ``TypeError`` at run time. Each key's one-line
+description is its ``Annotated`` text, from which ``help()`` lists them.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict, TypeVar
 
 from typing_extensions import Unpack
 
-from . import _validate
 from ._dispatch import Dispatcher, check_dispatcher
 from ._errors import StreamError
-from ._progress import ModelResult, Progress
-from ._result import ChatResult
+from ._result import ChatResult, ModelResult, Progress
 from ._retry import RetryArg, check_retry
+from ._validate import check_headers, seconds
 
-__all__ = [
-    "CallOptions",
-    "ConversationOptions",
-    "ModelOptions",
-    "Settings",
-    "Unpack",
-]
+__all__ = ["CallOptions", "ConversationOptions", "ModelOptions", "Settings", "Unpack"]
+
+Seconds = float | None
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class CallOptions(TypedDict, total=False):
-    """Callbacks and per-call settings; every key is optional.
+class Settings(TypedDict, total=False):
+    """Per-call settings (every key optional; a key left out uses the client's)."""
+
+    retry: Annotated[RetryArg, "a RetryPolicy, a tenacity.Retrying, or None"]
+    connect_timeout: Annotated[Seconds, "seconds to connect (None: no limit)"]
+    first_token_timeout: Annotated[Seconds, "seconds to wait for the first output"]
+    read_timeout: Annotated[Seconds, "the longest silence between chunks"]
+    deadline: Annotated[Seconds, "seconds for the whole call, retries included"]
+    headers: Annotated[
+        Mapping[str, str], "HTTP headers for this call, over the client's"
+    ]
+
+
+class _Delivery(Settings, total=False):
+    dispatcher: Annotated[Dispatcher | None, "where the callbacks run"]
+    coalesce_interval: Annotated[Seconds, "merge deltas arriving within this many s"]
+    on_error: Annotated[
+        Callable[[StreamError], object] | None, "once, with the error, on failure"
+    ]
+    on_retry: Annotated[
+        Callable[[int, StreamError, float], object] | None,
+        "(attempt, error, delay) before each retry's wait",
+    ]
+    on_phase: Annotated[
+        Callable[[str], object] | None,
+        'each phase change: "connecting", "waiting", "thinking"...',
+    ]
+
+
+class CallOptions(_Delivery, total=False):
+    """Callbacks and per-call settings of a chat or generate call; all optional.
 
     Callbacks run in order, one at a time, through the stream's dispatcher.
-    A setting left out uses the client's.
     """
 
-    on_thinking: Callable[[str], object] | None
-    """Each thinking delta."""
-    on_content: Callable[[str], object] | None
-    """Each answer delta."""
-    on_tool_call: Callable[[dict[str, Any]], object] | None
-    """Each complete tool call (a dict with ``function`` and ``id``)."""
-    on_done: Callable[[ChatResult], object] | None
-    """Once, with the final result (also on cancel: ``result.cancelled``)."""
-    on_error: Callable[[StreamError], object] | None
-    """Once, with the error, on failure."""
-    on_retry: Callable[[int, StreamError, float], object] | None
-    """``(attempt, error, delay)`` before each retry's wait."""
-    on_reset: Callable[[int, StreamError], object] | None
-    """``(attempt, error)`` when a retry after output voids what was shown."""
-    on_phase: Callable[[str], object] | None
-    """Each phase change: "connecting", "waiting", "loading", "thinking"..."""
-    on_partial: Callable[[Any], object] | None
-    """With ``format=``: the answer parsed so far, whenever it changes."""
-    dispatcher: Dispatcher | None
-    """Where the callbacks run (default: the client's)."""
-    retry: RetryArg
-    """A ``RetryPolicy``, a ``tenacity.Retrying`` or ``None``."""
-    connect_timeout: float | None
-    first_token_timeout: float | None
-    read_timeout: float | None
-    deadline: float | None
-    coalesce_interval: float | None
-    probe_loading: bool
-    """Ask ``/api/ps`` whether the model is loaded, to report "loading"."""
+    on_thinking: Annotated[Callable[[str], object] | None, "each thinking delta"]
+    on_content: Annotated[Callable[[str], object] | None, "each answer delta"]
+    on_tool_call: Annotated[
+        Callable[[dict[str, Any]], object] | None, "each complete tool call (a dict)"
+    ]
+    on_partial: Annotated[
+        Callable[[Any], object] | None, "with format=: the answer parsed so far"
+    ]
+    on_reset: Annotated[
+        Callable[[int, StreamError], object] | None,
+        "(attempt, error) when a retry after output voids what was shown",
+    ]
+    on_done: Annotated[
+        Callable[[ChatResult], object] | None,
+        "once, with the result (also on cancel: result.cancelled)",
+    ]
+    probe_loading: Annotated[bool, 'ask /api/ps so a cold model reports "loading"']
 
 
 class ConversationOptions(CallOptions, total=False):
     """``CallOptions`` plus what a conversation adds."""
 
-    on_tool_result: Callable[[dict[str, Any], str], object] | None
-    """``(call, result)`` after each tool ran."""
+    on_tool_result: Annotated[
+        Callable[[dict[str, Any], str], object] | None, "(call, result) after each tool"
+    ]
 
 
-class Settings(TypedDict, total=False):
-    """Per-call settings without callbacks (``preload``, ``unload``)."""
+class ModelOptions(_Delivery, total=False):
+    """Callbacks and settings of ``pull``, ``push`` and ``create``; all optional."""
 
-    retry: RetryArg
-    connect_timeout: float | None
-    first_token_timeout: float | None
-    read_timeout: float | None
-    deadline: float | None
-
-
-class ModelOptions(Settings, total=False):
-    """Callbacks and settings of ``pull``, ``push`` and ``create``."""
-
-    on_progress: Callable[[Progress], object] | None
-    """Each progress line as a ``Progress`` (coalesced to the latest)."""
-    on_done: Callable[[ModelResult], object] | None
-    """Once, with the ``ModelResult`` (also on cancel: ``result.cancelled``)."""
-    on_error: Callable[[StreamError], object] | None
-    """Once, with the error (its ``.partial`` is the last ``Progress``)."""
-    on_retry: Callable[[int, StreamError, float], object] | None
-    on_phase: Callable[[str], object] | None
-    dispatcher: Dispatcher | None
-    coalesce_interval: float | None
+    on_progress: Annotated[
+        Callable[[Progress], object] | None, "each progress line, as a Progress"
+    ]
+    on_done: Annotated[
+        Callable[[ModelResult], object] | None,
+        "once, with the ModelResult (also on cancel)",
+    ]
 
 
-CALLBACK_KEYS = (
-    "on_thinking",
-    "on_content",
-    "on_tool_call",
-    "on_done",
-    "on_error",
-    "on_retry",
-    "on_reset",
-    "on_phase",
-    "on_partial",
-)
-SETTING_KEYS = (
-    "retry",
-    "connect_timeout",
-    "first_token_timeout",
-    "read_timeout",
-    "deadline",
-    "coalesce_interval",
-    "probe_loading",
-)
-"""The client settings a single call may override."""
-CALL_KEYS = frozenset({*CALLBACK_KEYS, *SETTING_KEYS, "dispatcher"})
-CONVERSATION_KEYS = CALL_KEYS | {"on_tool_result"}
-SETTINGS_KEYS = frozenset(Settings.__annotations__)
-MODEL_KEYS = frozenset(
-    {*SETTINGS_KEYS, "on_progress", "on_done", "on_error", "on_retry", "on_phase"}
-    | {"dispatcher", "coalesce_interval"}
-)
-MODEL_CALLBACK_KEYS = ("on_progress", "on_done", "on_error", "on_retry", "on_phase")
+def _hints(options: type) -> dict[str, Any]:
+    return typing.get_type_hints(options, include_extras=True)
 
 
-def check_call(options: Mapping[str, Any], allowed: frozenset[str] = CALL_KEYS) -> None:
+def keys(options: type) -> frozenset[str]:
+    """Every key an options ``TypedDict`` accepts."""
+    return frozenset(_hints(options))
+
+
+def describe(options: type) -> str:
+    """One line per key of ``options`` (for docstrings and ``help()``)."""
+    lines = []
+    for name, hint in _hints(options).items():
+        text = hint.__metadata__[0] if hasattr(hint, "__metadata__") else ""
+        lines.append(f"    {name}: {text}")
+    return "\n".join(sorted(lines, key=lambda line: not line.startswith("    on_")))
+
+
+def documented(options: type) -> Callable[[F], F]:
+    """A decorator: append the description of ``options`` to a call's docstring,
+    so ``help()`` lists its callbacks and settings."""
+
+    def add(method: F) -> F:
+        method.__doc__ = (
+            f"{inspect.cleandoc(method.__doc__ or '')}\n\n"
+            f"Callbacks and settings (``**{options.__name__}``):\n{describe(options)}\n"
+        )
+        return method
+
+    return add
+
+
+def check(options: Mapping[str, Any], allowed: type) -> None:
     """Reject unknown keys and wrong values, in the caller's thread.
 
     Raises:
         TypeError, ValueError: naming the argument.
     """
-    unknown = set(options) - allowed
-    if unknown:
-        names = ", ".join(sorted(unknown))
-        raise TypeError(f"unexpected keyword argument(s): {names}")
-    for key in (*CALLBACK_KEYS, "on_tool_result", "on_progress"):
-        if key in options:
-            _validate.callable_or_none(key, options[key])
-    _validate.settings(options)
+    known = keys(allowed)
+    for key in options.keys() - known:
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        if key in _MODEL_OPTIONS:
+            hint = f"; model options go in options={{{key!r}: ...}}"
+        raise TypeError(f"unexpected keyword argument {key!r}{hint}")
+    for key, value in options.items():
+        if key.startswith("on_"):
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"{key} must be callable or None, not {type(value).__name__}"
+                )
+        elif key.endswith(("_timeout", "deadline")):
+            seconds(key, value)
+        elif key == "coalesce_interval":
+            seconds(key, value, zero=True)
     if "retry" in options:
         check_retry(options["retry"])
     if "dispatcher" in options:
         check_dispatcher(options["dispatcher"])
     if "probe_loading" in options and not isinstance(options["probe_loading"], bool):
         raise TypeError("probe_loading must be True or False")
+    if "headers" in options:
+        check_headers(options["headers"])
+
+
+_MODEL_OPTIONS = frozenset(
+    "temperature top_p top_k seed num_ctx num_predict stop min_p repeat_penalty "
+    "num_keep mirostat presence_penalty frequency_penalty".split()
+)

@@ -9,9 +9,12 @@ Mistakes raise ``TypeError``/``ValueError`` here, before any thread starts.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
+import sys
 import threading
+import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,13 +23,14 @@ import ollama
 from pydantic import BaseModel
 
 from ._structured import FormatSpec
+from ._transports._compat import function_tool
 
 MessageLike = Mapping[str, Any] | ollama.Message
 ToolLike = Mapping[str, Any] | ollama.Tool | Callable[..., Any]
 ImageLike = str | bytes | ollama.Image | Any
 
 
-def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
+def drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
@@ -50,7 +54,7 @@ def encode_message(message: MessageLike) -> dict[str, Any]:
     if isinstance(message, BaseModel):
         data: dict[str, Any] = _dump(message)
     elif isinstance(message, Mapping):
-        data = _drop_none(message)
+        data = drop_none(message)
     else:
         raise TypeError(
             f"a message must be a dict or ollama.Message, not {type(message).__name__}"
@@ -88,7 +92,16 @@ def _warn_once(key: object, message: str, category: type[Warning]) -> None:
         if key in _warned:
             return
         _warned.add(key)
-    warnings.warn(message, category, stacklevel=4)
+    warnings.warn(message, category, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the caller's own line."""
+    frame, level = sys._getframe(1), 1
+    package = __name__.rsplit(".", 1)[0]
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def _check_tool_function(fn: Callable[..., Any]) -> None:
@@ -128,10 +141,7 @@ def encode_tool(tool: ToolLike) -> dict[str, Any]:
         return dict(_dump(tool))
     if callable(tool):
         _check_tool_function(tool)
-        # The SDK's own function-to-schema conversion (public only via Client.chat).
-        from ollama._utils import convert_function_to_tool  # noqa: PLC0415
-
-        return dict(_dump(convert_function_to_tool(tool)))
+        return function_tool(tool)
     raise TypeError(
         f"a tool must be a dict, ollama.Tool or function, not {type(tool).__name__}"
     )
@@ -153,15 +163,41 @@ def encode_options(options: Mapping[str, Any] | ollama.Options | None) -> Any:
             "options must be a dict of model options (or ollama.Options), "
             f"not {type(options).__name__}"
         )
-    for key in options:
+    for key, value in options.items():
         if key not in KNOWN_OPTIONS:
+            near = difflib.get_close_matches(key, KNOWN_OPTIONS, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "known keys include "
             _warn_once(
                 ("option", key),
-                f"options has an unknown key {key!r} (sent anyway); known keys "
-                "include temperature, top_p, top_k, num_ctx, num_predict, seed",
+                f"options has an unknown key {key!r} (sent anyway); "
+                + (hint if near else hint + "temperature, top_p, num_ctx, seed"),
                 UnknownOptionWarning,
             )
+        elif not _option_type_ok(key, value):
+            raise TypeError(
+                f"options[{key!r}] must be {_OPTION_TYPES[key].__name__}, "
+                f"not {type(value).__name__} {value!r:.40}"
+            )
     return dict(options)
+
+
+_OPTION_TYPES: dict[str, type] = {
+    name: kind
+    for name, field in ollama.Options.model_fields.items()
+    for kind in (float, int, bool)
+    if kind in typing.get_args(field.annotation)
+} | {"stop": list, "min_p": float}
+
+
+def _option_type_ok(key: str, value: Any) -> bool:
+    kind = _OPTION_TYPES.get(key)
+    if kind is None or not isinstance(value, (str, int, float, list)):
+        return True  # None, or what JSON cannot send (said by encode_body)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
@@ -182,16 +218,22 @@ def encode_format(format: Any) -> Any:
     return None if format is None else FormatSpec(format).wire
 
 
-def _check_model(model: str) -> None:
+THINK_LEVELS = ("low", "medium", "high", "max")
+"""The reasoning levels Ollama takes for ``think``."""
+
+
+def check_model(model: object) -> None:
+    """A model name: a non-empty string."""
     if not isinstance(model, str) or not model:
         raise ValueError("model must be a non-empty string, e.g. 'qwen3'")
 
 
 def _check_settings(think: object, keep_alive: object) -> None:
     """The scalar settings whose wrong types would only fail on the worker."""
-    if think is not None and not isinstance(think, (bool, str)):
-        raise TypeError(
-            f"think must be True, False or a level string, not {type(think).__name__}"
+    if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
+        raise ValueError(
+            f"think must be True, False or a level ({', '.join(THINK_LEVELS)}), "
+            f"not {think!r:.40}"
         )
     if keep_alive is not None and (
         isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str))
@@ -217,7 +259,7 @@ def chat_body(
     shift: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a streaming /api/chat request."""
-    _check_model(model)
+    check_model(model)
     _check_settings(think, keep_alive)
     if isinstance(messages, (str, Mapping)):
         raise TypeError("messages must be a list of message dicts")
@@ -228,7 +270,7 @@ def chat_body(
     }
     if tools:
         body["tools"] = [encode_tool(t) for t in tools]
-    return body | _drop_none(
+    return body | drop_none(
         {
             "think": think,
             "format": encode_format(format),
@@ -265,9 +307,9 @@ def generate_body(
     shift: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a streaming /api/generate request."""
-    _check_model(model)
+    check_model(model)
     _check_settings(think, keep_alive)
-    return {"model": model, "stream": True} | _drop_none(
+    return {"model": model, "stream": True} | drop_none(
         {
             "prompt": prompt,
             "suffix": suffix,

@@ -1,10 +1,35 @@
-"""The immutable result of one stream, partial or whole."""
+"""The immutable results: ``ChatResult``, a pull's ``Progress`` and ``ModelResult``."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+
+class Headers(Mapping[str, str]):
+    """Read-only HTTP headers; names are matched without regard to case."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = {name.lower(): value for name, value in items}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+NO_HEADERS = Headers()
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,12 @@ class ChatResult:
     """The upstream Ollama host that answered, for Ollama cloud models."""
     prompt_truncated: bool = False
     """The server read far fewer prompt tokens than were sent (see README)."""
+    host: str | None = None
+    """The base URL of the host that served the last attempt."""
+    response_headers: Mapping[str, str] = field(
+        default_factory=lambda: NO_HEADERS, compare=False
+    )
+    """The last attempt's response headers (read-only; names in lower case)."""
     parsed: Any = field(default=None, compare=False)
     """With ``format=``: the parsed answer (a model instance for a model class)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -73,3 +104,77 @@ class ChatResult:
         if self.tool_calls:
             message["tool_calls"] = copy.deepcopy(list(self.tool_calls))
         return message
+
+
+Stage = Literal[
+    "manifest",
+    "downloading",
+    "uploading",
+    "verifying",
+    "writing",
+    "cleanup",
+    "creating",
+    "success",
+    "other",
+]
+"""What the server is doing, read from its status text."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a pull, push or create is, as of one progress line.
+
+    Attributes:
+        status: Ollama's own text ("pulling 8eeb52dfb3bb", "verifying sha256
+            digest", "writing manifest", "success"...).
+        stage: what that means: "manifest", "downloading", "uploading",
+            "verifying", "writing", "cleanup", "creating", "success", "other".
+        digest: the layer the line is about, when it is about one.
+        layer_completed, layer_total: that layer's bytes.
+        completed, total: bytes across every layer seen so far (``total`` is
+            ``None`` until a layer's size is known).
+        fraction: ``completed / total`` in 0..1; never goes backwards, even
+            when a new layer grows the total; ``None`` while no total is known.
+        bytes_per_second: the transfer speed, smoothed; ``None`` until stable.
+        eta: seconds left at that speed; ``None`` until stable.
+        elapsed: seconds since the operation started.
+        done: the server said "success".
+    """
+
+    status: str = ""
+    stage: Stage = "other"
+    digest: str | None = None
+    layer_completed: int | None = None
+    layer_total: int | None = None
+    completed: int = 0
+    total: int | None = None
+    fraction: float | None = None
+    bytes_per_second: float | None = None
+    eta: float | None = None
+    elapsed: float = 0.0
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """The outcome of a pull, push, create, preload or unload.
+
+    Attributes:
+        model: the model it concerned.
+        operation: "pull", "push", "create", "preload" or "unload".
+        status: the server's last status ("success"; for preload/unload the
+            ``done_reason``).
+        seconds: how long it took, as seen by this client.
+        cancelled: a ``cancel()`` stopped it (the server keeps what it
+            downloaded, and a later pull resumes).
+        done_reason: for preload/unload: "load" or "unload".
+        progress: the last ``Progress`` (pull, push, create).
+    """
+
+    model: str
+    operation: str
+    status: str = ""
+    seconds: float = 0.0
+    cancelled: bool = False
+    done_reason: str | None = None
+    progress: Progress | None = None

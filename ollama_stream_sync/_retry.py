@@ -10,7 +10,6 @@ callbacks, chained with the caller's hooks) in ``for_stream``.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ import tenacity
 from ._errors import (
     AuthenticationRequired,
     CallbackError,
+    CapabilityError,
     ConnectionFailed,
     ContextLengthExceeded,
     DispatchError,
@@ -32,6 +32,7 @@ from ._errors import (
     StreamTimeout,
     ToolRoundsExceeded,
 )
+from ._validate import positive_int, seconds
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses that mean "try again": timeouts, rate limits, busy or broken upstreams."""
@@ -59,7 +60,10 @@ def never_retried(exc: BaseException) -> bool:
         ),
     ):
         return True
-    if isinstance(exc, (ModelNotFound, ContextLengthExceeded, AuthenticationRequired)):
+    if isinstance(
+        exc,
+        (ModelNotFound, ContextLengthExceeded, AuthenticationRequired, CapabilityError),
+    ):
         return True  # the same request cannot succeed, whatever its status
     if isinstance(exc, RateLimited):
         return exc.retry_after is None
@@ -108,20 +112,6 @@ class wait_retry_after(tenacity.wait.wait_base):  # tenacity's naming
         return float(self.fallback(retry_state))
 
 
-def _positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-
-
-def _seconds(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a number of seconds, not {type(value).__name__}"
-        )
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value}")
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """When and how often a failed stream is tried again.
@@ -162,15 +152,13 @@ class RetryPolicy:
         retry_statuses: Iterable[int] = RETRY_STATUSES,
         max_retry_after: float = 30.0,
     ) -> None:
-        _positive_int(max_attempts, "max_attempts")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        positive_int("max_attempts", max_attempts)
         for name, value in (
             ("initial_delay", initial_delay),
             ("max_delay", max_delay),
             ("max_retry_after", max_retry_after),
         ):
-            _seconds(value, name)
+            seconds(name, value, allow_none=False, zero=True)
         if isinstance(retry_statuses, (str, bytes)) or not isinstance(
             retry_statuses, Iterable
         ):

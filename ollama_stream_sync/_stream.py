@@ -1,15 +1,93 @@
-"""A ``for`` loop over a stream's typed events, with all the guarantees of callbacks."""
+"""The ways to consume a started stream: block for its result, or iterate its events.
+
+``blocking`` and ``streaming`` turn a ``start_*`` method into its blocking twin
+(``chat``) and its iterator twin (``stream_chat``), with the same signature
+written once. ``ChatStream`` is the iterator: a ``for`` loop over typed, frozen
+events with every guarantee of callbacks.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from ._events import Content, Done, StreamEvent
-from ._handle import StreamHandle
+from ._events import Content, StreamEvent
+from ._handle import BaseHandle, StreamHandle, wait_result
 from ._result import ChatResult
+
+P = ParamSpec("P")
+C = TypeVar("C")
+R = TypeVar("R")
+
+_next_sink: contextvars.ContextVar[ChatStream | None] = contextvars.ContextVar(
+    "ollama_stream_sync_next_sink", default=None
+)
+"""The iterator a ``stream_*`` call hands to the stream it is about to start."""
+
+
+def pending_sink() -> ChatStream | None:
+    """The ``ChatStream`` that the stream being started on this thread feeds."""
+    return _next_sink.get()
+
+
+def blocking(
+    start: Callable[Concatenate[C, P], BaseHandle[R, Any]], doc: str
+) -> Callable[Concatenate[C, P], R]:
+    """``start``'s blocking twin: start, then wait for the result (delivering the
+    callbacks here when the dispatcher allows; Ctrl-C cancels the stream)."""
+
+    @functools.wraps(start)
+    def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        handle = start(self, *args, **kwargs)
+        return wait_result(handle, handle._grace)
+
+    return cast(Callable[Concatenate[C, P], R], _retitle(call, start, doc, ""))
+
+
+def streaming(
+    start: Callable[Concatenate[C, P], StreamHandle], doc: str
+) -> Callable[Concatenate[C, P], ChatStream]:
+    """``start``'s iterator twin: start, and return a ``ChatStream`` of its events."""
+
+    @functools.wraps(start)
+    def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> ChatStream:
+        stream = ChatStream()
+        token = _next_sink.set(stream)
+        try:
+            stream._handle = start(self, *args, **kwargs)
+        finally:
+            _next_sink.reset(token)
+        return stream
+
+    return cast(
+        Callable[Concatenate[C, P], ChatStream],
+        _retitle(call, start, doc, "stream_"),
+    )
+
+
+def _retitle(call: Any, start: Callable[..., Any], doc: str, prefix: str) -> Any:
+    """``help()`` shows the twin's own name (``start_chat`` becomes ``prefix`` +
+    ``chat``), summary and return type, then ``start``'s arguments."""
+    name = prefix + start.__name__.removeprefix("start_")
+    call.__name__ = name
+    call.__qualname__ = f"{start.__qualname__.rpartition('.')[0]}.{name}"
+    sections = inspect.cleandoc(start.__doc__ or "").split("\n\n")[1:]
+    kept = [s for s in sections if not s.startswith("Returns:")]
+    call.__doc__ = "\n\n".join([doc, *kept])
+    signature = inspect.signature(start)
+    returns = "ChatStream" if prefix else _RESULTS[str(signature.return_annotation)]
+    call.__signature__ = signature.replace(return_annotation=returns)
+    del call.__wrapped__
+    return call
+
+
+_RESULTS = {"StreamHandle": "ChatResult", "ProgressHandle": "ModelResult"}
 
 
 class ChatStream:
@@ -32,17 +110,16 @@ class ChatStream:
             result = stream.result()
     """
 
-    def __init__(self, close_timeout: float = 5.0) -> None:
+    def __init__(self) -> None:
         # Guards _events, _ended and _error: the worker appends, the loop takes.
         self._cond = threading.Condition(threading.Lock())
         self._events: deque[StreamEvent] = deque()
         self._ended = False
         self._error: BaseException | None = None
         self._iterated = False
-        self._close_timeout = close_timeout
         self._handle: StreamHandle | None = None
 
-    # -- the worker side (EventSink) -----------------------------------------
+    # -- the worker side (an EventSink) ---------------------------------------
 
     def put(self, events: list[StreamEvent]) -> None:
         """Append events (worker, timer or probe thread)."""
@@ -53,11 +130,10 @@ class ChatStream:
     def end(self, error: BaseException | None) -> None:
         """No more events; the loop raises ``error`` after the last one."""
         with self._cond:
-            self._ended = True
-            self._error = error
+            self._ended, self._error = True, error
             self._cond.notify()
 
-    # -- the caller side ------------------------------------------------------
+    # -- the caller side ----------------------------------------------------------
 
     @property
     def handle(self) -> StreamHandle:
@@ -76,31 +152,26 @@ class ChatStream:
         if self._iterated:
             raise RuntimeError("a ChatStream can be iterated only once")
         self._iterated = True
-        return self._events_until_end()
+        return self._until_end()
 
-    def _events_until_end(self) -> Iterator[StreamEvent]:
+    def _until_end(self) -> Iterator[StreamEvent]:
         finished = False
         try:
             while True:
-                event = self._next()
+                with self._cond:
+                    while not self._events and not self._ended:
+                        self._cond.wait()
+                    event = self._events.popleft() if self._events else None
+                    error = self._error
                 if event is None:
                     finished = True
+                    if error is not None:
+                        raise error
                     return
                 yield event
         finally:
             if not finished:
                 self._stop()
-
-    def _next(self) -> StreamEvent | None:
-        with self._cond:
-            while not self._events and not self._ended:
-                self._cond.wait()
-            if self._events:
-                return self._events.popleft()
-            error = self._error
-        if error is not None:
-            raise error
-        return None
 
     def text(self) -> Iterator[str]:
         """Only the answer's text deltas, for the simplest loop."""
@@ -112,7 +183,7 @@ class ChatStream:
         handle = self._handle
         if handle is not None and not handle.done():
             handle.cancel()
-            handle.join(self._close_timeout)
+            handle.join(handle._grace)
 
     def cancel(self) -> bool:
         """Stop the stream (any thread); the loop then ends with the partial result."""
@@ -144,6 +215,3 @@ class ChatStream:
     def __repr__(self) -> str:
         state = repr(self._handle) if self._handle is not None else "not started"
         return f"<ChatStream {state}>"
-
-
-__all__ = ["ChatStream", "Done"]

@@ -18,6 +18,7 @@ import pydantic_core
 
 from ._errors import OutputValidationError
 from ._result import ChatResult
+from ._state import ChatState
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -137,3 +138,30 @@ def looks_truncated(estimate: int, prompt_eval_count: int | None) -> bool:
         and estimate >= MIN_ESTIMATE
         and prompt_eval_count < estimate * TRUNCATION_RATIO
     )
+
+
+def finish(
+    state: ChatState, result: ChatResult, fmt: FormatSpec | None, estimate: int | None
+) -> ChatResult:
+    """Finish a complete answer: flag a silently truncated prompt, parse ``format``.
+
+    Raises:
+        OutputValidationError: the answer does not match ``format``.
+    """
+    if result.cancelled or not result.done:
+        return result
+    fields: dict[str, Any] = {}
+    if estimate is not None and looks_truncated(estimate, result.prompt_eval_count):
+        log.warning(
+            "the server read %s prompt tokens of about %d sent: the prompt was "
+            "probably truncated to the model's context (raise options num_ctx)",
+            result.prompt_eval_count,
+            estimate,
+        )
+        fields["prompt_truncated"] = True
+    if fmt is not None:
+        fields["parsed"] = fmt.parse(result)
+    if not fields:
+        return result
+    state.set_fields(**fields)
+    return state.snapshot()

@@ -10,9 +10,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any
-
-_TIMEOUTS = ("connect_timeout", "first_token_timeout", "read_timeout", "deadline")
 
 
 def seconds(
@@ -33,12 +30,6 @@ def seconds(
         )
 
 
-def callable_or_none(name: str, value: object) -> None:
-    """A callback: something callable, or ``None``."""
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
-
-
 def positive_int(name: str, value: object) -> None:
     """A count: an int of at least 1."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -47,10 +38,9 @@ def positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-def settings(values: Mapping[str, Any]) -> None:
-    """The per-call or client-wide timeouts and coalescing, where present."""
-    for name in _TIMEOUTS:
-        if name in values:
-            seconds(name, values[name])
-    if "coalesce_interval" in values:
-        seconds("coalesce_interval", values["coalesce_interval"], zero=True)
+def check_headers(headers: object) -> None:
+    """HTTP headers: a mapping of strings to strings."""
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise TypeError("headers must be a dict of str to str")

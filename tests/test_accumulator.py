@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ollama_stream_sync import ProtocolError, ServerError
-from ollama_stream_sync._accumulator import CONTENT, THINKING, TOOL_CALL, Accumulator
-from ollama_stream_sync._ndjson import LineParser, error_from_body
+from ollama_stream_sync import Content, ProtocolError, ServerError, Thinking, ToolCall
+from ollama_stream_sync._decode import Lines as LineParser
+from ollama_stream_sync._errors import error_from_body
+from ollama_stream_sync._state import ChatState as Accumulator
+
+THINKING, CONTENT, TOOL_CALL = Thinking, Content, ToolCall
 
 
 def parse_line(line: bytes) -> dict[str, object]:
@@ -23,9 +26,7 @@ def parse_line(line: bytes) -> dict[str, object]:
     return chunk
 
 
-def feed_one(
-    acc: Accumulator, chunk: dict[str, object], now: float
-) -> list[tuple[int, object]]:
+def feed_one(acc: Accumulator, chunk: dict[str, object], now: float) -> list[object]:
     events, error = acc.feed([chunk], now)
     if error is not None:
         raise error
@@ -35,10 +36,10 @@ def feed_one(
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def feed_file(name: str) -> tuple[Accumulator, list[tuple[int, object]]]:
+def feed_file(name: str) -> tuple[Accumulator, list[object]]:
     acc = Accumulator()
     acc.start(0.0)
-    events: list[tuple[int, object]] = []
+    events: list[object] = []
     lines = (FIXTURES / name).read_bytes().splitlines()
     for i, line in enumerate(lines):
         events += feed_one(acc, parse_line(line), 1.0 + i)
@@ -63,7 +64,7 @@ def test_chat_fixture_accumulates_every_field() -> None:
 
 def test_thinking_is_delivered_before_content_in_one_chunk() -> None:
     _, events = feed_file("chat_thinking_tools.ndjson")
-    kinds = [kind for kind, _ in events]
+    kinds = [type(event) for event in events]
     # chunk 3 carries thinking and content: thinking first
     assert kinds[:4] == [THINKING, THINKING, THINKING, CONTENT]
     assert kinds.count(TOOL_CALL) == 2
@@ -93,7 +94,7 @@ def test_to_message_has_only_present_fields() -> None:
 
 def test_snapshot_is_a_copy_callers_cannot_corrupt() -> None:
     acc, events = feed_file("chat_thinking_tools.ndjson")
-    delivered = next(p for k, p in events if k == TOOL_CALL)
+    delivered = next(e.call for e in events if isinstance(e, ToolCall))
     delivered["function"]["name"] = "mutated"  # type: ignore[index]
     snap = acc.snapshot()
     snap.to_message()["tool_calls"][0]["function"]["name"] = "mutated"
@@ -123,7 +124,7 @@ def test_malformed_fields_raise_protocol_error(chunk: dict[str, object]) -> None
     acc = Accumulator()
     events, error = acc.feed([{"message": {"content": "kept"}}, chunk], 0.0)
     assert isinstance(error, ProtocolError)
-    assert events == [(CONTENT, "kept")]  # what came before the bad chunk is kept
+    assert events == [Content("kept")]  # what came before the bad chunk is kept
     assert acc.snapshot().content == "kept"
 
 

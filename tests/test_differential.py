@@ -11,7 +11,7 @@ from typing import Any
 import ollama
 import pytest
 
-from ollama_stream_sync import StreamingClient, _ndjson
+from ollama_stream_sync import ProtocolError, StreamingClient, _decode
 from ollama_stream_sync.testing import Bytes, ContentEncoding, FakeOllama, Script
 
 from .conftest import USER, MakeClient
@@ -112,8 +112,8 @@ def test_random_streams_split_anywhere_match_the_bare_sdk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if parser == "json":
-        monkeypatch.setattr(_ndjson, "_loads_bytes", None)
-    elif not _ndjson.has_orjson():
+        monkeypatch.setattr(_decode, "_loads", json.loads)
+    elif _decode._loads is json.loads:
         pytest.fail("the fast extra (orjson) is part of .[dev]: install it")
     seed = zlib.crc32(f"{transport}/{parser}/{encoding}".encode())  # reproducible
     rng = random.Random(seed)
@@ -142,21 +142,21 @@ def test_the_parsers_agree_on_every_line_shape() -> None:
     rng = random.Random(7)
     for _ in range(50):
         data = random_stream(rng)
-        fast = _ndjson.LineParser()
-        assert _ndjson.has_orjson()
+        fast = _decode.Lines()
+        assert _decode._loads is not json.loads
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_ndjson, "_loads_bytes", None)
-            plain = _ndjson.LineParser()
+            patch.setattr(_decode, "_loads", json.loads)
+            plain = _decode.Lines()
             expected = plain.feed(data)
         assert fast.feed(data) == expected
     for bad in (b"[" * 5000 + b"\n", b"{not json}\n", b"[1, 2]\n", b'{"a": 1} x\n'):
-        fast = _ndjson.LineParser()
+        fast = _decode.Lines()
         fast.feed(bad)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_ndjson, "_loads_bytes", None)
-            plain = _ndjson.LineParser()
+            patch.setattr(_decode, "_loads", json.loads)
+            plain = _decode.Lines()
             plain.feed(bad)
-        assert type(fast.error) is type(plain.error) is _ndjson.ProtocolError
+        assert type(fast.error) is type(plain.error) is ProtocolError
 
 
 def test_a_stream_through_a_client_matches_when_chunks_hold_many_lines(

@@ -624,14 +624,14 @@ def test_tk_chat_second_turn_after_a_pause(
     """A second Send after the user paused reuses the first answer's connection:
     the drain bound of the first stream must not follow it into the second (it
     did: a socket timeout of 0 there, and its first empty read failed at once)."""
-    from ollama_stream_sync import _worker
+    from ollama_stream_sync import _run
     from ollama_stream_sync._transports import _httpx
 
     clock = ShiftedClock()
     monkeypatch.setattr(_httpx, "time", clock)
     # Time enough for the first answer's drain even under load, so that its
     # connection surely goes back to the pool (the pause below outlasts it).
-    monkeypatch.setattr(_worker, "DRAIN_TIMEOUT", WAIT)
+    monkeypatch.setattr(_run, "DRAIN_TIMEOUT", WAIT)
     tk_chat = load("tk_chat")
     # After "Second" the model goes silent: a sound connection waits for more
     # and ends by its read timeout; the bug's non-blocking one fails at once.

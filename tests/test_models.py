@@ -22,7 +22,8 @@ from ollama_stream_sync import (
     StreamingClient,
     StreamTimeout,
 )
-from ollama_stream_sync._progress import ProgressTracker, stage_of
+from ollama_stream_sync._state import ProgressState as ProgressTracker
+from ollama_stream_sync._state import stage_of
 from ollama_stream_sync.testing import (
     Cut,
     ErrorLine,
@@ -287,7 +288,7 @@ def test_fraction_holds_when_a_new_layer_grows_the_total() -> None:
     for i, line in enumerate(lines):
         events, error = tracker.feed([line], float(i))
         assert error is None
-        seen.append(events[0][1].fraction)
+        seen.append(events[0].fraction)
     assert seen == [0.5, 0.5, 0.5, 0.55]  # 50/200 would go back: held at 0.5
 
 

@@ -174,7 +174,8 @@ def test_session_must_be_a_session() -> None:
 def test_proxy_settings_still_apply_to_a_remote_host(
     server: FakeOllama, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The environment is read once per client, not per request; it still counts.
+    """The environment and the session's proxies apply as ``Session.request``
+    applies them, per request.
 
     The fake server stands in for the proxy: it records the absolute URI a proxy
     receives, and answers 404 (it does not forward).
@@ -186,8 +187,8 @@ def test_proxy_settings_still_apply_to_a_remote_host(
     with requests.Session() as session, StreamingClient(remote, session=session) as c:
         with pytest.raises(ServerError):
             c.chat("m", USER)
-        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # too late: read once
-        session.proxies = {"http": server.url}  # the session's own setting wins
+        monkeypatch.delenv("HTTP_PROXY")
+        session.proxies = {"http": server.url}  # the session's own setting
         with pytest.raises(ServerError):
             c.chat("m", USER)
     assert [r.path for r in server.requests] == [f"{remote}/api/chat"] * 2

@@ -1,39 +1,35 @@
-"""Streaming over the SDK's own ``httpx.Client``, with sockets an abort can reach.
+"""Streaming over the SDK's own ``httpx.Client``, with sockets a cancel can reach.
 
-``CancellableTransport`` is an httpx transport like ``httpx.HTTPTransport`` whose
-connection pool uses ``TrackingBackend``: every connection's socket stream lets
-the stream's ``AbortScope`` claim it before it blocks (resolving the name,
-connecting, the TLS handshake, sending, receiving), so a cancel from any thread
-shuts it down at once, in every phase. The claim is released before httpcore
-can hand the connection to another request, so a late cancel never reaches a
-socket another stream uses. It is built only from the public httpx and httpcore
-APIs.
+``CancellableTransport`` is an httpx transport like ``httpx.HTTPTransport`` (a
+direct connection, or through an HTTP or SOCKS proxy) whose httpcore pool opens
+its sockets through ``TrackingBackend``: every read and write lets the calling
+stream's ``AbortScope`` claim the connection first, so a cancel from any thread
+shuts it down at once, in every phase. httpcore's public ``trace`` extension
+tells the stream when its request was sent, and releases the claim before the
+connection goes back to the pool, so a late cancel never reaches a socket
+another stream uses.
 
-``HttpxStreamTransport`` adapts an ``httpx.Client`` (the one inside ``ollama.Client``,
-so its base URL, headers and auth apply) to our ``Transport`` interface. Once the
-headers arrived it reads the body straight from httpcore's stream (our transport)
-and decodes ``Content-Encoding`` itself, bounded. With a transport of the user's
-own, a cancel reaches the socket once the response headers have arrived (through
-httpx's ``network_stream`` extension).
+``HttpxTransport`` is our ``Transport`` over an ``httpx.Client`` (the SDK's, so
+its base URL, headers and auth apply). With a transport of the caller's own, a
+cancel reaches the socket once the response headers have arrived.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 import httpcore
 import httpx
 
-from ollama_stream_sync._abort import (
-    Aborted,
+from ollama_stream_sync._cancel import (
     AbortScope,
     SocketClaim,
     connect,
@@ -42,92 +38,66 @@ from ollama_stream_sync._abort import (
     resolve,
     shutdown_socket,
 )
-from ollama_stream_sync._decode import BodyDecoder, accept_encoding
-from ollama_stream_sync._errors import translate
-from ollama_stream_sync._ndjson import error_from_body
+from ollama_stream_sync._errors import error_from_body
+from ollama_stream_sync._result import Headers
 
-from ._base import MAX_ERROR_BODY, socket_readable
+from ._base import MAX_ERROR_BODY, reraise, socket_readable
+from ._encoding import BodyDecoder, accept_encoding
 
-_EXC_MAP: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (httpcore.PoolTimeout, httpx.PoolTimeout),
     (httpcore.ConnectTimeout, httpx.ConnectTimeout),
     (httpcore.ReadTimeout, httpx.ReadTimeout),
     (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
     (httpcore.ConnectError, httpx.ConnectError),
     (httpcore.ReadError, httpx.ReadError),
     (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
     (httpcore.ProxyError, httpx.ProxyError),
     (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
     (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
     (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.TimeoutException, httpx.TimeoutException),
     (httpcore.ProtocolError, httpx.ProtocolError),
 )
+"""httpcore's errors as httpx's: what an httpx transport owes its client (the
+SDK's own calls go through this transport too)."""
 
 
 @contextlib.contextmanager
-def _httpcore_to_httpx() -> Iterator[None]:
+def _as_httpx() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        for core_cls, httpx_cls in _EXC_MAP:
-            if isinstance(exc, core_cls):
-                raise httpx_cls(str(exc)) from exc
+        for core, ours in _ERRORS:
+            if isinstance(exc, core):
+                raise ours(str(exc)) from exc
         raise
 
 
-_UNSET = object()
-_BODY = "ollama_stream_sync.body"
-"""The response extension that carries our body stream (the light path)."""
-
-
 class _SocketStream(httpcore.NetworkStream):
-    """One connection's socket as httpcore sees it, claimable by a stream's scope.
+    """One connection's socket as httpcore sees it, claimable by a stream's scope."""
 
-    Every read and write lets the calling thread's scope claim it first, so an
-    abort reaches it in every phase; the first read after a write tells the
-    scope that the request was sent.
-    """
-
-    __slots__ = ("_drain_until", "_pid", "_sock", "_timeout", "_wrote", "owner")
+    __slots__ = ("_pid", "_sock", "owner")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.owner: AbortScope | None = None
-        self._timeout: object = _UNSET
-        self._wrote = False
-        self._drain_until: float | None = None
         self._pid = os.getpid()
 
-    def _claim(self) -> AbortScope | None:
+    def _claim(self) -> None:
         scope = current_scope()
         if scope is not None and self.owner is not scope:
             scope.claim(self)
-        return scope
-
-    def _settimeout(self, timeout: float | None) -> None:
-        until = self._drain_until
-        if until is not None:
-            remaining = max(0.0, until - time.monotonic())
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        if timeout != self._timeout:  # a syscall or two saved per read
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
 
     def shutdown(self) -> None:
-        """Wake whoever blocks on this connection (claimed scope's abort)."""
+        """Wake whoever blocks on this connection (its owner's abort)."""
         shutdown_socket(self._sock)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        scope = self._claim()
-        if self._wrote:
-            self._wrote = False
-            hook = scope.phase_hook if scope is not None else None
-            if hook is not None:
-                hook()  # the request is out: now we wait for the model
+        self._claim()
         try:
-            self._settimeout(timeout)
+            self._sock.settimeout(timeout)
             return self._sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from exc
@@ -138,9 +108,8 @@ class _SocketStream(httpcore.NetworkStream):
         if not buffer:
             return
         self._claim()
-        self._wrote = True
         try:
-            self._settimeout(timeout)
+            self._sock.settimeout(timeout)
             self._sock.sendall(buffer)
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(str(exc)) from exc
@@ -156,35 +125,32 @@ class _SocketStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        # The handshake is done as a step of its own, on a socket the scope
-        # already owns, so a cancel during a stalled handshake wakes it too.
+        # The handshake is a step of its own, on a socket the scope already
+        # owns, so a cancel during a stalled handshake wakes it too.
         try:
+            self._claim()
             tls = ssl_context.wrap_socket(
                 self._sock,
                 server_hostname=server_hostname,
                 do_handshake_on_connect=False,
             )
             self._sock = tls
-            self._timeout = _UNSET
-            self._claim()
-            self._settimeout(timeout)
+            tls.settimeout(timeout)
             tls.do_handshake()
-        except TimeoutError as exc:
+        except BaseException as exc:
             self.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            self.close()
-            _raise_if_aborted()
-            raise httpcore.ConnectError(str(exc)) from exc
-        except BaseException:
-            self.close()
+            _check_scope()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            if isinstance(exc, OSError):
+                raise httpcore.ConnectError(str(exc)) from exc
             raise
         return self
 
     def get_extra_info(self, info: str) -> Any:
         sock = self._sock
         if info == "ssl_object" and isinstance(sock, ssl.SSLSocket):
-            return sock._sslobj  # type: ignore[attr-defined]  # httpcore does the same
+            return sock._sslobj  # type: ignore[attr-defined]  # httpcore's own use
         if info == "client_addr":
             return sock.getsockname()
         if info == "server_addr":
@@ -192,69 +158,27 @@ class _SocketStream(httpcore.NetworkStream):
         if info == "socket":
             return sock
         if info == "is_readable":
-            # Inherited across fork(), shared with the parent: report it dead
-            # so that this process never reuses it.
-            #
-            # httpcore asks this, without a lock, of a connection it saw idle
-            # a moment ago, and closes it if readable (the server hung up).
-            # A request may have taken it since: it claimed the connection
-            # before writing, so if its answer is what makes the socket
-            # readable, the claim shows; read the socket first, then the owner.
+            # Inherited across fork(), shared with the parent: report it dead so
+            # this process never reuses it. httpcore asks this, without a lock,
+            # of a connection it saw idle a moment ago; a request may have taken
+            # it since and claimed it before writing, so if its answer is what
+            # makes the socket readable, the claim shows: socket first, owner next.
             return os.getpid() != self._pid or (
                 socket_readable(sock) and self.owner is None
             )
         return None
 
-    def drain_within(self, seconds: float | None) -> None:
-        """Bound every later read to finish within ``seconds`` from now.
 
-        ``None`` lifts the bound: a drained connection goes back to the pool,
-        and the next request on it must not inherit a limit that has passed.
-        """
-        self._drain_until = None if seconds is None else time.monotonic() + seconds
-
-
-def _raise_if_aborted() -> None:
+def _check_scope() -> None:
+    """Raise the bound scope's stop reason: a failure it caused is not the server's."""
     scope = current_scope()
     if scope is not None:
         scope.check()
 
 
-def _connect(
-    sock: socket.socket,
-    address: Any,
-    timeout: float | None,
-    options: Iterable[Any] | None,
-    local_address: str | None = None,
-) -> _SocketStream:
-    """Claim ``sock`` for the caller's scope, then connect it; close it on failure."""
-    stream = _SocketStream(sock)
-    try:
-        stream._claim()
-        for option in options or ():
-            sock.setsockopt(*option)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if local_address is not None:
-            sock.bind((local_address, 0))
-        stream._settimeout(timeout)
-        connect(sock, address)  # a cancel ends it, whenever it lands
-    except TimeoutError as exc:
-        sock.close()
-        _raise_if_aborted()
-        raise httpcore.ConnectTimeout(str(exc)) from exc
-    except OSError as exc:
-        sock.close()
-        _raise_if_aborted()
-        raise httpcore.ConnectError(str(exc)) from exc
-    except BaseException:
-        sock.close()
-        raise
-    return stream
-
-
 class TrackingBackend(httpcore.NetworkBackend):
-    """Creates socket streams that the caller's ``AbortScope`` can claim."""
+    """Creates socket streams that the caller's ``AbortScope`` claims before they
+    block: a cancel ends name resolution and connecting at once."""
 
     def connect_tcp(
         self,
@@ -270,14 +194,19 @@ class TrackingBackend(httpcore.NetworkBackend):
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpcore.ConnectError(f"{host}: {exc}") from exc
-        error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        error: Exception = httpcore.ConnectError(f"no address for {host}")
         for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
             try:
-                return _connect(sock, address, timeout, socket_options, local_address)
+                return self._connect(
+                    socket.socket(family, kind, proto),
+                    address,
+                    timeout,
+                    socket_options,
+                    local_address,
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc  # try the next address, as socket.create_connection does
-        raise error or httpcore.ConnectError(f"no address for {host}")
+                error = exc  # the next address, as socket.create_connection does
+        raise error
 
     def connect_unix_socket(
         self,
@@ -286,65 +215,65 @@ class TrackingBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        return _connect(sock, path, timeout, socket_options)
+        return self._connect(sock, path, timeout, socket_options)
+
+    @staticmethod
+    def _connect(
+        sock: socket.socket,
+        address: Any,
+        timeout: float | None,
+        options: Iterable[Any] | None,
+        local_address: str | None = None,
+    ) -> _SocketStream:
+        stream = _SocketStream(sock)
+        try:
+            stream._claim()
+            for option in options or ():
+                sock.setsockopt(*option)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if local_address is not None:
+                sock.bind((local_address, 0))
+            sock.settimeout(timeout)
+            connect(sock, address)  # a cancel ends it, whenever it lands
+        except BaseException as exc:
+            sock.close()
+            _check_scope()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            if isinstance(exc, OSError):
+                raise httpcore.ConnectError(str(exc)) from exc
+            raise
+        return stream
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
 
-class _ResponseStream(httpx.SyncByteStream):
-    """httpcore's body stream; closing it ends the connection's claim *first*."""
+class _Body(httpx.SyncByteStream):
+    """httpcore's response body, its errors mapped as httpx's."""
 
-    def __init__(
-        self, stream: Iterable[bytes], conn: object, done: Callable[[], None]
-    ) -> None:
+    def __init__(self, stream: Iterable[bytes]) -> None:
         self._stream = stream
-        self._conn = conn if isinstance(conn, _SocketStream) else None
-        self._done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
-        with _httpcore_to_httpx():
-            yield from self._stream
-
-    def raw_chunks(self) -> Iterator[bytes]:
-        """The body as httpcore yields it, errors mapped (the light path)."""
-        with _httpcore_to_httpx():
+        with _as_httpx():
             yield from self._stream
 
     def close(self) -> None:
-        # Closing hands the connection back to the pool, where another request
-        # may take it at once: no scope may own it after that, and no drain
-        # bound may stay on it (httpx's iter_raw closes at the end of the body,
-        # inside a drain).
-        if self._conn is not None:
-            disown(self._conn)
-            self._conn.drain_within(None)
         close = getattr(self._stream, "close", None)
-        try:
-            if close is not None:
+        if close is not None:
+            with _as_httpx():
                 close()
-        finally:
-            done, self._done = self._done, None
-            if done is not None:
-                done()
-
-
-SHARD_STREAMS = 16
-"""Concurrent requests one httpcore pool serves before the next pool takes more.
-
-httpcore's pool re-examines every connection under one lock on each request
-and each release, which is quadratic in the connections: hundreds of
-concurrent streams in one pool spend their time there. A client with fewer
-streams than this uses one pool, and reuses its connections fully."""
 
 
 class CancellableTransport(httpx.BaseTransport):
     """An ``httpx.HTTPTransport`` look-alike whose sockets a cancel can shut down.
 
-    It has no connection limit by default: each stream holds its connection for
-    its whole life, so a limit would only queue streams. Requests fill one
-    httpcore pool up to ``SHARD_STREAMS`` at once, then the next (unless
-    ``limits`` sets a connection limit, which one pool enforces).
+    No connection limit by default: each stream holds its connection for its
+    whole life, so a limit would only queue streams. ``proxy`` (a URL or an
+    ``httpx.Proxy``) sends everything through an HTTP proxy (https by CONNECT
+    tunnel) or, with ``httpx[socks]`` installed, a SOCKS5 proxy.
     """
 
     def __init__(
@@ -356,98 +285,85 @@ class CancellableTransport(httpx.BaseTransport):
         http1: bool = True,
         http2: bool = False,
         limits: httpx.Limits | None = None,
+        proxy: str | httpx.Proxy | None = None,
         uds: str | None = None,
         local_address: str | None = None,
         retries: int = 0,
         socket_options: Iterable[Any] | None = None,
     ) -> None:
-        self._shard = limits is None or limits.max_connections is None
         limits = limits or httpx.Limits(
-            max_connections=None, max_keepalive_connections=SHARD_STREAMS
+            max_connections=None, max_keepalive_connections=16
         )
-        ssl_context = httpx.create_ssl_context(
-            verify=verify, cert=cert, trust_env=trust_env
-        )
-
-        def new_pool() -> httpcore.ConnectionPool:
-            return httpcore.ConnectionPool(
-                ssl_context=ssl_context,
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                http1=http1,
-                http2=http2,
+        options: dict[str, Any] = {
+            "ssl_context": httpx.create_ssl_context(
+                verify=verify, cert=cert, trust_env=trust_env
+            ),
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+            "http1": http1,
+            "http2": http2,
+            "retries": retries,
+            "network_backend": TrackingBackend(),
+        }
+        proxy = httpx.Proxy(proxy) if isinstance(proxy, str) else proxy
+        self._pool: httpcore.ConnectionPool
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(
+                **options,
                 uds=uds,
                 local_address=local_address,
-                retries=retries,
                 socket_options=socket_options,
-                network_backend=TrackingBackend(),
             )
-
-        self._new_pool = new_pool
-        # Guards _pools and _busy: requests start and end on many threads.
-        self._lock = threading.Lock()
-        self._pools = [new_pool()]
-        self._busy = [0]
-
-    def _take_pool(self) -> int:
-        """The pool for the next request: the first with room (``SHARD_STREAMS``)."""
-        with self._lock:
-            for index, busy in enumerate(self._busy):
-                if busy < SHARD_STREAMS or not self._shard:
-                    self._busy[index] = busy + 1
-                    return index
-            self._pools.append(self._new_pool())
-            self._busy.append(1)
-            return len(self._pools) - 1
-
-    def _give_pool(self, index: int) -> None:
-        with self._lock:
-            self._busy[index] -= 1
+        elif proxy.url.scheme in ("socks5", "socks5h"):
+            if importlib.util.find_spec("socksio") is None:  # what httpcore needs
+                raise ImportError(
+                    f"the proxy {proxy.url!r} needs SOCKS support: "
+                    "pip install 'httpx[socks]'"
+                )
+            self._pool = httpcore.SOCKSProxy(
+                proxy_url=_core_url(proxy.url), proxy_auth=proxy.raw_auth, **options
+            )
+        elif proxy.url.scheme in ("http", "https"):
+            self._pool = httpcore.HTTPProxy(
+                proxy_url=_core_url(proxy.url),
+                proxy_auth=proxy.raw_auth,
+                proxy_headers=proxy.headers.raw,
+                proxy_ssl_context=proxy.ssl_context,
+                local_address=local_address,
+                uds=uds,
+                socket_options=socket_options,
+                **options,
+            )
+        else:
+            raise ValueError(
+                f"unsupported proxy scheme in {proxy.url!r}: use http://, "
+                "https:// or socks5://"
+            )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(request.stream, httpx.SyncByteStream):
             raise TypeError("CancellableTransport needs a synchronous request body")
-        req = httpcore.Request(
+        core = httpcore.Request(
             method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
+            url=_core_url(request.url),
             headers=request.headers.raw,
             content=request.stream,
             extensions=request.extensions,
         )
-        index = self._take_pool()
-        try:
-            with _httpcore_to_httpx():
-                resp = self._pools[index].handle_request(req)
-        except BaseException:
-            self._give_pool(index)
-            raise
-        if not isinstance(resp.stream, Iterable):
-            self._give_pool(index)
+        with _as_httpx():
+            response = self._pool.handle_request(core)
+        if not isinstance(response.stream, Iterable):  # pragma: no cover
             raise TypeError("httpcore returned an asynchronous stream")
-        body = _ResponseStream(
-            resp.stream,
-            resp.extensions.get("network_stream"),
-            lambda: self._give_pool(index),
-        )
         return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=body,
-            # httpx wraps `stream` in its own; this key finds ours again.
-            extensions={**resp.extensions, _BODY: body},
+            status_code=response.status,
+            headers=response.headers,
+            stream=_Body(response.stream),
+            extensions=response.extensions,
         )
 
     def close(self) -> None:
-        with self._lock:
-            pools = list(self._pools)
-        for pool in pools:
-            pool.close()
+        self._pool.close()
 
     def __exit__(
         self,
@@ -458,8 +374,16 @@ class CancellableTransport(httpx.BaseTransport):
         self.close()
 
 
-class _HttpxOpenStream:
-    __slots__ = ("_chunks", "_decoder", "_foreign", "_response", "_url")
+def _core_url(url: httpx.URL) -> httpcore.URL:
+    return httpcore.URL(
+        scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+    )
+
+
+class _Stream:
+    """One streaming response: its raw body, decoded (bounded), errors mapped once."""
+
+    __slots__ = ("_foreign", "_raw", "_response", "_url", "headers")
 
     def __init__(
         self, response: httpx.Response, url: str, foreign: SocketClaim | None
@@ -467,38 +391,25 @@ class _HttpxOpenStream:
         self._response = response
         self._url = url
         self._foreign = foreign
-        self._decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))
-        body = response.extensions.get(_BODY)
-        self._chunks: Iterator[bytes] = (
-            body.raw_chunks()
-            if isinstance(body, _ResponseStream)
-            else response.iter_raw()
-        )
+        self._raw = response.iter_raw()
+        self.headers = Headers(response.headers.items())
 
     def __iter__(self) -> Iterator[bytes]:
-        decoder = self._decoder
+        decoder = BodyDecoder(self._response.headers.get("Content-Encoding", ""))
         try:
             if decoder.identity:
-                yield from self._chunks
+                yield from self._raw
                 return
-            for data in self._chunks:
+            for data in self._raw:
                 yield from decoder.decode(data)
             yield from decoder.finish()
         except httpx.HTTPError as exc:
-            raise translate(exc, url=self._url) from exc
-        finally:
-            self.close()  # at the end of the body: back to the pool
+            reraise(exc, self._url)
 
-    def drain(self, timeout: float) -> None:
-        sock = self._response.extensions.get("network_stream")
-        if isinstance(sock, _SocketStream):
-            sock.drain_within(timeout)
-            try:
-                with contextlib.suppress(Exception):
-                    for _ in self._chunks:
-                        pass
-            finally:
-                sock.drain_within(None)
+    def drain(self) -> None:
+        with contextlib.suppress(Exception):
+            for _ in self._raw:
+                pass
         self.close()
 
     def close(self) -> None:
@@ -507,12 +418,12 @@ class _HttpxOpenStream:
         self._response.close()
 
 
-class HttpxStreamTransport:
+class HttpxTransport:
     """Our ``Transport`` over an ``httpx.Client`` (normally the SDK's own)."""
 
     def __init__(self, client: httpx.Client) -> None:
         self._client = client
-        self._url = str(client.base_url).rstrip("/")
+        self.url = str(client.base_url).rstrip("/")
         self._accept_encoding = accept_encoding()
 
     def open(
@@ -520,9 +431,20 @@ class HttpxStreamTransport:
         path: str,
         payload: bytes,
         *,
-        connect_timeout: float | None,
+        timeout: float | None,
+        headers: Mapping[str, str] | None = None,
         model: str | None = None,
-    ) -> _HttpxOpenStream:
+    ) -> _Stream:
+        scope = current_scope()
+
+        def trace(event: str, info: Mapping[str, Any]) -> None:
+            if scope is None:
+                return
+            if event.endswith(".send_request_body.complete"):
+                scope.on_sent()  # now the model loads, or reads the prompt
+            elif event.endswith(".response_closed.started"):
+                scope.release()  # before the pool can hand the connection on
+
         request = self._client.build_request(
             "POST",
             path,
@@ -530,17 +452,19 @@ class HttpxStreamTransport:
             headers={
                 "Accept": "application/x-ndjson",
                 "Accept-Encoding": self._accept_encoding,
+                **(headers or {}),
             },
-            # Silences between chunks are policed by our own timers (they know the
-            # phase), so httpx's read timeout stays off; connect stays bounded.
-            timeout=httpx.Timeout(
-                connect=connect_timeout, read=None, write=connect_timeout, pool=None
-            ),
+            # Silences between chunks are policed by the stream's own timers,
+            # which know the phase; connecting and sending stay bounded here.
+            timeout=httpx.Timeout(connect=timeout, read=None, write=timeout, pool=None),
+            extensions={"trace": trace},
         )
         try:
             response = self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise translate(exc, url=self._url) from exc
+            reraise(exc, self.url)
+        except RuntimeError as exc:  # "the client has been closed"
+            raise RuntimeError("this StreamingClient is closed") from exc
         try:
             if response.status_code >= 300:
                 raise error_from_body(
@@ -548,62 +472,59 @@ class HttpxStreamTransport:
                     _read_bounded(response),
                     response.reason_phrase,
                     retry_after=response.headers.get("Retry-After"),
-                    url=self._url,
+                    url=self.url,
                     model=model,
                 )
-            foreign = _claim_response_socket(response)
+            foreign = _claim_foreign(response, scope)
         except BaseException:
             response.close()
             raise
-        return _HttpxOpenStream(response, self._url, foreign)
+        return _Stream(response, self.url, foreign)
 
-    def get_json(self, path: str, *, timeout: float | None) -> Any:
+    def request_json(
+        self, method: str, path: str, payload: bytes | None, *, timeout: float | None
+    ) -> Any:
         try:
-            response = self._client.get(path, timeout=timeout)
+            response = self._client.request(
+                method, path, content=payload, timeout=timeout
+            )
             if response.status_code >= 300:
                 raise error_from_body(
                     response.status_code,
                     response.content[:MAX_ERROR_BODY],
                     response.reason_phrase,
-                    url=self._url,
+                    url=self.url,
                 )
             return response.json()
-        except httpx.HTTPError as exc:
-            raise translate(exc, url=self._url) from exc
-        except ValueError as exc:
-            raise translate(exc, url=self._url) from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            reraise(exc, self.url)
+        except RuntimeError as exc:  # "the client has been closed"
+            raise RuntimeError("this StreamingClient is closed") from exc
 
 
 def _read_bounded(response: httpx.Response) -> bytes:
     """At most ``MAX_ERROR_BODY`` decoded bytes of an error body."""
-    parts: list[bytes] = []
-    size = 0
-    decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))
-    with contextlib.suppress(httpx.HTTPError, Exception):
-        for data in response.iter_raw():
-            for piece in decoder.decode(data):
-                parts.append(piece)
-                size += len(piece)
-                if size >= MAX_ERROR_BODY:
-                    return b"".join(parts)[:MAX_ERROR_BODY]
-    return b"".join(parts)[:MAX_ERROR_BODY]
+    data = b""
+    with contextlib.suppress(Exception):
+        decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))
+        for raw in response.iter_raw():
+            for piece in decoder.decode(raw):
+                data += piece
+                if len(data) >= MAX_ERROR_BODY:
+                    return data[:MAX_ERROR_BODY]
+    return data
 
 
-def _claim_response_socket(response: httpx.Response) -> SocketClaim | None:
+def _claim_foreign(
+    response: httpx.Response, scope: AbortScope | None
+) -> SocketClaim | None:
     """Reach the socket of a transport that is not ours, once headers arrived."""
     stream = response.extensions.get("network_stream")
-    if isinstance(stream, _SocketStream):
-        return None  # ours: already claimed on every read
-    get_info = getattr(stream, "get_extra_info", None)
-    scope = current_scope()
-    if get_info is None or scope is None:
-        return None
-    sock = get_info("socket")
+    if isinstance(stream, _SocketStream) or scope is None:
+        return None  # ours: claimed on every read
+    sock = getattr(stream, "get_extra_info", lambda _: None)("socket")
     if not isinstance(sock, socket.socket):
         return None
     foreign = SocketClaim(sock)
     scope.claim(foreign)
     return foreign
-
-
-__all__ = ["Aborted", "CancellableTransport", "HttpxStreamTransport", "TrackingBackend"]

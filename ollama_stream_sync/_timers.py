@@ -11,6 +11,8 @@ The read clock measures how long the worker has been *waiting on the socket*:
 it stops while the worker processes a read (a slow inline callback is not a
 silent server) and restarts when the worker waits again. The first-token clock
 runs from the start of an attempt until the first line that carries output.
+After the answer is complete, the drain bound cuts a server that sends its done
+line and then never ends the body: the connection is closed instead of reused.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._abort import AbortScope
+from ._cancel import AbortScope
 from ._errors import StreamTimeout, TimeoutKind
 
 log = logging.getLogger("ollama_stream_sync")
@@ -44,6 +46,7 @@ class StreamTimer:
     __slots__ = (
         "_attempt_start",
         "_busy",
+        "_drain_at",
         "_flush_at",
         "_last",
         "_nudge",
@@ -72,6 +75,7 @@ class StreamTimer:
         self._nudge = nudge
         self.flush_fn = flush
         self._flush_at: float | None = None
+        self._drain_at: float | None = None
         self.first_token = first_token
         self.read = read
         self.deadline = deadline
@@ -86,19 +90,15 @@ class StreamTimer:
         self._last: float | None = None
         self._busy = False
 
-    @property
-    def needed(self) -> bool:
-        """Whether any timeout or flush is set at all."""
-        return not (
-            self.first_token is None
-            and self.read is None
-            and self.deadline_at is None
-            and self.flush_fn is None
-        )
-
     def flush_at(self, when: float | None) -> None:
         """Ask for ``flush_fn`` at ``when`` (coalesced text during a pause), or not."""
         self._flush_at = when
+        if when is not None:
+            self._nudge(when)
+
+    def drain_until(self, when: float | None) -> None:
+        """Shut the connection down at ``when`` if the body has not ended by then."""
+        self._drain_at = when
         if when is not None:
             self._nudge(when)
 
@@ -147,9 +147,9 @@ class StreamTimer:
         best: tuple[float, str] | None = None
         if self.deadline_at is not None:
             best = (self.deadline_at, "deadline")
-        flush_at = self._flush_at
-        if flush_at is not None and (best is None or flush_at < best[0]):
-            best = (flush_at, "flush")
+        for when, kind in ((self._flush_at, "flush"), (self._drain_at, "drain")):
+            if when is not None and (best is None or when < best[0]):
+                best = (when, kind)
         busy = self._busy  # read before _last: see __init__
         start, last = self._attempt_start, self._last
         if start is not None:
@@ -169,6 +169,10 @@ class StreamTimer:
             self._flush_at = None
             if self.flush_fn is not None:
                 self.flush_fn()
+            return
+        if kind == "drain":
+            self._drain_at = None
+            self.scope.interrupt()
             return
         seconds = {
             "deadline": self.deadline,
@@ -240,8 +244,6 @@ class Watchdog:
 
     def watch(self, timer: StreamTimer) -> None:
         """Start watching ``timer`` (its phase may change at any time)."""
-        if not timer.needed:
-            return
         with self._cond:
             if self._closed:
                 return

@@ -1,4 +1,4 @@
-"""Stopping a thread that is blocked in a socket call, from another thread.
+"""Stopping a thread blocked in a socket call, from another thread: socket ownership.
 
 A worker blocked in ``recv()`` (a silent server) or ``connect()`` sees nothing
 until data or a timeout arrives, and ``close()`` from another thread does not
@@ -37,21 +37,27 @@ _lock = threading.Lock()
 """Guards every scope's reasons, seal and held connection, and every
 ``Claimable.owner``: the one place where ownership changes hands."""
 
+
 # A thread that held the lock at fork() does not exist in the child, where
 # the lock would stay held: closing an inherited pooled connection at exit
 # (urllib3's pool finalizers) would then hang the child. Free it there; the
 # child owns none of the parent's streams anyway.
-os.register_at_fork(
-    after_in_child=_lock._at_fork_reinit  # type: ignore[attr-defined]  # as threading does
-)
+def _new_lock_in_child() -> None:
+    global _lock  # noqa: PLW0603  # a lock held at fork time stays held
+    _lock = threading.Lock()
 
 
-class Aborted(Exception):
-    """Raised inside the worker when its scope was aborted; carries the reason."""
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
-    def __init__(self, reason: BaseException) -> None:
-        super().__init__(str(reason))
-        self.reason = reason
+
+def owner_lock() -> threading.Lock:
+    """The lock that guards ownership (for a transport's own owner fields)."""
+    return _lock
+
+
+class Cancelled(Exception):
+    """The reason a ``cancel()`` leaves in a scope, raised in the worker to end
+    the stream: the one internal stop that is not an error."""
 
 
 class Claimable(Protocol):
@@ -81,7 +87,7 @@ class AbortScope:
         "_reason",
         "_sealed",
         "aborted_event",
-        "phase_hook",
+        "on_sent",
     )
 
     def __init__(self) -> None:
@@ -96,8 +102,8 @@ class AbortScope:
         self._cond = threading.Condition(threading.Lock())
         self.aborted_event = threading.Event()
         """Set by ``abort`` (not by ``abort_attempt``): wakes a retry backoff."""
-        self.phase_hook: Callable[[], None] | None = None
-        """Called by a transport on the worker thread when the request was sent."""
+        self.on_sent: Callable[[], None] = _nothing
+        """What a transport calls once the request is sent (see ``Transport``)."""
 
     @property
     def reason(self) -> BaseException | None:
@@ -110,14 +116,9 @@ class AbortScope:
         return self._attempt_reason
 
     @property
-    def stopped(self) -> bool:
-        """True once the stream or its current attempt was aborted."""
-        return self._reason is not None or self._attempt_reason is not None
-
-    @property
-    def sealed(self) -> bool:
-        """True once ``seal`` fixed the outcome."""
-        return self._sealed
+    def stopped(self) -> BaseException | None:
+        """Why the stream or its current attempt was aborted, or ``None``."""
+        return self._reason or self._attempt_reason
 
     def begin_attempt(self) -> None:
         """Start a fresh attempt: forget the previous attempt's abort."""
@@ -137,16 +138,16 @@ class AbortScope:
     ) -> _T:
         """Run ``step`` and seal if ``should_seal(its result)``, as one step.
 
-        An abort either lands before (``step`` does not run: ``Aborted``) or
+        An abort either lands before (``step`` does not run: its reason is raised) or
         is refused after; ``step`` must be short and must not use this scope.
 
         Raises:
-            Aborted: the stream or attempt was already aborted.
+            The abort's reason: the stream or attempt was already aborted.
         """
         with _lock:
             reason = self._reason or self._attempt_reason
             if reason is not None:
-                raise Aborted(reason)
+                raise reason
             result = step()
             if should_seal(result):
                 self._sealed = True
@@ -175,6 +176,11 @@ class AbortScope:
         self._wake()
         return True
 
+    def interrupt(self) -> None:
+        """Shut down what the scope owns now, recording no reason (a drain's bound)."""
+        with _lock:
+            self._shutdown_held_locked()
+
     def _shutdown_held_locked(self) -> None:
         held = self._held
         if held is not None and held.owner is self and os.getpid() == self._pid:
@@ -184,8 +190,8 @@ class AbortScope:
         """Own ``conn`` until released or claimed by another scope.
 
         Raises:
-            Aborted: the stream or attempt was already aborted; ``conn`` is shut
-                down so that its owner (the transport) closes it.
+            The abort's reason: the stream or attempt was already aborted;
+                ``conn`` is shut down so that its owner (the transport) closes it.
         """
         with _lock:
             reason = self._reason or self._attempt_reason
@@ -197,7 +203,7 @@ class AbortScope:
             if reason is not None:
                 conn.shutdown()
         if reason is not None:
-            raise Aborted(reason)
+            raise reason
 
     def release(self, conn: Claimable | None = None) -> None:
         """Give up ``conn`` (or whatever is held) before it can be reused."""
@@ -210,10 +216,10 @@ class AbortScope:
             self._held = None
 
     def check(self) -> None:
-        """Raise ``Aborted`` if the stream or the current attempt was aborted."""
+        """Raise the reason if the stream or the current attempt was aborted."""
         reason = self._reason or self._attempt_reason
         if reason is not None:
-            raise Aborted(reason)
+            raise reason
 
     def _wake(self) -> None:
         with self._cond:
@@ -225,7 +231,9 @@ class AbortScope:
         Whoever makes the predicate true must call ``notify``.
         """
         with self._cond:
-            self._cond.wait_for(lambda: predicate() or self.stopped, timeout)
+            self._cond.wait_for(
+                lambda: predicate() or self.stopped is not None, timeout
+            )
             return predicate()
 
     def notify(self) -> None:
@@ -292,14 +300,18 @@ def bind(scope: AbortScope | None) -> None:
 
 
 @contextlib.contextmanager
-def bound(scope: AbortScope) -> Iterator[AbortScope]:
-    """Bind ``scope`` to this thread while the block runs its network calls."""
-    previous = current_scope()
-    _local.scope = scope
+def unbound() -> Iterator[None]:
+    """Run user code (a callback, a tool) with no scope bound, then rebind."""
+    scope = current_scope()
+    _local.scope = None
     try:
-        yield scope
+        yield
     finally:
-        _local.scope = previous
+        _local.scope = scope
+
+
+def _nothing() -> None:
+    pass
 
 
 _resolvers = itertools.count(1)
@@ -329,7 +341,7 @@ def resolve(
     scope this is plain ``getaddrinfo``.
 
     Raises:
-        Aborted: the bound scope was aborted during the lookup.
+        The abort's reason: the bound scope was aborted during the lookup.
         socket.gaierror: the lookup failed.
         TimeoutError: ``timeout`` passed first.
     """
@@ -376,7 +388,7 @@ def connect(sock: socket.socket, address: Any) -> None:
     it shuts down a socket that is connecting, which wakes the wait.
 
     Raises:
-        Aborted: the scope was aborted.
+        The abort's reason: the scope was aborted.
         TimeoutError: the socket's timeout passed.
         OSError: the connect failed.
     """

@@ -1,0 +1,484 @@
+"""Where a stream's events go: callbacks through the dispatcher, and an iterator.
+
+Each event maps to one callback (``Content`` to ``on_content``, ``Phase`` to
+``on_phase``...). ``Delivery`` hands a stream's events over in order, merges
+consecutive deltas of one kind within ``coalesce_interval``, reports phase
+changes, parses structured output as it grows, and fences every callback: one
+that raises becomes the stream's ``CallbackError``, a dispatcher that cannot take
+a callback its ``DispatchError``; either stops the stream (its scope is aborted,
+so the socket closes) and drops every later callback but the terminal one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ._cancel import AbortScope, bind, current_scope
+from ._dispatch import Dispatcher, InlineDispatcher, QueuedDispatcher
+from ._errors import CallbackError, DispatchError, StreamError
+from ._events import (
+    Content,
+    Done,
+    Partial,
+    Phase,
+    PhaseName,
+    Reset,
+    Retry,
+    StreamEvent,
+    Thinking,
+    ToolCall,
+    ToolResult,
+)
+from ._observe import Observer
+from ._result import ChatResult, Progress
+from ._timers import StreamTimer
+
+log = logging.getLogger("ollama_stream_sync")
+
+Event = StreamEvent | Progress
+
+_CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
+    Thinking: ("on_thinking", lambda e: (e.text,)),
+    Content: ("on_content", lambda e: (e.text,)),
+    ToolCall: ("on_tool_call", lambda e: (e.call,)),
+    Progress: ("on_progress", lambda e: (e,)),
+    Partial: ("on_partial", lambda e: (e.value,)),
+    Retry: ("on_retry", lambda e: (e.attempt, e.error, e.delay)),
+    Reset: ("on_reset", lambda e: (e.attempt, e.error)),
+    ToolResult: ("on_tool_result", lambda e: (e.call, e.result)),
+    Phase: ("on_phase", lambda e: (e.name,)),
+}
+"""Each event's callback, and the arguments it gets."""
+
+_PHASE_OF: dict[type, PhaseName] = {
+    Thinking: "thinking",
+    Content: "answering",
+    ToolCall: "tool_call",
+}
+
+_NOT_SENT, _QUEUED, _RUNNING = 0, 1, 2
+"""Where the terminal callback is: not handed over, waiting in the dispatcher,
+or running (or done)."""
+
+
+class EventSink(Protocol):
+    """Where an iterator's events go (thread-safe; never blocks the worker)."""
+
+    def put(self, events: list[StreamEvent]) -> None:
+        """Append events in order."""
+        ...
+
+    def end(self, error: BaseException | None) -> None:
+        """No more events; ``error`` is what the iteration raises at its end."""
+        ...
+
+
+class PartialParser(Protocol):
+    """Turns the answer so far into a partial value (structured output)."""
+
+    def feed(self, text: str) -> tuple[bool, Any]:
+        """Add content; return whether the parsed value changed, and the value."""
+        ...
+
+
+class _Out:
+    """What one step delivers: calls for the dispatcher, events for the iterator."""
+
+    __slots__ = ("calls", "events")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Callable[..., object], tuple[Any, ...]]] = []
+        self.events: list[StreamEvent] = []
+
+
+class Delivery:
+    """One stream's callbacks and iterator events: in order, each once, fenced."""
+
+    def __init__(
+        self,
+        callbacks: Mapping[str, Any],
+        dispatcher: Dispatcher,
+        scope: AbortScope,
+        *,
+        sink: EventSink | None = None,
+        coalesce_interval: float | None = None,
+        partial: Callable[[], PartialParser] | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.callbacks = {k: v for k, v in callbacks.items() if v is not None}
+        self.dispatcher = dispatcher
+        self.inline = type(dispatcher) is InlineDispatcher
+        self.queued = dispatcher if isinstance(dispatcher, QueuedDispatcher) else None
+        # Batches go straight to the queue unless a subclass overrides dispatch().
+        self._batch = (
+            self.queued is not None
+            and type(dispatcher).dispatch is QueuedDispatcher.dispatch
+        )
+        self._scope = scope
+        self.sink = sink
+        self._interval = coalesce_interval or None
+        self._partial_factory = partial
+        self._partial = partial() if partial is not None else None
+        self._changed = on_change  # wakes handle.wait_for() on a phase change
+        self.observer = observer
+        self._clock = clock
+        self._t0 = clock()
+        self.phase: PhaseName = "connecting"
+        """The current phase (read from any thread)."""
+        # Guards the pending batch, the phase and the terminal state: the worker
+        # delivers while the timer thread (a flush) or a probe thread may too.
+        # Queued deliveries are handed over under it, so sources never swap.
+        self._lock = threading.RLock()
+        self._reported = False
+        self._kind: type | None = None
+        self._parts: list[Any] = []
+        self._since = 0.0
+        self._timer: StreamTimer | None = None
+        self._late: PhaseName | None = None
+        self._terminal = _NOT_SENT
+        self.error: StreamError | None = None
+        """The first callback or dispatch failure."""
+        self.delivered = threading.Event()
+        """Set once the terminal callback ran (or could not be delivered)."""
+        if self.queued is not None:
+            self.queued.attach(self)
+
+    # -- configuration -------------------------------------------------------
+
+    @property
+    def timed_flush(self) -> Callable[[], None] | None:
+        """What the timer thread may call in a pause (None when it must not:
+        inline callbacks run on the worker only)."""
+        if self._interval is None or (self.inline and self.callbacks):
+            return None
+        return self.flush
+
+    def use_timer(self, timer: StreamTimer | None) -> None:
+        """The timer that flushes a pending batch during a pause."""
+        self._timer = timer if self.timed_flush is not None else None
+
+    def reset_partial(self) -> None:
+        """Parse structured output afresh (a new round, or a reset)."""
+        if self._partial_factory is not None:
+            self._partial = self._partial_factory()
+
+    def elapsed(self) -> float:
+        """Seconds since the stream started."""
+        return max(0.0, self._clock() - self._t0)
+
+    # -- the stream's events ---------------------------------------------------
+
+    def deltas(self, events: list[Any], now: float) -> None:
+        """Deliver the output of one network read (merged within the interval)."""
+        out = _Out()
+        with self._lock:
+            self._take_late(out)
+            for event in events:
+                if self.observer is not None:
+                    self.observer.event(event)
+                kind = type(event)
+                phase = _PHASE_OF.get(kind, self.phase)
+                if phase != self.phase:
+                    self._flush_locked(out)
+                    self._phase_locked(phase, out)
+                if self._interval is None or kind is ToolCall:
+                    self._flush_locked(out)
+                    self._add(event, out)
+                elif kind is self._kind and now - self._since < self._interval:
+                    if kind is Progress:
+                        self._parts[-1] = event  # only the latest matters
+                    else:
+                        self._parts.append(event.text)
+                else:
+                    self._flush_locked(out)
+                    self._kind, self._since = kind, now
+                    self._parts = [event if kind is Progress else event.text]
+                    if self._timer is not None:
+                        self._timer.flush_at(now + self._interval)
+            self._send_locked(out)
+        self._send_inline(out)
+
+    def emit(self, event: Retry | Reset | ToolResult) -> None:
+        """Deliver one event that is not output, after whatever is pending."""
+        if self.observer is not None:
+            self.observer.event(event)
+        out = _Out()
+        with self._lock:
+            self._take_late(out)
+            self._flush_locked(out)
+            self._add(event, out)
+            self._send_locked(out)
+        self._send_inline(out)
+
+    def set_phase(self, name: PhaseName) -> None:
+        """Move to phase ``name`` (no event when it does not change)."""
+        out = _Out()
+        with self._lock:
+            self._take_late(out)
+            if name != self.phase or not self._reported:
+                self._flush_locked(out)
+                self._phase_locked(name, out)
+            self._send_locked(out)
+        self._send_inline(out)
+
+    def late_phase(self, name: PhaseName, *, only_from: PhaseName) -> None:
+        """A phase found off the worker (a probe), if the stream is still in
+        ``only_from``: at once to the iterator and a queued dispatcher; an inline
+        ``on_phase`` gets it on the worker, before the next event."""
+        with self._lock:
+            if self.phase != only_from:
+                return
+            if not (self.inline and "on_phase" in self.callbacks):
+                out = _Out()
+                self._phase_locked(name, out)
+                self._send_locked(out)
+                return
+            self.phase, self._late = name, name
+            self._changed()
+            event = Phase(name, self.elapsed())
+            if self.observer is not None:
+                self.observer.event(event)
+            if self.sink is not None:
+                self.sink.put([event])
+
+    def flush(self) -> None:
+        """Deliver the pending batch now, if any (worker or timer thread)."""
+        out = _Out()
+        with self._lock:
+            self._take_late(out)
+            self._flush_locked(out)
+            self._send_locked(out)
+        self._send_inline(out)
+
+    def _take_late(self, out: _Out) -> None:
+        name, self._late = self._late, None
+        if name is not None:
+            out.calls.append(("on_phase", self.callbacks["on_phase"], (name,)))
+
+    def _phase_locked(self, name: PhaseName, out: _Out) -> None:
+        self.phase, self._reported = name, True
+        self._changed()
+        event = Phase(name, self.elapsed())
+        if self.observer is not None:
+            self.observer.event(event)
+        self._add(event, out)
+
+    def _flush_locked(self, out: _Out) -> None:
+        kind, parts = self._kind, self._parts
+        if kind is None:
+            return
+        self._kind, self._parts = None, []
+        if self._timer is not None:
+            self._timer.flush_at(None)
+        self._add(parts[-1] if kind is Progress else kind("".join(parts)), out)
+
+    def _add(self, event: Any, out: _Out) -> None:
+        name, args = _CALLBACK[type(event)]
+        if self.sink is not None and type(event) is not Progress:
+            out.events.append(event)
+        fn = self.callbacks.get(name)
+        if fn is not None:
+            out.calls.append((name, fn, args(event)))
+        if type(event) is Content and self._partial is not None:
+            changed, value = self._partial.feed(event.text)
+            if changed:
+                self._add(Partial(value), out)
+
+    def _send_locked(self, out: _Out) -> None:
+        if out.events and self.sink is not None:
+            self.sink.put(out.events)
+        if self.inline or not out.calls or self.error is not None:
+            return
+        calls = [self._fenced(*call) for call in out.calls]
+        try:
+            if self._batch and self.queued is not None:
+                self.queued.dispatch_many(calls)
+            else:
+                for call in calls:
+                    self.dispatcher.dispatch(call)
+        except BaseException as exc:  # noqa: BLE001  # any failure stops the stream
+            error = DispatchError(f"the dispatcher {self.dispatcher!r} failed: {exc!r}")
+            error.__cause__ = exc
+            self.fail(error)
+
+    def _send_inline(self, out: _Out) -> None:
+        if self.inline:
+            for name, fn, args in out.calls:
+                self.run(name, fn, args)
+            if self.error is not None:
+                raise self.error  # the worker stops at once
+
+    def _fenced(
+        self, name: str, fn: Callable[..., object], args: tuple[Any, ...]
+    ) -> Callable[[], None]:
+        return lambda: self.run(name, fn, args)
+
+    def run(self, name: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        """Run one callback here, unbound from the stream's connection.
+
+        A raise is recorded as the stream's ``CallbackError`` and never escapes,
+        except a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread,
+        which must act (Ctrl-C; a blocking call then cancels the stream).
+        """
+        if self.error is not None:
+            return
+        scope = current_scope()
+        bind(None)  # an HTTP call of the callback's own is not the stream's
+        try:
+            fn(*args)
+        except BaseException as exc:
+            if (
+                isinstance(exc, KeyboardInterrupt)
+                and not self.inline
+                and threading.current_thread() is threading.main_thread()
+            ):
+                raise  # the user's Ctrl-C, not the callback's failure
+            error = CallbackError(f"{name} callback raised {exc!r}")
+            error.__cause__ = exc
+            self.fail(error)
+            if not isinstance(exc, Exception) and not self.inline:
+                raise
+        finally:
+            bind(scope)
+
+    # -- failures and the end ---------------------------------------------------
+
+    def fail(self, error: StreamError) -> None:
+        """Record the first delivery failure and stop the stream."""
+        with self._lock:
+            if self.error is not None:
+                return
+            self.error = error
+        self._scope.abort(error)
+
+    def dispatcher_closed(self, cause: BaseException | None) -> None:
+        """The queued dispatcher closed: stop the stream, release its waiters.
+
+        A stream still running stops with ``DispatchError`` (its partial kept);
+        one that already ended keeps its outcome, and a terminal callback still
+        waiting in the queue was dropped with it.
+        """
+        with self._lock:
+            if self.delivered.is_set() or self._terminal == _RUNNING:
+                return
+            dropped = self._terminal == _QUEUED
+        error = DispatchError(
+            f"the dispatcher {self.dispatcher!r} was closed (its window or toolkit "
+            "is gone) while the stream still had callbacks to deliver"
+        )
+        error.__cause__ = cause
+        self._scope.abort(error)  # a stream that already ended refuses it
+        if dropped:
+            self.delivered.set()
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake threads that pump the dispatcher and wait for ``delivered``."""
+        if self.queued is not None:
+            self.queued.notify()
+
+    def finish(
+        self,
+        result: Any,
+        error: BaseException | None,
+        resolve: Callable[[Any, BaseException | None], None],
+        partial: Callable[[], Any],
+    ) -> None:
+        """The terminal phase, the terminal callback, the iterator's end and
+        ``resolve`` (the Future), in the order the dispatcher needs.
+
+        Inline, ``on_done`` has run when the handle resolves; queued, the handle
+        resolves first and the terminal callback follows on the dispatcher's
+        thread: completion never waits for someone to pump.
+        """
+        cancelled = bool(getattr(result, "cancelled", False))
+        phase: PhaseName = "failed" if error else ("cancelled" if cancelled else "done")
+        with contextlib.suppress(StreamError):  # recorded, and reported below
+            self.set_phase(phase)
+        if self.error is not None and error is None and not cancelled:
+            self.error.partial = partial()
+            result, error = None, self.error
+        if self.inline:
+            result, error = self._terminal_call(result, error, partial, late=False)
+            self._end_sink(result, error)
+            resolve(result, error)
+            self.delivered.set()
+            return
+        self._end_sink(result, error)
+        resolve(result, error)
+        with self._lock:
+            self._terminal = _QUEUED
+
+        def terminal() -> None:
+            with self._lock:
+                self._terminal = _RUNNING
+            self._terminal_call(result, error, partial, late=True)
+
+        try:
+            self.dispatcher.dispatch(terminal)
+        except BaseException as exc:  # noqa: BLE001  # reported to the caller
+            log.debug("%r refused the terminal callback: %r", self.dispatcher, exc)
+            if error is None and not cancelled and self.error is None:
+                self.error = DispatchError(
+                    f"the dispatcher {self.dispatcher!r} refused the final callback"
+                )
+                self.error.partial = partial()
+            self.delivered.set()
+            self.notify()
+
+    def _end_sink(self, result: Any, error: BaseException | None) -> None:
+        if self.sink is not None:
+            if error is None and isinstance(result, ChatResult):
+                self.sink.put([Done(result)])
+            self.sink.end(error)
+
+    def _terminal_call(
+        self,
+        result: Any,
+        error: BaseException | None,
+        partial: Callable[[], Any],
+        *,
+        late: bool,
+    ) -> tuple[Any, BaseException | None]:
+        """Run exactly one of on_done / on_error, unbound, on this thread."""
+        scope = current_scope()
+        bind(None)
+        try:
+            if late and error is None and self.error is not None:
+                # A queued callback failed after the stream ended: report that.
+                error, result = self.error, None
+                self.error.partial = partial()
+            on_done, on_error = (
+                self.callbacks.get("on_done"),
+                self.callbacks.get("on_error"),
+            )
+            if error is None and on_done is not None:
+                try:
+                    on_done(result)
+                except BaseException as exc:
+                    failed = CallbackError(f"on_done callback raised {exc!r}")
+                    failed.__cause__ = exc
+                    failed.partial = partial()
+                    self.error = self.error or failed
+                    result, error = None, failed
+                    if not isinstance(exc, Exception) and not self.inline:
+                        raise
+            elif isinstance(error, StreamError) and on_error is not None:
+                try:
+                    on_error(error)
+                except BaseException as exc:  # the stream's error wins; this is logged
+                    log.exception("on_error callback raised")
+                    if not isinstance(exc, Exception) and not self.inline:
+                        raise
+        finally:
+            bind(scope)
+            if late:
+                self.delivered.set()
+        return result, error

@@ -1,0 +1,178 @@
+"""What every call of one client shares: settings, hosts, timers, live streams.
+
+``StreamingClient`` (the public calls), the model operations and
+``Conversation`` all start their work here: ``request`` turns a body and the
+per-call options into a ``StreamRequest``, ``start`` runs a job on a new
+handle's worker thread, tracked until it ends so that ``close()`` can stop it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from ._dispatch import Dispatcher
+from ._handle import BaseHandle, Job
+from ._hosts import Hosts
+from ._observe import CallInfo, ObserverFactory
+from ._run import LoadProbe, StreamRequest
+from ._state import Watched
+from ._stream import pending_sink
+from ._timers import Watchdog
+
+H = TypeVar("H", bound=BaseHandle[Any, Any])
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_engines):
+        engine.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Engine:
+    """One client's shared machinery; the internal seam every call goes through."""
+
+    def __init__(
+        self,
+        hosts: Hosts,
+        settings: Mapping[str, Any],
+        *,
+        dispatcher: Dispatcher,
+        close_timeout: float,
+        max_line_bytes: int,
+        name: str,
+    ) -> None:
+        self.hosts = hosts
+        self.settings = dict(settings)
+        """The client's defaults of every per-call setting (timeouts, retry...)."""
+        self.dispatcher = dispatcher
+        self.close_timeout = close_timeout
+        self.max_line_bytes = max_line_bytes
+        self.observers: list[ObserverFactory] = []
+        """Asked for an observer of each call, on the caller's thread."""
+        self.probe: Callable[[Any, str], LoadProbe] | None = None
+        """Makes the "loading" probe of a stream (``probe_loading``)."""
+        self.watchdog = Watchdog(f"ollama-stream-timers-{name}")
+        # Guards handles and closed: streams start and end on many threads, and
+        # close() may race them.
+        self._lock = threading.Lock()
+        self.handles: set[BaseHandle[Any, Any]] = set()
+        self.closed = False
+        _engines.add(self)
+
+    def option(self, options: Mapping[str, Any], key: str) -> Any:
+        """A per-call setting, or the client's."""
+        return options.get(key, self.settings.get(key))
+
+    def request(
+        self,
+        path: str,
+        payload: bytes,
+        options: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        deadline_at: float | None = None,
+        seal_on_done: Callable[[], bool] | None = None,
+    ) -> StreamRequest:
+        """One request with the client's settings, overridden by ``options``."""
+        probe, probed = self.probe, model or ""
+        wants_probe = (
+            probe is not None and probed and self.option(options, "probe_loading")
+        )
+        return StreamRequest(
+            hosts=self.hosts,
+            watchdog=self.watchdog,
+            path=path,
+            payload=payload,
+            model=model,
+            max_line_bytes=self.max_line_bytes,
+            connect_timeout=self.option(options, "connect_timeout"),
+            first_token_timeout=self.option(options, "first_token_timeout"),
+            read_timeout=self.option(options, "read_timeout"),
+            deadline=self.option(options, "deadline"),
+            deadline_at=deadline_at,
+            retry=self.option(options, "retry"),
+            headers=dict(options.get("headers") or {}),
+            seal_on_done=seal_on_done,
+            probe=(lambda host: probe(host, probed)) if probe and wants_probe else None,
+        )
+
+    def start(
+        self,
+        handle_class: Callable[..., H],
+        job: Job,
+        options: Mapping[str, Any],
+        *,
+        state: Watched[Any],
+        call: CallInfo,
+        partial: Callable[[], Any] | None = None,
+    ) -> H:
+        """Run ``job`` on a new handle's worker thread and return the handle.
+
+        Raises:
+            RuntimeError: the client is closed.
+        """
+        observer = None
+        for factory in self.observers:
+            observer = factory(call) or observer
+        handle = handle_class(
+            job,
+            {k: v for k, v in options.items() if k.startswith("on_")},
+            options.get("dispatcher") or self.dispatcher,
+            state=state,
+            label=f"{call.operation} model={call.model!r}",
+            coalesce_interval=self.option(options, "coalesce_interval"),
+            sink=pending_sink(),
+            partial=partial,
+            observer=observer,
+            grace=self.close_timeout,
+        )
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("this StreamingClient is closed")
+            self.handles.add(handle)
+            # Started under the lock: a close() racing this either sees the
+            # handle running (and cancels and joins it) or refuses the start.
+            handle.add_done_callback(self._forget)
+            handle._start()
+        return handle
+
+    def _forget(self, handle: BaseHandle[Any, Any]) -> None:
+        with self._lock:
+            self.handles.discard(handle)
+
+    def active(self) -> list[BaseHandle[Any, Any]]:
+        """The handles still running."""
+        with self._lock:
+            return list(self.handles)
+
+    def check_open(self) -> None:
+        """Raise ``RuntimeError`` once the client is closed."""
+        if self.closed:
+            raise RuntimeError("this StreamingClient is closed")
+
+    def close(self) -> None:
+        """Cancel running streams, wait for their workers, stop the timers."""
+        with self._lock:
+            self.closed = True
+            handles = list(self.handles)
+        for handle in handles:
+            handle.cancel()
+        try:
+            for handle in handles:  # not our own thread: see join()
+                handle.join(self.close_timeout)
+        finally:
+            self.watchdog.close(self.close_timeout)
+
+    def after_fork(self) -> None:
+        """In a forked child: none of the parent's streams or threads are ours."""
+        self._lock = threading.Lock()
+        self.handles = set()
+        self.watchdog.after_fork()

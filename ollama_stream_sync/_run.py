@@ -1,0 +1,341 @@
+"""One stream's attempts, on its worker thread: the place routing and telemetry see.
+
+``run_stream`` sends the request to the host the router picks, reads the body
+(transport → ``Lines`` → state → delivery), and on a failure retries as the
+policy allows, on the next host when there is one. Each attempt runs with the
+stream's ``AbortScope`` bound to the thread, so a cancel or a timer shuts its
+socket down at once; the watchdog's timer knows the phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import tenacity
+
+from ._cancel import AbortScope, Cancelled, bind
+from ._decode import Lines
+from ._delivery import Delivery
+from ._errors import ProtocolError, StreamError, StreamTimeout
+from ._events import Reset, Retry
+from ._hosts import Host, Hosts
+from ._observe import Observer
+from ._retry import RetryArg, for_stream
+from ._timers import StreamTimer, Watchdog
+from ._transports._base import OpenStream
+
+log = logging.getLogger("ollama_stream_sync")
+
+DRAIN_TIMEOUT = 0.25
+"""Seconds the worker reads on after the done line for the end of the body, to
+reuse the connection; past it the connection is closed instead. The answer is
+complete either way."""
+
+
+class State(Protocol):
+    """What a stream feeds: a chat's ``ChatState`` or a pull's ``ProgressState``."""
+
+    done: bool
+    has_output: bool
+    voids_on_retry: bool
+
+    def start(self, now: float) -> None: ...
+
+    def feed(
+        self, chunks: list[dict[str, Any]], now: float
+    ) -> tuple[list[Any], ProtocolError | None]: ...
+
+    def reset(self) -> None: ...
+
+    def snapshot(self) -> Any: ...
+
+    def cancelled_result(self) -> Any: ...
+
+
+class LoadProbe(Protocol):
+    """Tells, off the worker, whether the model was resident when the stream began."""
+
+    def start(self, on_answer: Callable[[bool], None]) -> None:
+        """Begin asking; call ``on_answer(resident)`` once, from any thread."""
+        ...
+
+    def answered(self) -> None:
+        """The model answered: it is loaded now, whatever was asked before."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """Everything a worker needs to run one request, its retries included."""
+
+    hosts: Hosts
+    watchdog: Watchdog
+    path: str
+    payload: bytes
+    """The body as JSON, encoded once on the caller's thread."""
+    model: str | None = None
+    max_line_bytes: int = 8 * 1024 * 1024
+    connect_timeout: float | None = None
+    first_token_timeout: float | None = None
+    read_timeout: float | None = None
+    deadline: float | None = None
+    deadline_at: float | None = None
+    retry: RetryArg = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    seal_on_done: Callable[[], bool] | None = None
+    """Whether the done line completes the whole job (default: always)."""
+    probe: Callable[[Host], LoadProbe] | None = None
+
+
+@dataclass
+class StreamContext:
+    """What a handle gives its job: state, abort switch, delivery, observer."""
+
+    state: Any
+    scope: AbortScope
+    delivery: Delivery
+    observer: Observer | None = None
+
+
+def run_stream(request: StreamRequest, ctx: StreamContext) -> Any:
+    """Run one stream to its end on this thread, retrying as its policy allows.
+
+    Returns:
+        The state's final snapshot (a ``ChatResult``, the last ``Progress``);
+        a cancelled stream's says so.
+
+    Raises:
+        StreamError: the failure, with ``.partial``, ``.url`` and ``.model``.
+    """
+    return _Run(request, ctx).run()
+
+
+class _Run:
+    """The state of one stream across its attempts."""
+
+    def __init__(self, request: StreamRequest, ctx: StreamContext) -> None:
+        self.request, self.ctx = request, ctx
+        self.state, self.scope, self.delivery = ctx.state, ctx.scope, ctx.delivery
+        self.host: Host | None = None
+        self.attempts = 0
+        self.resident: bool | None = None
+        self.probe: LoadProbe | None = None
+        self.timer: StreamTimer = request.watchdog.timer(
+            self.scope,
+            first_token=request.first_token_timeout,
+            read=request.read_timeout,
+            deadline=request.deadline,
+            deadline_at=request.deadline_at,
+            flush=self.delivery.timed_flush,
+        )
+
+    def run(self) -> Any:
+        request, state, delivery = self.request, self.state, self.delivery
+        delivery.use_timer(self.timer)
+        retrying = for_stream(
+            request.retry,
+            output_shown=lambda: state.voids_on_retry,
+            stopped=lambda: self.scope.reason is not None,
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            failover=lambda: request.hosts.has_other(self.host),
+        )
+        try:
+            if retrying is None:
+                self._attempt()
+            else:
+                for attempt in retrying:
+                    with attempt:
+                        self._attempt()
+        except Cancelled:
+            return state.cancelled_result()
+        except StreamError as err:
+            err.url = err.url or (self.host.url if self.host else None)
+            err.model = err.model or request.model
+            err.partial = state.snapshot()
+            raise
+        finally:
+            self.timer.idle()
+            request.watchdog.unwatch(self.timer)
+            try:
+                delivery.flush()  # everything pending reaches the callbacks first
+            except StreamError as exc:
+                exc.partial = state.snapshot()
+                raise
+        return state.snapshot()
+
+    def _attempt(self) -> None:
+        request, scope = self.request, self.scope
+        scope.begin_attempt()
+        self.host = host = request.hosts.pick(request.model, after=self.host)
+        self.attempts += 1
+        error: StreamError | None = None
+        bind(scope)
+        try:
+            self._once(host)
+        except StreamError as exc:
+            error = exc
+            raise
+        finally:
+            bind(None)
+            request.hosts.done(host, error)
+
+    def _once(self, host: Host) -> None:
+        request, state, scope, delivery = (
+            self.request,
+            self.state,
+            self.scope,
+            self.delivery,
+        )
+        scope.check()
+        headers = dict(request.headers)
+        if self.ctx.observer is not None:
+            headers |= self.ctx.observer.attempt(self.attempts, host.url)
+        delivery.set_phase("connecting")
+        if request.probe is not None and self.resident is None:
+            self.probe = request.probe(host)
+            self.probe.start(self._resident)
+        self.timer.url = host.url
+        self.timer.attempt_started(time.monotonic())
+        sent = False
+
+        def on_sent() -> None:
+            nonlocal sent
+            sent = True
+            state.start(time.monotonic())
+            delivery.set_phase("loading" if self.resident is False else "waiting")
+
+        scope.on_sent = on_sent
+        try:
+            stream = host.transport.open(
+                request.path,
+                request.payload,
+                timeout=request.connect_timeout,
+                headers=headers,
+                model=request.model,
+            )
+        finally:
+            scope.on_sent = _no_op
+        if not sent:
+            on_sent()  # a transport that could not tell us earlier
+        if hasattr(state, "set_fields"):
+            state.set_fields(host=host.url, response_headers=stream.headers)
+        try:
+            self._read(stream)
+        finally:
+            stream.close()
+
+    def _resident(self, resident: bool) -> None:
+        """A probe found out whether the model was loaded (any thread)."""
+        self.resident = resident
+        if not resident:
+            self.delivery.late_phase("loading", only_from="waiting")
+
+    def _read(self, stream: OpenStream) -> None:
+        state, scope, timer = self.state, self.scope, self.timer
+        lines = Lines(self.request.max_line_bytes)
+        for data in stream:
+            now = time.monotonic()
+            timer.arrived()
+            chunks = lines.feed(data)
+            if chunks and self._take(chunks, now):
+                self._finish(stream)
+                return
+            if lines.error is not None:
+                raise lines.error
+            timer.waiting(time.monotonic(), state.has_output)
+        chunks = lines.finish()
+        if chunks and self._take(chunks, time.monotonic()):
+            self._finish(stream)
+            return
+        if lines.error is not None:
+            raise lines.error
+        scope.check()  # a body cut by a cancel is the cancel, not a truncation
+        raise ProtocolError(
+            "the stream ended without its final line (done, or success): "
+            "the response is truncated"
+        )
+
+    def _take(self, chunks: list[dict[str, Any]], now: float) -> bool:
+        """Feed one read's chunks and deliver their events; True once done.
+
+        The read that holds the done line is fed and sealed as one step: a
+        cancel lands before it (the answer is not complete) or is refused.
+        """
+        state, scope, seal = self.state, self.scope, self.request.seal_on_done
+        self.scope.check()  # a cancel stops delivery even of lines already read
+        if any(chunk.get("done") is True for chunk in chunks):
+            events, error = scope.seal_with(
+                lambda: state.feed(chunks, now),
+                lambda fed: fed[1] is None and state.done and (seal is None or seal()),
+            )
+        else:
+            events, error = state.feed(chunks, now)
+        if events:
+            self.timer.output_arrived(now)
+            self.delivery.deltas(events, now)
+        if error is not None:
+            raise error
+        return bool(state.done)
+
+    def _finish(self, stream: OpenStream) -> None:
+        """The done line arrived: fix the outcome, then drain to reuse the socket."""
+        self.timer.idle()
+        if self.probe is not None:
+            self.probe.answered()
+        seal = self.request.seal_on_done
+        if (seal is None or seal()) and not self.scope.seal():
+            self.scope.check()  # aborted just before: that outcome stands
+        self.delivery.flush()
+        self.timer.drain_until(time.monotonic() + DRAIN_TIMEOUT)
+        try:
+            stream.drain()
+        finally:
+            self.timer.drain_until(None)
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once on cancel or deadline."""
+        self.timer.idle()
+        self.scope.aborted_event.wait(seconds)
+
+    def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if not isinstance(error, StreamError):
+            return
+        attempt, delay = retry_state.attempt_number, float(retry_state.upcoming_sleep)
+        # Text, never the error object: a log handler that keeps records must
+        # not keep the error's traceback, and with it a response and a socket.
+        log.warning(
+            "attempt %d to %s failed (%s: %s); retrying in %.2fs",
+            attempt,
+            self.host.url if self.host else "?",
+            type(error).__name__,
+            str(error),
+            delay,
+        )
+        self.delivery.set_phase("retrying")
+        self.delivery.emit(Retry(attempt, error, delay))
+        if self.state.voids_on_retry:
+            log.warning(
+                "output was already delivered: resetting before attempt %d", attempt + 1
+            )
+            self.delivery.emit(Reset(attempt, error))
+            self.state.reset()
+            self.delivery.reset_partial()
+
+
+def _no_op() -> None:
+    pass
+
+
+def deadline_error(seconds: float | None) -> StreamTimeout:
+    """The error of a whole call's deadline."""
+    return StreamTimeout(
+        f"deadline timeout after {seconds}s: the call's deadline passed",
+        which="deadline",
+    )
