@@ -35,6 +35,7 @@ from ollama_stream_sync.testing import (
     Stall,
     push_script,
     reply,
+    tool_call,
 )
 
 from .conftest import USER
@@ -358,6 +359,22 @@ def pushing_a_model_we_have(server: FakeOllama, ns: dict[str, Any]) -> None:
     server.enqueue(push_script("me/mymodel"), endpoint="push")
 
 
+def answers_then_a_model_that_keeps_calling(
+    server: FakeOllama, ns: dict[str, Any]
+) -> None:
+    """Three plain answers, then tool calls past ``max_tool_rounds``."""
+    for _ in range(3):
+        server.enqueue(reply("Sunny."))
+    for _ in range(2):
+        server.enqueue(reply(tool_calls=[tool_call("get_weather", {"city": "Rome"})]))
+
+
+def the_tool_rounds_stopped(server: FakeOllama, ns: dict[str, Any]) -> None:
+    assert [m["role"] for m in ns["strict"].messages] == [
+        *("user", "assistant", "tool", "assistant", "tool")
+    ]
+
+
 def a_story(server: FakeOllama, ns: dict[str, Any]) -> None:
     server.enqueue(reply("Once upon a time."))
 
@@ -369,11 +386,13 @@ BEFORE_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
     "reference/models/models-pull-push-create": pushing_a_model_we_have,
     "guides/gui/a-pull-with-a": a_window_for_the_pull,
     "guides/gui/a-form-that-fills": a_window_for_the_form,
+    "reference/conversation/conversation": answers_then_a_model_that_keeps_calling,
 }
 """What a section's snippets expect of the server and of the window around them."""
 
 AFTER_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
     "guides/gui/a-form-that-fills": the_form_filled,
+    "reference/conversation/conversation": the_tool_rounds_stopped,
 }
 """What a section's snippets must have done, once they ran."""
 
