@@ -87,7 +87,7 @@ def no_noise(capfd: pytest.CaptureFixture[str]) -> None:
 # -- blocking calls on the toolkit thread ---------------------------------------
 
 BLOCKING: dict[str, Callable[[StreamingClient, Any, dict[str, Any]], ChatResult]] = {
-    # The README's own snippet: with the toolkit's dispatcher, and coalescing.
+    # The docs' own snippet (dispatchers, coalescing): the toolkit's dispatcher.
     "chat": lambda client, d, kw: client.chat(
         "m", USER, dispatcher=d, coalesce_interval=0.03, **kw
     ),

@@ -1,12 +1,13 @@
-"""Every Python snippet of README.md runs, read from the README at test time.
+"""Every Python snippet of README.md and docs/ runs, read from the pages at test time.
 
-The snippets of one section run in order in one namespace (a later one may use
-what an earlier one defined), against FakeOllama; the names they take for
-granted (``client``, ``messages``, ``root``...) are given below, and the
-example hosts they name point at fake servers. The GUI section runs its window
-for real under Xvfb: ``root.mainloop()`` is replaced by a person pressing Send
-and Stop. A snippet that cannot run here is marked in the README with an HTML
+The snippets of one section (a page's heading) run in order in one namespace (a
+later one may use what an earlier one defined), against FakeOllama; the names
+they take for granted (``client``, ``messages``, ``root``...) are given below,
+and the example hosts they name point at fake servers. GUI sections run their
+window for real under Xvfb: ``root.mainloop()`` is replaced by a person using
+the window. A snippet that cannot run here is marked in its page with an HTML
 comment just before its block, ``<!-- not tested: why -->``; keep those few.
+A new page under docs/ is picked up with no change here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import requests
 import tenacity
 
 import ollama_stream_sync as oss
+import ollama_stream_sync.testing as oss_testing
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import (
     Chunk,
@@ -33,12 +35,16 @@ from ollama_stream_sync.testing import (
     Stall,
     push_script,
     reply,
+    tool_call,
 )
 
 from .conftest import USER
 from .gui import tk_run_until
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+SITE = "https://ollama-stream-sync.github.io/ollama-stream-sync/"
+"""Where the docs are published (mkdocs.yml's site_url): the README links there."""
 NOT_TESTED = re.compile(r"<!--\s*not tested:\s*(?P<why>.+?)\s*-->")
 MAX_NOT_TESTED = 2
 """Snippets that need something a test cannot have (wx, a real Ollama)."""
@@ -46,13 +52,23 @@ MAX_NOT_TESTED = 2
 
 @dataclass(frozen=True)
 class Snippet:
+    page: str
     section: str
     line: int
     code: str
     not_tested: str | None
 
 
-def read_snippets(text: str) -> list[Snippet]:
+def page_name(path: Path) -> str:
+    """``README`` or the page's path under docs/ without ``.md``."""
+    return (
+        "README"
+        if path.name == "README.md"
+        else str(path.relative_to(ROOT / "docs"))[:-3]
+    )
+
+
+def read_snippets(text: str, page: str = "") -> list[Snippet]:
     """The ```python blocks, with their section and their "not tested" mark."""
     snippets: list[Snippet] = []
     section, start, language = "(top)", -1, ""
@@ -69,6 +85,7 @@ def read_snippets(text: str) -> list[Snippet]:
                 mark = NOT_TESTED.search(before[0]) if before else None
                 snippets.append(
                     Snippet(
+                        page,
                         section,
                         start + 2,  # the first line of code, counted from 1
                         "\n".join(lines[start + 1 : number]),
@@ -79,19 +96,52 @@ def read_snippets(text: str) -> list[Snippet]:
     return snippets
 
 
-SNIPPETS = read_snippets(README.read_text(encoding="utf-8"))
-SECTIONS = list(dict.fromkeys(s.section for s in SNIPPETS))
+SNIPPETS = [
+    snippet
+    for path in PAGES
+    for snippet in read_snippets(path.read_text(encoding="utf-8"), page_name(path))
+]
+SECTIONS = list(dict.fromkeys((s.page, s.section) for s in SNIPPETS))
 
 
-def section_id(section: str) -> str:
-    """The heading's first words (a failure names its README line itself)."""
-    return "-".join(re.findall(r"[a-z]+", section.lower())[:4])
+def section_id(page_section: tuple[str, str]) -> str:
+    """The page, then the heading's first words (a failure names its line itself)."""
+    page, section = page_section
+    return page + "/" + "-".join(re.findall(r"[a-z]+", section.lower())[:4])
 
 
-def test_the_readme_snippets_are_found_and_few_are_not_tested() -> None:
-    assert len(SNIPPETS) >= 15
+def test_the_snippets_are_found_and_few_are_not_tested() -> None:
+    assert len(SNIPPETS) >= 50
+    assert {s.page for s in SNIPPETS} >= {"README", "guides/gui", "reference/client"}
     untested = [s for s in SNIPPETS if s.not_tested]
-    assert len(untested) <= MAX_NOT_TESTED, [(s.line, s.not_tested) for s in untested]
+    assert len(untested) <= MAX_NOT_TESTED, [(s.page, s.line) for s in untested]
+    ids = [section_id(key) for key in SECTIONS]
+    assert len(ids) == len(set(ids)), "two sections of a page start alike"
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(oss, name) for name in oss.__all__]
+    + [(oss_testing, name) for name in oss_testing.__all__],
+    ids=lambda value: getattr(value, "__name__", value),
+)
+def test_every_public_name_has_an_example_in_the_docs(module: Any, name: str) -> None:
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    assert any(word.search(s.code) for s in SNIPPETS if s.page != "README"), name
+    directive = f"::: {module.__name__}.{name}\n"
+    pages = [p.read_text(encoding="utf-8") for p in PAGES if p.parent != ROOT]
+    assert any(directive in page for page in pages), f"no API entry: {directive}"
+
+
+def test_the_readme_links_into_the_docs_reach_pages() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(re.escape(SITE) + r"([^)#\s]*)", text)
+    assert len(targets) >= 10
+    for target in targets:
+        page = ROOT / "docs" / (target.rstrip("/") or "index")
+        assert page.with_suffix(".md").is_file() or (page / "index.md").is_file(), (
+            target
+        )
 
 
 # -- what the snippets take for granted -------------------------------------------
@@ -183,11 +233,11 @@ def namespace(
     shiboken6.delete(window)  # on the Qt thread
 
 
-# -- the GUI section: a person at the window ------------------------------------
+# -- the GUI sections: a person at the window ------------------------------------
 
 
 def press_send_then_stop(ns: dict[str, Any], server: FakeOllama) -> None:
-    """What ``root.mainloop()`` does in this test: use the window, then close it."""
+    """The chat window's ``root.mainloop()`` in this test: use it, then close it."""
     root, status = ns["root"], ns["status"]
 
     def shown() -> str:
@@ -220,6 +270,23 @@ def press_send_then_stop(ns: dict[str, Any], server: FakeOllama) -> None:
     assert status_text().endswith("tokens/s")
 
 
+def read_the_story_then_stop(ns: dict[str, Any], server: FakeOllama) -> None:
+    """The README's window: the answer shows; Stop after the end is harmless."""
+    root = ns["root"]
+    assert tk_run_until(
+        root, lambda: ns["transcript"].get("1.0", "end-1c") == "Once upon a time."
+    )
+    assert ns["handle"].result().content == "Once upon a time."
+    assert ns["handle"].cancel() is False
+
+
+MAINLOOP: dict[str, Callable[[dict[str, Any], FakeOllama], None]] = {
+    "guides/gui/a-chat-window": press_send_then_stop,
+    "README/using-it-from-a": read_the_story_then_stop,
+}
+"""What a person does where a section's snippet calls ``root.mainloop()``."""
+
+
 def click_summarize(ns: dict[str, Any], server: FakeOllama) -> None:
     server.enqueue(reply("Short summary."))
     root = ns["root"]
@@ -241,11 +308,11 @@ def click_pull(ns: dict[str, Any], server: FakeOllama) -> None:
     assert tk_run_until(root, lambda: status.cget("text") == "Cancelled.")
 
 
-AFTER_DEFINING: dict[str, Callable[[dict[str, Any], FakeOllama], None]] = {
-    "summarize": click_summarize,
-    "pull": click_pull,
+AFTER_DEFINING: dict[tuple[str, str], Callable[[dict[str, Any], FakeOllama], None]] = {
+    ("guides/gui/a-chat-window", "summarize"): click_summarize,
+    ("guides/gui/a-pull-with-a", "pull"): click_pull,
 }
-"""Functions a snippet only defines (a button's command): used once defined."""
+"""Functions a section's snippet defines (a button's command): used once defined."""
 
 
 WEATHER = '{"city": "Paris", "temp_c": 18.5, "conditions": "sunny", "notes": ["dry"]}'
@@ -254,6 +321,13 @@ WEATHER = '{"city": "Paris", "temp_c": 18.5, "conditions": "sunny", "notes": ["d
 def weather_answer(server: FakeOllama, ns: dict[str, Any]) -> None:
     """A JSON answer in pieces: the partial values grow, then it validates."""
     server.enqueue([Chunk(content=WEATHER[:12]), Chunk(content=WEATHER[12:]), Done()])
+
+
+def weather_then_not_then_weather(server: FakeOllama, ns: dict[str, Any]) -> None:
+    """Structured output: a valid answer, one that is not JSON, a valid one again."""
+    weather_answer(server, ns)
+    server.enqueue(reply("Sunny, I think."))
+    weather_answer(server, ns)
 
 
 def a_window_for_the_pull(server: FakeOllama, ns: dict[str, Any]) -> None:
@@ -285,22 +359,46 @@ def pushing_a_model_we_have(server: FakeOllama, ns: dict[str, Any]) -> None:
     server.enqueue(push_script("me/mymodel"), endpoint="push")
 
 
+def answers_then_a_model_that_keeps_calling(
+    server: FakeOllama, ns: dict[str, Any]
+) -> None:
+    """Three plain answers, then tool calls past ``max_tool_rounds``."""
+    for _ in range(3):
+        server.enqueue(reply("Sunny."))
+    for _ in range(2):
+        server.enqueue(reply(tool_calls=[tool_call("get_weather", {"city": "Rome"})]))
+
+
+def the_tool_rounds_stopped(server: FakeOllama, ns: dict[str, Any]) -> None:
+    assert [m["role"] for m in ns["strict"].messages] == [
+        *("user", "assistant", "tool", "assistant", "tool")
+    ]
+
+
+def a_story(server: FakeOllama, ns: dict[str, Any]) -> None:
+    server.enqueue(reply("Once upon a time."))
+
+
 BEFORE_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
-    "structured-output-format": weather_answer,
-    "pull-push-create-progress": pushing_a_model_we_have,
-    "pulling-models": a_window_for_the_pull,
-    "filling-a-form-as": a_window_for_the_form,
+    "README/using-it-from-a": a_story,
+    "guides/structured-output/structured-output": weather_then_not_then_weather,
+    "guides/pull/push-create-preload-unload": pushing_a_model_we_have,
+    "reference/models/models-pull-push-create": pushing_a_model_we_have,
+    "guides/gui/a-pull-with-a": a_window_for_the_pull,
+    "guides/gui/a-form-that-fills": a_window_for_the_form,
+    "reference/conversation/conversation": answers_then_a_model_that_keeps_calling,
 }
 """What a section's snippets expect of the server and of the window around them."""
 
 AFTER_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
-    "filling-a-form-as": the_form_filled,
+    "guides/gui/a-form-that-fills": the_form_filled,
+    "reference/conversation/conversation": the_tool_rounds_stopped,
 }
 """What a section's snippets must have done, once they ran."""
 
 
 def run_section(
-    ns: dict[str, Any], server: FakeOllama, snippets: list[Snippet]
+    ns: dict[str, Any], server: FakeOllama, key: str, snippets: list[Snippet]
 ) -> None:
     hosts: dict[str, str] = ns.pop("__hosts__")
     for snippet in snippets:
@@ -308,38 +406,41 @@ def run_section(
         for example, real in hosts.items():
             code = code.replace(example, real)
         before = set(ns)
-        where = f"README.md line {snippet.line}"
-        exec(compile(code, where, "exec"), ns)  # the README's own code
+        where = f"{snippet.page}.md line {snippet.line}"
+        exec(compile(code, where, "exec"), ns)  # the page's own code
         for name in set(ns) - before:
             if name.startswith("test_") and callable(ns[name]):
                 with FakeOllama() as fake_ollama:  # as the plugin's fixture
                     ns[name](fake_ollama)
-            if name in AFTER_DEFINING:
-                AFTER_DEFINING[name](ns, server)
+            if (key, name) in AFTER_DEFINING:
+                AFTER_DEFINING[key, name](ns, server)
 
 
-@pytest.mark.parametrize("section", SECTIONS, ids=section_id)
-def test_the_readme_snippets_run(
-    section: str,
+@pytest.mark.parametrize("page_section", SECTIONS, ids=section_id)
+def test_the_snippets_run(
+    page_section: tuple[str, str],
     namespace: dict[str, Any],
     server: FakeOllama,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    snippets = [s for s in SNIPPETS if s.section == section and not s.not_tested]
+    snippets = [
+        s for s in SNIPPETS if (s.page, s.section) == page_section and not s.not_tested
+    ]
     if not snippets:
-        pytest.skip(f"every snippet of {section!r} is marked not tested")
+        pytest.skip(f"every snippet of {page_section} is marked not tested")
+    key = section_id(page_section)
     own_roots: list[Any] = []
 
     def mainloop(root: Any, n: int = 0) -> None:
         own_roots.append(root)
-        press_send_then_stop(namespace, server)
+        assert key in MAINLOOP, f"{key} runs a window: say in MAINLOOP what to do"
+        MAINLOOP[key](namespace, server)
 
     monkeypatch.setattr(tkinter.Misc, "mainloop", mainloop)
-    key = section_id(section)
     try:
         if key in BEFORE_SECTION:
             BEFORE_SECTION[key](server, namespace)
-        run_section(namespace, server, snippets)
+        run_section(namespace, server, key, snippets)
         if key in AFTER_SECTION:
             AFTER_SECTION[key](server, namespace)
     finally:
@@ -369,8 +470,8 @@ def test_the_snippet_reader_sees_each_block_and_its_mark() -> None:
             "```",
         ]
     )
-    found = read_snippets(text)
-    assert [(s.section, s.code, s.not_tested) for s in found] == [
-        ("A", "x = 1", None),
-        ("A", "import wx", "needs wx"),
+    found = read_snippets(text, "page")
+    assert [(s.page, s.section, s.code, s.not_tested) for s in found] == [
+        ("page", "A", "x = 1", None),
+        ("page", "A", "import wx", "needs wx"),
     ]
