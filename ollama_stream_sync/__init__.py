@@ -19,9 +19,7 @@ from ._dispatch import (
     Dispatcher,
     DispatcherClosed,
     InlineDispatcher,
-    QtDispatcher,
     QueueDispatcher,
-    TkDispatcher,
 )
 from ._errors import (
     AuthenticationRequired,
@@ -52,6 +50,7 @@ from ._events import (
     ToolCall,
     ToolResult,
 )
+from ._gui import QtDispatcher, TkDispatcher
 from ._handle import BaseHandle, ProgressHandle, StreamHandle
 from ._hosts import HostHealth
 from ._models import LoadedModel

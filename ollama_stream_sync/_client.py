@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import ollama
@@ -41,8 +39,8 @@ from ._stream import blocking, streaming
 from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
 from ._transports._base import Transport
 from ._transports._compat import sdk_http_client
-from ._transports._httpx import CancellableTransport, HttpxTransport
-from ._transports._proxies import env_proxy
+from ._transports._httpx import HttpxTransport
+from ._transports._sdk import check_client_kwargs, check_host_url, make_sdk
 from ._validate import positive_int, seconds
 
 log = logging.getLogger("ollama_stream_sync")
@@ -55,39 +53,6 @@ DEFAULT_READ_TIMEOUT = 120.0
 """Seconds of silence tolerated between chunks once a stream has started."""
 
 _names = itertools.count(1)
-_TRANSPORT_KWARGS = ("verify", "cert", "http1", "http2", "limits", "socket_options")
-_HTTPX_KWARGS = frozenset(inspect.signature(httpx.Client).parameters) - {"base_url"}
-_API_PATHS = ("/api", "/v1")
-
-
-def check_host_url(url: object) -> None:
-    """Reject a host URL that cannot name an Ollama server, naming ``host``.
-
-    ``http://h:11434/api`` would send ``POST /api/api/chat`` (and its 404 would
-    look like a missing model); a scheme or port typo would only fail later as
-    a network error. A reverse proxy's path prefix is kept.
-
-    Raises:
-        TypeError, ValueError: the URL is not a string, has a scheme other than
-            http/https, a port that is not a number, or ends in an API path.
-    """
-    if not isinstance(url, str):
-        raise TypeError(f"a host must be a URL string, not {type(url).__name__}")
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"host {url!r} must start with http:// or https://")
-    try:
-        parts.port  # noqa: B018  # urllib checks the port when it is read
-    except ValueError as exc:
-        raise ValueError(f"host {url!r} has a port that is not a number") from exc
-    path = parts.path.rstrip("/")
-    for api in _API_PATHS:
-        if path == api or path.endswith(api) or f"{api}/" in f"{path}/":
-            base = url[: url.rfind(api)].rstrip("/")
-            raise ValueError(
-                f"host {url!r} includes the API path {api!r}: give the server's "
-                f"base URL, e.g. {base!r} (this client adds /api/chat)"
-            )
 
 
 class StreamingClient(ModelCalls):
@@ -164,7 +129,7 @@ class StreamingClient(ModelCalls):
             raise TypeError("pass host= or hosts=, not both")
         if hosts is not None and (isinstance(hosts, str) or not hosts):
             raise TypeError("hosts must be a non-empty list of URLs")
-        _check_client_kwargs(client_kwargs)
+        check_client_kwargs(client_kwargs)
         check_retry(retry)
         check_dispatcher(dispatcher)
         for name, value in (
@@ -193,7 +158,7 @@ class StreamingClient(ModelCalls):
             [client]
             if client is not None
             else [
-                _make_sdk(url, dict(client_kwargs), connect_timeout, proxy)
+                make_sdk(url, dict(client_kwargs), connect_timeout, proxy)
                 for url in (list(hosts) if hosts else [host])
             ]
         )
@@ -493,39 +458,3 @@ class StreamingClient(ModelCalls):
     def __repr__(self) -> str:
         active = len(self._engine.handles)
         return f"<StreamingClient {', '.join(self.hosts)} active={active}>"
-
-
-def _check_client_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Name the argument a typo or a misplaced setting is, here, not in httpx."""
-    if "timeout" in kwargs:
-        raise TypeError(
-            "StreamingClient takes no timeout=: streams use connect_timeout=, "
-            "first_token_timeout= (the model loading), read_timeout= (silence "
-            "between chunks) and deadline= (the whole call)"
-        )
-    for key in kwargs.keys() - _HTTPX_KWARGS:
-        raise TypeError(f"StreamingClient got an unexpected keyword argument {key!r}")
-
-
-def _make_sdk(
-    host: str | None,
-    kwargs: dict[str, Any],
-    connect_timeout: float | None,
-    proxy: str | httpx.Proxy | None,
-) -> ollama.Client:
-    """The SDK client for one host, streaming through a ``CancellableTransport``
-    (direct, or through the explicit or the environment's proxy)."""
-    kwargs["timeout"] = httpx.Timeout(None, connect=connect_timeout)
-    if "transport" in kwargs:
-        return ollama.Client(host, proxy=proxy, **kwargs)
-    options = {k: kwargs.pop(k) for k in _TRANSPORT_KWARGS if k in kwargs}
-    options["trust_env"] = kwargs.get("trust_env", True)
-    sdk = ollama.Client(host, transport=CancellableTransport(**options), **kwargs)
-    if proxy is None and options["trust_env"]:
-        proxy = env_proxy(sdk_http_client(sdk).base_url)
-    if proxy is None:
-        return sdk
-    sdk.close()  # type: ignore[no-untyped-call]  # untyped SDK
-    return ollama.Client(
-        host, transport=CancellableTransport(proxy=proxy, **options), **kwargs
-    )

@@ -16,9 +16,9 @@
     ├── OutputValidationError       the answer does not match the requested format
     └── ToolRoundsExceeded          a Conversation's model kept calling tools
 
-``translate()`` turns httpx, requests, urllib3 and socket errors into this tree
-(the transports call it once, where they meet the network) and
-``error_from_body()`` reads a server's error answer, so no caller ever sees a
+``error_from_body()`` reads a server's error answer into this tree, and the
+transports map httpx, requests, urllib3 and socket errors into it once, where
+they meet the network (``_transports._base.translate``): no caller ever sees a
 lower library's mix. Every error carries the URL it
 concerns (``.url``) and the model where one applies (``.model``), and says what
 to do about it.
@@ -29,11 +29,8 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-import sys
 import time
 from typing import Any, Literal
-
-import httpx
 
 from ._result import ChatResult
 
@@ -433,79 +430,3 @@ def _folded(text: str, limit: int = 500) -> str:
     """A non-JSON error body as readable text: whitespace folded, bounded."""
     folded = " ".join(text.split())
     return folded if len(folded) <= limit else folded[:limit] + " …"
-
-
-def translate(  # noqa: PLR0911  # one case each
-    exc: BaseException, *, url: str | None = None
-) -> StreamError:
-    """Map any lower-level exception into the tree; the caller chains it as cause."""
-    if isinstance(exc, StreamError):
-        return exc
-    if isinstance(exc, httpx.ConnectTimeout):
-        return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
-    if isinstance(exc, httpx.ReadTimeout):
-        return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
-    if isinstance(exc, httpx.WriteTimeout):
-        return StreamTimeout(f"write timed out: {exc}", which="write", url=url)
-    if isinstance(exc, httpx.PoolTimeout):
-        return StreamTimeout(f"no free connection: {exc}", which="connect", url=url)
-    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
-        return ConnectionFailed(_detail(exc), during_connect=True, url=url)
-    if isinstance(exc, (httpx.TransportError, ConnectionError)):
-        return ConnectionFailed(_detail(exc), url=url)
-    mapped = _translate_requests(exc, url)
-    if mapped is not None:
-        return mapped
-    if isinstance(exc, TimeoutError):
-        return StreamTimeout(f"timed out: {exc}", which="read", url=url)
-    if isinstance(exc, OSError):
-        return ConnectionFailed(_detail(exc), url=url)
-    return StreamError(f"{type(exc).__name__}: {exc}", url=url)
-
-
-def _detail(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return f"TLS certificate verification failed ({text}); pass verify= a CA file"
-    if "SSL" in text or "TLS" in text or "WRONG_VERSION_NUMBER" in text:
-        return f"TLS handshake failed ({text})"
-    return text
-
-
-def _translate_requests(  # noqa: PLR0911
-    exc: BaseException, url: str | None
-) -> StreamError | None:
-    """requests' and urllib3's errors, if those libraries are in use at all."""
-    requests = sys.modules.get("requests")
-    urllib3 = sys.modules.get("urllib3")
-    if requests is not None and isinstance(exc, requests.RequestException):
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
-        if isinstance(exc, requests.exceptions.ReadTimeout):
-            return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
-        inner = exc.args[0] if exc.args else None
-        inner = getattr(inner, "reason", inner)  # MaxRetryError wraps the cause
-        if isinstance(inner, BaseException) and inner is not exc:
-            mapped = _translate_requests(inner, url)
-            if mapped is not None:
-                return mapped
-        if isinstance(exc, requests.exceptions.SSLError):
-            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
-        return ConnectionFailed(_detail(exc), url=url)
-    if urllib3 is not None and isinstance(exc, urllib3.exceptions.HTTPError):
-        errors = urllib3.exceptions
-        # NewConnectionError subclasses ConnectTimeoutError: test it first.
-        if isinstance(exc, (errors.NewConnectionError, errors.NameResolutionError)):
-            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
-        if isinstance(exc, errors.ConnectTimeoutError):
-            return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
-        if isinstance(exc, errors.ReadTimeoutError):
-            return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
-        if isinstance(exc, errors.SSLError):
-            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
-        if isinstance(exc, errors.MaxRetryError) and exc.reason is not None:
-            return _translate_requests(exc.reason, url) or translate(
-                exc.reason, url=url
-            )
-        return ConnectionFailed(_detail(exc), url=url)
-    return None

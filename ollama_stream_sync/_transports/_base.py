@@ -10,11 +10,14 @@ from __future__ import annotations
 import ipaddress
 import select
 import socket
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, Protocol
 
+import httpx
+
 from ollama_stream_sync._cancel import current_scope
-from ollama_stream_sync._errors import translate
+from ollama_stream_sync._errors import ConnectionFailed, StreamError, StreamTimeout
 
 MAX_ERROR_BODY = 64 * 1024
 """How much of an error body we read: enough for any message, bounded for proxies."""
@@ -122,3 +125,79 @@ def socket_readable(sock: socket.socket) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
+
+
+def translate(  # noqa: PLR0911  # one case each
+    exc: BaseException, *, url: str | None = None
+) -> StreamError:
+    """Map any lower-level exception into the tree; the caller chains it as cause."""
+    if isinstance(exc, StreamError):
+        return exc
+    if isinstance(exc, httpx.ConnectTimeout):
+        return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
+    if isinstance(exc, httpx.ReadTimeout):
+        return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
+    if isinstance(exc, httpx.WriteTimeout):
+        return StreamTimeout(f"write timed out: {exc}", which="write", url=url)
+    if isinstance(exc, httpx.PoolTimeout):
+        return StreamTimeout(f"no free connection: {exc}", which="connect", url=url)
+    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
+        return ConnectionFailed(_detail(exc), during_connect=True, url=url)
+    if isinstance(exc, (httpx.TransportError, ConnectionError)):
+        return ConnectionFailed(_detail(exc), url=url)
+    mapped = _translate_requests(exc, url)
+    if mapped is not None:
+        return mapped
+    if isinstance(exc, TimeoutError):
+        return StreamTimeout(f"timed out: {exc}", which="read", url=url)
+    if isinstance(exc, OSError):
+        return ConnectionFailed(_detail(exc), url=url)
+    return StreamError(f"{type(exc).__name__}: {exc}", url=url)
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return f"TLS certificate verification failed ({text}); pass verify= a CA file"
+    if "SSL" in text or "TLS" in text or "WRONG_VERSION_NUMBER" in text:
+        return f"TLS handshake failed ({text})"
+    return text
+
+
+def _translate_requests(  # noqa: PLR0911
+    exc: BaseException, url: str | None
+) -> StreamError | None:
+    """requests' and urllib3's errors, if those libraries are in use at all."""
+    requests = sys.modules.get("requests")
+    urllib3 = sys.modules.get("urllib3")
+    if requests is not None and isinstance(exc, requests.RequestException):
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
+        inner = exc.args[0] if exc.args else None
+        inner = getattr(inner, "reason", inner)  # MaxRetryError wraps the cause
+        if isinstance(inner, BaseException) and inner is not exc:
+            mapped = _translate_requests(inner, url)
+            if mapped is not None:
+                return mapped
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
+        return ConnectionFailed(_detail(exc), url=url)
+    if urllib3 is not None and isinstance(exc, urllib3.exceptions.HTTPError):
+        errors = urllib3.exceptions
+        # NewConnectionError subclasses ConnectTimeoutError: test it first.
+        if isinstance(exc, (errors.NewConnectionError, errors.NameResolutionError)):
+            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
+        if isinstance(exc, errors.ConnectTimeoutError):
+            return StreamTimeout(f"connect timed out: {exc}", which="connect", url=url)
+        if isinstance(exc, errors.ReadTimeoutError):
+            return StreamTimeout(f"read timed out: {exc}", which="read", url=url)
+        if isinstance(exc, errors.SSLError):
+            return ConnectionFailed(_detail(exc), during_connect=True, url=url)
+        if isinstance(exc, errors.MaxRetryError) and exc.reason is not None:
+            return _translate_requests(exc.reason, url) or translate(
+                exc.reason, url=url
+            )
+        return ConnectionFailed(_detail(exc), url=url)
+    return None

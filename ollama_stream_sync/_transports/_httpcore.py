@@ -1,0 +1,203 @@
+"""Sockets that a stream's ``AbortScope`` can claim, for httpcore's connection pools.
+
+``TrackingBackend`` is an ``httpcore.NetworkBackend`` (httpcore's public
+extension point for how connections are made): every read and write of its
+sockets lets the calling stream's scope claim the connection first, and name
+resolution, connecting and the TLS handshake are each cut short by an abort.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+
+from ollama_stream_sync._cancel import (
+    AbortScope,
+    connect,
+    current_scope,
+    resolve,
+    shutdown_socket,
+)
+
+from ._base import socket_readable
+
+
+class SocketStream(httpcore.NetworkStream):
+    """One connection's socket as httpcore sees it, claimable by a stream's scope."""
+
+    __slots__ = ("_pid", "_sock", "owner")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.owner: AbortScope | None = None
+        self._pid = os.getpid()
+
+    def _claim(self) -> None:
+        scope = current_scope()
+        if scope is not None and self.owner is not scope:
+            scope.claim(self)
+
+    def shutdown(self) -> None:
+        """Wake whoever blocks on this connection (its owner's abort)."""
+        shutdown_socket(self._sock)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._claim()
+        try:
+            self._sock.settimeout(timeout)
+            return self._sock.recv(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        self._claim()
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.sendall(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        # The handshake is a step of its own, on a socket the scope already
+        # owns, so a cancel during a stalled handshake wakes it too.
+        try:
+            self._claim()
+            tls = ssl_context.wrap_socket(
+                self._sock,
+                server_hostname=server_hostname,
+                do_handshake_on_connect=False,
+            )
+            self._sock = tls
+            tls.settimeout(timeout)
+            tls.do_handshake()
+        except BaseException as exc:
+            self.close()
+            _check_scope()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            if isinstance(exc, OSError):
+                raise httpcore.ConnectError(str(exc)) from exc
+            raise
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        sock = self._sock
+        if info == "ssl_object" and isinstance(sock, ssl.SSLSocket):
+            return sock._sslobj  # type: ignore[attr-defined]  # httpcore's own use
+        if info == "client_addr":
+            return sock.getsockname()
+        if info == "server_addr":
+            return sock.getpeername()
+        if info == "socket":
+            return sock
+        if info == "is_readable":
+            # Inherited across fork(), shared with the parent: report it dead so
+            # this process never reuses it. httpcore asks this, without a lock,
+            # of a connection it saw idle a moment ago; a request may have taken
+            # it since and claimed it before writing, so if its answer is what
+            # makes the socket readable, the claim shows: socket first, owner next.
+            return os.getpid() != self._pid or (
+                socket_readable(sock) and self.owner is None
+            )
+        return None
+
+
+def _check_scope() -> None:
+    """Raise the bound scope's stop reason: a failure it caused is not the server's."""
+    scope = current_scope()
+    if scope is not None:
+        scope.check()
+
+
+class TrackingBackend(httpcore.NetworkBackend):
+    """Creates socket streams that the caller's ``AbortScope`` claims before they
+    block: a cancel ends name resolution and connecting at once."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            infos = resolve(host, port, 0, socket.SOCK_STREAM, timeout=timeout)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{host}: {exc}") from exc
+        error: Exception = httpcore.ConnectError(f"no address for {host}")
+        for family, kind, proto, _, address in infos:
+            try:
+                return self._connect(
+                    socket.socket(family, kind, proto),
+                    address,
+                    timeout,
+                    socket_options,
+                    local_address,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc  # the next address, as socket.create_connection does
+        raise error
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        return self._connect(sock, path, timeout, socket_options)
+
+    @staticmethod
+    def _connect(
+        sock: socket.socket,
+        address: Any,
+        timeout: float | None,
+        options: Iterable[Any] | None,
+        local_address: str | None = None,
+    ) -> SocketStream:
+        stream = SocketStream(sock)
+        try:
+            stream._claim()
+            for option in options or ():
+                sock.setsockopt(*option)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if local_address is not None:
+                sock.bind((local_address, 0))
+            sock.settimeout(timeout)
+            connect(sock, address)  # a cancel ends it, whenever it lands
+        except BaseException as exc:
+            sock.close()
+            _check_scope()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            if isinstance(exc, OSError):
+                raise httpcore.ConnectError(str(exc)) from exc
+            raise
+        return stream
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
