@@ -192,11 +192,12 @@ class LoopbackProgram:
         # Blocks on the pipe: each line is written by the program as it happens.
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            is_ready = ready in line
             for secret in self._secrets:
                 line = line.replace(secret, "***")
             with self._cond:
                 self._log.append(line)
-                self._ready = self._ready or ready in line
+                self._ready = self._ready or is_ready
                 self._cond.notify_all()
         # End of file: every process holding the pipe (workers too) has exited.
         with self._cond:
