@@ -21,8 +21,9 @@ from .gui import (  # noqa: F401  # GUI test fixtures
     xvfb_display,
 )
 from .hostile import Hostile
-from .support.network import (  # noqa: F401  # tinyproxy and nginx fixtures
+from .support.network import (  # noqa: F401  # tinyproxy, nginx and SOCKS5 fixtures
     make_nginx,
+    make_socks5,
     make_tinyproxy,
     nginx,
     tinyproxy,

@@ -1,9 +1,10 @@
-"""The tinyproxy and nginx fixtures, proven with plain requests and httpx.
+"""The tinyproxy, nginx and SOCKS5 fixtures, proven with plain requests and httpx.
 
 What later proxy and gateway tests rely on: the forward proxy forwards, tunnels
 https, asks for credentials, resolves a name the test process cannot; the
 gateway streams line by line, passes a client's hang-up on, times out with its
-own 504, takes turns over upstreams; and both always clean up.
+own 504, takes turns over upstreams; the SOCKS5 proxy relays and asks for
+credentials; and all of them always clean up.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from .support.network import (
     HIDDEN_HOST,
     NGINX_SNIPPET,
     NginxGateway,
+    Socks5Proxy,
     Tinyproxy,
-    require,
 )
+from .support.programs import LoopbackProgram, require
 
 pytestmark = pytest.mark.transport
 
@@ -54,7 +56,7 @@ def get(
         return response.status_code, response.text
 
 
-def stream_lines(lib: str, url: str) -> Iterator[dict[str, Any]]:
+def stream_lines(lib: str, url: str) -> Generator[dict[str, Any], None, None]:
     """POST a chat to ``url`` and yield each NDJSON line as it arrives."""
     if lib == "requests":
         with requests.Session() as session:
@@ -192,14 +194,69 @@ def test_the_readme_quotes_the_nginx_snippet() -> None:
     assert f"```nginx\n{NGINX_SNIPPET}```" in README.read_text()
 
 
+# -- microsocks ----------------------------------------------------------------------
+
+
+def socks5_get(
+    proxy: Socks5Proxy, host: str, port: int, auth: tuple[str, str] | None = None
+) -> bytes:
+    """GET /api/version from ``host:port`` through ``proxy``, speaking SOCKS5 by
+    hand (no SOCKS client library is a test dependency). The HTTP response, or
+    the proxy's method reply if it accepted none of ours."""
+    method = b"\x02" if auth else b"\x00"  # username/password, or none
+    with socket.create_connection(("127.0.0.1", proxy.port), WAIT) as conn:
+        conn.settimeout(WAIT)
+        wire = conn.makefile("rb")
+        conn.sendall(b"\x05\x01" + method)
+        if (choice := wire.read(2)) != b"\x05" + method:
+            return choice
+        if auth:
+            user, password = (part.encode() for part in auth)
+            conn.sendall(b"\x01%c%s%c%s" % (len(user), user, len(password), password))
+            assert wire.read(2) == b"\x01\x00"
+        name = host.encode()
+        conn.sendall(
+            b"\x05\x01\x00\x03%c%s" % (len(name), name) + port.to_bytes(2, "big")
+        )
+        assert wire.read(10)[:2] == b"\x05\x00"  # connected
+        conn.sendall(b"GET /api/version HTTP/1.0\r\n\r\n")
+        return bytes(wire.read())
+
+
+def test_the_socks5_proxy_resolves_and_relays(
+    fake_ollama: FakeOllama, make_socks5: Any
+) -> None:
+    proxy = make_socks5(hidden_hosts=[HIDDEN_HOST])
+    port = int(fake_ollama.url.rsplit(":", 1)[1])
+    assert socks5_get(proxy, HIDDEN_HOST, port).startswith(b"HTTP/1.1 200 OK")
+    assert proxy.wait_for(lambda p: p.connections == [f"{HIDDEN_HOST}:{port}"])
+
+
+def test_the_socks5_proxy_asks_for_credentials(
+    fake_ollama: FakeOllama, make_socks5: Any
+) -> None:
+    proxy = make_socks5(auth=("alice", "s3cret-pw"))
+    assert proxy.auth_url == f"socks5://alice:s3cret-pw@127.0.0.1:{proxy.port}"
+    port = int(fake_ollama.url.rsplit(":", 1)[1])
+    assert socks5_get(proxy, "localhost", port) == b"\x05\xff"  # no method fits
+    answer = socks5_get(proxy, "localhost", port, ("alice", "s3cret-pw"))
+    assert answer.endswith(b'{"version":"0.13.0-fake"}')
+    assert [r.path for r in fake_ollama.requests] == ["/api/version"]
+
+
 # -- start and stop ------------------------------------------------------------------
 
 
 def test_a_stopped_program_leaves_no_process_and_no_file(
     fake_ollama: FakeOllama,
 ) -> None:
-    for program in (NginxGateway([fake_ollama]), Tinyproxy()):
-        with program:
+    starts: list[Callable[[], LoopbackProgram]] = [
+        lambda: NginxGateway([fake_ollama]),
+        Tinyproxy,
+        Socks5Proxy,
+    ]
+    for start in starts:
+        with start() as program:
             pid = program.pid
             assert os.path.isdir(program.directory)
         with pytest.raises(ProcessLookupError):

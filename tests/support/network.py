@@ -1,18 +1,19 @@
-"""Real network programs for tests: Debian's tinyproxy and nginx, on loopback.
+"""Real network programs for tests, on loopback: Debian's tinyproxy, nginx and
+microsocks, each a fixture.
 
 ``Tinyproxy`` is a forward proxy (plain requests and https ``CONNECT`` tunnels,
 optional Basic auth, and host names that only it can resolve). ``NginxGateway``
 is a reverse proxy over one or more upstreams (``FakeOllama``s), configured with
 ``NGINX_SNIPPET``, the settings a user copies to stream Ollama through nginx.
-Each runs in the foreground in a private temporary directory, on a free port,
-and reports what it does through its log, which a thread reads line by line:
-readiness, requests and errors are events to wait on, never sleeps::
+``Socks5Proxy`` is a SOCKS5 proxy (microsocks). Each runs in the foreground in
+a private temporary directory, on a free port, and reports what it does through
+its log, read line by line: readiness, requests and errors are events to wait
+on, never sleeps (see ``programs.py``)::
 
     def test_through_proxy(fake_ollama, make_tinyproxy):
         proxy = make_tinyproxy(auth=("alice", "s3cret"))
         requests.get(f"{fake_ollama.url}/api/tags", proxies={"http": proxy.auth_url})
-        assert proxy.wait_for(lambda p: ("GET", f"{fake_ollama.url}/api/tags")
-                              in [(r.method, r.target) for r in p.requests])
+        assert proxy.wait_for(lambda p: len(p.requests) == 1)
 
     def test_gateway(fake_ollama, nginx):  # nginx: one upstream, fake_ollama
         fake_ollama.enqueue([Chunk(content="Hi"), Stall()])
@@ -28,24 +29,15 @@ import base64
 import contextlib
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import pytest
-from typing_extensions import Self
 
 from ollama_stream_sync.testing import FakeOllama
 
-WAIT = 5.0  # as in conftest: every wait is bounded, none is a timing assertion
-START_WAIT = 30.0  # bounds a program's start on a busy machine; it measures nothing
+from .programs import LoopbackProgram, require, reserved_port, with_hosts_file
 
 HIDDEN_HOST = "-ollama-behind-proxy"
 """A host name only a ``Tinyproxy(hidden_hosts=[HIDDEN_HOST])`` resolves (to
@@ -87,162 +79,6 @@ server {
 _SNIPPET_SERVER = (
     "    server 127.0.0.1:11434;  # one line per Ollama: requests take turns\n"
 )
-
-
-def require(program: str) -> str:
-    """The path of ``program``; if missing, skip the test (fail it in CI)."""
-    path = shutil.which(program, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    if path is None:
-        reason = f"{program} is not installed (apt-get install nginx tinyproxy)"
-        if os.environ.get("REQUIRE_NET_TESTS") == "1":
-            pytest.fail(f"network tests are required here, but {reason}")
-        pytest.skip(reason)
-    return path
-
-
-@contextlib.contextmanager
-def reserved_port() -> Iterator[int]:
-    """A free loopback port, held until the block ends: start the program inside.
-
-    Our socket stays bound (not listening) with ``SO_REUSEADDR``. tinyproxy and
-    nginx set ``SO_REUSEADDR`` on their listening sockets, and Linux lets such
-    sockets share a port while neither listens, so the program binds the same
-    port while no other ``bind(0)`` on the machine can be given it. There is no
-    window between choosing the port and the program listening on it.
-    """
-    holder = socket.socket()
-    try:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", 0))
-        yield int(holder.getsockname()[1])
-    finally:
-        holder.close()
-
-
-class LoopbackProgram:
-    """A program in the foreground, in its own session and temporary directory.
-
-    Its stdout and stderr go to one pipe that a thread reads line by line into
-    ``log``; each line is an event for ``wait_for``. The program is ready when a
-    line holds ``ready`` (it listens by then). ``close()`` stops it and every
-    process it forked, and removes the directory.
-    """
-
-    name = "program"
-
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        self.port = 0
-        self._secrets: list[str] = []
-        self._cond = threading.Condition()
-        self._log: list[str] = []
-        self._ready = False
-        self._ended = False
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        """The program's process id, also the id of its own process group."""
-        assert self._proc is not None
-        return self._proc.pid
-
-    @property
-    def log(self) -> list[str]:
-        """Every line the program wrote so far (secrets replaced with ``***``)."""
-        with self._cond:
-            return list(self._log)
-
-    def wait_for(
-        self, predicate: Callable[[Self], bool], timeout: float = WAIT
-    ) -> bool:
-        """Wait until ``predicate(self)`` holds, re-checked on each new log line."""
-        with self._cond:
-            return self._cond.wait_for(lambda: predicate(self), timeout)
-
-    def _start(self, argv: Sequence[str], ready: str) -> None:
-        """Run ``argv`` and wait until it logs ``ready`` (RuntimeError with its log
-        if it exits or stays silent first; the caller then calls ``close()``)."""
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-            start_new_session=True,  # its own process group: see _kill_group
-        )
-        self._reader = threading.Thread(
-            target=self._read, args=(ready,), name=f"{self.name}-log", daemon=True
-        )
-        self._reader.start()
-        with self._cond:
-            self._cond.wait_for(lambda: self._ready or self._ended, START_WAIT)
-            ready_now = self._ready
-        if not ready_now:
-            raise RuntimeError(f"{self.name} did not start:\n" + "\n".join(self.log))
-
-    def _read(self, ready: str) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        # Blocks on the pipe: each line is written by the program as it happens.
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            is_ready = ready in line
-            for secret in self._secrets:
-                line = line.replace(secret, "***")
-            with self._cond:
-                self._log.append(line)
-                self._ready = self._ready or is_ready
-                self._cond.notify_all()
-        # End of file: every process holding the pipe (workers too) has exited.
-        with self._cond:
-            self._ended = True
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Stop the program (TERM, then KILL to its whole group), remove its files."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()  # tinyproxy and nginx both stop at once on TERM
-            try:
-                proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                self._kill_group(proc)
-            with self._cond:
-                gone = self._cond.wait_for(lambda: self._ended, WAIT)
-            if not gone:  # a forked process outlived its parent and holds the pipe
-                self._kill_group(proc)
-            if self._reader is not None:
-                self._reader.join(WAIT)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    @staticmethod
-    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-        # The group was made by start_new_session for this program alone, and
-        # still has a member (the pipe is open), so its id names only ours.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(WAIT)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # -- tinyproxy -----------------------------------------------------------------------
@@ -293,7 +129,7 @@ class Tinyproxy(LoopbackProgram):
     ) -> None:
         program = require("tinyproxy")
         if hidden_hosts:
-            require("unshare")
+            require("unshare", "util-linux")
             require("mount")
         super().__init__()
         self.auth = auth
@@ -316,10 +152,7 @@ class Tinyproxy(LoopbackProgram):
                 token = base64.b64encode(f"{user}:{password}".encode()).decode()
                 self._secrets = [password, token]
             if hidden_hosts:
-                hosts = self.directory / "hosts"
-                names = " ".join(hidden_hosts)
-                hosts.write_text(f"127.0.0.1 localhost {names}\n::1 localhost\n")
-                argv = _with_hosts_file(hosts, argv)
+                argv = with_hosts_file(_hosts_file(self.directory, hidden_hosts), argv)
             with reserved_port() as port:
                 self.port = port
                 config.write_text("\n".join([f"Port {port}", *lines, ""]))
@@ -350,17 +183,73 @@ class Tinyproxy(LoopbackProgram):
         ]
 
 
-def _with_hosts_file(hosts: Path, argv: list[str]) -> list[str]:
-    """``argv`` run in a private mount namespace with ``hosts`` bound over
-    ``/etc/hosts``.
+def _hosts_file(directory: Path, names: Sequence[str]) -> Path:
+    """A hosts file in ``directory``: localhost, and ``names`` at 127.0.0.1."""
+    hosts = directory / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {' '.join(names)}\n::1 localhost\n")
+    return hosts
 
-    ``unshare`` execs the shell, which execs the program: one process, one pid.
-    Its mounts are private, so the machine's ``/etc/hosts`` is never touched. As
-    root no user namespace is needed; otherwise ``--map-root-user`` makes one.
+
+# -- microsocks ----------------------------------------------------------------------
+
+_SOCKS_CONNECT = re.compile(r"client\[\d+\] \S+: connected to (\S+)")
+
+
+class Socks5Proxy(LoopbackProgram):
+    """Debian's microsocks on ``127.0.0.1:<port>``: a SOCKS5 proxy for loopback.
+
+    ``url`` is ``socks5://127.0.0.1:<port>``; the proxy resolves names itself
+    (clients say ``socks5h://`` for that). It logs nothing when it starts, so its
+    readiness is a bounded connect probe (see ``LoopbackProgram``).
+
+    Args:
+        auth: ``(user, password)`` it requires (SOCKS5 username/password).
+        hidden_hosts: names only it resolves, as for ``Tinyproxy``.
     """
-    script = 'hosts=$1; shift; mount --bind "$hosts" /etc/hosts && exec "$@"'
-    unshare = ["unshare", "--mount", *(["--map-root-user"] * (os.geteuid() != 0))]
-    return [*unshare, "sh", "-c", script, "sh", str(hosts), *argv]
+
+    name = "microsocks"
+
+    def __init__(
+        self,
+        *,
+        auth: tuple[str, str] | None = None,
+        hidden_hosts: Sequence[str] = (),
+    ) -> None:
+        argv = [require("microsocks"), "-i", "127.0.0.1"]
+        if hidden_hosts:
+            require("unshare", "util-linux")
+            require("mount")
+        super().__init__()
+        self.auth = auth
+        try:
+            if auth is not None:
+                argv += ["-u", auth[0], "-P", auth[1]]
+                self._secrets = [auth[1]]
+            if hidden_hosts:
+                argv = with_hosts_file(_hosts_file(self.directory, hidden_hosts), argv)
+            with reserved_port() as port:
+                self.port = port
+                self._start([*argv, "-p", str(port)], None)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        """``socks5://127.0.0.1:<port>``."""
+        return f"socks5://127.0.0.1:{self.port}"
+
+    @property
+    def auth_url(self) -> str:
+        """``socks5://user:password@127.0.0.1:<port>`` (ValueError without auth)."""
+        if self.auth is None:
+            raise ValueError("auth_url: this proxy was started without auth")
+        return f"socks5://{self.auth[0]}:{self.auth[1]}@127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> list[str]:
+        """``host:port`` of each connection it made for a client, in order."""
+        return [m.group(1) for m in map(_SOCKS_CONNECT.search, self.log) if m]
 
 
 # -- nginx ---------------------------------------------------------------------------
@@ -503,3 +392,18 @@ def nginx(
 ) -> NginxGateway:
     """An ``NginxGateway`` with one upstream: the test's ``fake_ollama``."""
     return make_nginx([fake_ollama])
+
+
+@pytest.fixture
+def make_socks5() -> Iterator[Callable[..., Socks5Proxy]]:
+    """``make_socks5(auth=None, hidden_hosts=())`` starts a ``Socks5Proxy``;
+    each one is stopped after the test, whatever happened."""
+    with contextlib.ExitStack() as stack:
+
+        def make(
+            *, auth: tuple[str, str] | None = None, hidden_hosts: Sequence[str] = ()
+        ) -> Socks5Proxy:
+            proxy = Socks5Proxy(auth=auth, hidden_hosts=hidden_hosts)
+            return stack.enter_context(proxy)
+
+        yield make
