@@ -40,8 +40,8 @@ from ollama_stream_sync.testing import FakeOllama
 from .programs import LoopbackProgram, require, reserved_port, with_hosts_file
 
 HIDDEN_HOST = "-ollama-behind-proxy"
-"""A host name only a ``Tinyproxy(hidden_hosts=[HIDDEN_HOST])`` resolves (to
-127.0.0.1). The leading hyphen makes it an invalid DNS name, so glibc's resolver
+"""A host name only a proxy started with ``hidden_hosts=[HIDDEN_HOST]`` resolves
+(to 127.0.0.1). The leading hyphen makes it an invalid DNS name, so glibc's resolver
 refuses it without sending a query: the test process (or a client that wrongly
 resolves the target itself) fails at once and nothing leaves the machine."""
 
@@ -107,8 +107,9 @@ class Tinyproxy(LoopbackProgram):
             assert proxy.wait_for(lambda p: len(p.requests) == 1)
 
     Args:
-        auth: ``(user, password)``: the proxy answers 407 without them. Both
-            are written only to its private configuration file, never to a log.
+        auth: ``(user, password)``: the proxy answers 407 without them. The
+            password is written only to its private configuration file (mode
+            0600, removed on close); ``log`` masks it.
         hidden_hosts: names only the proxy resolves, to 127.0.0.1 (see
             ``HIDDEN_HOST``). tinyproxy then runs in its own mount namespace
             (``unshare``) with its own ``/etc/hosts``. (glibc's ``HOSTALIASES``
