@@ -21,6 +21,13 @@ from .gui import (  # noqa: F401  # GUI test fixtures
     xvfb_display,
 )
 from .hostile import Hostile
+from .support.network import (  # noqa: F401  # tinyproxy, nginx and SOCKS5 fixtures
+    make_nginx,
+    make_socks5,
+    make_tinyproxy,
+    nginx,
+    tinyproxy,
+)
 
 USER = [{"role": "user", "content": "Hello?"}]
 WAIT = 5.0  # every wait in the suite is bounded by this; none is a timing assertion

@@ -12,6 +12,8 @@ from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .conftest import USER, WAIT, MakeClient
 
+pytestmark = pytest.mark.transport
+
 
 def terminal_recorder() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     seen: list[tuple[str, Any]] = []

@@ -14,6 +14,8 @@ from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, reply, to
 
 from .conftest import USER
 
+pytestmark = pytest.mark.transport
+
 
 def record() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     events: list[tuple[str, Any]] = []

@@ -30,6 +30,8 @@ from ollama_stream_sync.testing import (
 
 from .conftest import USER, WAIT, MakeClient
 
+pytestmark = pytest.mark.transport
+
 
 def run_failing(
     client: StreamingClient, **kwargs: Any

@@ -45,6 +45,8 @@ from .hostile import (
     line,
 )
 
+pytestmark = pytest.mark.transport
+
 # -- 3. any line that cannot be parsed is a ProtocolError with .partial --
 
 UNPARSABLE = {

@@ -22,6 +22,8 @@ from ollama_stream_sync.testing import Chunk, FakeOllama, Stall
 from .conftest import USER, WAIT, MakeClient
 from .hostile import Gate, Hold, Hostile, Send, answer, chunked_response
 
+pytestmark = pytest.mark.transport
+
 # -- 2. after a cancel in any phase, every socket the stream opened is closed --
 
 

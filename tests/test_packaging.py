@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 600  # bounds one build or install; it measures nothing
 SUBSET = ["tests/test_accumulator.py", "tests/test_examples.py", "tests/test_api.py"]
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", ".*_cache"
+    ".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist", ".*_cache"
 )
 
 

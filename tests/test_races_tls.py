@@ -25,6 +25,8 @@ from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply
 from .conftest import USER, WAIT, MakeClient
 from .tls import Tarpit, TlsFiles, TlsFront
 
+pytestmark = pytest.mark.transport
+
 
 @pytest.fixture(autouse=True)
 def _no_ca_bundle_override(monkeypatch: pytest.MonkeyPatch) -> None:

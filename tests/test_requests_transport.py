@@ -22,6 +22,8 @@ from ollama_stream_sync.testing import FakeOllama
 
 from .conftest import USER
 
+pytestmark = pytest.mark.transport
+
 HOST = "http://127.0.0.1:11434"
 CHAT = HOST + "/api/chat"
 

@@ -34,6 +34,8 @@ from ollama_stream_sync.testing import (
 
 from .conftest import USER, WAIT, MakeClient
 
+pytestmark = pytest.mark.transport
+
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02, jitter=False)
 
 

@@ -24,6 +24,8 @@ from ollama_stream_sync.testing import (
 
 from .conftest import USER, WAIT, MakeClient
 
+pytestmark = pytest.mark.transport
+
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 NO_TIMERS: dict[str, Any] = {"first_token_timeout": None, "read_timeout": None}
 

@@ -1,0 +1,1 @@
+"""Helpers that start real programs for the tests (see ``network.py``)."""
