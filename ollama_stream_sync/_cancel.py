@@ -111,11 +111,6 @@ class AbortScope:
         return self._reason
 
     @property
-    def attempt_reason(self) -> BaseException | None:
-        """Why the current attempt was aborted, if it was."""
-        return self._attempt_reason
-
-    @property
     def stopped(self) -> BaseException | None:
         """Why the stream or its current attempt was aborted, or ``None``."""
         return self._reason or self._attempt_reason

@@ -7,7 +7,6 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -447,12 +446,7 @@ class StreamingClient(ModelCalls):
     def __enter__(self) -> StreamingClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

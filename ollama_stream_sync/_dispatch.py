@@ -89,7 +89,7 @@ class QueuedDispatcher:
     """The engine of every dispatcher that runs callbacks on another thread.
 
     Subclasses say how the delivering thread is woken (``_wake``), have that
-    thread call ``_drain``, and say which thread delivers (``delivery_thread``).
+    thread call ``_drain``, and say which thread delivers (``_owner``).
     ``pump`` runs callbacks on the calling thread, in order, one at a time; it
     may be called again from inside a callback (reentrant), and from several
     threads (they take turns).
@@ -115,11 +115,6 @@ class QueuedDispatcher:
         # callback may pump (a nested event loop, a blocking call) itself.
         self._run = threading.RLock()
         self._owner: int | None = None
-
-    @property
-    def delivery_thread(self) -> int | None:
-        """The ident of the thread that delivers, or None when any thread pumps."""
-        return self._owner
 
     def delivers_here(self) -> bool:
         """Whether the calling thread may run this dispatcher's callbacks."""

@@ -58,7 +58,7 @@ class TkDispatcher(QueuedDispatcher):
             tk.createfilehandler(self._read_fd, tkinter.READABLE, self._on_wake)
         else:  # pragma: no cover  # Windows
             widget.after(poll_ms, self._poll)
-        self._bound = widget.bind("<Destroy>", self._on_destroy, "+")
+        widget.bind("<Destroy>", self._on_destroy, "+")
 
     def _wake(self) -> None:
         with self._fd_lock:
@@ -69,7 +69,7 @@ class TkDispatcher(QueuedDispatcher):
             with contextlib.suppress(BlockingIOError):  # a wake-up is pending
                 os.write(self._write_fd, b"x")
 
-    def _on_wake(self, fd: int, mask: int) -> None:
+    def _on_wake(self, fd: int, _mask: int) -> None:
         with contextlib.suppress(OSError):
             os.read(fd, 4096)
         if self.closed:

@@ -14,7 +14,6 @@ import inspect
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._events import Content, StreamEvent
@@ -204,12 +203,7 @@ class ChatStream:
     def __enter__(self) -> ChatStream:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self._stop()
 
     def __repr__(self) -> str:

@@ -20,7 +20,6 @@ import importlib.util
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
-from types import TracebackType
 from typing import Any
 
 import httpcore
@@ -180,12 +179,7 @@ class CancellableTransport(httpx.BaseTransport):
     def close(self) -> None:
         self._pool.close()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
 
