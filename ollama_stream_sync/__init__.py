@@ -52,7 +52,7 @@ from ._events import (
 )
 from ._gui import QtDispatcher, TkDispatcher
 from ._handle import BaseHandle, ProgressHandle, StreamHandle
-from ._hosts import HostHealth
+from ._hosts import HostHealth, Router, ServedModelWarning
 from ._models import LoadedModel
 from ._options import CallOptions, ConversationOptions, ModelOptions, Settings
 from ._request import ToolSchemaWarning, UnknownOptionWarning
@@ -101,6 +101,8 @@ __all__ = [
     "Reset",
     "Retry",
     "RetryPolicy",
+    "Router",
+    "ServedModelWarning",
     "ServerError",
     "Settings",
     "StreamError",

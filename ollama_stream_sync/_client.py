@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -18,7 +20,18 @@ from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
 from ._engine import Engine
 from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
-from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts
+from ._hosts import (
+    DEFAULT_COOLDOWN,
+    ROUTERS,
+    Host,
+    HostHealth,
+    Hosts,
+    LeastBusy,
+    RoundRobin,
+    Router,
+    RoutingArg,
+    check_served,
+)
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
 from ._observe import CallInfo
 from ._options import CallOptions, Unpack
@@ -26,6 +39,7 @@ from ._request import (
     ImageLike,
     MessageLike,
     ToolLike,
+    caller,
     chat_body,
     encode_body,
     generate_body,
@@ -84,6 +98,7 @@ class StreamingClient(ModelCalls):
         dispatcher: Dispatcher | None = None,
         coalesce_interval: float | None = None,
         host_cooldown: float = DEFAULT_COOLDOWN,
+        routing: RoutingArg = "model_aware",
         close_timeout: float = 5.0,
         probe_loading: bool = False,
         proxy: str | httpx.Proxy | None = None,
@@ -93,8 +108,9 @@ class StreamingClient(ModelCalls):
 
         Args:
             host: Ollama's URL; ``None`` reads ``OLLAMA_HOST`` or uses the SDK default.
-            hosts: several Ollama URLs: streams are spread over them, and a retry
-                moves to the next healthy one.
+            hosts: several Ollama URLs: each attempt goes to the one ``routing``
+                chooses among the healthy ones; a failure before any output
+                moves to another at once (see "Several hosts" in the docs).
             client: an existing ``ollama.Client`` to stream through (not closed by us).
             session: a ``requests.Session`` to stream through instead of httpx
                 (its proxies, CA bundle, auth and adapters apply; not closed by us).
@@ -107,7 +123,11 @@ class StreamingClient(ModelCalls):
             dispatcher: where callbacks run; the worker thread by default.
             coalesce_interval: merge consecutive deltas of one field arriving
                 within this many seconds into one callback (``None``: off).
-            host_cooldown: seconds a host that refused a connection is skipped.
+            host_cooldown: seconds a host's open breaker keeps it out (after a
+                refused connection, or 3 failures in a row) before one probe.
+            routing: with several hosts, which one serves: ``"model_aware"``
+                (the model in memory, then on disk, then least busy),
+                ``"least_busy"``, ``"round_robin"``, or a ``Router``.
             close_timeout: seconds ``close()`` waits for each cancelled worker.
             probe_loading: ask ``/api/ps`` at the start of each stream, so a
                 model that is not loaded yet reports the phase "loading".
@@ -163,8 +183,16 @@ class StreamingClient(ModelCalls):
         )
         transports = [self._transport(sdk) for sdk in self._sdks]
         self._loaded = LoadedModels()
+        router = _router(routing)
+        static = isinstance(router, (RoundRobin, LeastBusy))  # no model lists
+        hosts_ = Hosts(
+            [Host(t) for t in transports],
+            cooldown=host_cooldown,
+            router=router,
+            lister=None if static else self._lister(connect_timeout),
+        )
         self._engine = Engine(
-            Hosts([Host(t) for t in transports], cooldown=host_cooldown),
+            hosts_,
             {
                 "retry": retry,
                 "connect_timeout": connect_timeout,
@@ -219,29 +247,33 @@ class StreamingClient(ModelCalls):
         return self._engine.close_timeout
 
     def health(self, timeout: float | None = None) -> list[HostHealth]:
-        """Ask every host for ``/api/version``, in parallel.
+        """Ask every host for ``/api/version`` and its models, in parallel.
 
         Args:
             timeout: seconds per host (default: the connect timeout, or 10).
 
         Returns:
-            One ``HostHealth`` per host: reachable, version, latency, cool-down.
+            One ``HostHealth`` per host: reachable, version, latency, breaker
+            state, streams in flight, models loaded and available, last TTFT.
         """
         limit = self._wait(timeout)
         hosts = self._engine.hosts
+        lister = self._lister(limit)
 
         def probe(host: Host) -> HostHealth:
-            cooling = hosts.cooling_down(host)
             start = time.monotonic()
             try:
                 data = host.transport.request_json(
                     "GET", "/api/version", None, timeout=limit
                 )
             except StreamError as exc:
-                return HostHealth(host.url, False, cooling_down=cooling, error=str(exc))
-            version = str(data.get("version", "")) if isinstance(data, dict) else None
+                return replace(hosts.view(host), reachable=False, error=str(exc))
             latency = time.monotonic() - start
-            return HostHealth(host.url, True, version, latency, cooling_down=cooling)
+            with contextlib.suppress(StreamError):  # reachable; lists as known
+                hosts.learned(host, *lister(host))
+            version = str(data.get("version", "")) if isinstance(data, dict) else None
+            view = hosts.view(host)
+            return replace(view, reachable=True, version=version, latency=latency)
 
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=len(hosts.hosts), thread_name_prefix="ollama-health"
@@ -265,9 +297,12 @@ class StreamingClient(ModelCalls):
             f"/api/{operation}", encode_body(body), options, model=model
         )
         state = ChatState()
+        where = caller()  # a warning found on the worker points at this call
 
         def job(ctx: StreamContext) -> ChatResult:
-            return finish(state, run_stream(request, ctx), fmt, estimate)
+            result = finish(state, run_stream(request, ctx), fmt, estimate)
+            check_served(model, result, where)
+            return result
 
         return engine.start(
             StreamHandle,
@@ -435,6 +470,7 @@ class StreamingClient(ModelCalls):
         """
         try:
             self._engine.close()
+            self._engine.hosts.close(self.close_timeout)
         finally:
             if self._owns_sdk:
                 for sdk in self._sdks:
@@ -452,3 +488,14 @@ class StreamingClient(ModelCalls):
     def __repr__(self) -> str:
         active = len(self._engine.handles)
         return f"<StreamingClient {', '.join(self.hosts)} active={active}>"
+
+
+def _router(routing: object) -> Router:
+    """The ``Router`` that ``routing=`` names, or the caller's own."""
+    if isinstance(routing, str):
+        if routing not in ROUTERS:
+            raise ValueError(f"routing must be one of {sorted(ROUTERS)} or a Router")
+        return ROUTERS[routing]()
+    if not callable(getattr(routing, "choose", None)):
+        raise TypeError("routing must be a strategy's name or a Router (a .choose)")
+    return routing  # type: ignore[return-value]  # it has the one method

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,9 +21,18 @@ from ._client import StreamingClient
 from ._errors import StreamError, ToolRoundsExceeded
 from ._events import ToolResult
 from ._handle import StreamHandle
+from ._hosts import check_served
 from ._observe import CallInfo
 from ._options import ConversationOptions, Unpack
-from ._request import MessageLike, chat_body, encode_body, encode_message, encode_tool
+from ._request import (
+    MessageLike,
+    Where,
+    caller,
+    chat_body,
+    encode_body,
+    encode_message,
+    encode_tool,
+)
 from ._result import ChatResult
 from ._run import StreamContext, deadline_error, run_stream
 from ._state import ChatState
@@ -40,7 +50,7 @@ ToolSpec = (
 """A Python function, a schema (dict or ``ollama.Tool``), or ``(schema, function)``."""
 
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
-_ids = itertools.count(1)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 
 
 def _tool_table(
@@ -101,6 +111,7 @@ class Conversation:
         format: FormatArg = None,
         keep_alive: float | str | None = None,
         max_tool_rounds: int = 8,
+        session_header: str | None = None,
     ) -> None:
         """Start a conversation.
 
@@ -116,10 +127,17 @@ class Conversation:
             format: ``"json"``, a JSON schema or a pydantic model class: each
                 final answer's ``parsed`` holds the value (a model instance).
             max_tool_rounds: model turns with tool calls before ``ToolRoundsExceeded``.
+            session_header: a header name (``"X-Session-ID"``) to send ``id`` in
+                with every request, for a gateway that keeps a session on one
+                upstream.
+
+        Each turn goes to the host that served the previous one while that
+        host is healthy (its cache holds the history's prefix).
 
         Raises:
             TypeError, ValueError: a tool without a name, two tools with one
-                name, a bad ``format``, or ``max_tool_rounds`` below 0.
+                name, a bad ``format``, ``max_tool_rounds`` below 0, or a
+                ``session_header`` that is not a header name.
         """
         if not isinstance(client, StreamingClient):
             raise TypeError("client must be a StreamingClient")
@@ -127,6 +145,12 @@ class Conversation:
             raise TypeError("max_tool_rounds must be an int")
         if max_tool_rounds < 0:
             raise ValueError("max_tool_rounds must be 0 or more")
+        if session_header is not None and not (
+            isinstance(session_header, str) and _HEADER_NAME.fullmatch(session_header)
+        ):
+            raise ValueError(
+                f"session_header must be a header name: {session_header!r}"
+            )
         self._format = FormatSpec(format) if format is not None else None
         self.client = client
         self.model = model
@@ -136,6 +160,7 @@ class Conversation:
         self.format = format
         self.keep_alive = keep_alive
         self.max_tool_rounds = max_tool_rounds
+        self.session_header = session_header
         self._schemas, self._impls = _tool_table(list(tools or ()))
         # Every send builds its body on the worker: build one now, so that a
         # wrong setting (options="x", keep_alive=object()) raises here.
@@ -148,8 +173,11 @@ class Conversation:
             options=options,
             keep_alive=keep_alive,
         )
-        self.id = f"conversation-{next(_ids)}"
-        """A stable key of this conversation (telemetry, gateways' session routing)."""
+        self.id = f"conversation-{uuid.uuid4().hex}"
+        """A stable key of this conversation, unique across processes
+        (telemetry, gateways' session routing); ``to_json`` keeps it."""
+        self._host: str | None = None
+        """The URL of the host that served the last turn: the next one stays."""
         # Guards _messages and _running: the worker appends while callers read.
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
@@ -219,6 +247,12 @@ class Conversation:
             else encode_message(text_or_message)
         )
         encode_body(message)  # a value JSON cannot send fails here, not on the worker
+        if self.session_header is not None:  # the caller's own headers win
+            options["headers"] = {
+                self.session_header: self.id,
+                **(options.get("headers") or {}),
+            }
+        where = caller()  # a warning found on the worker points at this call
         engine = self.client._engine
         deadline = engine.option(options, "deadline")
         deadline_at = None if deadline is None else time.monotonic() + deadline
@@ -226,7 +260,7 @@ class Conversation:
 
         def job(ctx: StreamContext) -> ChatResult:
             try:
-                return self._rounds(ctx, options, deadline, deadline_at)
+                return self._rounds(ctx, options, deadline, deadline_at, where)
             except ToolRoundsExceeded:
                 raise  # the rounds that ran stay: a valid history to continue from
             except Exception:  # a StreamError, or a bug of ours: the send failed
@@ -263,6 +297,7 @@ class Conversation:
         options: dict[str, Any],
         deadline: float | None,
         deadline_at: float | None,
+        where: Where,
     ) -> ChatResult:
         state: ChatState = ctx.state
         rounds = 0
@@ -285,10 +320,13 @@ class Conversation:
                 model=self.model,
                 deadline_at=deadline_at,
                 seal_on_done=lambda: state.tool_call_count == 0,
+                sticky=self._host,
             )
             state.reset()
             ctx.delivery.reset_partial()
             result: ChatResult = run_stream(request, ctx)
+            self._host = result.host or self._host
+            check_served(self.model, result, where)
             if result.cancelled:
                 self._keep_cancelled(result)
                 return result
@@ -378,6 +416,8 @@ class Conversation:
                 "format": self._format.wire if self._format is not None else None,
                 "keep_alive": self.keep_alive,
                 "max_tool_rounds": self.max_tool_rounds,
+                "session_header": self.session_header,
+                "id": self.id,
                 "messages": self._messages,
             }
             return json.dumps(data, ensure_ascii=False)
@@ -412,7 +452,9 @@ class Conversation:
             format=saved.get("format"),
             keep_alive=saved.get("keep_alive"),
             max_tool_rounds=saved.get("max_tool_rounds", 8),
+            session_header=saved.get("session_header"),
         )
+        conv.id = str(saved.get("id") or conv.id)
         conv.system = saved.get("system")
         conv._messages = copy.deepcopy(messages)
         return conv

@@ -80,6 +80,7 @@ class Engine:
         model: str | None = None,
         deadline_at: float | None = None,
         seal_on_done: Callable[[], bool] | None = None,
+        sticky: str | None = None,
     ) -> StreamRequest:
         """One request with the client's settings, overridden by ``options``."""
         probe, probed = self.probe, model or ""
@@ -102,6 +103,7 @@ class Engine:
             headers=dict(options.get("headers") or {}),
             seal_on_done=seal_on_done,
             probe=(lambda host: probe(host, probed)) if probe and wants_probe else None,
+            sticky=sticky,
         )
 
     def start(

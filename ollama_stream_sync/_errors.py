@@ -10,7 +10,8 @@
     │   ├── AuthenticationRequired  401: sign in (``.signin_url``)
     │   └── RateLimited             429: a usage limit was reached
     ├── ProtocolError               not Ollama's NDJSON, or no ``done`` line
-    ├── StreamTimeout               a timeout expired (``.which``); a TimeoutError
+    ├── StreamTimeout               a timeout expired (``.which``), a gateway's 504
+    │                               too; also a builtin ``TimeoutError``
     ├── CallbackError               a user callback raised (original: ``__cause__``)
     ├── DispatchError               the dispatcher could not deliver a callback
     ├── OutputValidationError       the answer does not match the requested format
@@ -30,9 +31,10 @@ import email.utils
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from ._result import ChatResult
+from ._result import ChatResult, Headers
 
 TimeoutKind = Literal["connect", "first_token", "read", "write", "deadline"]
 
@@ -222,7 +224,11 @@ class StreamTimeout(StreamError, TimeoutError):
             ``"write"`` (sending the request), ``"first_token"`` (no output
             yet: the model loading or the prompt being read), ``"read"`` (the
             stream went silent) or ``"deadline"`` (the whole call).
+        status_code: 504 when a gateway answered that it timed out waiting
+            for Ollama (``which`` is then ``"first_token"``), else ``None``.
     """
+
+    status_code: int | None = None
 
     def __init__(
         self,
@@ -382,8 +388,13 @@ def error_from_body(
     *,
     url: str | None = None,
     model: str | None = None,
-) -> ServerError:
-    """Build the error for a non-2xx response from its (possibly non-JSON) body."""
+    headers: Mapping[str, str] | None = None,
+) -> StreamError:
+    """Build the error for a non-2xx response from its (possibly non-JSON) body.
+
+    A 504 is a gateway that gave up waiting for Ollama's first byte: a
+    ``StreamTimeout``. The response's ``headers`` go into ``.partial``.
+    """
     fields: dict[str, Any] = {}
     text = body.decode("utf-8", "replace").strip()
     try:
@@ -396,14 +407,29 @@ def error_from_body(
         message = _folded(text)
     else:
         message = reason or f"HTTP {status_code}"
-    return error_for_status(
-        message,
-        status_code,
-        retry_after=parse_retry_after(retry_after),
-        fields=fields,
-        url=url,
-        model=model,
-    )
+    error: StreamError
+    if status_code == 504:
+        error = StreamTimeout(
+            f"the gateway timed out waiting for Ollama (HTTP 504: {message}); a "
+            "model loading or a long prompt can outlast a proxy's read timeout "
+            "(nginx: proxy_read_timeout)",
+            which="first_token",
+            url=url,
+            model=model,
+        )
+        error.status_code = 504
+    else:
+        error = error_for_status(
+            message,
+            status_code,
+            retry_after=parse_retry_after(retry_after),
+            fields=fields,
+            url=url,
+            model=model,
+        )
+    if headers:
+        error.partial = ChatResult(response_headers=Headers(headers.items()))
+    return error
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

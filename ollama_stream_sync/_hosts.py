@@ -1,40 +1,122 @@
 """Several Ollama servers behind one client: which host serves each attempt.
 
-``Hosts`` keeps each host's state (in-flight streams, cool-down after a refused
-connection) and asks its ``Router`` which one serves the next attempt: the seam
-where routing strategies plug in. The default is round robin.
+``Hosts`` keeps what this client knows of each host (its streams in flight, a
+circuit breaker, the models it has and holds in memory, its last time to first
+token) and asks a ``Router`` which healthy host serves the next attempt. Three
+routers come with the library (``ROUTERS``); ``routing=`` also takes your own.
+Model lists are refreshed on short-lived background threads, never in a pick:
+a pick with a warm cache sends no request at all.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
-from ._errors import ConnectionFailed, StreamError
+from ._errors import (
+    ConnectionFailed,
+    ModelNotFound,
+    ServerError,
+    StreamError,
+    StreamTimeout,
+)
+from ._request import Where, warn_at
+from ._result import ChatResult
 from ._transports._base import Transport
 
 log = logging.getLogger("ollama_stream_sync")
 
 DEFAULT_COOLDOWN = 30.0
-"""Seconds a host that refused a connection is skipped."""
+"""Seconds an open breaker keeps its host out before one probe may try it."""
+FAILURES_TO_OPEN = 3
+"""Consecutive failures (connection, 5xx) that open a breaker; a refused
+connection opens it at once (nothing listens there)."""
+MODELS_TTL = 10.0
+"""Seconds a host's model lists serve routing before a background refresh."""
+
+BreakerState = Literal["closed", "open", "half_open"]
+Lister = Callable[["Host"], tuple[Iterable[str], Iterable[str]]]
+"""Asks one host for its models: (loaded in memory, available on disk)."""
+
+
+class ServedModelWarning(UserWarning):
+    """The answer names another model than the one asked for: something on the
+    way (a gateway, a proxy with model aliases) swapped it."""
+
+
+ServedModelWarning.__module__ = "ollama_stream_sync"
+
+
+@functools.lru_cache(maxsize=1024)
+def model_key(name: str) -> str:
+    """A model name as Ollama matches it: ``qwen3`` is ``qwen3:latest``, case
+    does not count, nor the default registry, nor a ``:cloud``/``:local``
+    source suffix (``modelref.ParseRef`` in Ollama's source)."""
+    name = name.strip().lower()
+    base, colon, suffix = name.rpartition(":")
+    if colon and suffix in ("cloud", "local"):
+        name = base
+    elif colon and "/" not in suffix and suffix.endswith("-cloud"):
+        name = f"{base}:{suffix.removesuffix('-cloud')}"
+    name = name.removeprefix("registry.ollama.ai/").removeprefix("library/")
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names mean the same model (``qwen3`` is ``qwen3:latest``)."""
+    return model_key(a) == model_key(b)
+
+
+def check_served(asked: str, result: ChatResult, where: Where) -> None:
+    """Warn (``ServedModelWarning``, at ``where``) when the answer names another
+    model than ``asked``; a ``:cloud`` name answered by its base name is not."""
+    if result.model and not same_model(asked, result.model):
+        warn_at(
+            where,
+            f"asked for model {asked!r} but {result.model!r} answered "
+            f"({result.host or 'the host'}): something on the way swapped it",
+            ServedModelWarning,
+        )
+
+
+def _holds(names: Iterable[str] | None, model: str) -> bool:
+    key = model_key(model)
+    return names is not None and any(model_key(n) == key for n in names)
+
+
+def _with(names: tuple[str, ...] | None, model: str) -> tuple[str, ...] | None:
+    return names if names is None or _holds(names, model) else (*names, model)
+
+
+def _without(names: tuple[str, ...] | None, key: str) -> tuple[str, ...] | None:
+    return None if names is None else tuple(n for n in names if model_key(n) != key)
 
 
 @dataclass(frozen=True)
 class HostHealth:
-    """One host's state as ``StreamingClient.health()`` found it.
+    """One host as the client knows it: from ``StreamingClient.health()``, or
+    as a ``Router`` sees it when choosing (then ``reachable`` means its breaker
+    lets it be tried, and ``version``, ``latency`` and ``error`` are ``None``).
 
     Attributes:
         url: the host's base URL.
         reachable: it answered ``/api/version``.
         version: Ollama's version string, when reachable.
         latency: seconds the version request took, when reachable.
-        cooling_down: it is being skipped after a refused connection.
+        cooling_down: its breaker is open: it is skipped for now.
         error: why it was not reachable.
+        breaker: "closed" (in use), "open" (skipped until its cool-down ends)
+            or "half_open" (one stream may try it; its outcome decides).
+        in_flight: this client's streams on it now.
+        models_loaded: the models in its memory (``/api/ps``); ``None``: unknown.
+        models_available: the models it has (``/api/tags``); ``None``: unknown.
+        last_ttft: seconds to the first token of its last stream that succeeded.
     """
 
     url: str
@@ -43,57 +125,166 @@ class HostHealth:
     latency: float | None = None
     cooling_down: bool = False
     error: str | None = None
+    breaker: BreakerState = "closed"
+    in_flight: int = 0
+    models_loaded: tuple[str, ...] | None = None
+    models_available: tuple[str, ...] | None = None
+    last_ttft: float | None = None
 
 
 class Host:
     """One server: its URL, the transport that reaches it, and what the client
     knows of it (all guarded by ``Hosts``' lock)."""
 
-    __slots__ = ("cooldown_until", "in_flight", "transport", "url")
+    __slots__ = (
+        "available",
+        "failures",
+        "in_flight",
+        "listed_at",
+        "loaded",
+        "prober",
+        "refreshing",
+        "retry_at",
+        "state",
+        "transport",
+        "ttft",
+        "url",
+    )
 
     def __init__(self, transport: Transport) -> None:
         self.url = transport.url
         self.transport = transport
-        self.cooldown_until = 0.0
         self.in_flight = 0
         """Streams of this client on this host now."""
+        self.state: BreakerState = "closed"
+        self.failures = 0
+        """Consecutive failures that count against the breaker."""
+        self.retry_at = 0.0
+        """While open: when one probe may try it."""
+        self.prober: object = None
+        """The attempt probing a half-open breaker, if one is."""
+        self.loaded: tuple[str, ...] | None = None
+        self.available: tuple[str, ...] | None = None
+        self.listed_at = float("-inf")
+        self.refreshing = False
+        self.ttft: float | None = None
+
+    def breaker(self, now: float) -> BreakerState:
+        """The breaker's state now (an open one whose cool-down passed is half-open)."""
+        if self.state == "open" and self.retry_at <= now:
+            return "half_open"
+        return self.state
+
+    def ready(self, now: float) -> bool:
+        """Whether an attempt may go here now: closed, or a probe is due."""
+        state = self.breaker(now)
+        return state == "closed" or (state == "half_open" and self.prober is None)
+
+    def view(self, now: float) -> HostHealth:
+        state = self.breaker(now)
+        return HostHealth(
+            self.url,
+            self.ready(now),
+            cooling_down=state == "open",
+            breaker=state,
+            in_flight=self.in_flight,
+            models_loaded=self.loaded,
+            models_available=self.available,
+            last_ttft=self.ttft,
+        )
 
     def __repr__(self) -> str:
         return f"<Host {self.url}>"
 
 
 class Router(Protocol):
-    """Chooses the host for an attempt among those not cooling down."""
+    """Chooses which host serves an attempt: give one to ``routing=``.
 
-    def choose(
-        self, model: str | None, hosts: Sequence[Host], after: Host | None
-    ) -> Host:
-        """One of ``hosts`` (never empty) for ``model``; ``after`` is the host of
-        the attempt that just failed, if any."""
+    Example::
+
+        class Fastest:
+            def choose(self, model, hosts):
+                return min(hosts, key=lambda h: (h.last_ttft or 0.0, h.in_flight))
+
+        client = StreamingClient(hosts=["http://a:11434", "http://b:11434"],
+                                 routing=Fastest())
+    """
+
+    def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
+        """One of ``hosts``: the healthy hosts this call has not tried yet, in
+        the client's order (never empty). Runs on the stream's worker thread;
+        it must be quick and never block."""
         ...
 
 
 class RoundRobin:
-    """Each new stream on the next host; a retry on the host after the failed one."""
+    """Each attempt on the next host in turn: spreads evenly, ignores everything."""
 
     def __init__(self) -> None:
         self._turn = itertools.count()
 
-    def choose(
-        self, model: str | None, hosts: Sequence[Host], after: Host | None
-    ) -> Host:
+    def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
         """The next host in turn."""
-        if after is not None and after in hosts and len(hosts) > 1:
-            return hosts[(hosts.index(after) + 1) % len(hosts)]
-        if after is not None and len(hosts) > 1:  # the failed one is cooling down
-            return hosts[0]
         return hosts[next(self._turn) % len(hosts)]
 
 
-class Hosts:
-    """The hosts of one client: picks one per attempt, counts streams, skips dead ones.
+class LeastBusy:
+    """The host with the fewest streams of this client in flight; on a tie the
+    one whose last first token came soonest (unknown counts as instant)."""
 
-    Thread-safe: attempts on many workers pick and end at once.
+    def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
+        """The least busy host."""
+        return min(hosts, key=lambda h: (h.in_flight, h.last_ttft or 0.0))
+
+
+class ModelAware:
+    """Hosts holding the model in memory first, then hosts that have it, then
+    hosts not known yet, then hosts known to lack it; least busy among equals."""
+
+    def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
+        """The least busy host of the best tier."""
+
+        def rank(h: HostHealth) -> tuple[int, int, float]:
+            tier = 0
+            if model is not None and not _holds(h.models_loaded, model):
+                if h.models_available is None:
+                    tier = 2
+                else:
+                    tier = 1 if _holds(h.models_available, model) else 3
+            return tier, h.in_flight, h.last_ttft or 0.0
+
+        return min(hosts, key=rank)
+
+
+RoutingArg = Literal["model_aware", "least_busy", "round_robin"] | Router
+"""What ``routing=`` takes: a strategy's name, or a ``Router``."""
+
+ROUTERS: dict[str, Callable[[], Router]] = {
+    "round_robin": RoundRobin,
+    "least_busy": LeastBusy,
+    "model_aware": ModelAware,
+}
+"""The strategies ``routing=`` names."""
+
+
+def _counts(error: StreamError) -> bool:
+    """Whether a failure says the host is unwell: no connection, a connect or
+    write timeout, or a 5xx (a gateway's 504 included)."""
+    if isinstance(error, ModelNotFound):
+        return False  # the host answered; it lacks one model
+    if isinstance(error, ServerError):
+        return error.status_code is not None and error.status_code >= 500
+    if isinstance(error, StreamTimeout):
+        return error.which in ("connect", "write") or error.status_code == 504
+    return isinstance(error, ConnectionFailed)
+
+
+class Hosts:
+    """The hosts of one client: picks one per attempt, learns from each outcome.
+
+    Thread-safe: attempts on many workers pick and end at once. Each attempt
+    passes the same ``owner`` to ``pick`` and ``done`` (it may be a breaker's
+    one probe).
     """
 
     def __init__(
@@ -102,55 +293,197 @@ class Hosts:
         *,
         cooldown: float = DEFAULT_COOLDOWN,
         router: Router | None = None,
+        lister: Lister | None = None,
         clock: Callable[[], float] = time.monotonic,
+        failures_to_open: int = FAILURES_TO_OPEN,
+        ttl: float = MODELS_TTL,
     ) -> None:
         self.hosts = list(hosts)
         self.cooldown = cooldown
-        self.router: Router = router or RoundRobin()
+        self.router: Router = router or ModelAware()
+        self._lister = lister
+        """Refreshes model lists in the background, when routing uses them."""
         self._clock = clock
-        # Guards every host's cooldown_until and in_flight.
+        self._failures_to_open = failures_to_open
+        self._ttl = ttl
+        # Guards every Host's fields, _threads and _closed.
         self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
 
-    def pick(self, model: str | None, after: Host | None = None) -> Host:
-        """The host for the next attempt (``after``: the one that just failed)."""
-        if len(self.hosts) == 1:
-            host = self.hosts[0]
-        else:
-            now = self._clock()
+    def pick(
+        self,
+        model: str | None,
+        *,
+        owner: object,
+        avoid: Collection[Host] = (),
+        sticky: str | None = None,
+    ) -> Host:
+        """The host for the next attempt.
+
+        Args:
+            model: the model the attempt asks for (routing by residency).
+            owner: the attempt; pass it to ``done`` too.
+            avoid: hosts this call already tried: others are preferred.
+            sticky: the URL of a host to keep while it is ready (affinity).
+        """
+        skipped: set[Host] = set()
+        while True:
+            host = self._choose(model, avoid, sticky, skipped)
             with self._lock:
-                ready = [h for h in self.hosts if h.cooldown_until <= now]
-            host = (
-                self.router.choose(model, ready, after)
-                if ready
-                else min(self.hosts, key=lambda h: h.cooldown_until)
-            )
-            if after is not None and host is not after:
-                log.info("failing over from %s to %s", after.url, host.url)
-        with self._lock:
-            host.in_flight += 1
-        return host
+                now = self._clock()
+                if host is None:  # none ready: the one whose cool-down ends first
+                    host = min(self.hosts, key=lambda h: (h.retry_at, h.in_flight))
+                elif len(self.hosts) > 1 and not host.ready(now):
+                    skipped.add(host)  # its one probe went to another attempt
+                    continue
+                if host.breaker(now) != "closed" and host.prober is None:
+                    host.state, host.prober = "half_open", owner
+                host.in_flight += 1
+                due = self._due(now)
+            for stale in due:
+                self._start_refresh(stale)
+            if avoid and host not in avoid:
+                log.info("failing over to %s", host.url)
+            return host
 
-    def done(self, host: Host, error: StreamError | None = None) -> None:
-        """An attempt on ``host`` ended; a refused connection cools it down."""
+    def _choose(
+        self,
+        model: str | None,
+        avoid: Collection[Host],
+        sticky: str | None,
+        skipped: set[Host],
+    ) -> Host | None:
+        if len(self.hosts) == 1:
+            return self.hosts[0]
+        with self._lock:
+            now = self._clock()
+            ready = [h for h in self.hosts if h.ready(now) and h not in skipped]
+            fresh = [h for h in ready if h not in avoid] or ready
+            for host in fresh:
+                if host.url == sticky and host.breaker(now) == "closed":
+                    return host
+            if len(fresh) < 2:  # no choice to make
+                return fresh[0] if fresh else None
+            views = [h.view(now) for h in fresh]
+        chosen = self.router.choose(model, views)  # user code: outside the lock
+        for host, view in zip(fresh, views, strict=True):
+            if view is chosen:
+                return host
+        raise ValueError(f"the router chose {chosen!r}, not one of the hosts given")
+
+    def done(
+        self,
+        host: Host,
+        error: StreamError | None,
+        *,
+        owner: object,
+        ok: bool = False,
+        model: str | None = None,
+        ttft: float | None = None,
+    ) -> None:
+        """An attempt on ``host`` ended: it succeeded (``ok``), failed with
+        ``error``, or neither (cancelled). ``model``: what a chat asked for."""
         with self._lock:
             host.in_flight -= 1
-            refused = isinstance(error, ConnectionFailed) and error.during_connect
-            if refused:
-                host.cooldown_until = self._clock() + self.cooldown
-        if refused:
-            log.warning(
-                "host %s refused the connection; skipping it for %.0fs",
-                host.url,
-                self.cooldown,
-            )
+            if host.prober is owner:
+                host.prober = None
+            if ok or (isinstance(error, ServerError) and not _counts(error)):
+                host.state, host.failures = "closed", 0  # it answered: alive
+                host.ttft = ttft if ok and ttft is not None else host.ttft
+            elif error is not None and _counts(error):
+                host.failures += 1
+                refused = isinstance(error, ConnectionFailed) and error.during_connect
+                if (
+                    refused
+                    or host.state != "closed"
+                    or (host.failures >= self._failures_to_open)
+                ):
+                    host.state, host.retry_at = "open", self._clock() + self.cooldown
+                    log.warning(
+                        "host %s failed (%s); skipping it for %.0fs",
+                        host.url,
+                        type(error).__name__,
+                        self.cooldown,
+                    )
+            if model is not None and ok:
+                host.loaded = _with(host.loaded, model) or (model,)
+                host.available = _with(host.available, model)
+            elif model is not None and isinstance(error, ModelNotFound):
+                key = model_key(model)
+                host.loaded = _without(host.loaded, key)
+                if host.available is None:  # lacks this one, maybe more: ask soon
+                    host.listed_at = float("-inf")
+                host.available = _without(host.available, key) or ()
 
-    def has_other(self, host: Host | None) -> bool:
-        """Whether a host other than ``host`` is available now."""
+    def can_fail_over(self, tried: Collection[Host], model: str | None = None) -> bool:
+        """Whether a ready host not in ``tried`` exists (and, given ``model``,
+        is not known to lack it)."""
         now = self._clock()
         with self._lock:
-            return any(h is not host and h.cooldown_until <= now for h in self.hosts)
+            return any(
+                h.ready(now)
+                and h not in tried
+                and (model is None or h.available is None or _holds(h.available, model))
+                for h in self.hosts
+            )
 
-    def cooling_down(self, host: Host) -> bool:
-        """Whether ``host`` is being skipped now."""
+    def view(self, host: Host) -> HostHealth:
+        """``host`` as the client knows it now, without asking it."""
         with self._lock:
-            return host.cooldown_until > self._clock()
+            return host.view(self._clock())
+
+    def learned(
+        self, host: Host, loaded: Iterable[str], available: Iterable[str]
+    ) -> None:
+        """Fresh model lists for ``host`` (from a refresh, or ``health()``)."""
+        with self._lock:
+            host.loaded, host.available = tuple(loaded), tuple(available)
+            host.listed_at = self._clock()
+
+    def _due(self, now: float) -> list[Host]:
+        """Hosts whose lists are stale, now marked refreshing (lock held)."""
+        if self._lister is None or self._closed or len(self.hosts) == 1:
+            return []
+        due = [
+            h
+            for h in self.hosts
+            if not h.refreshing and h.ready(now) and now - h.listed_at > self._ttl
+        ]
+        for host in due:
+            host.refreshing = True
+        return due
+
+    def _start_refresh(self, host: Host) -> None:
+        # Daemon, and joined by close(): a refresh is two short GETs bounded by
+        # the connect timeout, and must never keep a program alive on its own.
+        thread = threading.Thread(
+            target=self._refresh, args=(host,), name="ollama-hosts-refresh", daemon=True
+        )
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _refresh(self, host: Host) -> None:
+        lister = self._lister
+        try:
+            if lister is not None:
+                loaded, available = lister(host)
+                self.learned(host, loaded, available)
+        except Exception as exc:  # noqa: BLE001  # a refresh never fails a stream
+            log.debug("could not list the models of %s: %s", host.url, exc)
+            with self._lock:
+                host.listed_at = self._clock()  # try again after the TTL
+        finally:
+            with self._lock:
+                host.refreshing = False
+                self._threads.discard(threading.current_thread())
+
+    def close(self, timeout: float) -> None:
+        """Start no more refreshes, and wait up to ``timeout`` for running ones."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

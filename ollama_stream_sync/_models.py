@@ -23,7 +23,7 @@ from . import _options
 from ._engine import Engine
 from ._errors import ProtocolError, StreamError
 from ._handle import ProgressHandle, StreamHandle, wait_result
-from ._hosts import Host
+from ._hosts import Host, Lister, same_model
 from ._observe import CallInfo
 from ._options import ModelOptions, Settings, Unpack
 from ._request import (
@@ -41,6 +41,8 @@ from ._state import ChatState, ProgressState
 from ._stream import blocking
 from ._validate import seconds
 
+DEFAULT_WAIT = 10.0
+"""Seconds a short request (``/api/ps``, ``/api/tags``) waits, by default."""
 PS_CACHE_SECONDS = 1.0
 """How long one ``/api/ps`` answer serves every caller for the same host."""
 
@@ -108,16 +110,6 @@ def parse_time(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return None if when.year <= 1 else when  # Go's zero time: "never"
-
-
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names mean the same model (``qwen3`` is ``qwen3:latest``)."""
-
-    def norm(name: str) -> str:
-        name = name.strip()
-        return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-    return norm(a) == norm(b)
 
 
 class LoadedModels:
@@ -221,7 +213,23 @@ class ModelCalls:
     def _wait(self, timeout: float | None) -> float:
         seconds("timeout", timeout)
         self._engine.check_open()
-        return timeout or self._engine.settings.get("connect_timeout") or 10.0
+        return timeout or self._engine.settings.get("connect_timeout") or DEFAULT_WAIT
+
+    def _lister(self, timeout: float | None) -> Lister:
+        """Asks a host for the names of its models: loaded (``/api/ps``, the
+        shared answer) and available (``/api/tags``)."""
+        wait = timeout or DEFAULT_WAIT
+
+        def models_of(host: Host) -> tuple[list[str], list[str]]:
+            loaded = [m.name for m in self._loaded.get(host, wait)]
+            data = host.transport.request_json("GET", "/api/tags", None, timeout=wait)
+            found = data.get("models") if isinstance(data, dict) else None
+            if not isinstance(found, list):
+                raise ProtocolError(f"/api/tags answered no model list: {data!r:.200}")
+            names = [m.get("name") for m in found if isinstance(m, dict)]
+            return loaded, [n for n in names if isinstance(n, str)]
+
+        return models_of
 
     def loaded_models(
         self, *, host: str | None = None, timeout: float | None = None

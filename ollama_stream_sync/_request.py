@@ -95,6 +95,36 @@ def _warn_once(key: object, message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=_caller_level())
 
 
+Where = tuple[str, int, dict[str, Any]]
+"""A line of the caller's code: file, line number, its module's globals."""
+
+
+def caller() -> Where:
+    """Where the caller's own code called us, so that a warning found later,
+    on a worker thread, can point there (``warn_at``)."""
+    frame = sys._getframe(1)
+    package = __name__.rsplit(".", 1)[0]
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        package
+    ):
+        frame = frame.f_back
+    return frame.f_code.co_filename, frame.f_lineno, frame.f_globals
+
+
+def warn_at(where: Where, message: str, category: type[Warning]) -> None:
+    """Warn as if from ``where``: its module's filters and "once" registry apply."""
+    filename, lineno, module_globals = where
+    warnings.warn_explicit(
+        message,
+        category,
+        filename,
+        lineno,
+        module=module_globals.get("__name__"),
+        registry=module_globals.setdefault("__warningregistry__", {}),
+        module_globals=module_globals,
+    )
+
+
 def _caller_level() -> int:
     """The ``stacklevel`` that points a warning at the caller's own line."""
     frame, level = sys._getframe(1), 1

@@ -91,9 +91,23 @@ def is_retryable(exc: BaseException, statuses: Iterable[int] = RETRY_STATUSES) -
     return isinstance(exc, ConnectionFailed)
 
 
-def is_server_busy(exc: BaseException) -> bool:
-    """Ollama's full queue (HTTP 503 "server busy"): another host may have room."""
-    return isinstance(exc, ServerError) and exc.status_code == 503
+FAILOVER_STATUSES = frozenset({502, 503, 504})
+"""A gateway that cannot reach Ollama, a full queue, a gateway that gave up."""
+
+
+def fails_over(exc: BaseException) -> bool:
+    """Failures before output that another host may not have, so an attempt
+    there may start at once: no connection, a connect or write timeout, a 502,
+    503 or 504, a model this host lacks, a 429 that says when to come back."""
+    if isinstance(exc, ModelNotFound):
+        return True
+    if isinstance(exc, ServerError):
+        return exc.status_code in FAILOVER_STATUSES or (
+            exc.status_code == 429 and exc.retry_after is not None
+        )
+    if isinstance(exc, StreamTimeout):
+        return exc.which in ("connect", "write") or exc.status_code == 504
+    return isinstance(exc, ConnectionFailed)
 
 
 class wait_retry_after(tenacity.wait.wait_base):  # tenacity's naming
@@ -223,25 +237,42 @@ def for_stream(
     stopped: Callable[[], bool],
     sleep: Callable[[float], Any],
     before_sleep: Callable[[tenacity.RetryCallState], None],
-    failover: Callable[[], bool] = lambda: False,
+    failover: Callable[[StreamError], bool] | None = None,
 ) -> tenacity.Retrying | None:
     """The ``Retrying`` one stream uses, or None when it does not retry.
 
     Whatever the caller's policy: a failure after output is retried only when
     the policy says so; ``never_retried`` failures are never retried; nothing
     is retried once the stream was stopped (cancel, deadline, a callback); the
-    sleep wakes on cancel; a busy server with another host to try is left at
-    once; the caller's ``before_sleep`` still runs, after ours; and the last
-    real error is re-raised (never ``tenacity.RetryError``).
+    sleep wakes on cancel; the caller's ``before_sleep`` still runs, after
+    ours; and the last real error is re-raised (never ``tenacity.RetryError``).
+
+    With several hosts, ``failover(error)`` tells whether a host this call has
+    not tried may take a ``fails_over`` failure before output: the next
+    attempt then goes there at once, policy or not (each host once per call).
     """
-    if retry is None:
+    if retry is None and failover is None:
         return None
     if isinstance(retry, RetryPolicy):
         base, after_output = retry.to_tenacity(), retry.retry_after_output
     elif isinstance(retry, tenacity.Retrying):
         base, after_output = retry, False
+    elif retry is None:  # no policy: only failovers
+        base = tenacity.Retrying(stop=tenacity.stop_after_attempt(1))
+        after_output = False
     else:
         raise TypeError("retry must be a RetryPolicy, a tenacity.Retrying or None")
+
+    def moves(exc: BaseException | None) -> bool:
+        return (
+            failover is not None
+            and isinstance(exc, StreamError)
+            and fails_over(exc)
+            and not stopped()
+            and not output_shown()
+            and failover(exc)
+        )
+
     safe = tenacity.retry_if_exception(
         lambda e: (
             isinstance(e, StreamError)
@@ -250,23 +281,27 @@ def for_stream(
             and (after_output or not output_shown())
         )
     )
-    base_wait = base.wait
+    base_stop, base_wait = base.stop, base.wait
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return bool(base_stop(state)) and not moves(_error(state))
 
     def wait(state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        if exc is not None and is_server_busy(exc) and failover():
-            return 0.0  # another host may have room: no reason to wait here
-        return float(base_wait(state))
+        return 0.0 if moves(_error(state)) else float(base_wait(state))
 
     return base.copy(
-        retry=safe & base.retry,
+        retry=(safe & base.retry) | tenacity.retry_if_exception(moves),
+        stop=stop,
         wait=wait,
         sleep=sleep,
         before_sleep=_chain(before_sleep, base.before_sleep),
         reraise=True,
         retry_error_callback=_give_up(base.retry_error_callback),
     )
+
+
+def _error(state: tenacity.RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
 
 
 def _give_up(

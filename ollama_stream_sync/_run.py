@@ -20,15 +20,18 @@ import tenacity
 from ._cancel import AbortScope, Cancelled, bind
 from ._decode import Lines
 from ._delivery import Delivery
-from ._errors import ProtocolError, StreamError, StreamTimeout
+from ._errors import ModelNotFound, ProtocolError, StreamError, StreamTimeout
 from ._events import Reset, Retry
 from ._hosts import Host, Hosts
 from ._observe import Observer
+from ._result import NO_HEADERS
 from ._retry import RetryArg, for_stream
 from ._timers import StreamTimer, Watchdog
 from ._transports._base import OpenStream
 
 log = logging.getLogger("ollama_stream_sync")
+
+_INFERENCE = frozenset({"/api/chat", "/api/generate"})
 
 DRAIN_TIMEOUT = 0.25
 """Seconds the worker reads on after the done line for the end of the body, to
@@ -89,6 +92,8 @@ class StreamRequest:
     seal_on_done: Callable[[], bool] | None = None
     """Whether the done line completes the whole job (default: always)."""
     probe: Callable[[Host], LoadProbe] | None = None
+    sticky: str | None = None
+    """The URL of the host to stay on while it is healthy (a conversation's)."""
 
 
 @dataclass
@@ -121,6 +126,8 @@ class _Run:
         self.request, self.ctx = request, ctx
         self.state, self.scope, self.delivery = ctx.state, ctx.scope, ctx.delivery
         self.host: Host | None = None
+        self.tried: list[Host] = []
+        """Hosts whose attempt failed: a failover goes elsewhere."""
         self.attempts = 0
         self.resident: bool | None = None
         self.probe: LoadProbe | None = None
@@ -142,7 +149,7 @@ class _Run:
             stopped=lambda: self.scope.reason is not None,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
-            failover=lambda: request.hosts.has_other(self.host),
+            failover=self._other_host if len(request.hosts.hosts) > 1 else None,
         )
         try:
             if retrying is None:
@@ -169,20 +176,34 @@ class _Run:
         return state.snapshot()
 
     def _attempt(self) -> None:
-        request, scope = self.request, self.scope
+        request, scope, hosts = self.request, self.scope, self.request.hosts
         scope.begin_attempt()
-        self.host = host = request.hosts.pick(request.model, after=self.host)
+        # Routing by residency, and learning from the outcome, is for inference.
+        model = request.model if request.path in _INFERENCE else None
+        self.host = host = hosts.pick(
+            model, owner=self, avoid=self.tried, sticky=request.sticky
+        )
         self.attempts += 1
         error: StreamError | None = None
+        ok = False
         bind(scope)
         try:
             self._once(host)
+            ok = True
         except StreamError as exc:
             error = exc
+            self.tried.append(host)
             raise
         finally:
             bind(None)
-            request.hosts.done(host, error)
+            result = self.state.snapshot() if ok else None
+            ttft = getattr(result, "time_to_first_token", None)
+            hosts.done(host, error, owner=self, ok=ok, model=model, ttft=ttft)
+
+    def _other_host(self, error: StreamError) -> bool:
+        """Whether a host this call has not tried may take over at once."""
+        model = self.request.model if isinstance(error, ModelNotFound) else None
+        return self.request.hosts.can_fail_over(self.tried, model)
 
     def _once(self, host: Host) -> None:
         request, state, scope, delivery = (
@@ -210,6 +231,9 @@ class _Run:
             delivery.set_phase("loading" if self.resident is False else "waiting")
 
         scope.on_sent = on_sent
+        fields = getattr(state, "set_fields", None)  # a chat's result has them
+        if fields is not None:
+            fields(host=host.url, response_headers=NO_HEADERS)
         try:
             stream = host.transport.open(
                 request.path,
@@ -218,12 +242,16 @@ class _Run:
                 headers=headers,
                 model=request.model,
             )
+        except StreamError as exc:  # an error answer's headers, if it had any
+            if fields is not None:
+                fields(response_headers=exc.partial.response_headers)
+            raise
         finally:
             scope.on_sent = _no_op
         if not sent:
             on_sent()  # a transport that could not tell us earlier
-        if hasattr(state, "set_fields"):
-            state.set_fields(host=host.url, response_headers=stream.headers)
+        if fields is not None:
+            fields(response_headers=stream.headers)
         try:
             self._read(stream)
         finally:

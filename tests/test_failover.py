@@ -59,7 +59,9 @@ def test_streams_are_spread_over_healthy_hosts(
     second_server: FakeOllama,
     make_client: MakeClient,
 ) -> None:
-    with make_client(hosts=[server.url, second_server.url]) as client:
+    with make_client(
+        hosts=[server.url, second_server.url], routing="round_robin"
+    ) as client:
         for _ in range(4):
             client.chat("m", USER)
         assert [h.version for h in client.health()] == ["0.13.0-fake", "0.14.0-fake"]

@@ -22,7 +22,6 @@ from packaging.requirements import Requirement
 import ollama_stream_sync
 from ollama_stream_sync import (
     CallbackError,
-    ConnectionFailed,
     Conversation,
     ModelNotFound,
     ProtocolError,
@@ -84,7 +83,7 @@ def test_the_installed_metadata_declares_it_too() -> None:
     assert found and not found[0].specifier.contains("1.26.20")
 
 
-# -- 10. a host that refused a connection cools down, retry policy or not --
+# -- 10. a host that refused a connection is left at once and cools down --
 
 
 @pytest.fixture
@@ -98,26 +97,28 @@ def refusing_url() -> Iterator[str]:
         sock.close()
 
 
-def outcomes(client: StreamingClient, count: int) -> list[str]:
+def failovers(client: StreamingClient, count: int) -> list[int]:
+    """Chat ``count`` times; how many attempts moved to another host in each."""
     out = []
     for _ in range(count):
-        try:
-            client.chat("m", USER)
-        except ConnectionFailed as exc:
-            out.append("fail" if exc.during_connect else "broken")
-        else:
-            out.append("ok")
+        moves: list[Any] = []
+        client.chat("m", USER, on_retry=lambda *_, seen=moves: seen.append(1))
+        out.append(len(moves))
     return out
 
 
 def test_a_refusing_host_cools_down_without_a_retry_policy(
     server: FakeOllama, make_client: MakeClient, refusing_url: str
 ) -> None:
-    with make_client(hosts=[refusing_url, server.url], retry=None) as client:
-        assert outcomes(client, 4) == ["fail", "ok", "ok", "ok"]
-        health = {h.url: h.cooling_down for h in client.health()}
-    assert health == {refusing_url: True, server.url: False}
-    assert len(server.stream_requests()) == 3
+    """No policy: the call that finds the host refusing moves to the other at
+    once (a failover, not a retry); the calls after it skip it."""
+    with make_client(
+        hosts=[refusing_url, server.url], retry=None, routing="round_robin"
+    ) as client:
+        assert failovers(client, 4) == [1, 0, 0, 0]
+        health = {h.url: (h.cooling_down, h.breaker) for h in client.health()}
+    assert health == {refusing_url: (True, "open"), server.url: (False, "closed")}
+    assert len(server.stream_requests()) == 4
 
 
 def test_without_a_cooldown_the_hosts_alternate(
@@ -125,9 +126,12 @@ def test_without_a_cooldown_the_hosts_alternate(
 ) -> None:
     """The counterpart: it is the cool-down that skips the refusing host."""
     with make_client(
-        hosts=[refusing_url, server.url], retry=None, host_cooldown=0
+        hosts=[refusing_url, server.url],
+        retry=None,
+        host_cooldown=0,
+        routing="round_robin",
     ) as client:
-        assert outcomes(client, 4) == ["fail", "ok", "fail", "ok"]
+        assert failovers(client, 4) == [1, 0, 1, 0]
 
 
 # -- 12. programming errors are not network errors --

@@ -283,6 +283,7 @@ class HttpxTransport:
                     retry_after=response.headers.get("Retry-After"),
                     url=self.url,
                     model=model,
+                    headers=response.headers,
                 )
             foreign = _claim_foreign(response, scope)
         except BaseException:

@@ -374,6 +374,7 @@ class RequestsTransport:
                 retry_after=response.headers.get("Retry-After"),
                 url=self.url,
                 model=model,
+                headers=response.headers,
             )
             _close(response)
             del response  # the error's traceback must not keep the connection
