@@ -259,6 +259,7 @@ class StreamingClient(ModelCalls):
         limit = self._wait(timeout)
         hosts = self._engine.hosts
         lister = self._lister(limit)
+        self._loaded.forget()  # asked now, not a second ago
 
         def probe(host: Host) -> HostHealth:
             start = time.monotonic()
