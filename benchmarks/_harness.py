@@ -350,6 +350,10 @@ class Config:
     mem_rounds: int = _opt(3, "rounds of the memory table (a process each)")
     audit_rounds: int = _opt(5, "rounds of the audit table (a process per case)")
     audit_repeats: int = _opt(5, "timing repeats inside each audit process")
+    routing_chats: int = _opt(200, "chats per strategy and round in the routing table")
+    routing_threads: int = _opt(16, "threads sending the routing table's chats")
+    routing_rounds: int = _opt(3, "rounds of the routing table")
+    routing_slow: float = _opt(0.5, "seconds the cold host takes to its first token")
 
     @classmethod
     def quick(cls) -> Config:
@@ -367,4 +371,7 @@ class Config:
             mem_rounds=1,
             audit_rounds=1,
             audit_repeats=2,
+            routing_chats=48,
+            routing_rounds=1,
+            routing_slow=0.2,
         )

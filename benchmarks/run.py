@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import bench_audit
 import bench_concurrency
 import bench_memory
+import bench_routing
 import bench_snapshot
 import bench_stream
 from _harness import Config, ServerProcess, loadavg, machine_lines, server
@@ -34,6 +35,7 @@ SECTIONS: dict[str, Section] = {
     "snapshot": bench_snapshot.run,
     "memory": bench_memory.run,
     "audit": bench_audit.run,
+    "routing": bench_routing.run,
 }
 """Every section, in the order they run and print."""
 
