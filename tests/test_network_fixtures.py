@@ -36,7 +36,9 @@ pytestmark = pytest.mark.transport
 
 WAIT = 5.0
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
-HOSTS_GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "hosts.md"
+ROOT = Path(__file__).resolve().parent.parent
+HOSTS_GUIDE = ROOT / "docs" / "guides" / "hosts.md"
+README = ROOT / "README.md"
 LIBS = pytest.mark.parametrize("lib", ["requests", "httpx"])
 
 
@@ -190,8 +192,9 @@ def test_the_gateway_takes_turns_and_sends_host_localhost(make_nginx: Any) -> No
         gateway.close()  # before its upstreams: it holds keep-alive connections
 
 
-def test_the_hosts_guide_quotes_the_nginx_snippet() -> None:
-    assert f"```nginx\n{NGINX_SNIPPET}```" in HOSTS_GUIDE.read_text()
+@pytest.mark.parametrize("page", [HOSTS_GUIDE, README], ids=lambda p: p.name)
+def test_the_docs_quote_the_nginx_snippet(page: Path) -> None:
+    assert f"```nginx\n{NGINX_SNIPPET}```" in page.read_text()
 
 
 # -- microsocks ----------------------------------------------------------------------
