@@ -52,10 +52,10 @@ from ._events import (
 )
 from ._gui import QtDispatcher, TkDispatcher
 from ._handle import BaseHandle, ProgressHandle, StreamHandle
-from ._hosts import HostHealth, Router, ServedModelWarning
+from ._hosts import HostHealth, Router
 from ._models import LoadedModel
 from ._options import CallOptions, ConversationOptions, ModelOptions, Settings
-from ._request import ToolSchemaWarning, UnknownOptionWarning
+from ._request import ServedModelWarning, ToolSchemaWarning, UnknownOptionWarning
 from ._result import ChatResult, ModelResult, Progress
 from ._retry import RetryPolicy
 from ._stream import ChatStream

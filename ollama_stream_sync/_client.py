@@ -30,7 +30,6 @@ from ._hosts import (
     RoundRobin,
     Router,
     RoutingArg,
-    check_served,
 )
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
 from ._observe import CallInfo
@@ -41,6 +40,7 @@ from ._request import (
     ToolLike,
     caller,
     chat_body,
+    check_served,
     encode_body,
     generate_body,
 )

@@ -21,7 +21,6 @@ from ._client import StreamingClient
 from ._errors import StreamError, ToolRoundsExceeded
 from ._events import ToolResult
 from ._handle import StreamHandle
-from ._hosts import check_served
 from ._observe import CallInfo
 from ._options import ConversationOptions, Unpack
 from ._request import (
@@ -29,6 +28,7 @@ from ._request import (
     Where,
     caller,
     chat_body,
+    check_served,
     encode_body,
     encode_message,
     encode_tool,

@@ -26,8 +26,6 @@ from ._errors import (
     StreamError,
     StreamTimeout,
 )
-from ._request import Where, warn_at
-from ._result import ChatResult
 from ._transports._base import Transport
 
 log = logging.getLogger("ollama_stream_sync")
@@ -43,14 +41,6 @@ MODELS_TTL = 10.0
 BreakerState = Literal["closed", "open", "half_open"]
 Lister = Callable[["Host"], tuple[Iterable[str], Iterable[str]]]
 """Asks one host for its models: (loaded in memory, available on disk)."""
-
-
-class ServedModelWarning(UserWarning):
-    """The answer names another model than the one asked for: something on the
-    way (a gateway, a proxy with model aliases) swapped it."""
-
-
-ServedModelWarning.__module__ = "ollama_stream_sync"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -73,28 +63,13 @@ def same_model(a: str, b: str) -> bool:
     return model_key(a) == model_key(b)
 
 
-def check_served(asked: str, result: ChatResult, where: Where) -> None:
-    """Warn (``ServedModelWarning``, at ``where``) when the answer names another
-    model than ``asked``; a ``:cloud`` name answered by its base name is not."""
-    if result.model and not same_model(asked, result.model):
-        warn_at(
-            where,
-            f"asked for model {asked!r} but {result.model!r} answered "
-            f"({result.host or 'the host'}): something on the way swapped it",
-            ServedModelWarning,
-        )
-
-
 def _holds(names: Iterable[str] | None, model: str) -> bool:
     key = model_key(model)
     return names is not None and any(model_key(n) == key for n in names)
 
 
-def _with(names: tuple[str, ...] | None, model: str) -> tuple[str, ...] | None:
-    return names if names is None or _holds(names, model) else (*names, model)
-
-
-def _without(names: tuple[str, ...] | None, key: str) -> tuple[str, ...] | None:
+def _drop(names: tuple[str, ...] | None, model: str) -> tuple[str, ...] | None:
+    key = model_key(model)
     return None if names is None else tuple(n for n in names if model_key(n) != key)
 
 
@@ -136,34 +111,15 @@ class Host:
     """One server: its URL, the transport that reaches it, and what the client
     knows of it (all guarded by ``Hosts``' lock)."""
 
-    __slots__ = (
-        "available",
-        "failures",
-        "in_flight",
-        "listed_at",
-        "loaded",
-        "prober",
-        "refreshing",
-        "retry_at",
-        "state",
-        "transport",
-        "ttft",
-        "url",
-    )
-
     def __init__(self, transport: Transport) -> None:
         self.url = transport.url
         self.transport = transport
-        self.in_flight = 0
-        """Streams of this client on this host now."""
+        self.in_flight = 0  # this client's streams on it now
         self.state: BreakerState = "closed"
-        self.failures = 0
-        """Consecutive failures that count against the breaker."""
-        self.retry_at = 0.0
-        """While open: when one probe may try it."""
-        self.prober: object = None
-        """The attempt probing a half-open breaker, if one is."""
-        self.loaded: tuple[str, ...] | None = None
+        self.failures = 0  # in a row, that count against the breaker
+        self.retry_at = 0.0  # while open: when one probe may try it
+        self.prober: object = None  # the attempt probing a half-open breaker
+        self.loaded: tuple[str, ...] | None = None  # None: not known
         self.available: tuple[str, ...] | None = None
         self.listed_at = float("-inf")
         self.refreshing = False
@@ -319,14 +275,9 @@ class Hosts:
         avoid: Collection[Host] = (),
         sticky: str | None = None,
     ) -> Host:
-        """The host for the next attempt.
-
-        Args:
-            model: the model the attempt asks for (routing by residency).
-            owner: the attempt; pass it to ``done`` too.
-            avoid: hosts this call already tried: others are preferred.
-            sticky: the URL of a host to keep while it is ready (affinity).
-        """
+        """The host for the next attempt (``owner``: the attempt) of ``model``:
+        not one of ``avoid`` (tried already) if another is ready; the host at
+        ``sticky`` (a URL) while its breaker is closed."""
         skipped: set[Host] = set()
         while True:
             host = self._choose(model, avoid, sticky, skipped)
@@ -340,9 +291,9 @@ class Hosts:
                 if host.breaker(now) != "closed" and host.prober is None:
                     host.state, host.prober = "half_open", owner
                 host.in_flight += 1
-                due = self._due(now)
-            for stale in due:
-                self._start_refresh(stale)
+                refreshes = self._refreshes(now)
+            for thread in refreshes:
+                thread.start()
             if avoid and host not in avoid:
                 log.info("failing over to %s", host.url)
             return host
@@ -406,15 +357,13 @@ class Hosts:
                         type(error).__name__,
                         self.cooldown,
                     )
-            if model is not None and ok:
-                host.loaded = _with(host.loaded, model) or (model,)
-                host.available = _with(host.available, model)
+            if model is not None and ok and not _holds(host.loaded, model):
+                host.loaded = (*(host.loaded or ()), model)  # it answered: loaded
             elif model is not None and isinstance(error, ModelNotFound):
-                key = model_key(model)
-                host.loaded = _without(host.loaded, key)
-                if host.available is None:  # lacks this one, maybe more: ask soon
+                if host.available is None:  # it lacks this one, maybe more: ask
                     host.listed_at = float("-inf")
-                host.available = _without(host.available, key) or ()
+                host.loaded = _drop(host.loaded, model)
+                host.available = _drop(host.available, model) or ()
 
     def can_fail_over(self, tried: Collection[Host], model: str | None = None) -> bool:
         """Whether a ready host not in ``tried`` exists (and, given ``model``,
@@ -441,28 +390,30 @@ class Hosts:
             host.loaded, host.available = tuple(loaded), tuple(available)
             host.listed_at = self._clock()
 
-    def _due(self, now: float) -> list[Host]:
-        """Hosts whose lists are stale, now marked refreshing (lock held)."""
+    def _refreshes(self, now: float) -> list[threading.Thread]:
+        """A refresh for each host whose lists are stale (lock held; the caller
+        starts them). Daemon, and joined by ``close()``: two short GETs bounded
+        by the connect timeout must not keep a program alive on their own."""
         if self._lister is None or self._closed or len(self.hosts) == 1:
             return []
-        due = [
-            h
-            for h in self.hosts
-            if not h.refreshing and h.ready(now) and now - h.listed_at > self._ttl
-        ]
-        for host in due:
-            host.refreshing = True
-        return due
-
-    def _start_refresh(self, host: Host) -> None:
-        # Daemon, and joined by close(): a refresh is two short GETs bounded by
-        # the connect timeout, and must never keep a program alive on its own.
-        thread = threading.Thread(
-            target=self._refresh, args=(host,), name="ollama-hosts-refresh", daemon=True
-        )
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
+        threads = []
+        for host in self.hosts:
+            if (
+                not host.refreshing
+                and host.ready(now)
+                and now - host.listed_at > self._ttl
+            ):
+                host.refreshing = True
+                threads.append(
+                    threading.Thread(
+                        target=self._refresh,
+                        args=(host,),
+                        name="ollama-hosts-refresh",
+                        daemon=True,
+                    )
+                )
+        self._threads.update(threads)
+        return threads
 
     def _refresh(self, host: Host) -> None:
         lister = self._lister

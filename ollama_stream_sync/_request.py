@@ -22,6 +22,8 @@ from typing import Any
 import ollama
 from pydantic import BaseModel
 
+from ._hosts import same_model
+from ._result import ChatResult
 from ._structured import FormatSpec
 from ._transports._compat import function_tool
 
@@ -80,7 +82,13 @@ class UnknownOptionWarning(UserWarning):
     """An ``options`` key that no Ollama model option has (a typo?)."""
 
 
-ToolSchemaWarning.__module__ = UnknownOptionWarning.__module__ = "ollama_stream_sync"
+class ServedModelWarning(UserWarning):
+    """The answer names another model than the one asked for: something on the
+    way (a gateway, a proxy with model aliases) swapped it."""
+
+
+for _warning in (ToolSchemaWarning, UnknownOptionWarning, ServedModelWarning):
+    _warning.__module__ = "ollama_stream_sync"
 
 # Guards _warned: calls build requests on many threads.
 _warned_lock = threading.Lock()
@@ -92,7 +100,7 @@ def _warn_once(key: object, message: str, category: type[Warning]) -> None:
         if key in _warned:
             return
         _warned.add(key)
-    warnings.warn(message, category, stacklevel=_caller_level())
+    warn_at(caller(), message, category)
 
 
 Where = tuple[str, int, dict[str, Any]]
@@ -125,13 +133,16 @@ def warn_at(where: Where, message: str, category: type[Warning]) -> None:
     )
 
 
-def _caller_level() -> int:
-    """The ``stacklevel`` that points a warning at the caller's own line."""
-    frame, level = sys._getframe(1), 1
-    package = __name__.rsplit(".", 1)[0]
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
-    return level
+def check_served(asked: str, result: ChatResult, where: Where) -> None:
+    """Warn (``ServedModelWarning``, at ``where``) when the answer names another
+    model than ``asked``; a ``:cloud`` name answered by its base name is not."""
+    if result.model and not same_model(asked, result.model):
+        warn_at(
+            where,
+            f"asked for model {asked!r} but {result.model!r} answered "
+            f"({result.host or 'the host'}): something on the way swapped it",
+            ServedModelWarning,
+        )
 
 
 def _check_tool_function(fn: Callable[..., Any]) -> None:

@@ -201,9 +201,14 @@ class _Run:
             hosts.done(host, error, owner=self, ok=ok, model=model, ttft=ttft)
 
     def _other_host(self, error: StreamError) -> bool:
-        """Whether a host this call has not tried may take over at once."""
-        model = self.request.model if isinstance(error, ModelNotFound) else None
-        return self.request.hosts.can_fail_over(self.tried, model)
+        """Whether a host this call has not tried may take over at once (for a
+        missing model, a chat's: a pull's registry is the same everywhere)."""
+        if not isinstance(error, ModelNotFound):
+            return self.request.hosts.can_fail_over(self.tried)
+        inference = self.request.path in _INFERENCE
+        return inference and self.request.hosts.can_fail_over(
+            self.tried, self.request.model
+        )
 
     def _once(self, host: Host) -> None:
         request, state, scope, delivery = (

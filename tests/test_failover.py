@@ -135,6 +135,18 @@ def test_when_no_host_has_the_model_each_is_asked_once(
     assert caught.value.url in (a.url, b.url)
 
 
+def test_a_pull_of_a_model_the_registry_lacks_is_not_repeated_elsewhere(
+    make_client: MakeClient,
+) -> None:
+    with FakeOllama(unknown_models=["nope"]) as a, FakeOllama() as b:
+        b.unknown_models = {"nope"}
+        with make_client(hosts=[a.url, b.url]) as client:
+            with pytest.raises(ModelNotFound):
+                client.pull("nope")
+    pulls = [r for s in (a, b) for r in s.requests if r.path == "/api/pull"]
+    assert len(pulls) == 1
+
+
 @pytest.mark.parametrize("status", [502, 503, 504])
 def test_a_gateway_or_busy_status_moves_to_another_host(
     status: int, server: FakeOllama, second_server: FakeOllama, make_client: MakeClient
