@@ -231,7 +231,7 @@ class HttpxTransport:
     """Our ``Transport`` over an ``httpx.Client`` (normally the SDK's own)."""
 
     def __init__(self, client: httpx.Client) -> None:
-        self._client = client
+        self._http = client
         self.url = str(client.base_url).rstrip("/")
         self._accept_encoding = accept_encoding()
 
@@ -254,7 +254,7 @@ class HttpxTransport:
             elif event.endswith(".response_closed.started"):
                 scope.release()  # before the pool can hand the connection on
 
-        request = self._client.build_request(
+        request = self._http.build_request(
             "POST",
             path,
             content=payload,
@@ -269,7 +269,7 @@ class HttpxTransport:
             extensions={"trace": trace},
         )
         try:
-            response = self._client.send(request, stream=True)
+            response = self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
             reraise(exc, self.url)
         except RuntimeError as exc:  # "the client has been closed"
@@ -294,7 +294,7 @@ class HttpxTransport:
         self, method: str, path: str, payload: bytes | None, *, timeout: float | None
     ) -> Any:
         try:
-            response = self._client.request(
+            response = self._http.request(
                 method, path, content=payload, timeout=timeout
             )
             if response.status_code >= 300:

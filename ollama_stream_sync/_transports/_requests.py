@@ -66,6 +66,7 @@ class _Tracking:
 
     owner: AbortScope | None = None
     _oss_abort_sock: socket.socket | None = None
+    _oss_response_sock: socket.socket | None = None
     _oss_dup = False
     _oss_pid = 0  # made before tracking began (or in a parent): never reused
     _oss_base: type[Any]  # the pool's own class, set per tracking class
@@ -74,7 +75,7 @@ class _Tracking:
 
     def shutdown(self) -> None:
         """Wake whoever blocks on this connection (its owner's abort)."""
-        sock = self._oss_abort_sock or self.sock
+        sock = self._oss_abort_sock or self.sock or self._oss_response_sock
         if isinstance(sock, socket.socket):
             _cancel.shutdown_socket(sock)
 
@@ -192,6 +193,10 @@ class _Tracking:
         scope = self._oss_claim()
         if scope is not None:
             scope.on_sent()  # the request is out: now the model loads
+        # A response that will close the connection (``Connection: close``)
+        # takes its socket over and http.client drops ``self.sock``: remember
+        # it, so that an abort still reaches the stream reading from it.
+        self._oss_response_sock = self.sock
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
     def close(self) -> None:
