@@ -111,7 +111,8 @@ class ConnectionFailed(StreamError, ConnectionError):
     def __str__(self) -> str:
         where = f" to {self.url}" if self.url else ""
         if self.during_connect:
-            return f"could not connect{where}: {self.message}. {_NO_SERVER_HINT}"
+            hint = "" if "TLS" in self.message else f". {_NO_SERVER_HINT}"
+            return f"could not connect{where}: {self.message}{hint}"
         return f"connection{where} failed: {self.message}"
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,65 +19,12 @@ from requests.adapters import HTTPAdapter
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall
 
-from .conftest import USER, WAIT, MakeClient
+from .conftest import USER, WAIT, MakeClient, assert_all_closed
 from .hostile import Gate, Hold, Hostile, Send, answer, chunked_response
 
 pytestmark = pytest.mark.transport
 
 # -- 2. after a cancel in any phase, every socket the stream opened is closed --
-
-
-@pytest.fixture
-def worker_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.socket]]:
-    """Every socket object created on a stream's worker thread, kept alive.
-
-    Held by strong references on purpose: a socket the library forgot stays
-    open here (instead of being closed by the garbage collector with a
-    ResourceWarning some time later), so the test sees it at once.
-    """
-    created: list[socket.socket] = []
-    init = socket.socket.__init__
-
-    def recording_init(self: socket.socket, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        if threading.current_thread().name.startswith("ollama-stream-"):
-            created.append(self)
-
-    monkeypatch.setattr(socket.socket, "__init__", recording_init)
-    yield created
-    for sock in created:
-        sock.close()
-
-
-def assert_all_closed(sockets: list[socket.socket]) -> None:
-    assert sockets, "the stream opened no socket: the test did not test anything"
-    still_open = [s for s in sockets if s.fileno() != -1]
-    assert not still_open, f"sockets left open: {still_open}"
-
-
-@pytest.fixture
-def unaccepting_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full: connects hang (SYNs dropped)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = int(listener.getsockname()[1])
-    fillers = []
-    for _ in range(8):  # fill the queue; later connects wait in SYN_SENT
-        filler = socket.socket()
-        filler.settimeout(0.2)
-        try:
-            filler.connect(("127.0.0.1", port))
-        except OSError:
-            filler.close()
-            break
-        fillers.append(filler)
-    try:
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 class ConnectHook:

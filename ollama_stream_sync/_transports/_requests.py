@@ -305,10 +305,11 @@ class RequestsTransport:
             "Accept": "application/x-ndjson",
             "Content-Type": "application/json",
         }
-        # A loopback Ollama never goes through a proxy: blank entries override
-        # the environment's.
+        # A loopback Ollama never goes through the environment's proxy: blank
+        # entries override it (the session's own proxies still apply).
         host = urllib3.util.parse_url(self.url).host or ""
-        self._proxies = {"http": "", "https": ""} if is_loopback(host) else {}
+        loopback = is_loopback(host)
+        self._proxies = {k: "" for k in ("http", "https") if loopback}
 
     def _send(
         self,
@@ -330,9 +331,8 @@ class RequestsTransport:
             )
         )
         url = prepared.url or self.url + path
-        settings = session.merge_environment_settings(
-            url, dict(self._proxies), stream, None, None
-        )
+        blanks = {k: v for k, v in self._proxies.items() if k not in session.proxies}
+        settings = session.merge_environment_settings(url, blanks, stream, None, None)
         adapter = session.get_adapter(url)
         pool_for = getattr(adapter, "get_connection_with_tls_context", None)
         if pool_for is not None:
