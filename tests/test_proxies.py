@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +17,7 @@ from ollama_stream_sync import ConnectionFailed, ServerError, StreamingClient
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .conftest import USER, WAIT, MakeClient, assert_all_closed
-from .support.network import HIDDEN_HOST, ProxiedRequest, Tinyproxy
+from .support.network import HIDDEN_HOST, ProxiedRequest, Socks5Proxy, Tinyproxy
 
 pytestmark = pytest.mark.transport
 
@@ -242,3 +243,25 @@ class _SilentServer:
         self._listener.close()
         for conn in self._conns:
             conn.close()
+
+
+def test_a_socks5_proxy_carries_a_remote_host(
+    server: FakeOllama,
+    make_socks5: Callable[..., Socks5Proxy],
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = make_socks5(hidden_hosts=[HIDDEN_HOST])
+    monkeypatch.setenv("ALL_PROXY", proxy.url.replace("socks5://", "socks5h://"))
+    server.enqueue(reply("through socks"))
+    with make_client(behind(server)) as client:
+        assert client.chat("m", USER).content == "through socks"
+    assert proxy.connections == [behind(server).removeprefix("http://")]
+
+
+def test_socks_without_its_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "socksio", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'httpx\[socks\]'"):
+        StreamingClient("http://ollama.example:11434", proxy="socks5://127.0.0.1:1080")

@@ -16,7 +16,7 @@ cancel reaches the socket once the response headers have arrived.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
@@ -130,11 +130,13 @@ class CancellableTransport(httpx.BaseTransport):
                 socket_options=socket_options,
             )
         elif proxy.url.scheme in ("socks5", "socks5h"):
-            if importlib.util.find_spec("socksio") is None:  # what httpcore needs
+            try:
+                importlib.import_module("socksio")  # what httpcore's SOCKS needs
+            except ImportError as exc:
                 raise ImportError(
-                    f"the proxy {proxy.url!r} needs SOCKS support: "
+                    f"the proxy {proxy.url} needs SOCKS support: "
                     "pip install 'httpx[socks]'"
-                )
+                ) from exc
             self._pool = httpcore.SOCKSProxy(
                 proxy_url=_core_url(proxy.url), proxy_auth=proxy.raw_auth, **options
             )
