@@ -23,8 +23,10 @@ import socket
 import struct
 import subprocess
 import sys
+import sysconfig
 import termios
 import time
+import venv
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -35,9 +37,12 @@ from ollama_stream_sync import (
     ConnectionFailed,
     ModelNotFound,
     ServerError,
+    StreamError,
     StreamTimeout,
 )
-from ollama_stream_sync._cli import COMMANDS, StreamWrapper, describe
+from ollama_stream_sync._cli._chat import LEAVE_HINT
+from ollama_stream_sync._cli._failure import explain
+from ollama_stream_sync._cli._render import StreamWrapper
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, http_error, reply
 
 from .gui import REQUIRED
@@ -50,6 +55,7 @@ WIDTH, HEIGHT = 100, 40
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 EXIT_STATUS = re.compile(r"^\[exit status (\d+)\]$", re.MULTILINE)
 MODEL = "fake-model"  # FakeOllama lists this one by default
+URL = "http://h:1"
 
 
 def cli_env(**changes: str | None) -> dict[str, str]:
@@ -97,6 +103,23 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+@pytest.fixture
+def long_python(tmp_path: Path) -> str:
+    """A python whose ``sys.executable`` is a long path, seeing this one's packages.
+
+    A venv (no pip: quick) deep in a temporary folder, as an unpacked sdist's is.
+    """
+    home = tmp_path / ("a-long-folder-name-" * 6) / "venv"
+    venv.create(home, symlinks=True)
+    purelib = sysconfig.get_path("purelib", vars={"base": str(home)})
+    (Path(purelib) / "outer.pth").write_text(
+        f"import site; site.addsitedir({sysconfig.get_path('purelib')!r})\n"
+    )
+    python = str(home / "bin" / "python")
+    assert len(python) > WIDTH
+    return python
+
+
 # -- a real terminal ------------------------------------------------------------------
 
 _sessions = itertools.count()
@@ -124,18 +147,25 @@ class Terminal:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def start(self, *args: str, env: Mapping[str, str] | None = None) -> None:
-        """Run ``python -m ollama_stream_sync ARGS`` in the terminal.
+    def start(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        width: int = WIDTH,
+        python: str = sys.executable,
+    ) -> None:
+        """Run ``python -m ollama_stream_sync ARGS`` in a terminal ``width`` wide.
 
         bash runs it and then prints its exit status on the screen: tmux's own
         ``pane_dead_status`` can stay empty when the terminal closes before tmux
         reaps the process. bash, waiting on a command, lets Ctrl-C reach it
         alone, and goes on when the command handles it and exits.
         """
-        command = shlex.join([*CLI, *args]) + '; echo "[exit status $?]"'
+        command = shlex.join([python, *CLI[1:], *args])
         self.tmux(
-            "new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT),
-            "-c", str(ROOT), "bash", "--norc", "--noprofile", "-c", command,
+            "new-session", "-d", "-x", str(width), "-y", str(HEIGHT),
+            "-c", str(ROOT), "bash", "--norc", "--noprofile", "-c",
+            command + '; echo "[exit status $?]"',
             env=env if env is not None else cli_env(),
         )  # fmt: skip
 
@@ -213,8 +243,20 @@ def test_demo_in_a_terminal_colours_wraps_stops_and_points_on(
     assert "so take an umbrella." in words
     assert "[stopped]" in screen
     assert "Next steps:" in screen
-    assert "-m ollama_stream_sync chat --model qwen3 --think" in screen
+    assert "python -m ollama_stream_sync chat --model qwen3 --think" in screen
     assert "Traceback" not in screen
+
+
+def test_demo_next_steps_wrap_at_50_columns_and_name_no_interpreter_path(
+    terminal: Terminal, long_python: str
+) -> None:
+    terminal.start("demo", "--delay", "0", width=50, python=long_python)
+    assert terminal.exit_status() == 0
+    screen = terminal.screen()
+    assert max(len(line) for line in screen.splitlines()) <= 50, screen
+    steps = " ".join(screen.split("Next steps:")[1].split())
+    assert "python -m ollama_stream_sync chat --model qwen3 --think" in steps
+    assert "a-long-folder-name" not in screen
 
 
 def test_demo_with_no_color_in_a_terminal_has_plain_sections(
@@ -247,6 +289,9 @@ def test_piped_demo_has_no_escapes_and_keeps_lines_whole() -> None:
     assert "It is 18 °C in Paris with light rain, so take an umbrella." in done.stdout
     assert done.stdout.index("Thinking:") < done.stdout.index("Answer:")
     assert "[stopped]" in done.stdout and "Next steps:" in done.stdout
+    assert (
+        "\n    python -m ollama_stream_sync chat --model qwen3 --think\n" in done.stdout
+    )
     # Each answer's phases, as on_phase reported them; no live status piped.
     trails = [line for line in done.stdout.splitlines() if line.startswith("phases:")]
     assert len(trails) == 2, done.stdout
@@ -355,7 +400,7 @@ def test_chat_in_a_terminal_streams_stops_keeps_history_and_leaves(
         assert server.wait_stalled(timeout=SCREEN_WAIT)
         terminal.keys("C-c")  # stops the answer, not the chat
         screen = terminal.wait(lambda s: prompts(s) == 3, "the prompt after Stop")
-        assert "[stopped" in screen
+        assert "[stopped" in screen and screen.count(LEAVE_HINT) == 1
         # the stalled stream hung up (an idle keep-alive connection may stay)
         assert server.wait_for(lambda s: s.disconnects_seen == 1, SCREEN_WAIT)
 
@@ -365,14 +410,17 @@ def test_chat_in_a_terminal_streams_stops_keeps_history_and_leaves(
         assert [m["role"] for m in sent] == ["user", "assistant"] * 2 + ["user"]
         assert sent[3]["content"] == "Once upon a time"  # the partial answer kept
 
+        # Typing a line started afresh: at an idle prompt, the first Ctrl-C
+        # only says how to leave, and a second one leaves.
         terminal.keys("C-c")
-        terminal.wait("Ctrl-C again")
+        screen = terminal.wait(lambda s: prompts(s) == 5, "the prompt after the hint")
+        assert screen.count(LEAVE_HINT) == 2
         terminal.keys("C-c")
         assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.screen()
 
 
-def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_stops_it(
+def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_twice_leaves(
     terminal: Terminal,
 ) -> None:
     with FakeOllama() as server:
@@ -388,8 +436,12 @@ def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_stops_it(
         assert "[stopped; the 0 characters so far stay in the history]" in screen
         assert "loading" not in screen  # the status line was cleared
         assert server.wait_closed(timeout=SCREEN_WAIT)
-        terminal.keys("C-d")
+        # The Ctrl-C that stopped the answer was the first of two: the hint
+        # says so, and the next Ctrl-C, at the prompt, leaves.
+        assert LEAVE_HINT in screen
+        terminal.keys("C-c")
         assert terminal.exit_status() == 0
+    assert terminal.screen().count(LEAVE_HINT) == 1
 
 
 def test_chat_in_a_terminal_shows_waiting_until_the_answer_replaces_it(
@@ -456,8 +508,8 @@ def test_chat_in_a_terminal_without_a_server_says_so_in_one_line(
     lines = [s for s in screen if s.strip() and not s.startswith("Pane is dead")]
     assert lines[1:] == ["[exit status 1]"]
     line = lines[0]
-    assert line.startswith("ollama-stream-sync: error: could not connect to Ollama at ")
-    assert refused_url in line and "ollama serve" in line
+    assert line.startswith("ollama-stream-sync: error: could not connect to ")
+    assert refused_url in line and "ollama serve" in line and "--host URL" in line
 
 
 def test_chat_without_a_server_fails_before_the_prompt(refused_url: str) -> None:
@@ -554,7 +606,7 @@ def test_version_comes_from_the_package_metadata() -> None:
     assert done.stdout.startswith(f"ollama-stream-sync {version} (ollama ")
 
 
-@pytest.mark.parametrize("name", [None, *COMMANDS])
+@pytest.mark.parametrize("name", [None, "demo", "chat", "pull"])
 def test_help_of_each_command_documents_exit_codes(name: str | None) -> None:
     done = run_cli(*([name] if name else []), "--help")
     assert done.returncode == 0, done.stderr
@@ -565,6 +617,8 @@ def test_help_of_each_command_documents_exit_codes(name: str | None) -> None:
 def test_usage_errors_exit_with_2() -> None:
     assert run_cli("frobnicate").returncode == 2
     assert run_cli("demo", "--no-such-option").returncode == 2
+    negative = run_cli("demo", "--delay", "-1")
+    assert negative.returncode == 2 and "--delay" in negative.stderr
     missing_model = run_cli("chat")
     assert missing_model.returncode == 2
     assert "--model" in missing_model.stderr
@@ -574,6 +628,32 @@ def test_console_script_is_declared() -> None:
     scripts = metadata.entry_points(group="console_scripts")
     (script,) = [s for s in scripts if s.name == "ollama-stream-sync"]
     assert script.value == "ollama_stream_sync._cli:main"
+
+
+def test_usage_names_the_program_as_people_type_it(long_python: str) -> None:
+    module = subprocess.run(
+        [long_python, "-m", "ollama_stream_sync", "chat"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        env=cli_env(),
+        check=False,
+    )
+    assert module.returncode == 2
+    assert module.stderr.startswith("usage: python -m ollama_stream_sync chat ")
+    script = Path(sysconfig.get_path("scripts")) / "ollama-stream-sync"
+    done = subprocess.run(
+        [str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ollama-stream-sync ")
+    assert "Start with 'ollama-stream-sync demo'" in done.stdout
 
 
 def test_output_cut_short_by_a_closed_pipe_is_quiet() -> None:
@@ -673,45 +753,26 @@ def test_wrapper_of_width_zero_writes_straight_through() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("error", "added"),
     [
         (
-            ConnectionFailed("refused", during_connect=True),
-            "could not connect to Ollama at http://h:1: refused; is Ollama running? "
-            "Start it with 'ollama serve', or point --host (or OLLAMA_HOST) at it",
+            ConnectionFailed("refused\n(twice)", during_connect=True, url=URL),
+            " (on the command line: --host URL)",
         ),
         (
-            ModelNotFound("model 'm' not found", status_code=404),
-            "model 'm' not found on Ollama at http://h:1 (model 'm' not found); "
-            "pull it with 'ollama pull m', or choose another with --model",
+            ModelNotFound("model 'm' not found", status_code=404, url=URL),
+            " (or choose another with --model NAME)",
         ),
-        (
-            StreamTimeout("no first token in 300 s", which="first_token"),
-            "Ollama at http://h:1: no first token in 300 s; "
-            "the model may still be loading, or the server is busy; try again",
-        ),
-        (
-            ServerError('"m" does not support thinking', status_code=400),
-            'Ollama at http://h:1: "m" does not support thinking (HTTP 400); '
-            "leave out --think, or choose a model that thinks with --model",
-        ),
+        (StreamTimeout("no first token in 300 s", which="first_token", url=URL), ""),
+        (ServerError('"m" does not support thinking', status_code=400, url=URL), ""),
     ],
 )
-def test_describe_says_what_went_wrong_and_what_to_do(
-    error: Exception, expected: str
+def test_an_error_is_said_once_in_its_own_words_plus_the_flag(
+    error: StreamError, added: str
 ) -> None:
-    assert describe(error, "http://h:1", "m") == expected
-
-
-def test_describe_uses_the_url_and_model_the_error_carries() -> None:
-    error = ConnectionFailed(
-        "refused\n(twice)", during_connect=True, url="http://real:2", model="q"
-    )
-    line = describe(error, "http://h:1", "m")
-    assert line.startswith(
-        "could not connect to Ollama at http://real:2: refused (twice);"
-    )
-    assert line.count("ollama serve") == 1  # the library's own hint is not repeated
+    own = " ".join(str(error).split())  # on one line, the library's advice in it
+    assert explain(error) == own + added
+    assert URL in own and explain(error).count("ollama serve") <= 1
 
 
 # -- what the phase display relies on in the engine -------------------------------

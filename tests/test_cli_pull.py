@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ollama_stream_sync import Progress, QueueDispatcher, StreamingClient
-from ollama_stream_sync._cli import clock, human_bytes, progress_detail
+from ollama_stream_sync._cli._pull import clock, human_bytes, progress_detail
 from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, pull_script
 
 from .conftest import USER, WAIT
