@@ -21,6 +21,11 @@ from .gui import (  # noqa: F401  # GUI test fixtures
     xvfb_display,
 )
 from .hostile import Hostile
+from .terminal import (  # noqa: F401  # command-line test fixtures
+    long_python,
+    refused_url,
+    terminal,
+)
 
 USER = [{"role": "user", "content": "Hello?"}]
 WAIT = 5.0  # every wait in the suite is bounded by this; none is a timing assertion
