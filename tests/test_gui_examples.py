@@ -14,7 +14,7 @@ from typing import Any
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, reply
 
-from .gui import load, qt_run_until, tk_run_until
+from .gui import load, qt_run_until, tk_run_until, tk_shows_whole, too_long_for_a_line
 
 MID_STREAM = [
     Chunk(thinking="Thinking "),
@@ -132,3 +132,21 @@ def test_the_demo_answers_leave_a_person_time_to_press_stop(
     assert result.cancelled and app.status.cget("text").startswith("Stopped.")
     assert result.thinking and thought.startswith(result.thinking)
     assert app.text_with_tag("thinking") == result.thinking
+
+
+def test_tk_chat_shows_a_long_error_whole(
+    tk_root: Any, examples_path: None, refused_url: str
+) -> None:
+    tk_chat = load("tk_chat")
+    with StreamingClient(refused_url) as client:
+        app = tk_chat.ChatApp(tk_root, client, "m")
+        try:
+            app.prompt.insert(0, "Hi")
+            app.send_button.invoke()
+            status = app.status
+            assert tk_run_until(tk_root, lambda: status.cget("text").startswith("Err"))
+            assert "ollama serve" in status.cget("text")  # the advice, at the end
+            assert too_long_for_a_line(status)
+            assert tk_run_until(tk_root, lambda: tk_shows_whole(status))
+        finally:
+            app.dispatcher.close()
