@@ -1,9 +1,7 @@
-"""``demo``: a tool-using chat and a Stop, as they stream.
+"""``demo``: a tool-using chat and a Stop, as they stream, on a fake or real Ollama.
 
-With no ``--host`` it starts the loopback ``FakeOllama``, so it runs on a machine
-with no Ollama at all; with ``--host URL --model NAME`` it talks to a real Ollama
-the same way. Each answer shows its phases: live on a terminal (a status line
-such as "loading qwen3…" until the text starts), and as a line after the answer.
+Each answer shows its phases: live on a terminal (a status line such as
+"loading qwen3…" until the text starts), and as a line after the answer.
 """
 
 from __future__ import annotations
@@ -49,9 +47,6 @@ def get_weather(city: str) -> str:
 
     Args:
         city: The city's name, e.g. Paris.
-
-    Returns:
-        A short description of the weather.
     """
     return json.dumps({"city": city, "temperature_c": 18, "sky": "light rain"})
 

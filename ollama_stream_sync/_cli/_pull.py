@@ -27,15 +27,8 @@ STAGE_LABELS = {
     "cleanup": "cleaning up",
     "success": "done",
 }
-"""What the bar says the server is doing, where ``Progress.stage`` says it badly
-(a stage of "other" shows Ollama's own text)."""
-
-REDRAW_INTERVAL = 0.1
-"""Seconds between redraws: faster progress lines are coalesced to the latest."""
-PLAIN_STEP = 10
-"""Piped, a "downloading" line is printed each time this many more percent are done."""
-BAR_RESOLUTION = 1000
-"""The bar counts in thousandths of the whole, fed from ``Progress.fraction``."""
+"""The bar's words for a ``Progress.stage`` that its name says badly; for the
+stage "other", the bar shows Ollama's own text."""
 
 
 def human_bytes(count: float) -> str:
@@ -78,13 +71,14 @@ def progress_detail(progress: Progress, *, unknown_speed: str = "speed n/a") -> 
 
 
 class PullLines:
-    """Pull progress as plain lines: one per stage, one per ``PLAIN_STEP`` percent.
+    """Pull progress as plain lines: one per stage, one per ``step`` percent.
 
-    For output that is not a terminal, and for a terminal without tqdm.
+    For output that is not a terminal, and for a terminal without tqdm. No
+    coalescing: a stage that passes in a blink still gets its line.
     """
 
     coalesce_interval: float | None = None
-    """Every line: a stage that passes in a blink still gets its line."""
+    step = 10
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -98,7 +92,7 @@ class PullLines:
         if progress.done:
             return  # the command's own last line says so
         if progress.stage == "downloading":
-            step = percent(progress) // PLAIN_STEP
+            step = percent(progress) // self.step
             if self._said == "downloading" and step <= self._step:
                 return
             self._said, self._step = "downloading", step
@@ -124,7 +118,7 @@ class PullBar(PullLines):
     tqdm's estimates, so the bar never goes back when a layer grows the total.
     """
 
-    coalesce_interval = REDRAW_INTERVAL
+    coalesce_interval = 0.1  # redraw at most this often, with the latest figures
 
     def __init__(self, out: TextIO, bar_class: Any) -> None:
         super().__init__(out)
@@ -132,17 +126,17 @@ class PullBar(PullLines):
         self._bar: Any = None
 
     def show(self, progress: Progress) -> None:
-        """``on_progress``: redraw the bar (at most every ``REDRAW_INTERVAL``)."""
+        """``on_progress``: redraw the bar."""
         self.last = progress
         if self._bar is None:  # drawn from the first line: a failed connect shows none
             self._bar = self._class(
-                total=BAR_RESOLUTION,
+                total=1000,  # thousandths of the whole: the bar moves smoothly
                 file=self.out,
                 bar_format="{desc:<11} {percentage:3.0f}% |{bar}| {detail}",
                 dynamic_ncols=True,
                 disable=False,  # we chose to draw it: a terminal, tqdm installed
             )
-        self._bar.n = int((progress.fraction or 0.0) * BAR_RESOLUTION)
+        self._bar.n = int((progress.fraction or 0.0) * 1000)
         stage = STAGE_LABELS.get(progress.stage, progress.stage)
         if progress.stage == "other":
             stage = progress.status

@@ -14,7 +14,6 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from ollama_stream_sync import ChatResult, StreamHandle
@@ -128,25 +127,21 @@ class StreamWrapper:
         self.column += cells
 
 
-@dataclass
-class Transcript:
-    """Shows a streamed chat: labelled sections, thinking apart from the answer.
+class Transcript(StreamWrapper):
+    """A streamed chat on ``out``: labelled sections, thinking apart from the answer.
 
-    The stream's callbacks write from its worker while the main thread updates
-    the status line: a lock keeps their writes apart.
+    With ``wrap`` (a terminal) it word-wraps at the terminal's width and shows a
+    status line; with ``color``, thinking is grey and labels bold. The stream's
+    callbacks write from its worker while the main thread updates the status
+    line: a lock keeps their writes apart.
     """
 
-    out: TextIO
-    color: bool = False
-    wrap: bool = False
-    section: str = ""
-    _text: StreamWrapper = field(init=False)
-    # Reentrant: the writing methods call one another.
-    _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
-    _status: str = field(default="", init=False)
-
-    def __post_init__(self) -> None:
-        self._text = StreamWrapper(self.out)
+    def __init__(self, out: TextIO, *, color: bool = False, wrap: bool = False) -> None:
+        super().__init__(out)
+        self.color, self.wrap = color, wrap
+        self.section = ""
+        self._status = ""
+        self._lock = threading.RLock()  # reentrant: the methods call one another
 
     @classmethod
     def for_stream(cls, out: TextIO) -> Transcript:
@@ -160,7 +155,7 @@ class Transcript:
     def _measure(self) -> None:
         """Wrap at the terminal's width now (it may have been resized)."""
         if self.wrap:
-            self._text.width = max(20, shutil.get_terminal_size().columns)
+            self.width = max(20, shutil.get_terminal_size().columns)
 
     def status(self, text: str) -> None:
         """Show ``text`` as the status line, or clear it with ``""``.
@@ -174,7 +169,7 @@ class Transcript:
             self._clear_status()
             if not text or self.section in ("Thinking", "Answer"):
                 return
-            self._text.newline()
+            self.newline()
             room = max(20, shutil.get_terminal_size().columns) - 1
             while _cells(text) > room:
                 text = text[:-2] + "…"
@@ -189,27 +184,21 @@ class Transcript:
             self.out.write(f"\r{' ' * _cells(self._status)}\r")
             self._status = ""
 
-    def enter(self, section: str, *, dim: bool = False) -> None:
-        """Start a labelled section (``"Thinking"``), unless it is the current one."""
+    def text(self, section: str, text: str, *, dim: bool = False) -> None:
+        """Text in a labelled section, started unless it is the current one."""
         with self._lock:
             self._clear_status()
-            if self.section == section:
-                return
-            self._style(RESET)
-            self._text.newline()
-            if self.section:
-                self.out.write("\n")
-            self.section = section
-            self._measure()
-            self._style(GREY if dim else BOLD)
-            self.out.write(f"{section}:\n")
-            self._style(GREY if dim else RESET)
-
-    def text(self, section: str, text: str, *, dim: bool = False) -> None:
-        """Text in a section: a streamed piece, or a whole one (the question)."""
-        with self._lock:
-            self.enter(section, dim=dim)
-            self._text.write(text)
+            if self.section != section:
+                self._style(RESET)
+                self.newline()
+                if self.section:
+                    self.out.write("\n")
+                self.section = section
+                self._measure()
+                self._style(GREY if dim else BOLD)
+                self.out.write(f"{section}:\n")
+                self._style(GREY if dim else RESET)
+            self.write(text)
             self.out.flush()
 
     def thinking(self, delta: str) -> None:
@@ -221,15 +210,14 @@ class Transcript:
         self.text("Answer", delta)
 
     def note(self, text: str, *, dim: bool = True) -> None:
-        """Lines of their own after the current section: grey ("[stopped]"), or
-        plain prose (``dim=False``); wrapped like the stream."""
+        """Lines of their own after the current section, wrapped like the stream:
+        grey ("[stopped]"), or plain prose with ``dim=False``."""
         with self._lock:
             self.end()
             self._measure()
             if dim:
                 self._style(GREY)
-            self._text.write(text)
-            self._text.newline()
+            self.write(text)
             self.end()
 
     def end(self) -> None:
@@ -237,7 +225,7 @@ class Transcript:
         with self._lock:
             self._clear_status()
             self._style(RESET)
-            self._text.newline()
+            self.newline()
             self.section = ""
             self.out.flush()
 
