@@ -67,7 +67,7 @@ class FormApp:
         self.last_result: ChatResult | None = None
         self.last_error: StreamError | None = None
         root.title("ollama-stream-sync · form")
-        root.geometry("460x250")
+        root.minsize(460, 250)  # and taller when the status needs more lines
 
         row = ttk.Frame(root)
         row.pack(fill="x", padx=8, pady=8)
@@ -94,6 +94,10 @@ class FormApp:
         form.rowconfigure(len(FIELDS), weight=1)
         self.status = ttk.Label(root, text="Ready.", anchor="w")
         self.status.pack(fill="x", padx=8, pady=8)
+        # A long message wraps at the window's edge rather than being cut off.
+        self.status.bind(
+            "<Configure>", lambda e: self.status.configure(wraplength=e.width)
+        )
 
     def fill(self) -> None:
         question = self.question.get().strip()

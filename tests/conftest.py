@@ -29,6 +29,11 @@ from .support.network import (  # noqa: F401  # tinyproxy, nginx and SOCKS5 fixt
     nginx,
     tinyproxy,
 )
+from .terminal import (  # noqa: F401  # command-line test fixtures
+    long_python,
+    refused_url,
+    terminal,
+)
 
 USER = [{"role": "user", "content": "Hello?"}]
 WAIT = 5.0  # every wait in the suite is bounded by this; none is a timing assertion

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # a hang fails the test; this bounds it, it measures nothing
 
@@ -63,3 +65,20 @@ def test_tools_chat_example_runs_the_tool_loop() -> None:
     assert "You asked about Paris and Tokyo." in out
     roles = "system > user > assistant > tool > tool > assistant > tool > assistant"
     assert f"History: {roles} > user > assistant" in out
+
+
+@pytest.mark.parametrize("example", ["basic_chat", "background_cancel", "tools_chat"])
+def test_an_example_without_a_server_says_so_in_one_line(
+    example: str, refused_url: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, f"examples/{example}.py", "--host", refused_url],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()  # the error's own line, no traceback
+    assert refused_url in line and "ollama serve" in line
