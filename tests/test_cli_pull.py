@@ -106,7 +106,7 @@ def test_an_unknown_model_in_a_terminal_is_one_line_and_no_bar(
     # tmux adds "Pane is dead (...)" once bash has exited too: not ours.
     lines = [s for s in screen if s.strip() and not s.startswith("Pane is dead")]
     assert len(lines) == 2 and lines[1] == "[exit status 1]", lines
-    assert lines[0].startswith("ollama-stream-sync: error: model 'nope' was not found")
+    assert lines[0].startswith("ollama-stream-sync: error: model 'nope' not found")
 
 
 def test_without_tqdm_a_terminal_gets_plain_lines(
@@ -165,8 +165,8 @@ def test_an_unknown_model_is_one_line_with_status_1() -> None:
         done = run_cli("pull", "nope", "--host", server.url)
     line = assert_one_line_failure(done)
     assert line == (
-        "ollama-stream-sync: error: model 'nope' was not found (pull model "
-        "manifest: file does not exist); check its name and tag, e.g. on "
+        f"ollama-stream-sync: error: model 'nope' not found on {server.url} (pull "
+        "model manifest: file does not exist); check its name and tag, e.g. on "
         "https://ollama.com/library"
     )
 

@@ -208,14 +208,9 @@ def run(args: argparse.Namespace) -> int:
             return _interrupted(handle, queue, ended, view, model)
         try:
             result = handle.result()
-        except ModelNotFound as exc:
+        except ModelNotFound as exc:  # its own line: there is no --model to pick
             view.close(keep=False)
-            # The error's own advice ("ollama pull ...") is what failed here.
-            raise Failure(
-                f"model {exc.model or model!r} was not found "
-                f"({' '.join(exc.message.split())}); check its name and tag, "
-                "e.g. on https://ollama.com/library"
-            ) from exc
+            raise Failure(str(exc)) from exc
         except StreamError:
             view.close(keep=bool(view.last and view.last.completed))
             raise
