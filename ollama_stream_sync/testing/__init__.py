@@ -10,14 +10,28 @@ Example::
         result = client.chat("any", [{"role": "user", "content": "?"}])
 
 A ``Script`` is a list of ``Step`` objects that one response plays in order;
-``Step`` is any one of the step classes (``Chunk``, ``Done``, ``Progress``,
-``Raw``, ``Bytes``, ``ErrorLine``, ``Status``, ``Body``, ``ContentEncoding``,
-``Delay``, ``Stall``, ``Cut``). The builders (``reply``, ``http_error``,
-``pull_script``, ``push_script``, ``create_script``, ``pull_not_found_script``)
-return scripts; ``FakeOllama.enqueue`` queues them, per endpoint if asked.
+``Step`` is any one of the step classes (``Chunk``, ``DoneLine``,
+``ProgressLine``, ``Raw``, ``Bytes``, ``ErrorLine``, ``Status``, ``Body``,
+``ContentEncoding``, ``Delay``, ``Stall``, ``Cut``; ``Done`` and ``Progress``
+are the old names of ``DoneLine`` and ``ProgressLine``). The builders
+(``reply``, ``http_error``, ``pull_script``, ``push_script``,
+``create_script``, ``pull_not_found_script``) return scripts;
+``FakeOllama.enqueue`` queues them, per endpoint if asked. ``count_tokens``,
+``chat_prompt`` and ``embedding`` say what the server counts and answers.
 """
 
-from ._server import FakeOllama, RecordedRequest, serve
+from ._http import RecordedRequest
+from ._runner import chat_prompt, count_tokens, embedding
+from ._scripts import (
+    create_script,
+    http_error,
+    pull_not_found_script,
+    pull_script,
+    push_script,
+    reply,
+    tool_call,
+)
+from ._server import FakeOllama, serve
 from ._steps import (
     Body,
     Bytes,
@@ -26,20 +40,15 @@ from ._steps import (
     Cut,
     Delay,
     Done,
+    DoneLine,
     ErrorLine,
     Progress,
+    ProgressLine,
     Raw,
     Script,
     Stall,
     Status,
     Step,
-    create_script,
-    http_error,
-    pull_not_found_script,
-    pull_script,
-    push_script,
-    reply,
-    tool_call,
 )
 
 __all__ = [
@@ -50,16 +59,21 @@ __all__ = [
     "Cut",
     "Delay",
     "Done",
+    "DoneLine",
     "ErrorLine",
     "FakeOllama",
     "Progress",
+    "ProgressLine",
     "Raw",
     "RecordedRequest",
     "Script",
     "Stall",
     "Status",
     "Step",
+    "chat_prompt",
+    "count_tokens",
     "create_script",
+    "embedding",
     "http_error",
     "pull_not_found_script",
     "pull_script",

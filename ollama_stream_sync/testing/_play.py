@@ -1,147 +1,127 @@
-"""Plays one script onto one HTTP response: chunked NDJSON, or one JSON answer."""
+"""Plays one script onto one response: NDJSON lines, or one JSON answer.
+
+Line shapes follow Ollama's ``ChatResponse``, ``GenerateResponse`` and
+``ProgressResponse``; one-object answers follow ``writeChatResponse``, the end of
+``GenerateHandler`` and ``waitForStream`` in ``server/routes.go``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import zlib
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Protocol
+from typing import Any
 
-from ._render import CHAT, GENERATE, Renderer, progress_line
+from ._http import Handler, Response
 from ._steps import (
     Body,
     Bytes,
     Chunk,
     ContentEncoding,
     Delay,
-    Done,
+    DoneLine,
     ErrorLine,
-    Progress,
+    ProgressLine,
     Raw,
     Stall,
     Status,
     Step,
 )
-from ._wire import go_json
-
-NDJSON = "application/x-ndjson"
-JSON_UTF8 = "application/json; charset=utf-8"  # what gin's c.JSON sets
-JSON_PLAIN = "application/json"  # what waitForStream sets before c.JSON
+from ._wire import FIXED_CREATED_AT, JSON_PLAIN, JSON_UTF8, go_json, omit_empty
 
 
-class Control(Protocol):
-    """What a response needs from its server while it plays."""
+class Renderer:
+    """Renders the chunks of one chat or generate response, counting as it goes."""
 
-    def _stall(self, conn: socket.socket) -> bool:
-        """Wait for ``release()``; True when the client hung up or the server closes."""
+    def __init__(self, chat: bool, model: str, prompt_tokens: int) -> None:
+        self.chat, self.model, self.prompt_tokens = chat, model, prompt_tokens
+        self.outputs = 0
+        self.t0 = time.monotonic_ns()
 
-    def _pause(self, seconds: float) -> bool:
-        """Sleep ``seconds``; True when the server closes meanwhile."""
-
-
-def _compressor(encoding: str | None) -> Any:
-    """A zlib compressor for a ``Content-Encoding``, or None for a plain body."""
-    if encoding == "gzip":
-        return zlib.compressobj(wbits=31)
-    if encoding == "deflate":
-        return zlib.compressobj(wbits=15)  # HTTP "deflate" is the zlib format
-    return None
-
-
-def _header_name(key: str) -> str:
-    """``Retry_After`` → ``Retry-After``: keyword arguments cannot hold dashes."""
-    return key.replace("_", "-")
-
-
-class Response:
-    """Writes one HTTP response on a handler: a chunked stream or a whole body."""
-
-    def __init__(self, handler: BaseHTTPRequestHandler, encoding: str | None) -> None:
-        self.h = handler
-        self.encoding = None if encoding == "identity" else encoding
-        self.status: int | None = None  # the status line sent, once sent
-        self._z: Any = None
-
-    @property
-    def started(self) -> bool:
-        """Whether the status line and headers went out."""
-        return self.status is not None
-
-    def start(self, status: int = 200, content_type: str = NDJSON) -> None:
-        """Send the headers of a chunked stream."""
-        h = self.h
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        if self.encoding:
-            h.send_header("Content-Encoding", self.encoding)
-            self._z = _compressor(self.encoding)
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        self.status = status
-
-    def chunk(self, data: bytes) -> None:
-        """Write ``data`` as one HTTP chunk (compressed and sync-flushed if encoded)."""
-        if not self.started:
-            self.start()
-        if self._z is not None:
-            data = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
-        self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def end(self) -> None:
-        """End the chunked body (after the compressor's tail, if any)."""
-        if not self.started:
-            self.start()
-        tail = self._z.flush() if self._z is not None else b""
-        last = b"%x\r\n%s\r\n" % (len(tail), tail) if tail else b""
-        self.h.wfile.write(last + b"0\r\n\r\n")
-
-    def whole(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str,
-        headers: Mapping[str, str] | None = None,
-        *,
-        head: bool = False,
-    ) -> None:
-        """Answer a whole body with a ``Content-Length`` (encoded if set)."""
-        z = _compressor(self.encoding)
-        if z is not None:
-            body = z.compress(body) + z.flush()
-        h = self.h
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        if z is not None:
-            h.send_header("Content-Encoding", str(self.encoding))
-        h.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            h.send_header(_header_name(key), value)
-        h.end_headers()
-        self.status = status
-        if not head:
-            h.wfile.write(body)
-
-    def json(self, status: int, data: Any, content_type: str = JSON_UTF8) -> None:
-        """Answer one JSON object as Go writes it."""
-        self.whole(status, go_json(data), content_type)
-
-    def verbatim(self, step: Body) -> None:
-        """Answer a ``Body`` step: its status, its headers, its bytes."""
-        h = self.h
-        h.send_response(step.status)
-        names = {k.lower() for k in step.headers}
-        for key, value in step.headers.items():
-            h.send_header(key, value)
-        if not names & {"content-length", "transfer-encoding"}:
-            h.send_header("Content-Length", str(len(step.data)))
+    def chunk(self, step: Chunk | DoneLine) -> dict[str, Any]:
+        """One streamed line for a ``Chunk`` or the final ``DoneLine``."""
+        out: dict[str, Any] = {"model": self.model, "created_at": FIXED_CREATED_AT}
+        fields: dict[str, Any] = {"thinking": step.thinking} if step.thinking else {}
+        if step.tool_calls:
+            fields["tool_calls"] = [dict(c) for c in step.tool_calls]
+        if self.chat:
+            out["message"] = {"role": "assistant", "content": step.content, **fields}
         else:
-            h.close_connection = True  # the caller framed it: do not reuse
-        h.end_headers()
-        self.status = step.status
-        h.wfile.write(step.data)
+            out |= {"response": step.content, **fields}
+        self.outputs += bool(step.content or step.thinking)
+        out["done"] = isinstance(step, DoneLine)
+        if isinstance(step, DoneLine):
+            if step.done_reason is not None:
+                out["done_reason"] = step.done_reason
+            elapsed = max(1, time.monotonic_ns() - self.t0)
+            out |= dict(
+                step.counters
+                if step.counters is not None
+                else omit_empty(
+                    {
+                        "total_duration": elapsed,
+                        "load_duration": 1000,
+                        "prompt_eval_count": self.prompt_tokens,
+                        "prompt_eval_duration": 2000,
+                        "eval_count": self.outputs,
+                        "eval_duration": elapsed,
+                    }
+                )
+            )
+            if not self.chat:
+                out["context"] = [1, 2, 3]
+        return out | dict(step.extra)
+
+    def collapse(
+        self, parts: Sequence[Mapping[str, Any]], tools_requested: bool
+    ) -> dict[str, Any]:
+        """The one object Ollama answers for ``"stream": false``.
+
+        The last chunk's fields (``done``, ``done_reason``, counters, ``context``)
+        with the text and thinking of every chunk joined. On chat, tool calls
+        are joined across chunks when the request listed tools, as
+        ``writeChatResponse`` does; otherwise (and on generate) only the last
+        chunk's tool calls remain.
+        """
+        if parts:
+            last = dict(parts[-1])
+        else:  # Go's zero ChatResponse / GenerateResponse
+            last = {"model": "", "created_at": "0001-01-01T00:00:00Z"}
+            key, zero = (
+                ("message", {"role": "", "content": ""})
+                if self.chat
+                else ("response", "")
+            )
+            last |= {key: zero, "done": False}
+        if not self.chat:
+            thinking = "".join(p.get("thinking", "") for p in parts)
+            last.pop("thinking", None)
+            last["response"] = "".join(p.get("response", "") for p in parts)
+            return last | ({"thinking": thinking} if thinking else {})
+        messages = [p.get("message", {}) for p in parts]
+        base = last.get("message") or {"role": "", "content": ""}
+        message: dict[str, Any] = {
+            "role": base.get("role", ""),
+            "content": "".join(m.get("content", "") for m in messages),
+        }
+        thinking = "".join(m.get("thinking", "") for m in messages)
+        if thinking:
+            message["thinking"] = thinking
+        calls = base.get("tool_calls")
+        if tools_requested:
+            calls = [c for m in messages for c in m.get("tool_calls", ())] or calls
+        if calls:
+            message["tool_calls"] = calls
+        skip = ("role", "content", "thinking", "tool_calls")
+        last["message"] = message | {k: v for k, v in base.items() if k not in skip}
+        return last
+
+
+def progress_line(step: ProgressLine) -> dict[str, Any]:
+    """One ``ProgressResponse``: ``status`` always, the rest only when set."""
+    return {"status": step.status} | omit_empty(
+        {"digest": step.digest, "total": step.total, "completed": step.completed}
+    )
 
 
 @dataclass
@@ -151,98 +131,87 @@ class Outcome:
     status: int | None = None
     """The HTTP status answered; None when the connection ended first."""
     succeeded: bool = False
-    """A ``Progress("success")`` line was sent (a pull or create finished)."""
-
-
-def _misuse(step: Step, path: str) -> str:
-    return (
-        f"FakeOllama: {type(step).__name__} has no meaning in a non-streaming "
-        f"answer on {path}; use Body(...) for an arbitrary body"
-    )
+    """A ``ProgressLine("success")`` was sent (a pull or create finished)."""
 
 
 class Player:
-    """Plays one script for one request; ``play()`` returns what happened."""
+    """Plays one script for one request; ``play()`` returns what happened.
+
+    ``inference``: chat or generate, whose chunks collapse into one answer for
+    ``"stream": false``; ``answer`` makes the one object an endpoint such as
+    embed answers after its script; ``on_output`` runs before the first chunk.
+    """
 
     def __init__(
         self,
-        handler: BaseHTTPRequestHandler,
-        control: Control,
-        path: str,
-        body: Mapping[str, Any],
+        handler: Handler,
         encoding: str | None,
+        renderer: Renderer,
         *,
+        stream: bool,
+        inference: bool = False,
+        tools_requested: bool = False,
+        answer: Callable[[], Any] | None = None,
         on_output: Callable[[], None] | None = None,
     ) -> None:
-        self.h = handler
-        self._on_output = on_output
-        self.control = control
-        self.path = path
-        self.body = body
-        self.stream = body.get("stream") is not False  # true by default on the wire
+        self.h, self.renderer, self.stream = handler, renderer, stream
+        self.inference, self.tools_requested = inference, tools_requested
+        self.answer, self._on_output = answer, on_output
         self.response = Response(handler, encoding)
-        self.renderer = Renderer(path, str(body.get("model") or body.get("name")))
         self.outcome = Outcome()
 
     def play(self, script: Iterable[Step]) -> Outcome:
         """Play ``script``; a client that goes away just ends it."""
         try:
-            if self.stream:
-                self._stream(script)
-            else:
-                self._single(script)
+            (self._stream if self.stream else self._single)(script)
         except OSError:
             self.h.close_connection = True  # the client went away
         self.outcome.status = self.response.status
         return self.outcome
 
-    def _hang_up(self) -> None:
-        """Close the connection without another byte (``Cut``)."""
-        self.h.close_connection = True
-        with contextlib.suppress(OSError):
-            # The raw socket's shutdown: on TLS this sends no close_notify, as a
-            # crashing server would not.
-            socket.socket.shutdown(self.h.connection, socket.SHUT_RDWR)
-
     def _control(self, step: Step) -> bool:
         """Play a step that writes nothing; True when the response must end now."""
         if isinstance(step, ContentEncoding):
-            self.response.encoding = (
-                None if step.encoding == "identity" else step.encoding
-            )
+            encoding = step.encoding
+            self.response.encoding = None if encoding == "identity" else encoding
             return False
+        server = self.h.server
         if isinstance(step, Delay):
-            ended = self.control._pause(step.seconds)
+            ended = server.pause(step.seconds)
         elif isinstance(step, Stall):
-            ended = self.control._stall(self.h.connection)
+            ended = server.stall(self.h.connection)
         else:  # Cut
-            self._hang_up()
+            self.response.hang_up()
             return True
         if ended:
             self.h.close_connection = True
         return ended
 
+    def _whole(self, step: Step) -> bool:
+        """Answer a ``Status`` or ``Body`` step; False for any other step."""
+        if isinstance(step, Status):
+            body = step.body
+            data = body if isinstance(body, bytes) else go_json(dict(body))
+            self.response.whole(step.code, data, step.content_type, step.headers)
+        elif isinstance(step, Body):
+            self.response.verbatim(step)
+        return isinstance(step, (Status, Body))
+
     def _stream(self, script: Iterable[Step]) -> None:
         response = self.response
         for step in script:
-            if isinstance(step, Status):
-                self._status(step)
+            if self._whole(step):
                 return
-            if isinstance(step, Body):
-                response.verbatim(step)
-                return
-            if isinstance(step, (Chunk, Done)):
+            if isinstance(step, (Chunk, DoneLine)):
                 if self._on_output is not None:
                     self._on_output()  # once: the model is answering
                     self._on_output = None
                 response.chunk(go_json(self.renderer.chunk(step)) + b"\n")
-            elif isinstance(step, Progress):
+            elif isinstance(step, ProgressLine):
                 response.chunk(go_json(progress_line(step)) + b"\n")
                 self.outcome.succeeded |= step.status == "success"
-            elif isinstance(step, Raw):
-                response.chunk(step.data + b"\n")
-            elif isinstance(step, Bytes):
-                response.chunk(step.data)
+            elif isinstance(step, (Raw, Bytes)):
+                response.chunk(step.data + b"\n" * isinstance(step, Raw))
             elif isinstance(step, ErrorLine):
                 response.chunk(go_json({"error": step.message}) + b"\n")
                 break
@@ -253,37 +222,31 @@ class Player:
     def _single(self, script: Iterable[Step]) -> None:
         """Collapse the script into one JSON answer, as for ``"stream": false``."""
         response = self.response
-        inference = self.path in (CHAT, GENERATE)
-        content_type = JSON_UTF8 if inference else JSON_PLAIN
+        progress = not self.inference and self.answer is None  # pull, push, create
+        content_type = JSON_PLAIN if progress else JSON_UTF8
         parts: list[dict[str, Any]] = []
         latest: dict[str, Any] = {"status": ""}  # Go's zero ProgressResponse
         for step in script:
-            if isinstance(step, Status):
-                self._status(step)
-                return
-            if isinstance(step, Body):
-                response.verbatim(step)
+            if self._whole(step):
                 return
             if isinstance(step, ErrorLine):
                 response.json(500, {"error": step.message}, content_type)
                 return
-            if isinstance(step, (Chunk, Done)) and inference:
+            if isinstance(step, (Chunk, DoneLine)) and self.inference:
                 parts.append(self.renderer.chunk(step))
-            elif isinstance(step, Progress) and not inference:
+            elif isinstance(step, ProgressLine) and progress:
                 latest = progress_line(step)
                 self.outcome.succeeded |= step.status == "success"
-            elif isinstance(step, (Chunk, Done, Progress, Raw, Bytes)):
-                response.json(500, {"error": _misuse(step, self.path)}, content_type)
+            elif isinstance(step, (Chunk, DoneLine, ProgressLine, Raw, Bytes)):
+                misuse = (
+                    f"FakeOllama: {type(step).__name__} has no meaning in a "
+                    "non-streaming answer here; use Body(...) for any body"
+                )
+                response.json(500, {"error": misuse}, content_type)
                 return
             elif self._control(step):
                 return
-        if inference:
-            tools = bool(self.body.get("tools"))
-            response.json(200, self.renderer.collapse(parts, tools), content_type)
+        if self.inference:
+            response.json(200, self.renderer.collapse(parts, self.tools_requested))
         else:
-            response.json(200, latest, content_type)
-
-    def _status(self, step: Status) -> None:
-        body = step.body
-        data = body if isinstance(body, bytes) else go_json(dict(body))
-        self.response.whole(step.code, data, step.content_type, step.headers)
+            response.json(200, self.answer() if self.answer else latest, content_type)

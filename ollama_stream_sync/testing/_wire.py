@@ -18,6 +18,10 @@ _GO_ESCAPES = {
 }
 _GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
 
+NDJSON = "application/x-ndjson"
+JSON_UTF8 = "application/json; charset=utf-8"  # what gin's c.JSON sets
+JSON_PLAIN = "application/json"  # what a handler sets before c.JSON keeps it
+
 FIXED_CREATED_AT = "2026-01-01T00:00:00.000000Z"
 """The ``created_at`` of every streamed chunk: fixed, so recorded output is stable."""
 

@@ -1,0 +1,416 @@
+"""The HTTP and connection layer: a loopback server that hands requests to an app.
+
+One thread accepts; each connection gets its own named daemon thread (daemon so
+a forgotten server never keeps a test process alive; ``close()`` still ends and
+joins every one). Waits use ``selectors`` (poll), never ``select.select``, so the
+server works in a process with more than 1024 open files. Knows nothing of
+Ollama: the app answers every request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import selectors
+import socket
+import socketserver
+import ssl
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+from ._steps import Body
+from ._wire import JSON_UTF8, NDJSON, go_json
+
+_Selector: type[selectors.BaseSelector] = getattr(
+    selectors, "PollSelector", selectors.SelectSelector
+)  # poll has no 1024-descriptor ceiling; Windows has no poll, but no ceiling either
+_connections = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake server received, as it arrived.
+
+    Attributes:
+        method: ``"GET"`` or ``"POST"`` (``HEAD`` requests are not recorded).
+        path: the request target as sent, query string included
+            (``"/api/chat"``).
+        headers: the request headers, each name spelled as the client sent it
+            (httpx, so the SDK, sends lower case); a repeated header keeps its
+            last value.
+        body: the parsed JSON body of a POST; ``{}`` for an empty body, None
+            when the body was not JSON, and None for a GET.
+
+    Example::
+
+        (request,) = server.stream_requests()
+        assert request.path == "/api/chat" and request.body["stream"] is True
+        assert request.headers["authorization"] == "Bearer key"
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+
+App = Callable[["Handler", RecordedRequest, str], None]
+"""Answers one request; the ``str`` says what is wrong with its body, if anything."""
+
+
+def _compressor(encoding: str | None) -> Any:
+    """A zlib compressor for a ``Content-Encoding``, or None for a plain body."""
+    if encoding == "gzip":
+        return zlib.compressobj(wbits=31)
+    if encoding == "deflate":
+        return zlib.compressobj(wbits=15)  # HTTP "deflate" is the zlib format
+    return None
+
+
+class Response:
+    """Writes one HTTP response on a handler: a chunked stream or a whole body."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, encoding: str | None) -> None:
+        self.h = handler
+        self.encoding = None if encoding == "identity" else encoding
+        self.status: int | None = None  # the status line sent, once sent
+        self._z: Any = None
+
+    def start(self, status: int = 200, content_type: str = NDJSON) -> None:
+        """Send the headers of a chunked stream."""
+        h = self.h
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        if self.encoding:
+            h.send_header("Content-Encoding", self.encoding)
+            self._z = _compressor(self.encoding)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        self.status = status
+
+    def chunk(self, data: bytes) -> None:
+        """Write ``data`` as one HTTP chunk (compressed and sync-flushed if encoded)."""
+        if self.status is None:
+            self.start()
+        if self._z is not None:
+            data = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+        self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end(self) -> None:
+        """End the chunked body (after the compressor's tail, if any)."""
+        if self.status is None:
+            self.start()
+        tail = self._z.flush() if self._z is not None else b""
+        last = b"%x\r\n%s\r\n" % (len(tail), tail) if tail else b""
+        self.h.wfile.write(last + b"0\r\n\r\n")
+
+    def whole(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        head: bool = False,
+    ) -> None:
+        """Answer a whole body with a ``Content-Length`` (encoded if set)."""
+        z = _compressor(self.encoding)
+        if z is not None:
+            body = z.compress(body) + z.flush()
+        h = self.h
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        if z is not None:
+            h.send_header("Content-Encoding", str(self.encoding))
+        h.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            h.send_header(key.replace("_", "-"), value)  # keywords hold no dashes
+        h.end_headers()
+        self.status = status
+        if not head:
+            h.wfile.write(body)
+
+    def json(self, status: int, data: Any, content_type: str = JSON_UTF8) -> None:
+        """Answer one JSON object as Go writes it."""
+        self.whole(status, go_json(data), content_type)
+
+    def verbatim(self, step: Body) -> None:
+        """Answer a ``Body`` step: its status, its headers, its bytes."""
+        h = self.h
+        h.send_response(step.status)
+        for key, value in step.headers.items():
+            h.send_header(key, value)
+        if not {k.lower() for k in step.headers} & {
+            "content-length",
+            "transfer-encoding",
+        }:
+            h.send_header("Content-Length", str(len(step.data)))
+        else:
+            h.close_connection = True  # the caller framed it: do not reuse
+        h.end_headers()
+        self.status = step.status
+        h.wfile.write(step.data)
+
+    def hang_up(self) -> None:
+        """Close the connection without another byte."""
+        self.h.close_connection = True
+        with contextlib.suppress(OSError):
+            # The raw socket's shutdown: on TLS this sends no close_notify, as a
+            # crashing server would not.
+            socket.socket.shutdown(self.h.connection, socket.SHUT_RDWR)
+
+
+def _hung_up(conn: socket.socket) -> bool | None:
+    """Why a stalled connection became readable: hang-up (True), data (False).
+
+    None means a partial TLS record arrived: wait for the rest.
+    """
+    try:
+        # The raw socket's recv, even on TLS: peeking needs no TLS record.
+        data = socket.socket.recv(conn, 1, socket.MSG_PEEK)
+    except OSError:
+        return True  # reset
+    if not data:
+        return True
+    if not isinstance(conn, ssl.SSLSocket):
+        return False  # the client sent something: not a hang-up
+    # A TLS record arrived: a close_notify alert reads as the end of the stream.
+    # Application data here would be a pipelined request; losing one byte of it
+    # is acceptable for a test server.
+    conn.setblocking(False)
+    try:
+        return conn.recv(1) == b""
+    except ssl.SSLWantReadError:
+        return None
+    except OSError:
+        return True
+    finally:
+        conn.setblocking(True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One client connection: parses each request and hands it to the app."""
+
+    protocol_version = "HTTP/1.1"
+    server: LoopbackServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read what they need from the recorded requests."""
+
+    def setup(self) -> None:
+        conn = self.request
+        if isinstance(conn, ssl.SSLSocket):
+            conn.do_handshake()  # here, on this thread: a stalled client stalls only it
+        # Like Ollama (Go sets TCP_NODELAY by default): without it, Nagle holds
+        # each line until the client's delayed ACK, ~40 ms on a reused connection.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The status line and ``Date``; no ``Server`` line, as Go's net/http."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+    def _read_body(self) -> bytes:
+        """The request body, by ``Content-Length`` or chunked."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            while size := int(self.rfile.readline(65537).split(b";")[0].strip(), 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def do_HEAD(self) -> None:
+        self._serve(RecordedRequest("HEAD", self.path, dict(self.headers), None))
+
+    def do_GET(self) -> None:
+        self._serve(RecordedRequest("GET", self.path, dict(self.headers), None))
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        body: Any = {}  # recorded as {} when empty
+        problem = "" if raw.strip() else "missing request body"
+        try:
+            body = json.loads(raw) if raw.strip() else body
+        except ValueError as exc:
+            body, problem = None, f"invalid request body: {exc}"
+        self._serve(
+            RecordedRequest("POST", self.path, dict(self.headers), body), problem
+        )
+
+    def _serve(self, request: RecordedRequest, problem: str = "") -> None:
+        self.server.serve(self, request, problem)
+
+
+class LoopbackServer(HTTPServer):
+    """Listens, gives each connection a thread, and lets responses stall or pause.
+
+    Its counters live under ``cond``, the owner's lock, and every change notifies
+    it, so the owner's waits see them.
+    """
+
+    allow_reuse_address = True
+    # Go's net.Listen (so Ollama) uses the system's limit; socketserver's 5 lets
+    # a burst of concurrent connects overflow the accept queue, which with SYN
+    # cookies can end in a reset on a busy machine.
+    request_queue_size = socket.SOMAXCONN
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        tls: ssl.SSLContext | None,
+        cond: threading.Condition,
+        app: App,
+    ) -> None:
+        self.tls, self.cond, self.app = tls, cond, app
+        self.requests: list[RecordedRequest] = []
+        self.open = self.disconnects = 0
+        self.in_flight: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.stalled: dict[socket.socket, socket.socket] = {}
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._closing = threading.Event()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self._thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-ollama",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host up with getfqdn(): a reverse DNS
+        # query that may leave loopback and stall. The name is not needed.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = self.socket.accept()
+        if self.tls is not None:
+            # The handshake happens on the connection's own thread (see setup).
+            conn = self.tls.wrap_socket(
+                conn, server_side=True, do_handshake_on_connect=False
+            )
+        return conn, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve one accepted connection on its own thread."""
+        with self.cond:
+            if self._closing.is_set():
+                self.shutdown_request(request)
+                return
+            thread = threading.Thread(
+                target=self._serve_connection,
+                args=(request, client_address),
+                name=f"fake-ollama-conn-{next(_connections)}",
+                daemon=True,
+            )
+            self._conns[request] = thread  # before it runs, so close() can end it
+            self.open += 1
+            self.cond.notify_all()
+        thread.start()
+
+    def _serve_connection(self, conn: socket.socket, address: Any) -> None:
+        try:
+            self.finish_request(conn, address)
+        except Exception:  # noqa: BLE001, S110  # hang-ups, failed handshakes: expected
+            pass
+        finally:
+            self.shutdown_request(conn)
+            with self.cond:
+                self._conns.pop(conn, None)
+                self.open -= 1
+                self.cond.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up mid-response is what the tests do; stay quiet."""
+
+    def serve(self, handler: Handler, request: RecordedRequest, problem: str) -> None:
+        """Record a request, count it in flight while the app answers it."""
+        path = request.path.split("?", 1)[0]
+        with self.cond:
+            if request.method != "HEAD":
+                self.requests.append(request)
+            self.in_flight[path] += 1
+            self.peak[path] = max(self.peak[path], self.in_flight[path])
+            self.cond.notify_all()
+        try:
+            self.app(handler, request, problem)
+        finally:
+            with self.cond:
+                self.in_flight[path] -= 1
+                self.cond.notify_all()
+
+    def stall(self, conn: socket.socket) -> bool:
+        """Block until ``release()`` (False), or a hang-up or ``close()`` (True)."""
+        wake_r, wake_w = socket.socketpair()
+        try:
+            with self.cond:
+                if self._closing.is_set():
+                    return True
+                self.stalled[conn] = wake_w
+                self.cond.notify_all()
+            with _Selector() as selector:
+                selector.register(conn, selectors.EVENT_READ)
+                selector.register(wake_r, selectors.EVENT_READ)
+                while True:
+                    ready = {key.fileobj for key, _ in selector.select()}
+                    if wake_r in ready:
+                        return self._closing.is_set()
+                    verdict = _hung_up(conn)
+                    if verdict:
+                        with self.cond:
+                            self.disconnects += 1
+                    if verdict is not None:
+                        return verdict
+        finally:
+            with self.cond:
+                self.stalled.pop(conn, None)
+                self.cond.notify_all()
+            wake_r.close()
+            wake_w.close()
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep for a ``Delay``; True if the server closes meanwhile."""
+        return self._closing.wait(seconds)
+
+    def release(self) -> None:
+        """End every current stall."""
+        with self.cond:
+            wakers = list(self.stalled.values())
+        for waker in wakers:
+            with contextlib.suppress(OSError):
+                waker.send(b"x")
+
+    def close(self, timeout: float) -> None:
+        """Stop serving, end every response and connection, join the threads."""
+        self._closing.set()
+        self.release()
+        self.shutdown()  # returns once serve_forever has stopped
+        self.server_close()
+        with self.cond:
+            conns = list(self._conns.items())
+        for conn, _ in conns:
+            with contextlib.suppress(OSError):
+                # The raw shutdown wakes a thread blocked in a read, a write or a
+                # TLS handshake at once.
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for thread in [self._thread, *(t for _, t in conns)]:
+            thread.join(max(0.0, deadline - time.monotonic()))
