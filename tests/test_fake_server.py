@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import gzip
 import json
@@ -33,6 +34,7 @@ from ollama_stream_sync.testing import (
     FakeOllama,
     ProgressLine,
     Raw,
+    RecordedRequest,
     Stall,
     Status,
     chat_prompt,
@@ -625,6 +627,36 @@ def test_plain_server_has_no_ca(server: FakeOllama) -> None:
 
 
 # -- lifecycle, records, threads -----------------------------------------------
+
+
+def test_a_server_never_started_answers_and_closes_twice() -> None:
+    server = FakeOllama()  # no start(), no with: it serves all the same
+    try:
+        answer = sdk(server, timeout=WAIT).chat("m", USER)
+        assert answer.message.content.startswith("Hello")
+        assert server.start() is server  # harmless
+        assert sdk(server, timeout=WAIT).list().models
+    finally:
+        server.close()
+    server.close()  # again: nothing happens
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url, timeout=WAIT)
+
+
+def test_step_names_that_do_not_collide_with_the_librarys_events() -> None:
+    import ollama_stream_sync
+    import ollama_stream_sync.testing as testing
+
+    assert testing.Done is DoneLine and testing.Progress is ProgressLine
+    assert ollama_stream_sync.Done is not DoneLine  # the library's event
+    assert {"Done", "DoneLine", "Progress", "ProgressLine"} <= set(testing.__all__)
+
+
+def test_recorded_request_documents_every_field() -> None:
+    doc = RecordedRequest.__doc__ or ""
+    assert "Attributes:" in doc
+    for field in dataclasses.fields(RecordedRequest):
+        assert f"    {field.name}: " in doc, field.name
 
 
 def test_close_ends_stalled_delayed_and_idle_connections() -> None:

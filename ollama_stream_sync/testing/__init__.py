@@ -2,22 +2,14 @@
 
 Example::
 
-    from ollama_stream_sync.testing import FakeOllama, reply
-
     with FakeOllama() as server:
         server.enqueue(reply("Paris.", thinking="The capital of France."))
-        client = StreamingClient(server.url)
-        result = client.chat("any", [{"role": "user", "content": "?"}])
+        result = StreamingClient(server.url).chat("any", messages)
 
-A ``Script`` is a list of ``Step`` objects that one response plays in order;
-``Step`` is any one of the step classes (``Chunk``, ``DoneLine``,
-``ProgressLine``, ``Raw``, ``Bytes``, ``ErrorLine``, ``Status``, ``Body``,
-``ContentEncoding``, ``Delay``, ``Stall``, ``Cut``; ``Done`` and ``Progress``
-are the old names of ``DoneLine`` and ``ProgressLine``). The builders
-(``reply``, ``http_error``, ``pull_script``, ``push_script``,
-``create_script``, ``pull_not_found_script``) return scripts;
-``FakeOllama.enqueue`` queues them, per endpoint if asked. ``count_tokens``,
-``chat_prompt`` and ``embedding`` say what the server counts and answers.
+A ``Script`` is a list of ``Step`` objects (``Chunk``, ``DoneLine``...) that one
+response plays in order; the builders (``reply``, ``pull_script``...) make
+realistic ones. ``Done`` and ``Progress`` are the old names of ``DoneLine`` and
+``ProgressLine``.
 """
 
 from ._http import RecordedRequest

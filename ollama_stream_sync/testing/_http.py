@@ -65,13 +65,12 @@ App = Callable[["Handler", RecordedRequest, str], None]
 """Answers one request; the ``str`` says what is wrong with its body, if anything."""
 
 
+_WBITS = {"gzip": 31, "deflate": 15}  # HTTP "deflate" is the zlib format
+
+
 def _compressor(encoding: str | None) -> Any:
     """A zlib compressor for a ``Content-Encoding``, or None for a plain body."""
-    if encoding == "gzip":
-        return zlib.compressobj(wbits=31)
-    if encoding == "deflate":
-        return zlib.compressobj(wbits=15)  # HTTP "deflate" is the zlib format
-    return None
+    return zlib.compressobj(wbits=_WBITS[encoding]) if encoding in _WBITS else None
 
 
 class Response:
@@ -83,17 +82,19 @@ class Response:
         self.status: int | None = None  # the status line sent, once sent
         self._z: Any = None
 
+    def _head(self, status: int, headers: Mapping[str, str]) -> None:
+        self.h.send_response(status)
+        for key, value in headers.items():
+            self.h.send_header(key, value)
+        self.h.end_headers()
+        self.status = status
+
     def start(self, status: int = 200, content_type: str = NDJSON) -> None:
         """Send the headers of a chunked stream."""
-        h = self.h
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        if self.encoding:
-            h.send_header("Content-Encoding", self.encoding)
-            self._z = _compressor(self.encoding)
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        self.status = status
+        self._z = _compressor(self.encoding)
+        encoding = {"Content-Encoding": str(self.encoding)} if self._z else {}
+        chunked = {"Transfer-Encoding": "chunked"}
+        self._head(status, {"Content-Type": content_type, **encoding, **chunked})
 
     def chunk(self, data: bytes) -> None:
         """Write ``data`` as one HTTP chunk (compressed and sync-flushed if encoded)."""
@@ -117,46 +118,38 @@ class Response:
         body: bytes,
         content_type: str,
         headers: Mapping[str, str] | None = None,
-        *,
         head: bool = False,
     ) -> None:
         """Answer a whole body with a ``Content-Length`` (encoded if set)."""
         z = _compressor(self.encoding)
-        if z is not None:
-            body = z.compress(body) + z.flush()
-        h = self.h
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        if z is not None:
-            h.send_header("Content-Encoding", str(self.encoding))
-        h.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            h.send_header(key.replace("_", "-"), value)  # keywords hold no dashes
-        h.end_headers()
-        self.status = status
+        body = z.compress(body) + z.flush() if z is not None else body
+        fields = {"Content-Type": content_type}
+        fields |= {"Content-Encoding": str(self.encoding)} if z is not None else {}
+        fields["Content-Length"] = str(len(body))
+        # Keyword arguments (``http_error``) hold no dashes: underscores stand in.
+        self._head(
+            status,
+            fields | {k.replace("_", "-"): v for k, v in (headers or {}).items()},
+        )
         if not head:
-            h.wfile.write(body)
+            self.h.wfile.write(body)
 
-    def json(self, status: int, data: Any, content_type: str = JSON_UTF8) -> None:
+    def json(
+        self, status: int, data: Any, content_type: str = JSON_UTF8, head: bool = False
+    ) -> None:
         """Answer one JSON object as Go writes it."""
-        self.whole(status, go_json(data), content_type)
+        self.whole(status, go_json(data), content_type, head=head)
 
     def verbatim(self, step: Body) -> None:
         """Answer a ``Body`` step: its status, its headers, its bytes."""
-        h = self.h
-        h.send_response(step.status)
-        for key, value in step.headers.items():
-            h.send_header(key, value)
-        if not {k.lower() for k in step.headers} & {
+        framed = {k.lower() for k in step.headers} & {
             "content-length",
             "transfer-encoding",
-        }:
-            h.send_header("Content-Length", str(len(step.data)))
-        else:
-            h.close_connection = True  # the caller framed it: do not reuse
-        h.end_headers()
-        self.status = step.status
-        h.wfile.write(step.data)
+        }
+        length = {} if framed else {"Content-Length": str(len(step.data))}
+        self.h.close_connection |= bool(framed)  # the caller framed it: do not reuse
+        self._head(step.status, {**step.headers, **length})
+        self.h.wfile.write(step.data)
 
     def hang_up(self) -> None:
         """Close the connection without another byte."""
@@ -201,7 +194,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: LoopbackServer
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, *_: Any) -> None:
         """Quiet: tests read what they need from the recorded requests."""
 
     def setup(self) -> None:
@@ -232,11 +225,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def do_HEAD(self) -> None:
-        self._serve(RecordedRequest("HEAD", self.path, dict(self.headers), None))
-
     def do_GET(self) -> None:
-        self._serve(RecordedRequest("GET", self.path, dict(self.headers), None))
+        self._serve(RecordedRequest(self.command, self.path, dict(self.headers), None))
+
+    do_HEAD = do_GET
 
     def do_POST(self) -> None:
         raw = self._read_body()

@@ -9,24 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from . import _steps as steps
 from ._http import Handler, Response
-from ._steps import (
-    Body,
-    Bytes,
-    Chunk,
-    ContentEncoding,
-    Delay,
-    DoneLine,
-    ErrorLine,
-    ProgressLine,
-    Raw,
-    Stall,
-    Status,
-    Step,
-)
 from ._wire import FIXED_CREATED_AT, JSON_PLAIN, JSON_UTF8, go_json, omit_empty
 
 
@@ -38,7 +24,7 @@ class Renderer:
         self.outputs = 0
         self.t0 = time.monotonic_ns()
 
-    def chunk(self, step: Chunk | DoneLine) -> dict[str, Any]:
+    def chunk(self, step: steps.Chunk | steps.DoneLine) -> dict[str, Any]:
         """One streamed line for a ``Chunk`` or the final ``DoneLine``."""
         out: dict[str, Any] = {"model": self.model, "created_at": FIXED_CREATED_AT}
         fields: dict[str, Any] = {"thinking": step.thinking} if step.thinking else {}
@@ -49,27 +35,17 @@ class Renderer:
         else:
             out |= {"response": step.content, **fields}
         self.outputs += bool(step.content or step.thinking)
-        out["done"] = isinstance(step, DoneLine)
-        if isinstance(step, DoneLine):
+        out["done"] = isinstance(step, steps.DoneLine)
+        if isinstance(step, steps.DoneLine):
             if step.done_reason is not None:
                 out["done_reason"] = step.done_reason
-            elapsed = max(1, time.monotonic_ns() - self.t0)
-            out |= dict(
-                step.counters
-                if step.counters is not None
-                else omit_empty(
-                    {
-                        "total_duration": elapsed,
-                        "load_duration": 1000,
-                        "prompt_eval_count": self.prompt_tokens,
-                        "prompt_eval_duration": 2000,
-                        "eval_count": self.outputs,
-                        "eval_duration": elapsed,
-                    }
-                )
-            )
-            if not self.chat:
-                out["context"] = [1, 2, 3]
+            took = max(1, time.monotonic_ns() - self.t0)
+            counters = {"total_duration": took, "load_duration": 1000}
+            counters |= {"prompt_eval_count": self.prompt_tokens}
+            counters |= {"prompt_eval_duration": 2000, "eval_count": self.outputs}
+            counters |= {"eval_duration": took}
+            out |= omit_empty(counters) if step.counters is None else step.counters
+            out |= {} if self.chat else {"context": [1, 2, 3]}
         return out | dict(step.extra)
 
     def collapse(
@@ -80,173 +56,154 @@ class Renderer:
         The last chunk's fields (``done``, ``done_reason``, counters, ``context``)
         with the text and thinking of every chunk joined. On chat, tool calls
         are joined across chunks when the request listed tools, as
-        ``writeChatResponse`` does; otherwise (and on generate) only the last
-        chunk's tool calls remain.
+        ``writeChatResponse`` does; otherwise only the last chunk's remain.
         """
-        if parts:
-            last = dict(parts[-1])
-        else:  # Go's zero ChatResponse / GenerateResponse
-            last = {"model": "", "created_at": "0001-01-01T00:00:00Z"}
-            key, zero = (
-                ("message", {"role": "", "content": ""})
-                if self.chat
-                else ("response", "")
-            )
-            last |= {key: zero, "done": False}
+        zero: Any = {"role": "", "content": ""} if self.chat else ""
+        last = (
+            dict(parts[-1])
+            if parts
+            else {  # Go's zero response
+                "model": "",
+                "created_at": "0001-01-01T00:00:00Z",
+                "message" if self.chat else "response": zero,
+                "done": False,
+            }
+        )
         if not self.chat:
             thinking = "".join(p.get("thinking", "") for p in parts)
             last.pop("thinking", None)
             last["response"] = "".join(p.get("response", "") for p in parts)
             return last | ({"thinking": thinking} if thinking else {})
         messages = [p.get("message", {}) for p in parts]
-        base = last.get("message") or {"role": "", "content": ""}
-        message: dict[str, Any] = {
-            "role": base.get("role", ""),
-            "content": "".join(m.get("content", "") for m in messages),
-        }
+        base = last.get("message") or zero
+        message = {k: v for k, v in base.items() if k not in ("thinking", "tool_calls")}
+        message["content"] = "".join(m.get("content", "") for m in messages)
         thinking = "".join(m.get("thinking", "") for m in messages)
-        if thinking:
-            message["thinking"] = thinking
         calls = base.get("tool_calls")
         if tools_requested:
             calls = [c for m in messages for c in m.get("tool_calls", ())] or calls
-        if calls:
-            message["tool_calls"] = calls
-        skip = ("role", "content", "thinking", "tool_calls")
-        last["message"] = message | {k: v for k, v in base.items() if k not in skip}
+        message |= {"thinking": thinking} if thinking else {}
+        last["message"] = message | ({"tool_calls": calls} if calls else {})
         return last
 
 
-def progress_line(step: ProgressLine) -> dict[str, Any]:
+def progress_line(step: steps.ProgressLine) -> dict[str, Any]:
     """One ``ProgressResponse``: ``status`` always, the rest only when set."""
     return {"status": step.status} | omit_empty(
         {"digest": step.digest, "total": step.total, "completed": step.completed}
     )
 
 
-@dataclass
-class Outcome:
-    """What a played script did, for the server's model state."""
-
-    status: int | None = None
-    """The HTTP status answered; None when the connection ended first."""
-    succeeded: bool = False
-    """A ``ProgressLine("success")`` was sent (a pull or create finished)."""
-
-
 class Player:
-    """Plays one script for one request; ``play()`` returns what happened.
+    """Plays one script for one request; ``play()`` returns the status answered.
 
-    ``inference``: chat or generate, whose chunks collapse into one answer for
+    ``renderer``: chat or generate's, whose chunks collapse into one answer for
     ``"stream": false``; ``answer`` makes the one object an endpoint such as
     embed answers after its script; ``on_output`` runs before the first chunk.
+    ``succeeded``: a ``ProgressLine("success")`` went out.
     """
 
     def __init__(
         self,
         handler: Handler,
         encoding: str | None,
-        renderer: Renderer,
         *,
         stream: bool,
-        inference: bool = False,
+        renderer: Renderer | None = None,
         tools_requested: bool = False,
         answer: Callable[[], Any] | None = None,
         on_output: Callable[[], None] | None = None,
     ) -> None:
-        self.h, self.renderer, self.stream = handler, renderer, stream
-        self.inference, self.tools_requested = inference, tools_requested
-        self.answer, self._on_output = answer, on_output
+        self.h, self.stream, self.inference = handler, stream, renderer is not None
+        self.renderer = renderer or Renderer(chat=False, model="", prompt_tokens=0)
+        self.tools_requested, self.answer = tools_requested, answer
+        self._on_output = on_output
         self.response = Response(handler, encoding)
-        self.outcome = Outcome()
+        self.succeeded = False
+        self.parts: list[dict[str, Any]] = []
+        self.latest: dict[str, Any] = {"status": ""}  # Go's zero ProgressResponse
+        progress = not self.inference and answer is None  # pull, push, create
+        self.kind = JSON_PLAIN if progress else JSON_UTF8
 
-    def play(self, script: Iterable[Step]) -> Outcome:
-        """Play ``script``; a client that goes away just ends it."""
+    def play(self, script: Iterable[steps.Step]) -> int | None:
+        """Play ``script``; None if the connection ended before any status."""
         try:
-            (self._stream if self.stream else self._single)(script)
+            self._play(script)
         except OSError:
             self.h.close_connection = True  # the client went away
-        self.outcome.status = self.response.status
-        return self.outcome
+        return self.response.status
 
-    def _control(self, step: Step) -> bool:
+    def _play(self, script: Iterable[steps.Step]) -> None:
+        response = self.response
+        for step in script:
+            if isinstance(step, steps.Status):
+                body = step.body
+                data = body if isinstance(body, bytes) else go_json(dict(body))
+                response.whole(step.code, data, step.content_type, step.headers)
+                return
+            if isinstance(step, steps.Body):
+                response.verbatim(step)
+                return
+            if isinstance(step, steps.ErrorLine) and not self.stream:
+                response.json(500, {"error": step.message}, self.kind)
+                return
+            if isinstance(step, steps.ErrorLine):
+                response.chunk(go_json({"error": step.message}) + b"\n")
+                break
+            if isinstance(step, steps.OutputStep):
+                if not self._output(step):
+                    return
+            elif self._control(step):
+                return
+        if self.stream:
+            response.end()
+        elif self.inference:
+            response.json(200, self.renderer.collapse(self.parts, self.tools_requested))
+        else:
+            answer = self.answer() if self.answer else self.latest
+            response.json(200, answer, self.kind)
+
+    def _output(self, step: steps.Step) -> bool:
+        """Write or keep an output step; False when it has no meaning here."""
+        if isinstance(step, steps.ProgressLine):
+            self.succeeded |= step.status == "success"
+        if isinstance(step, (steps.Chunk, steps.DoneLine)) and self.stream:
+            if self._on_output is not None:
+                self._on_output()  # once: the model is answering
+                self._on_output = None
+            self.response.chunk(go_json(self.renderer.chunk(step)) + b"\n")
+        elif isinstance(step, steps.ProgressLine) and self.stream:
+            self.response.chunk(go_json(progress_line(step)) + b"\n")
+        elif isinstance(step, (steps.Raw, steps.Bytes)) and self.stream:
+            newline = b"\n" if isinstance(step, steps.Raw) else b""
+            self.response.chunk(step.data + newline)
+        elif isinstance(step, (steps.Chunk, steps.DoneLine)) and self.inference:
+            self.parts.append(self.renderer.chunk(step))
+        elif isinstance(step, steps.ProgressLine) and self.kind == JSON_PLAIN:
+            self.latest = progress_line(step)
+        else:
+            misuse = (
+                f"FakeOllama: {type(step).__name__} has no meaning in a "
+                "non-streaming answer here; use Body(...) for any body"
+            )
+            self.response.json(500, {"error": misuse}, self.kind)
+            return False
+        return True
+
+    def _control(self, step: steps.Step) -> bool:
         """Play a step that writes nothing; True when the response must end now."""
-        if isinstance(step, ContentEncoding):
+        if isinstance(step, steps.ContentEncoding):
             encoding = step.encoding
             self.response.encoding = None if encoding == "identity" else encoding
             return False
-        server = self.h.server
-        if isinstance(step, Delay):
-            ended = server.pause(step.seconds)
-        elif isinstance(step, Stall):
-            ended = server.stall(self.h.connection)
-        else:  # Cut
+        if isinstance(step, steps.Cut):
             self.response.hang_up()
             return True
+        server = self.h.server
+        if isinstance(step, steps.Delay):
+            ended = server.pause(step.seconds)
+        else:
+            ended = server.stall(self.h.connection)
         if ended:
             self.h.close_connection = True
         return ended
-
-    def _whole(self, step: Step) -> bool:
-        """Answer a ``Status`` or ``Body`` step; False for any other step."""
-        if isinstance(step, Status):
-            body = step.body
-            data = body if isinstance(body, bytes) else go_json(dict(body))
-            self.response.whole(step.code, data, step.content_type, step.headers)
-        elif isinstance(step, Body):
-            self.response.verbatim(step)
-        return isinstance(step, (Status, Body))
-
-    def _stream(self, script: Iterable[Step]) -> None:
-        response = self.response
-        for step in script:
-            if self._whole(step):
-                return
-            if isinstance(step, (Chunk, DoneLine)):
-                if self._on_output is not None:
-                    self._on_output()  # once: the model is answering
-                    self._on_output = None
-                response.chunk(go_json(self.renderer.chunk(step)) + b"\n")
-            elif isinstance(step, ProgressLine):
-                response.chunk(go_json(progress_line(step)) + b"\n")
-                self.outcome.succeeded |= step.status == "success"
-            elif isinstance(step, (Raw, Bytes)):
-                response.chunk(step.data + b"\n" * isinstance(step, Raw))
-            elif isinstance(step, ErrorLine):
-                response.chunk(go_json({"error": step.message}) + b"\n")
-                break
-            elif self._control(step):
-                return
-        response.end()
-
-    def _single(self, script: Iterable[Step]) -> None:
-        """Collapse the script into one JSON answer, as for ``"stream": false``."""
-        response = self.response
-        progress = not self.inference and self.answer is None  # pull, push, create
-        content_type = JSON_PLAIN if progress else JSON_UTF8
-        parts: list[dict[str, Any]] = []
-        latest: dict[str, Any] = {"status": ""}  # Go's zero ProgressResponse
-        for step in script:
-            if self._whole(step):
-                return
-            if isinstance(step, ErrorLine):
-                response.json(500, {"error": step.message}, content_type)
-                return
-            if isinstance(step, (Chunk, DoneLine)) and self.inference:
-                parts.append(self.renderer.chunk(step))
-            elif isinstance(step, ProgressLine) and progress:
-                latest = progress_line(step)
-                self.outcome.succeeded |= step.status == "success"
-            elif isinstance(step, (Chunk, DoneLine, ProgressLine, Raw, Bytes)):
-                misuse = (
-                    f"FakeOllama: {type(step).__name__} has no meaning in a "
-                    "non-streaming answer here; use Body(...) for any body"
-                )
-                response.json(500, {"error": misuse}, content_type)
-                return
-            elif self._control(step):
-                return
-        if self.inference:
-            response.json(200, self.renderer.collapse(parts, self.tools_requested))
-        else:
-            response.json(200, self.answer() if self.answer else latest, content_type)

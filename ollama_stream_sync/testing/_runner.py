@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._wire import JSON_UTF8
+
 _TOKEN = re.compile(r"<\|[a-z_]+\|>|\w+|[^\w\s]")
 
 PROMPT_TOO_LONG = (
@@ -28,9 +30,9 @@ PROMPT_TOO_LONG = (
 class Refused(Exception):
     """The server answers ``status`` with ``{"error": message}`` instead."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, kind: str = JSON_UTF8) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.kind = status, message, kind
 
 
 def count_tokens(text: str) -> int:
@@ -106,7 +108,7 @@ def _from(messages: Sequence[Mapping[str, Any]], start: int) -> list[Any]:
 
 
 def fit_tokens(
-    tokens: int, num_ctx: int, *, truncate: bool, shift: bool | None, num_keep: int
+    tokens: int, num_ctx: int, truncate: bool, shift: bool | None, num_keep: int
 ) -> int:
     """The prompt tokens the runner evaluates, or ``Refused``.
 

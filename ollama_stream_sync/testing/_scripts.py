@@ -18,9 +18,7 @@ def tool_call(
 ) -> dict[str, Any]:
     """A tool call as Ollama streams it (``id`` and ``function.index`` included).
 
-    Example::
-
-        tool_call("get_weather", {"city": "Paris"}, id="call_ab12cd34")
+    Example: ``tool_call("get_weather", {"city": "Paris"}, id="call_ab12cd34")``.
     """
     return {
         "id": id or f"call_{name[:8]}{index:02d}",
@@ -54,9 +52,7 @@ def reply(
         mixed_switch: send the last thinking piece and the first content piece in
             one chunk, as Ollama does at the switch from reasoning to answer.
 
-    Example::
-
-        server.enqueue(reply("Paris.", thinking="The capital of France."))
+    Example: ``server.enqueue(reply("Paris.", thinking="The capital of France."))``.
     """
     think_parts, content_parts = _pieces(thinking), _pieces(content)
     steps: Script = [Chunk(thinking=t) for t in think_parts]
@@ -73,11 +69,8 @@ def reply(
 def http_error(status: int, message: str, **headers: str) -> Script:
     """An error answered before any output, as Ollama does (``{"error": ...}``).
 
-    Keyword arguments become headers, underscores turned into dashes.
-
-    Example::
-
-        server.enqueue(http_error(503, "busy", Retry_After="2"))
+    Keyword arguments become headers, underscores turned into dashes:
+    ``server.enqueue(http_error(503, "busy", Retry_After="2"))``.
     """
     return [Status(status, {"error": message}, headers=headers)]
 
@@ -103,20 +96,17 @@ def pull_script(
 ) -> Script:
     """The progress lines of a successful ``/api/pull``, with Ollama's statuses.
 
-    Layers download one after another, so a client that sums ``total`` over the
-    digests it has seen watches the total grow. Digests are stable per name.
+    Layers download one after another (a client summing ``total`` over the
+    digests it has seen watches it grow); digests are stable per name.
 
     Args:
         model: the model pulled (it picks the digests).
         layers: each layer's size in bytes; the last is the config blob.
-        steps: lines per layer after the first (``completed`` from 0, left out
-            as Go does, to the size).
+        steps: lines per layer after the first (``completed`` grows to the size).
         cached: every layer is already on disk: one complete line each.
         replaced: the pull updated a model, so Ollama prunes the old layers.
 
-    Example::
-
-        server.enqueue(pull_script("llama3.2", layers=[1000, 20]), endpoint="pull")
+    Example: ``server.enqueue(pull_script("llama3.2", steps=9), endpoint="pull")``.
     """
     script: Script = [ProgressLine("pulling manifest")]
     for digest, size in zip(layer_digests(model, len(layers)), layers, strict=True):
@@ -175,9 +165,7 @@ def create_script(
         new: layers written for this model (system, template...), likewise.
         parsing_gguf: start with "parsing GGUF", as a create from ``files`` does.
 
-    Example::
-
-        server.enqueue(create_script("mario", new=1), endpoint="create")
+    Example: ``server.enqueue(create_script("mario"), endpoint="create")``.
     """
     if isinstance(existing, int):
         existing = layer_digests(model, existing)

@@ -8,7 +8,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from ._endpoints import CHAT, GENERATE, SCRIPTED, Endpoints, endpoint_path
@@ -21,12 +20,11 @@ from ._steps import Script, Step, check_script
 class FakeOllama:
     """An Ollama look-alike on loopback for tests and demos, scripted per request.
 
-    It serves as soon as it is made. ``/api/chat``, ``/api/generate`` and
-    ``/api/embed`` answer like Ollama; ``/api/pull``, ``/api/push`` and
-    ``/api/create`` stream progress; ``/api/show``, ``/api/tags``, ``/api/ps``,
-    ``/api/version`` and ``GET``/``HEAD /`` answer from the server's models.
-    Each chat or generate plays the next queued script, else ``default_reply``;
-    an embed plays its script's faults, then answers ``embedding()`` vectors.
+    It serves from construction on. Chat, generate and embed answer like Ollama,
+    pull, push and create stream progress, show, tags, ps, version and ``/``
+    answer from its models. A chat or generate plays the next queued script,
+    else ``default_reply``; an embed plays its script, then answers
+    ``embedding()`` vectors.
 
     Example::
 
@@ -34,54 +32,51 @@ class FakeOllama:
             server.enqueue(reply("Hello there", thinking="Greet them."))
             client = StreamingClient(server.url)
 
-    Checks, as the server makes them, before any script plays: a model declared
-    with ``capabilities`` refuses ``think`` without ``"thinking"``, ``tools``
+    Before any script, it checks as Ollama does. A model declared with
+    ``capabilities`` refuses ``think`` without ``"thinking"``, ``tools``
     without ``"tools"``, chat and generate without ``"completion"`` (400, the
-    server's words; images are never refused). Every prompt is counted with
-    ``count_tokens`` (chat as ``chat_prompt``) against its ``num_ctx``: the
-    request's ``options``, else the model's ``parameters``, else 4096, at most
-    its ``context_length``. Chat drops whole messages from the front (keeping
-    system messages and the last) until the prompt fits, silently; what is
-    kept is the ``prompt_eval_count``. A prompt that still does not fit, or
-    any with ``"truncate": false``, is refused as llama-server does (400,
-    ``request (N tokens) exceeds the available context size (M tokens)...``),
-    unless ``context_shift``: then (and always on generate, as Ollama's own
-    prompts) it keeps ``num_keep`` tokens and the tail, or with ``"shift":
-    false`` is refused with "the prompt is longer than the context length...".
-    An embed input longer than the context is cut, or with ``"truncate":
-    false`` refuses the whole batch.
+    server's words; images are never refused). A prompt (``chat_prompt``, in
+    ``count_tokens``) must fit its ``num_ctx``: the request's option, else the
+    model's ``parameters``, else 4096, at most its ``context_length``. A chat
+    drops whole messages from the front, keeping system messages and the last,
+    silently (``prompt_eval_count`` says what was kept). A prompt that still
+    does not fit, or any with ``"truncate": false``, is refused as
+    llama-server does (400, ``request (N tokens) exceeds the available
+    context size (M tokens)...``), except with ``context_shift`` (always on
+    generate): it keeps ``num_keep`` tokens and the tail, or with ``"shift":
+    false`` refuses with "the prompt is longer than the context length...".
+    An embed input is cut to the context, or with ``"truncate": false`` fails
+    its whole batch.
 
     Args:
         host: the loopback address to bind (``"::1"`` for IPv6).
         port: the port; 0 picks a free one.
-        models: the pulled models (names, or dicts: see ``models`` below).
+        models: as the attribute.
         version: what ``/api/version`` answers.
         tls: serve https with a throwaway CA (needs ``trustme``).
         content_encoding: ``"gzip"`` or ``"deflate"`` to encode every body.
-        unknown_models: names the registry lacks: pulling one fails.
+        unknown_models: as the attribute.
         context_shift: shift chat prompts that do not fit instead of refusing
             them, as Ollama does for models it renders with its own templates.
 
     Attributes:
-        models: the pulled models, as names or dicts with a ``name`` and any of
+        models: the pulled models: names, or dicts with a ``name`` and any of
             ``capabilities``, ``context_length``, ``embedding_length``,
-            ``details``, ``model_info``, ``parameters`` (e.g. ``{"num_ctx":
-            8192}``) or other fields ``/api/show`` should answer; a pull or
-            create adds to it. A model not listed answers every request.
+            ``details``, ``model_info``, ``parameters`` (``{"num_ctx": 8192}``)
+            or fields ``/api/show`` answers as given. A pull or create adds
+            to it; a model not listed answers anything.
         loaded: what ``/api/ps`` lists, as names or dicts of fields to show. A
             request answered with 200 loads its model for its ``keep_alive``;
             ``keep_alive: 0`` unloads it.
-        unknown_models: as the argument.
-        default_reply: the script of a chat or generate with none queued.
-        requests: every GET and POST received, as ``RecordedRequest``, in order.
+        unknown_models: names the registry lacks: a pull of one fails.
+        default_reply: what a chat or generate with no script queued plays.
 
-    With no script queued, a chat without messages (or a generate without a
-    prompt) gets Ollama's one-object ``"load"`` answer (``"unload"`` with
-    ``keep_alive: 0``); a pull plays ``pull_script()`` (every layer complete for
-    a pulled model) or, for ``unknown_models``, ``pull_not_found_script()``; a
-    push plays ``push_script()`` for a pulled model, else Ollama's "no such
-    file" error; a create plays ``create_script()`` from ``from`` (pulling a
-    missing base first) or ``files``, else answers 400.
+    With no script queued, a chat without messages (a generate without a
+    prompt) gets Ollama's ``"load"`` answer (``"unload"`` with ``keep_alive:
+    0``); a pull plays ``pull_script()``, or ``pull_not_found_script()`` for
+    ``unknown_models``; a push plays ``push_script()`` for a pulled model, else
+    Ollama's "no such file" error; a create plays ``create_script()`` from
+    ``from`` (pulling a missing base first) or ``files``, else answers 400.
     """
 
     def __init__(
@@ -106,7 +101,10 @@ class FakeOllama:
         # so a wait_for predicate may read them through the public methods).
         self._cond = threading.Condition()
         self._queues: dict[str | None, deque[Script]] = {}
-        self._registry = Registry(self._cond, models, unknown_models)
+        self.models: list[Entry] = list(models)
+        self.loaded: list[Entry] = []
+        self.unknown_models: set[str] = set(unknown_models)
+        self._registry = Registry(self, self._cond)
         self._tls: Any = None
         context = None
         if tls:
@@ -123,41 +121,9 @@ class FakeOllama:
             raise
         self._closed = False
 
-    # -- state -----------------------------------------------------------------
-
-    @property
-    def models(self) -> list[Entry]:
-        """The pulled models (see the class's Attributes)."""
-        return self._registry.models
-
-    @models.setter
-    def models(self, value: Sequence[Entry]) -> None:
-        with self._cond:
-            self._registry.models = list(value)
-
-    @property
-    def loaded(self) -> list[Entry]:
-        """What ``/api/ps`` lists (see the class's Attributes)."""
-        return self._registry.loaded
-
-    @loaded.setter
-    def loaded(self, value: Sequence[Entry]) -> None:
-        with self._cond:
-            self._registry.loaded = list(value)
-
-    @property
-    def unknown_models(self) -> set[str]:
-        """Names the registry lacks: a pull of one fails as Ollama's does."""
-        return self._registry.unknown_models
-
-    @unknown_models.setter
-    def unknown_models(self, value: Sequence[str] | set[str]) -> None:
-        with self._cond:
-            self._registry.unknown_models = set(value)
-
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every GET and POST received, in arrival order."""
+        """Every GET and POST received, as ``RecordedRequest``, in arrival order."""
         return self._http.requests
 
     # -- control ----------------------------------------------------------------
@@ -223,12 +189,7 @@ class FakeOllama:
     def __enter__(self) -> FakeOllama:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def enqueue(self, *scripts: Sequence[Step], endpoint: str | None = None) -> None:

@@ -1,8 +1,7 @@
 """Script steps: what one response plays, in order. Pure data, no I/O.
 
-Output steps write to the body; control steps (``Delay``, ``Stall``, ``Cut``) shape
-its timing and end; whole-response steps (``Status``, ``Body``,
-``ContentEncoding``) must come before any output.
+Output steps write to the body; ``Delay``, ``Stall`` and ``Cut`` shape its timing
+and end; ``Status``, ``Body`` and ``ContentEncoding`` must come before output.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-# -- output steps ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -35,10 +32,9 @@ class Chunk:
 class DoneLine:
     """The final ``done: true`` chunk: counters, and optionally text and tool calls.
 
-    With ``counters=None`` the server fills them in: ``prompt_eval_count`` is the
-    prompt's tokens as the server kept them (see ``count_tokens``), ``eval_count``
-    the number of chunks that carried text. ``done_reason=None`` leaves the key
-    out, as some servers do. Also importable as ``Done``.
+    With ``counters=None`` the server fills them in: ``prompt_eval_count`` is
+    the prompt's tokens as the server kept them, ``eval_count`` the chunks that
+    carried text. ``done_reason=None`` leaves the key out. Also named ``Done``.
 
     Example::
 
@@ -57,13 +53,10 @@ class DoneLine:
 class ProgressLine:
     """One line of a pull, push or create, as Ollama's ``ProgressResponse``.
 
-    Empty fields are left out like Go's ``omitempty`` (so ``completed=0`` is not
-    sent, as Ollama does before a download starts). Also importable as
-    ``Progress``.
+    Empty fields are left out as Go's ``omitempty`` does (so ``completed=0`` is
+    not sent, as before a download starts). Also named ``Progress``.
 
-    Example::
-
-        server.enqueue([ProgressLine("pulling manifest")], endpoint="pull")
+    Example: ``server.enqueue([ProgressLine("pulling manifest")], endpoint="pull")``.
     """
 
     status: str
@@ -72,19 +65,15 @@ class ProgressLine:
     completed: int | None = None
 
 
-Done = DoneLine
-"""The old name of ``DoneLine``, kept for code that imports it."""
-Progress = ProgressLine
-"""The old name of ``ProgressLine``, kept for code that imports it."""
+Done = DoneLine  # the old name, kept for code that imports it
+Progress = ProgressLine  # the old name, kept for code that imports it
 
 
 @dataclass(frozen=True)
 class Raw:
     """Bytes written as one line as they are, newline added (say, not JSON).
 
-    Example::
-
-        server.enqueue([Chunk(content="ok"), Raw(b"<html>oops</html>"), DoneLine()])
+    Example: ``server.enqueue([Chunk(content="ok"), Raw(b"<html>"), DoneLine()])``.
     """
 
     data: bytes
@@ -94,11 +83,7 @@ class Raw:
 class Bytes:
     """Bytes written as one HTTP chunk, no newline added: split or blank lines.
 
-    Empty data is refused: an empty HTTP chunk would end the body.
-
-    Example::
-
-        server.enqueue([Bytes(b'{"model":"m","mess'), Bytes(b'age":...}\\n'), ...])
+    Example: ``server.enqueue([Bytes(b'{"model":"m","mess'), Bytes(b'age"...')])``.
     """
 
     data: bytes
@@ -112,28 +97,21 @@ class Bytes:
 class ErrorLine:
     """Ollama's in-band ``{"error": ...}`` line; the server then ends the stream.
 
-    Always in-band after a 200, even as the first step (Ollama answers an error
-    before any output with a status: script that with ``http_error``). In a
-    non-streaming answer it becomes HTTP 500 ``{"error": ...}``, as in Ollama.
+    Always in-band after a 200, even first (Ollama answers an error before any
+    output with a status: script that with ``http_error``). Without streaming
+    it becomes HTTP 500 ``{"error": ...}``, as in Ollama.
 
-    Example::
-
-        server.enqueue([Chunk(content="Half"), ErrorLine("runner crashed")])
+    Example: ``server.enqueue([Chunk(content="Half"), ErrorLine("runner crashed")])``.
     """
 
     message: str
-
-
-# -- whole-response steps -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Status:
     """Answer with this status and body instead of a stream (a mapping is JSON).
 
-    Example::
-
-        server.enqueue([Status(503, {"error": "busy"}, headers={"Retry-After": "1"})])
+    Example: ``server.enqueue([Status(503, {"error": "busy"}, {"Retry-After": "1"})])``.
     """
 
     code: int
@@ -146,15 +124,11 @@ class Status:
 class Body:
     """Answer this exact body with these headers and status.
 
-    Only ``Content-Length`` is added (unless ``headers`` frame the body
-    themselves: then the server closes the connection after it), with the
-    status line and ``Date``. Encode ``data`` yourself: ``content_encoding``
-    does not apply.
+    Only ``Content-Length`` is added, unless ``headers`` frame the body
+    themselves (then the connection closes after it). ``content_encoding``
+    does not apply: encode ``data`` yourself.
 
-    Example::
-
-        bomb = gzip.compress(b"\\n" * 50_000_000)
-        server.enqueue([Body(bomb, headers={"Content-Encoding": "gzip"})])
+    Example: ``server.enqueue([Body(b"<h1>Bad gateway</h1>", html, status=502)])``.
     """
 
     data: bytes
@@ -166,12 +140,9 @@ class Body:
 class ContentEncoding:
     """Encode this response's body: ``"gzip"``, ``"deflate"`` or ``None`` (plain).
 
-    Overrides ``FakeOllama(content_encoding=...)`` for one response. Each line is
-    flushed with ``Z_SYNC_FLUSH``, so a client can decode it as it arrives.
+    Each line is sync-flushed, so a client can decode it as it arrives.
 
-    Example::
-
-        server.enqueue([ContentEncoding("gzip"), *reply("Squeezed.")])
+    Example: ``server.enqueue([ContentEncoding("gzip"), *reply("Squeezed.")])``.
     """
 
     encoding: str | None
@@ -181,16 +152,11 @@ class ContentEncoding:
             raise ValueError(f"unknown content encoding {self.encoding!r}")
 
 
-# -- control steps ------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Delay:
-    """Pause this response (pacing, never synchronisation); ``close()`` cuts it short.
+    """Pause this response (pacing, never synchronisation); ``close()`` ends it.
 
-    Example::
-
-        server.enqueue([Delay(0.05), *reply("Slow.")])
+    Example: ``server.enqueue([Delay(0.05), *reply("Slow.")])``.
     """
 
     seconds: float
@@ -198,10 +164,9 @@ class Delay:
 
 @dataclass(frozen=True)
 class Stall:
-    """Go silent until the client hangs up, ``release()`` or ``close()``.
+    """Go silent until the client hangs up (counted), ``release()`` or ``close()``.
 
     Before any output it stalls before the response headers (a model loading).
-    A hang-up counts in ``disconnects_seen``.
 
     Example::
 
@@ -214,44 +179,26 @@ class Stall:
 class Cut:
     """Close the connection abruptly, mid-body or before any answer.
 
-    Example::
-
-        server.enqueue([Chunk(content="Par"), Cut()])
+    Example: ``server.enqueue([Chunk(content="Par"), Cut()])``.
     """
 
 
-Step = (
-    Chunk
-    | DoneLine
-    | ProgressLine
-    | Raw
-    | Bytes
-    | ErrorLine
-    | Status
-    | Body
-    | ContentEncoding
-    | Delay
-    | Stall
-    | Cut
-)
+OutputStep = Chunk | DoneLine | ProgressLine | Raw | Bytes | ErrorLine
+FirstStep = Status | Body | ContentEncoding  # before any output
+Step = OutputStep | FirstStep | Delay | Stall | Cut
 """Any one script step."""
 
 Script = list[Step]
 """The steps one response plays, in order."""
 
-OUTPUT_STEPS = (Chunk, DoneLine, ProgressLine, Raw, Bytes, ErrorLine)
-_BEFORE_OUTPUT = (Status, Body, ContentEncoding)
-
 
 def check_script(script: Sequence[Step]) -> Script:
     """A copy of ``script``, or ValueError if a step can never play where it is."""
-    steps = list(script)
-    output_seen = False
+    steps, output_seen = list(script), False
     for step in steps:
-        if not isinstance(step, (*OUTPUT_STEPS, *_BEFORE_OUTPUT, Delay, Stall, Cut)):
+        if not isinstance(step, Step):
             raise TypeError(f"not a script step: {step!r}")
-        if isinstance(step, OUTPUT_STEPS):
-            output_seen = True
-        elif isinstance(step, _BEFORE_OUTPUT) and output_seen:
+        output_seen |= isinstance(step, OutputStep)
+        if isinstance(step, FirstStep) and output_seen:
             raise ValueError(f"{type(step).__name__} must come before any output")
     return steps
