@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Script
+from ollama_stream_sync.testing import Chunk, Delay, DoneLine, FakeOllama, Script
 
 
 def demo_script(thinking: str, answer: str, delay: float = 0.04) -> Script:
@@ -15,7 +15,7 @@ def demo_script(thinking: str, answer: str, delay: float = 0.04) -> Script:
         steps += [Delay(delay), Chunk(thinking=word + " ")]
     for word in answer.split(" "):
         steps += [Delay(delay), Chunk(content=word + " ")]
-    return [*steps, Done()]
+    return [*steps, DoneLine()]
 
 
 DEMO_TURNS = [

@@ -169,10 +169,6 @@ def embedding(text: str, size: int) -> list[float]:
         vector = ollama.Client(server.url).embed("m", "Hi").embeddings[0]
         assert vector == embedding("Hi", len(vector))
     """
-    data = hashlib.shake_256(text.encode()).digest(2 * size)
-    raw = [
-        int.from_bytes(data[i : i + 2], "little") / 32768 - 1
-        for i in range(0, 2 * size, 2)
-    ]
+    raw = [byte / 128 - 1 for byte in hashlib.shake_256(text.encode()).digest(size)]
     norm = max(math.sqrt(sum(v * v for v in raw)), 1e-12)
     return [v / norm for v in raw]

@@ -20,11 +20,11 @@ from ._steps import Script, Step, check_script
 class FakeOllama:
     """An Ollama look-alike on loopback for tests and demos, scripted per request.
 
-    It serves from construction on. Chat, generate and embed answer like Ollama,
-    pull, push and create stream progress, show, tags, ps, version and ``/``
-    answer from its models. A chat or generate plays the next queued script,
-    else ``default_reply``; an embed plays its script, then answers
-    ``embedding()`` vectors.
+    It serves from construction on, the API's shapes, statuses and error texts
+    as in Ollama's source. A chat or generate plays the next queued script,
+    else ``default_reply``; an embed answers ``embedding()`` vectors; pull,
+    push and create stream realistic progress (``pull_script()``...) and
+    change ``models``; show, tags and ps answer from ``models`` and ``loaded``.
 
     Example::
 
@@ -32,21 +32,19 @@ class FakeOllama:
             server.enqueue(reply("Hello there", thinking="Greet them."))
             client = StreamingClient(server.url)
 
-    Before any script, it checks as Ollama does. A model declared with
-    ``capabilities`` refuses ``think`` without ``"thinking"``, ``tools``
-    without ``"tools"``, chat and generate without ``"completion"`` (400, the
+    Before any script it checks as Ollama does. A model declared with
+    ``capabilities`` refuses ``think``, ``tools`` or chat it lacks (400, the
     server's words; images are never refused). A prompt (``chat_prompt``, in
-    ``count_tokens``) must fit its ``num_ctx``: the request's option, else the
-    model's ``parameters``, else 4096, at most its ``context_length``. A chat
-    drops whole messages from the front, keeping system messages and the last,
-    silently (``prompt_eval_count`` says what was kept). A prompt that still
-    does not fit, or any with ``"truncate": false``, is refused as
-    llama-server does (400, ``request (N tokens) exceeds the available
-    context size (M tokens)...``), except with ``context_shift`` (always on
-    generate): it keeps ``num_keep`` tokens and the tail, or with ``"shift":
-    false`` refuses with "the prompt is longer than the context length...".
-    An embed input is cut to the context, or with ``"truncate": false`` fails
-    its whole batch.
+    ``count_tokens``) must fit ``num_ctx``: the request's, else the model's
+    ``parameters``', else 4096, at most its ``context_length``. A chat drops
+    whole old messages, keeping system ones and the last, silently
+    (``prompt_eval_count`` tells); one that still does not fit, or any with
+    ``"truncate": false``, gets llama-server's 400 (``request (N tokens)
+    exceeds the available context size (M tokens)...``), unless
+    ``context_shift`` (always on generate): then ``num_keep`` tokens and the
+    tail are kept, or with ``"shift": false`` "the prompt is longer than the
+    context length..." refuses. An embed input is cut to fit, or with
+    ``"truncate": false`` fails its batch.
 
     Args:
         host: the loopback address to bind (``"::1"`` for IPv6).
@@ -63,20 +61,13 @@ class FakeOllama:
         models: the pulled models: names, or dicts with a ``name`` and any of
             ``capabilities``, ``context_length``, ``embedding_length``,
             ``details``, ``model_info``, ``parameters`` (``{"num_ctx": 8192}``)
-            or fields ``/api/show`` answers as given. A pull or create adds
-            to it; a model not listed answers anything.
+            or fields ``/api/show`` answers as given. A model not listed
+            answers anything.
         loaded: what ``/api/ps`` lists, as names or dicts of fields to show. A
-            request answered with 200 loads its model for its ``keep_alive``;
-            ``keep_alive: 0`` unloads it.
+            request answered loads its model for its ``keep_alive`` (0 unloads).
         unknown_models: names the registry lacks: a pull of one fails.
-        default_reply: what a chat or generate with no script queued plays.
-
-    With no script queued, a chat without messages (a generate without a
-    prompt) gets Ollama's ``"load"`` answer (``"unload"`` with ``keep_alive:
-    0``); a pull plays ``pull_script()``, or ``pull_not_found_script()`` for
-    ``unknown_models``; a push plays ``push_script()`` for a pulled model, else
-    Ollama's "no such file" error; a create plays ``create_script()`` from
-    ``from`` (pulling a missing base first) or ``files``, else answers 400.
+        default_reply: what a chat or generate with no script queued plays (a
+            request with no messages or prompt gets Ollama's "load" answer).
     """
 
     def __init__(
@@ -138,11 +129,10 @@ class FakeOllama:
 
     @property
     def ca_file(self) -> str:
-        """Path of the PEM file of the CA that signed the TLS certificate.
+        """The PEM file of the CA that signed the TLS certificate.
 
-        For ``requests`` (``verify=server.ca_file``) and other clients that take
-        a CA bundle path; httpx (so ``ollama.Client``) wants
-        ``verify=server.client_ssl_context()``.
+        For ``requests`` (``verify=server.ca_file``); httpx, so ``ollama.Client``,
+        wants ``verify=server.client_ssl_context()``.
 
         Raises:
             RuntimeError: the server was made without ``tls=True``.
@@ -153,10 +143,6 @@ class FakeOllama:
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """A new client ``ssl.SSLContext`` that trusts this server's certificate.
-
-        Example::
-
-            client = ollama.Client(server.url, verify=server.client_ssl_context())
 
         Raises:
             RuntimeError: the server was made without ``tls=True``.
@@ -171,9 +157,7 @@ class FakeOllama:
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving, end every response (stalled, delayed or idle), join threads.
-
-        Closing again does nothing.
+        """Stop serving, end every response and join every thread; then no-op.
 
         Args:
             timeout: the longest wait for all the server's threads together.
@@ -195,19 +179,16 @@ class FakeOllama:
     def enqueue(self, *scripts: Sequence[Step], endpoint: str | None = None) -> None:
         """Queue scripts; each matching request plays the next one.
 
-        Without ``endpoint``, scripts go to the queue that chat and generate
-        requests share, in order. With ``endpoint`` (``"chat"``,
-        ``"generate"``, ``"embed"``, ``"pull"``, ``"push"``, ``"create"``, or
-        the path such as ``"/api/pull"``) they go to that endpoint's own queue,
-        which its requests play first. An embed script's faults (``Delay``,
-        ``Stall``, ``Cut``, ``Status``, ``Body``, ``ErrorLine``) play before
-        its answer.
+        Without ``endpoint``, chat and generate requests share them, in order.
+        With ``endpoint`` (``"chat"``, ``"generate"``, ``"embed"``, ``"pull"``,
+        ``"push"``, ``"create"``, or a path such as ``"/api/pull"``) they go to
+        that endpoint's own queue, played first. An embed's script plays its
+        faults (``Stall``, ``Status``...), then the answer.
 
         Example::
 
             server.enqueue(reply("For chat or generate, whichever asks first."))
             server.enqueue(pull_script("llama3.2"), endpoint="pull")
-            server.enqueue([Stall()], endpoint="embed")
 
         Raises:
             ValueError: an unknown endpoint, or a step that can never play
@@ -238,27 +219,19 @@ class FakeOllama:
             return self._http.disconnects
 
     def in_flight(self, endpoint: str) -> int:
-        """Requests to ``endpoint`` being answered right now.
+        """Requests to ``endpoint`` being answered right now, stalled ones too.
 
         ``endpoint`` is a POST endpoint's short name (``"chat"``, ``"embed"``...)
-        or path. A request counts from its arrival until its answer is written,
-        stalls and delays included. ``wait_for`` can wait on it.
-
-        Example::
-
-            assert server.wait_for(lambda s: s.in_flight("embed") == 2)
+        or path: ``server.wait_for(lambda s: s.in_flight("embed") == 2)``.
         """
         path = endpoint_path(endpoint)
         with self._cond:
             return self._http.in_flight[path]
 
     def peak_in_flight(self, endpoint: str) -> int:
-        """The most requests to ``endpoint`` ever answered at once (see ``in_flight``).
+        """The most requests to ``endpoint`` ever answered at once (``in_flight``).
 
-        Example::
-
-            run_my_batch(client)
-            assert server.peak_in_flight("chat") <= 4  # never more than 4 at once
+        Example: ``assert server.peak_in_flight("chat") <= 4  # never more``.
         """
         path = endpoint_path(endpoint)
         with self._cond:
@@ -269,14 +242,11 @@ class FakeOllama:
     ) -> bool:
         """Wait until ``predicate(self)`` is true; False if ``timeout`` passes first.
 
-        The predicate is re-checked on every server event (a request recorded or
-        answered, a connection opened or closed, a response stalled or
-        released, a hang-up, a model loaded), under the server's lock: keep it
+        It is re-checked on every server event (a request, a connection, a
+        stall, a hang-up, a model loaded), under the server's lock: keep it
         short, and call no blocking server method from it.
 
-        Example::
-
-            assert server.wait_for(lambda s: s.disconnects_seen == 1)
+        Example: ``assert server.wait_for(lambda s: s.disconnects_seen == 1)``.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -309,11 +279,7 @@ class FakeOllama:
     def stream_requests(self) -> list[RecordedRequest]:
         """The chat and generate requests received so far, in arrival order.
 
-        Example::
-
-            client.chat("m", msgs)
-            (request,) = server.stream_requests()
-            assert request.body["messages"] == msgs
+        Example: ``(request,) = server.stream_requests()``.
         """
         with self._cond:
             return [
@@ -340,12 +306,8 @@ class FakeOllama:
 def serve(*scripts: Sequence[Step], **options: Any) -> Iterator[FakeOllama]:
     """Start a ``FakeOllama`` with scripts queued, and stop it afterwards.
 
-    Keyword arguments go to ``FakeOllama`` (``tls=True``, ``models=[...]``...).
-
-    Example::
-
-        with serve(reply("One."), reply("Two.")) as server:
-            client = StreamingClient(server.url)
+    Keyword arguments go to ``FakeOllama``:
+    ``with serve(reply("One."), models=["m"]) as server: ...``.
     """
     with FakeOllama(**options) as server:
         server.enqueue(*scripts)
