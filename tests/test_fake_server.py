@@ -737,6 +737,20 @@ def test_bad_request_bodies_are_400(
     assert server.requests[-1].body == recorded
 
 
+def test_a_chunked_request_body_is_read_whole(server: FakeOllama) -> None:
+    parts = [
+        b'{"model": "m", "stream": false, ',
+        b'"messages": [{"role": "user", ',
+        b'"content": "Hello?"}]}',
+    ]
+    answer = httpx.post(server.url + "/api/chat", content=iter(parts), timeout=WAIT)
+    assert answer.status_code == 200 and answer.json()["done"] is True
+    (request,) = server.stream_requests()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["transfer-encoding"] == "chunked"
+    assert request.body["messages"] == USER
+
+
 def test_in_band_error_ends_the_stream_after_a_200(server: FakeOllama) -> None:
     server.enqueue([Chunk(content="a"), ErrorLine("boom"), Chunk(content="never")])
     wire = raw_exchange(server.url, "POST", "/api/chat", {"model": "m"})

@@ -7,24 +7,12 @@ Example::
         result = StreamingClient(server.url).chat("any", messages)
 
 A ``Script`` is a list of ``Step`` objects (``Chunk``, ``DoneLine``...) that one
-response plays in order; the builders (``reply``, ``pull_script``...) make
-realistic ones. ``Done`` and ``Progress`` are the old names of ``DoneLine`` and
-``ProgressLine``.
+response plays; builders (``reply``, ``pull_script``...) make realistic ones.
 """
 
 from ._http import RecordedRequest
 from ._runner import chat_prompt, count_tokens, embedding
 from ._scripts import (
-    create_script,
-    http_error,
-    pull_not_found_script,
-    pull_script,
-    push_script,
-    reply,
-    tool_call,
-)
-from ._server import FakeOllama, serve
-from ._steps import (
     Body,
     Bytes,
     Chunk,
@@ -41,7 +29,15 @@ from ._steps import (
     Stall,
     Status,
     Step,
+    create_script,
+    http_error,
+    pull_not_found_script,
+    pull_script,
+    push_script,
+    reply,
+    tool_call,
 )
+from ._server import FakeOllama, serve
 
 __all__ = [
     "Body",

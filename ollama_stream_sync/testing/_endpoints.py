@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from . import _models, _runner, _scripts
-from ._http import Handler, RecordedRequest, Response
+from ._http import Handler, RecordedRequest
 from ._models import ModelLimits, Registry
 from ._play import Player, Renderer
 from ._runner import Refused
-from ._steps import ErrorLine, ProgressLine, Script
+from ._scripts import ErrorLine, ProgressLine, Script
 from ._wire import FIXED_CREATED_AT, JSON_PLAIN, keep_alive_seconds
 
 ENDPOINTS = {
@@ -63,31 +63,31 @@ class Endpoints:
     def __call__(
         self, handler: Handler, request: RecordedRequest, problem: str
     ) -> None:
-        response = Response(handler, self.owner.content_encoding)
+        out = Player(handler, self.owner.content_encoding)
         path, body = request.path.split("?", 1)[0], request.body
         try:
             if request.method != "POST":
-                self._get(path, response, head=request.method == "HEAD")
+                self._get(path, out, head=request.method == "HEAD")
             elif path not in ENDPOINTS.values():
                 raise Refused(404, "404 page not found")
             elif problem or not isinstance(body, dict):
                 # Each handler's ShouldBindJSON: io.EOF, or a decoding error.
                 raise Refused(400, problem or "invalid request body")
             elif path in (CHAT, GENERATE):
-                self._inference(handler, path == CHAT, body)
+                self._inference(out, path == CHAT, body)
             elif path == EMBED:
-                self._embed(handler, body)
+                self._embed(out, body)
             elif path == ENDPOINTS["show"]:
-                response.json(200, self._show(body))
+                out.json(200, self._show(body))
             else:
-                self._progress(handler, path, body)
+                self._progress(out, path, body)
         except Refused as refused:
-            response.json(refused.status, {"error": refused.message}, refused.kind)
+            out.json(refused.status, {"error": refused.message}, refused.kind)
 
-    def _get(self, path: str, response: Response, head: bool) -> None:
+    def _get(self, path: str, out: Player, head: bool) -> None:
         if path == "/":
             text = b"Ollama is running"
-            response.whole(200, text, "text/plain; charset=utf-8", head=head)
+            out.whole(200, text, "text/plain; charset=utf-8", head=head)
             return
         if path == "/api/version":
             data: Any = {"version": self.owner.version}
@@ -97,16 +97,11 @@ class Endpoints:
             data = {"models": self.registry.ps()}
         else:
             raise Refused(404, "404 page not found")
-        response.json(200, data, head=head)
-
-    def _play(self, handler: Handler, script: Script, **how: Any) -> Player:
-        player = Player(handler, self.owner.content_encoding, **how)
-        player.play(script)
-        return player
+        out.json(200, data, head=head)
 
     # -- chat and generate ---------------------------------------------------------
 
-    def _inference(self, handler: Handler, chat: bool, body: dict[str, Any]) -> None:
+    def _inference(self, out: Player, chat: bool, body: dict[str, Any]) -> None:
         model = body.get("model")
         if not model or not isinstance(model, str):
             raise Refused(400, "model is required")
@@ -126,16 +121,14 @@ class Endpoints:
         script = self.owner._next_script(CHAT if chat else GENERATE, body)
         if script is None and empty:
             unloads = keep_alive is not None and keep_alive_seconds(keep_alive) == 0
+            said = {"role": "assistant", "content": ""}
             answer: dict[str, Any] = {"model": model, "created_at": FIXED_CREATED_AT}
-            answer |= {"message": {"role": "assistant", "content": ""}} if chat else {}
+            answer |= {"message": said} if chat else {"response": ""}
             answer |= {"done": True, "done_reason": "unload" if unloads else "load"}
-            Response(handler, self.owner.content_encoding).json(
-                200, answer if chat else {**answer, "response": ""}
-            )
+            out.json(200, answer)
             self.registry.note_loaded(model, keep_alive, num_ctx)
             return
-        player = self._play(
-            handler,
+        out.play(
             list(self.owner.default_reply) if script is None else script,
             renderer=Renderer(chat, model, tokens),
             stream=stream,
@@ -145,7 +138,7 @@ class Endpoints:
                 model, keep_alive, num_ctx, answering=True
             ),
         )
-        if player.response.status == 200:
+        if out.status == 200:
             self.registry.note_loaded(model, keep_alive, num_ctx)
 
     def _prompt_tokens(
@@ -164,9 +157,8 @@ class Endpoints:
             if not self.owner.context_shift:
                 shift = None  # llama-server's own template: it refuses, never shifts
         elif body.get("raw") or body.get("suffix"):
-            tokens = _runner.count_tokens(
-                f"{body.get('prompt')}{body.get('suffix') or ''}"
-            )
+            text = f"{body.get('prompt')}{body.get('suffix') or ''}"
+            tokens = _runner.count_tokens(text)
         else:
             system = body.get("system") or limits.system
             messages = [{"role": "system", "content": system}] if system else []
@@ -180,7 +172,7 @@ class Endpoints:
 
     # -- embed and show --------------------------------------------------------------
 
-    def _embed(self, handler: Handler, body: dict[str, Any]) -> None:
+    def _embed(self, out: Player, body: dict[str, Any]) -> None:
         started = time.monotonic_ns()
         model, given = body.get("model"), body.get("input")
         if not isinstance(model, str) or not model.strip():
@@ -213,7 +205,7 @@ class Endpoints:
             }
 
         script = self.owner._next_script(EMBED, body) or []
-        self._play(handler, script, stream=False, answer=answer)
+        out.play(script, stream=False, answer=answer)
 
     def _show(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("model") or body.get("name")
@@ -226,7 +218,7 @@ class Endpoints:
 
     # -- pull, push and create ---------------------------------------------------
 
-    def _progress(self, handler: Handler, path: str, body: dict[str, Any]) -> None:
+    def _progress(self, out: Player, path: str, body: dict[str, Any]) -> None:
         name = body.get("model") or body.get("name")
         if not name or not isinstance(name, str):
             # PushHandler says "model is required"; pull and create fail to
@@ -237,8 +229,8 @@ class Endpoints:
         script = self.owner._next_script(path, body)
         if script is None:
             script = self._default_progress(path, name, body)
-        player = self._play(handler, script, stream=body.get("stream") is not False)
-        if path == PUSH or not player.succeeded:
+        succeeded = out.play(script, stream=body.get("stream") is not False)
+        if path == PUSH or not succeeded:
             return
         if path == CREATE:
             base = body.get("from")

@@ -1,10 +1,8 @@
 """The HTTP and connection layer: a loopback server that hands requests to an app.
 
-One thread accepts; each connection gets its own named daemon thread (daemon so
-a forgotten server never keeps a test process alive; ``close()`` still ends and
-joins every one). Waits use ``selectors`` (poll), never ``select.select``, so the
-server works in a process with more than 1024 open files. Knows nothing of
-Ollama: the app answers every request.
+A thread per connection, daemon (a forgotten server never keeps a test process
+alive) yet ended and joined by ``close()``. Waits use poll, not ``select``, so
+it works above 1024 open files. It knows nothing of Ollama.
 """
 
 from __future__ import annotations
@@ -12,20 +10,23 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import selectors
+import shutil
 import socket
 import socketserver
 import ssl
+import tempfile
 import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._steps import Body
+from ._scripts import Body
 from ._wire import JSON_UTF8, NDJSON, go_json
 
 _Selector: type[selectors.BaseSelector] = getattr(
@@ -40,19 +41,16 @@ class RecordedRequest:
 
     Attributes:
         method: ``"GET"`` or ``"POST"`` (``HEAD`` requests are not recorded).
-        path: the request target as sent, query string included
-            (``"/api/chat"``).
+        path: the request target as sent, query string included.
         headers: the request headers, each name spelled as the client sent it
-            (httpx, so the SDK, sends lower case); a repeated header keeps its
-            last value.
-        body: the parsed JSON body of a POST; ``{}`` for an empty body, None
-            when the body was not JSON, and None for a GET.
+            (httpx, so the SDK, sends lower case); a repeated one keeps its last.
+        body: a POST's parsed JSON body; ``{}`` when empty, None when not JSON,
+            None for a GET.
 
     Example::
 
         (request,) = server.stream_requests()
-        assert request.path == "/api/chat" and request.body["stream"] is True
-        assert request.headers["authorization"] == "Bearer key"
+        assert request.body["stream"] and request.headers["authorization"] == "k"
     """
 
     method: str
@@ -63,24 +61,20 @@ class RecordedRequest:
 
 App = Callable[["Handler", RecordedRequest, str], None]
 """Answers one request; the ``str`` says what is wrong with its body, if anything."""
-
-
 _WBITS = {"gzip": 31, "deflate": 15}  # HTTP "deflate" is the zlib format
-
-
-def _compressor(encoding: str | None) -> Any:
-    """A zlib compressor for a ``Content-Encoding``, or None for a plain body."""
-    return zlib.compressobj(wbits=_WBITS[encoding]) if encoding in _WBITS else None
 
 
 class Response:
     """Writes one HTTP response on a handler: a chunked stream or a whole body."""
 
-    def __init__(self, handler: BaseHTTPRequestHandler, encoding: str | None) -> None:
-        self.h = handler
-        self.encoding = None if encoding == "identity" else encoding
+    def __init__(self, handler: Handler, encoding: str | None) -> None:
+        self.h, self.encoding = handler, encoding
         self.status: int | None = None  # the status line sent, once sent
         self._z: Any = None
+
+    def _compressor(self) -> Any:
+        wbits = _WBITS.get(self.encoding or "")
+        return None if wbits is None else zlib.compressobj(wbits=wbits)
 
     def _head(self, status: int, headers: Mapping[str, str]) -> None:
         self.h.send_response(status)
@@ -89,28 +83,18 @@ class Response:
         self.h.end_headers()
         self.status = status
 
-    def start(self, status: int = 200, content_type: str = NDJSON) -> None:
-        """Send the headers of a chunked stream."""
-        self._z = _compressor(self.encoding)
-        encoding = {"Content-Encoding": str(self.encoding)} if self._z else {}
-        chunked = {"Transfer-Encoding": "chunked"}
-        self._head(status, {"Content-Type": content_type, **encoding, **chunked})
-
-    def chunk(self, data: bytes) -> None:
-        """Write ``data`` as one HTTP chunk (compressed and sync-flushed if encoded)."""
+    def chunk(self, data: bytes, last: bool = False) -> None:
+        """Write one HTTP chunk of NDJSON (sync-flushed if encoded); ``last`` ends."""
         if self.status is None:
-            self.start()
+            self._z = self._compressor()
+            encoding = {"Content-Encoding": str(self.encoding)} if self._z else {}
+            chunked = {"Transfer-Encoding": "chunked"}
+            self._head(200, {"Content-Type": NDJSON, **encoding, **chunked})
         if self._z is not None:
-            data = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
-        self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def end(self) -> None:
-        """End the chunked body (after the compressor's tail, if any)."""
-        if self.status is None:
-            self.start()
-        tail = self._z.flush() if self._z is not None else b""
-        last = b"%x\r\n%s\r\n" % (len(tail), tail) if tail else b""
-        self.h.wfile.write(last + b"0\r\n\r\n")
+            flush = zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
+            data = self._z.compress(data) + self._z.flush(flush)
+        framed = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        self.h.wfile.write(framed + b"0\r\n\r\n" * last)
 
     def whole(
         self,
@@ -121,16 +105,14 @@ class Response:
         head: bool = False,
     ) -> None:
         """Answer a whole body with a ``Content-Length`` (encoded if set)."""
-        z = _compressor(self.encoding)
+        z = self._compressor()
         body = z.compress(body) + z.flush() if z is not None else body
         fields = {"Content-Type": content_type}
         fields |= {"Content-Encoding": str(self.encoding)} if z is not None else {}
         fields["Content-Length"] = str(len(body))
         # Keyword arguments (``http_error``) hold no dashes: underscores stand in.
-        self._head(
-            status,
-            fields | {k.replace("_", "-"): v for k, v in (headers or {}).items()},
-        )
+        fields |= {k.replace("_", "-"): v for k, v in (headers or {}).items()}
+        self._head(status, fields)
         if not head:
             self.h.wfile.write(body)
 
@@ -142,12 +124,10 @@ class Response:
 
     def verbatim(self, step: Body) -> None:
         """Answer a ``Body`` step: its status, its headers, its bytes."""
-        framed = {k.lower() for k in step.headers} & {
-            "content-length",
-            "transfer-encoding",
-        }
+        names = {k.lower() for k in step.headers}
+        framed = bool(names & {"content-length", "transfer-encoding"})
         length = {} if framed else {"Content-Length": str(len(step.data))}
-        self.h.close_connection |= bool(framed)  # the caller framed it: do not reuse
+        self.h.close_connection |= framed  # the caller framed it: do not reuse
         self._head(step.status, {**step.headers, **length})
         self.h.wfile.write(step.data)
 
@@ -158,6 +138,43 @@ class Response:
             # The raw socket's shutdown: on TLS this sends no close_notify, as a
             # crashing server would not.
             socket.socket.shutdown(self.h.connection, socket.SHUT_RDWR)
+
+
+class TLSMaterial:
+    """A throwaway CA (trustme's), a loopback certificate it signed, the CA's file.
+
+    The file lives in a private temporary directory until ``remove()``.
+    """
+
+    def __init__(self, hosts: tuple[str, ...]) -> None:
+        try:
+            import trustme  # noqa: PLC0415  # optional: only TLS tests need it
+        except ImportError as exc:
+            raise ImportError(
+                "FakeOllama(tls=True) needs trustme: "
+                "pip install 'ollama-stream-sync[test]' (or pip install trustme)"
+            ) from exc
+        self._ca: Any = trustme.CA()
+        self._cert: Any = self._ca.issue_cert(*hosts)
+        self._dir = tempfile.mkdtemp(prefix="fake-ollama-tls-")
+        self.ca_file = os.path.join(self._dir, "ca.pem")
+        self._ca.cert_pem.write_to_path(self.ca_file)
+
+    def server_context(self) -> ssl.SSLContext:
+        """The context the server wraps its connections with."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._cert.configure_cert(context)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """A new client context that trusts the CA (and verifies the host name)."""
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        return context
+
+    def remove(self) -> None:
+        """Delete the CA file and its directory."""
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def _hung_up(conn: socket.socket) -> bool | None:
@@ -246,14 +263,13 @@ class Handler(BaseHTTPRequestHandler):
         self.server.serve(self, request, problem)
 
 
-class LoopbackServer(HTTPServer):
-    """Listens, gives each connection a thread, and lets responses stall or pause.
+class LoopbackServer(socketserver.TCPServer):
+    """Listens, gives each connection a thread, lets responses stall or pause.
 
-    Its counters live under ``cond``, the owner's lock, and every change notifies
-    it, so the owner's waits see them.
+    Its counters live under the owner's ``cond``, notified on every change.
     """
 
-    allow_reuse_address = True
+    allow_reuse_address = True  # not HTTPServer: its bind looks the name up (DNS)
     # Go's net.Listen (so Ollama) uses the system's limit; socketserver's 5 lets
     # a burst of concurrent connects overflow the accept queue, which with SYN
     # cookies can end in a reset on a busy machine.
@@ -284,13 +300,6 @@ class LoopbackServer(HTTPServer):
             daemon=True,
         )
         self._thread.start()
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host up with getfqdn(): a reverse DNS
-        # query that may leave loopback and stall. The name is not needed.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, address = self.socket.accept()

@@ -1,11 +1,9 @@
 """The model registry: names, invented records, and what is pulled and loaded.
 
-Shapes follow Ollama's ``api/types.go`` (``ListModelResponse``, ``ShowResponse``,
-``ProcessModelResponse``, ``ModelDetails``); values are realistic and stable per
-name. An entry's own fields override them, except these, which shape them:
-``details`` and ``model_info`` (merged into the defaults), ``context_length``
-and ``embedding_length`` (the architecture's, in ``model_info``), and
-``parameters`` (a dict as ``/api/create`` takes it, shown as Ollama's text).
+Shapes follow Ollama's ``api/types.go``; values are realistic and stable per
+name. An entry's fields override them, except those that shape them:
+``details`` and ``model_info`` (merged), ``context_length`` and
+``embedding_length`` (in ``model_info``), ``parameters`` (a dict, as create's).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._wire import FOREVER, keep_alive_seconds, now_utc, rfc3339
+from ._wire import keep_alive_seconds, now_utc, rfc3339
 
 Entry = str | Mapping[str, Any]
 """One model of ``models`` or ``loaded``: a name, or a dict with a ``name``."""
@@ -26,6 +24,7 @@ Entry = str | Mapping[str, Any]
 MODELS_DIR = "/usr/share/ollama/.ollama/models"  # a Linux service install's
 DEFAULT_LAYER_SIZES: tuple[int, ...] = (2019377376, 1429, 7711, 6016, 96, 561)
 """A llama3.2:3b-like pull: weights, template, license, params, config blobs."""
+_FOREVER = (2**63 - 1) / 1e9  # Go's longest duration, in seconds
 DEFAULT_NUM_CTX = 4096  # the server's when nothing sets one (under 24 GiB of VRAM)
 
 _DETAILS = {"parent_model": "", "format": "gguf", "family": "llama"}
@@ -262,18 +261,11 @@ class Registry:
                 shortest(name).lower(), (None, DEFAULT_NUM_CTX)
             )
             seconds = 300 if keep_alive is None else keep_alive  # Ollama's default
-            try:
-                forever = seconds == float("inf")
-                until = now + (
-                    FOREVER if forever else datetime.timedelta(seconds=seconds)
-                )
-                expires_at = rfc3339(until)
-            except OverflowError:  # past year 9999: Go prints it, Python cannot
-                until = datetime.datetime.max.replace(tzinfo=now.tzinfo)
-                expires_at = "9999-12-31T23:59:59.999999Z"
+            # A negative keep_alive is forever: Go's longest duration.
+            until = now + datetime.timedelta(seconds=min(seconds, _FOREVER))
             record = model_record(find_entry(pulled, name) or name, self._started_at)
             record |= {"name": name, "model": name, "size_vram": record["size"]}
-            record |= {"expires_at": expires_at, "context_length": num_ctx}
+            record |= {"expires_at": rfc3339(until), "context_length": num_ctx}
             out.append(
                 (until, record | ({} if isinstance(entry, str) else dict(entry)))
             )
@@ -285,8 +277,7 @@ class Registry:
     ) -> None:
         """A request loaded its model for ``keep_alive``, or unloaded it (0).
 
-        ``answering``: its first output is being written, so the model is listed
-        while it generates, whatever its ``keep_alive``.
+        ``answering``: its first output goes out; it is listed while it answers.
         """
         seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
         if answering and seconds == 0:

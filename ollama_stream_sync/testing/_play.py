@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import _steps as steps
-from ._http import Handler, Response
+from . import _scripts as steps
+from ._http import Response
 from ._wire import FIXED_CREATED_AT, JSON_PLAIN, JSON_UTF8, go_json, omit_empty
 
 
@@ -53,10 +53,8 @@ class Renderer:
     ) -> dict[str, Any]:
         """The one object Ollama answers for ``"stream": false``.
 
-        The last chunk's fields (``done``, ``done_reason``, counters, ``context``)
-        with the text and thinking of every chunk joined. On chat, tool calls
-        are joined across chunks when the request listed tools, as
-        ``writeChatResponse`` does; otherwise only the last chunk's remain.
+        The last chunk with every chunk's text and thinking joined, and on chat
+        every chunk's tool calls when tools were asked (``writeChatResponse``).
         """
         zero: Any = {"role": "", "content": ""} if self.chat else ""
         last = (
@@ -94,47 +92,44 @@ def progress_line(step: steps.ProgressLine) -> dict[str, Any]:
     )
 
 
-class Player:
-    """Plays one script for one request; ``play()`` returns the status answered.
+class Player(Response):
+    """A response that can play a script: NDJSON lines, or one JSON answer."""
 
-    ``renderer``: chat or generate's, whose chunks collapse into one answer for
-    ``"stream": false``; ``answer`` makes the one object an endpoint such as
-    embed answers after its script; ``on_output`` runs before the first chunk.
-    ``succeeded``: a ``ProgressLine("success")`` went out.
-    """
-
-    def __init__(
+    def play(
         self,
-        handler: Handler,
-        encoding: str | None,
+        script: Iterable[steps.Step],
         *,
         stream: bool,
         renderer: Renderer | None = None,
         tools_requested: bool = False,
         answer: Callable[[], Any] | None = None,
         on_output: Callable[[], None] | None = None,
-    ) -> None:
-        self.h, self.stream, self.inference = handler, stream, renderer is not None
+    ) -> bool:
+        """Play ``script``; True if a ``ProgressLine("success")`` went out.
+
+        ``renderer``: chat or generate's, whose chunks collapse into one answer
+        for ``"stream": false``; ``answer`` makes the one object an endpoint
+        such as embed answers after its script; ``on_output`` runs before the
+        first chunk. A client that goes away just ends it (``status`` None if
+        it went before any answer).
+        """
+        self.stream, self.inference = stream, renderer is not None
         self.renderer = renderer or Renderer(chat=False, model="", prompt_tokens=0)
         self.tools_requested, self.answer = tools_requested, answer
         self._on_output = on_output
-        self.response = Response(handler, encoding)
         self.succeeded = False
         self.parts: list[dict[str, Any]] = []
         self.latest: dict[str, Any] = {"status": ""}  # Go's zero ProgressResponse
         progress = not self.inference and answer is None  # pull, push, create
         self.kind = JSON_PLAIN if progress else JSON_UTF8
-
-    def play(self, script: Iterable[steps.Step]) -> int | None:
-        """Play ``script``; None if the connection ended before any status."""
         try:
             self._play(script)
         except OSError:
             self.h.close_connection = True  # the client went away
-        return self.response.status
+        return self.succeeded
 
     def _play(self, script: Iterable[steps.Step]) -> None:
-        response = self.response
+        response = self
         for step in script:
             if isinstance(step, steps.Status):
                 body = step.body
@@ -156,7 +151,7 @@ class Player:
             elif self._control(step):
                 return
         if self.stream:
-            response.end()
+            response.chunk(b"", last=True)
         elif self.inference:
             response.json(200, self.renderer.collapse(self.parts, self.tools_requested))
         else:
@@ -171,12 +166,12 @@ class Player:
             if self._on_output is not None:
                 self._on_output()  # once: the model is answering
                 self._on_output = None
-            self.response.chunk(go_json(self.renderer.chunk(step)) + b"\n")
+            self.chunk(go_json(self.renderer.chunk(step)) + b"\n")
         elif isinstance(step, steps.ProgressLine) and self.stream:
-            self.response.chunk(go_json(progress_line(step)) + b"\n")
+            self.chunk(go_json(progress_line(step)) + b"\n")
         elif isinstance(step, (steps.Raw, steps.Bytes)) and self.stream:
             newline = b"\n" if isinstance(step, steps.Raw) else b""
-            self.response.chunk(step.data + newline)
+            self.chunk(step.data + newline)
         elif isinstance(step, (steps.Chunk, steps.DoneLine)) and self.inference:
             self.parts.append(self.renderer.chunk(step))
         elif isinstance(step, steps.ProgressLine) and self.kind == JSON_PLAIN:
@@ -186,18 +181,17 @@ class Player:
                 f"FakeOllama: {type(step).__name__} has no meaning in a "
                 "non-streaming answer here; use Body(...) for any body"
             )
-            self.response.json(500, {"error": misuse}, self.kind)
+            self.json(500, {"error": misuse}, self.kind)
             return False
         return True
 
     def _control(self, step: steps.Step) -> bool:
         """Play a step that writes nothing; True when the response must end now."""
         if isinstance(step, steps.ContentEncoding):
-            encoding = step.encoding
-            self.response.encoding = None if encoding == "identity" else encoding
+            self.encoding = step.encoding
             return False
         if isinstance(step, steps.Cut):
-            self.response.hang_up()
+            self.hang_up()
             return True
         server = self.h.server
         if isinstance(step, steps.Delay):

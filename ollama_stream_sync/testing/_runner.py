@@ -1,9 +1,6 @@
 """What Ollama's runner would compute for the fake: tokens, fitted prompts, vectors.
 
-The tokenizer is deterministic and simple: one token per word (a run of letters,
-digits and underscores), one per punctuation mark or symbol, and one per special
-tag such as ``<|user|>``. So code costs more tokens per character than prose:
-``f(x) = y[0];`` is 10 tokens, ``The cat sat.`` is 4. Pure, no I/O.
+Deterministic and pure: tests can compute every number the server answers.
 """
 
 from __future__ import annotations
@@ -39,12 +36,8 @@ def count_tokens(text: str) -> int:
     """How many tokens ``FakeOllama`` counts in ``text``.
 
     One per word (letters, digits, underscores), one per punctuation mark or
-    symbol, one per special tag such as ``<|user|>``; spaces count nothing.
-
-    Example::
-
-        assert count_tokens("The cat sat.") == 4
-        assert count_tokens("f(x) = y[0];") == 10
+    symbol, one per special tag such as ``<|user|>``: code costs more tokens per
+    character than prose (``f(x) = y[0];`` is 10, ``The cat sat.`` is 4).
     """
     return len(_TOKEN.findall(text))
 
@@ -55,16 +48,10 @@ def chat_prompt(
 ) -> str:
     """The prompt ``FakeOllama`` renders a chat to, as a model's template would.
 
-    ``<|tools|>`` and the tools' JSON (when there are tools), then per message
-    ``<|role|>``, its content and its tool calls' JSON, each on a line, then
-    ``<|assistant|>``. ``count_tokens(chat_prompt(messages, tools))`` is the
-    ``prompt_eval_count`` of a chat whose messages all fit.
-
-    Example::
-
-        assert chat_prompt([{"role": "user", "content": "Hi"}]) == (
-            "<|user|>Hi\\n<|assistant|>"
-        )
+    ``<|tools|>`` and the tools' JSON (if any), then per message ``<|role|>``,
+    its content and its tool calls' JSON, each on a line, then ``<|assistant|>``.
+    ``count_tokens(chat_prompt(messages, tools))`` is a chat's
+    ``prompt_eval_count`` when all its messages fit.
     """
     parts = [f"<|tools|>{json.dumps(list(tools))}\n"] if tools else []
     for message in messages:
@@ -84,10 +71,8 @@ def fit_messages(
 ) -> int:
     """Tokens of the prompt once old messages are dropped to fit ``num_ctx``.
 
-    As ``chatPrompt`` in server/prompt.go: with ``truncate``, drop whole messages
-    from the front until the prompt fits, always keeping the system messages
-    and the last one. ``image_tokens``: what one image costs (768 on a model
-    with vision, as the server estimates it).
+    As server/prompt.go's ``chatPrompt``: with ``truncate``, drop whole messages
+    from the front until it fits, always keeping system messages and the last.
     """
 
     def tokens(kept: Sequence[Mapping[str, Any]]) -> int:
@@ -112,11 +97,10 @@ def fit_tokens(
 ) -> int:
     """The prompt tokens the runner evaluates, or ``Refused``.
 
-    A prompt fits below ``num_ctx`` (one slot is left to generate). Otherwise:
-    with ``shift`` None (llama-server's own chat template, v0.30+) or without
-    ``truncate``, llama-server refuses with its nested error; with ``shift``
-    False, Ollama refuses with ``PROMPT_TOO_LONG``; with ``shift`` True it keeps
-    ``num_keep`` tokens and the tail (``completionPromptForRequest``).
+    A prompt fits below ``num_ctx`` (one slot left to generate). Otherwise
+    llama-server refuses (``shift`` None: its own chat template, v0.30+; or no
+    ``truncate``), Ollama refuses (``shift`` False), or it keeps ``num_keep``
+    tokens and the tail (``completionPromptForRequest``).
     """
     if tokens < num_ctx:
         return tokens
@@ -142,9 +126,8 @@ def llama_context_error(tokens: int, num_ctx: int) -> str:
 def fit_input(text: str, num_ctx: int, truncate: bool) -> tuple[str, int]:
     """One ``/api/embed`` input as embedded, and its tokens, or ``Refused``.
 
-    The model adds a BOS and an EOS token, so an input of n tokens counts n + 2
-    and at most ``num_ctx - 2`` of its tokens fit; the rest is cut silently
-    unless ``truncate`` is False (``EmbedHandler``).
+    The model adds a BOS and an EOS token: n tokens count n + 2, and at most
+    ``num_ctx - 2`` fit; the rest is cut silently unless not ``truncate``.
     """
     spans = [m.end() for m in _TOKEN.finditer(text)]
     limit = num_ctx - 2 if spans else num_ctx
@@ -160,14 +143,14 @@ def fit_input(text: str, num_ctx: int, truncate: bool) -> tuple[str, int]:
 def embedding(text: str, size: int) -> list[float]:
     """The unit vector ``FakeOllama`` answers for ``text``: ``size`` values.
 
-    Stable across runs, and unrelated texts are nearly orthogonal. An answer
-    with ``dimensions=d`` is ``embedding(text, d)``, as Ollama cuts and
-    re-normalises; a truncated input is embedded as what was kept.
+    Stable across runs; unrelated texts are nearly orthogonal. With
+    ``dimensions=d`` the answer is ``embedding(text, d)`` (Ollama cuts and
+    re-normalises); a cut input is embedded as what was kept.
 
     Example::
 
         vector = ollama.Client(server.url).embed("m", "Hi").embeddings[0]
-        assert vector == embedding("Hi", len(vector))
+        assert list(vector) == embedding("Hi", len(vector))
     """
     raw = [byte / 128 - 1 for byte in hashlib.shake_256(text.encode()).digest(size)]
     norm = max(math.sqrt(sum(v * v for v in raw)), 1e-12)

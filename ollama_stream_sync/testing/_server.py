@@ -1,4 +1,4 @@
-"""``FakeOllama``: the public face that ties the HTTP layer, endpoints and models."""
+"""``FakeOllama``: the public face over the HTTP layer, endpoints and models."""
 
 from __future__ import annotations
 
@@ -11,20 +11,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._endpoints import CHAT, GENERATE, SCRIPTED, Endpoints, endpoint_path
-from ._http import LoopbackServer, RecordedRequest
+from ._http import LoopbackServer, RecordedRequest, TLSMaterial
 from ._models import Entry, Registry
-from ._scripts import reply
-from ._steps import Script, Step, check_script
+from ._scripts import Script, Step, check_script, reply
 
 
 class FakeOllama:
     """An Ollama look-alike on loopback for tests and demos, scripted per request.
 
-    It serves from construction on, the API's shapes, statuses and error texts
-    as in Ollama's source. A chat or generate plays the next queued script,
-    else ``default_reply``; an embed answers ``embedding()`` vectors; pull,
-    push and create stream realistic progress (``pull_script()``...) and
-    change ``models``; show, tags and ps answer from ``models`` and ``loaded``.
+    It serves from construction on, with the shapes, statuses and error texts
+    of Ollama's source. A chat or generate plays the next queued script, else
+    ``default_reply``; an embed answers ``embedding()`` vectors; pull, push and
+    create stream progress; show, tags and ps answer from ``models``.
 
     Example::
 
@@ -33,18 +31,13 @@ class FakeOllama:
             client = StreamingClient(server.url)
 
     Before any script it checks as Ollama does. A model declared with
-    ``capabilities`` refuses ``think``, ``tools`` or chat it lacks (400, the
-    server's words; images are never refused). A prompt (``chat_prompt``, in
-    ``count_tokens``) must fit ``num_ctx``: the request's, else the model's
-    ``parameters``', else 4096, at most its ``context_length``. A chat drops
-    whole old messages, keeping system ones and the last, silently
-    (``prompt_eval_count`` tells); one that still does not fit, or any with
-    ``"truncate": false``, gets llama-server's 400 (``request (N tokens)
-    exceeds the available context size (M tokens)...``), unless
-    ``context_shift`` (always on generate): then ``num_keep`` tokens and the
-    tail are kept, or with ``"shift": false`` "the prompt is longer than the
-    context length..." refuses. An embed input is cut to fit, or with
-    ``"truncate": false`` fails its batch.
+    ``capabilities`` refuses ``think``, ``tools`` or chat it lacks, in the
+    server's words. A prompt (``count_tokens(chat_prompt(...))``) must fit its
+    ``num_ctx`` (the request's, the model's ``parameters``', else 4096, at most
+    its ``context_length``): a chat drops old messages silently, keeping system
+    ones and the last; one that still does not fit, or with ``"truncate":
+    false``, gets llama-server's 400, unless ``context_shift`` (always on
+    generate) keeps ``num_keep`` tokens and the tail.
 
     Args:
         host: the loopback address to bind (``"::1"`` for IPv6).
@@ -60,14 +53,12 @@ class FakeOllama:
     Attributes:
         models: the pulled models: names, or dicts with a ``name`` and any of
             ``capabilities``, ``context_length``, ``embedding_length``,
-            ``details``, ``model_info``, ``parameters`` (``{"num_ctx": 8192}``)
-            or fields ``/api/show`` answers as given. A model not listed
-            answers anything.
-        loaded: what ``/api/ps`` lists, as names or dicts of fields to show. A
-            request answered loads its model for its ``keep_alive`` (0 unloads).
+            ``details``, ``model_info``, ``parameters`` (``{"num_ctx": 8192}``),
+            or fields ``/api/show`` answers as given. One not listed accepts all.
+        loaded: what ``/api/ps`` lists (names, or dicts of fields to show); an
+            answered request loads its model for its ``keep_alive`` (0 unloads).
         unknown_models: names the registry lacks: a pull of one fails.
-        default_reply: what a chat or generate with no script queued plays (a
-            request with no messages or prompt gets Ollama's "load" answer).
+        default_reply: what a chat or generate plays with no script queued.
     """
 
     def __init__(
@@ -99,8 +90,6 @@ class FakeOllama:
         self._tls: Any = None
         context = None
         if tls:
-            from ._tls import TLSMaterial  # noqa: PLC0415  # trustme only when asked
-
             self._tls = TLSMaterial(("127.0.0.1", "localhost", "::1"))
             context = self._tls.server_context()
         app = Endpoints(self, self._registry)
@@ -260,15 +249,9 @@ class FakeOllama:
     def wait_stalled(self, count: int = 1, timeout: float = 5.0) -> bool:
         """Wait until ``count`` responses are in a ``Stall``.
 
-        This returns once the SERVER has written everything before the stall,
-        not once the client has read or delivered it: to act on what the client
-        shows, wait on the client side (an event set in a callback).
-
-        Example::
-
-            server.enqueue([Chunk(content="x"), Stall()])
-            handle = client.start_chat("m", msgs, on_content=lambda t: seen.set())
-            assert server.wait_stalled() and seen.wait(5)
+        That is once the SERVER has written everything before the stall, not once
+        the client has shown it: for that, wait on the client side (an event set
+        in a callback).
         """
         return self.wait_for(lambda s: len(s._http.stalled) >= count, timeout)
 

@@ -57,8 +57,6 @@ _UNIT_SECONDS = {
     "m": 60,
     "h": 3600,
 }
-FOREVER = datetime.timedelta(microseconds=(2**63 - 1) // 1000)
-"""What Ollama makes of a negative ``keep_alive``: Go's longest duration."""
 
 
 def keep_alive_seconds(value: Any) -> float | None:
