@@ -67,7 +67,7 @@ class Endpoints:
         path, body = request.path.split("?", 1)[0], request.body
         try:
             if request.method != "POST":
-                self._get(path, out, head=request.method == "HEAD")
+                self._get(path, out)
             elif path not in ENDPOINTS.values():
                 raise Refused(404, "404 page not found")
             elif problem or not isinstance(body, dict):
@@ -84,20 +84,20 @@ class Endpoints:
         except Refused as refused:
             out.json(refused.status, {"error": refused.message}, refused.kind)
 
-    def _get(self, path: str, out: Player, head: bool) -> None:
+    def _get(self, path: str, out: Player) -> None:
         if path == "/":
             text = b"Ollama is running"
-            out.whole(200, text, "text/plain; charset=utf-8", head=head)
+            out.whole(200, text, "text/plain; charset=utf-8")
             return
         if path == "/api/version":
             data: Any = {"version": self.owner.version}
         elif path == "/api/tags":
             data = {"models": self.registry.tags()}
-        elif path == "/api/ps" and not head:
+        elif path == "/api/ps" and out.h.command == "GET":
             data = {"models": self.registry.ps()}
         else:
             raise Refused(404, "404 page not found")
-        out.json(200, data, head=head)
+        out.json(200, data)
 
     # -- chat and generate ---------------------------------------------------------
 
@@ -254,7 +254,9 @@ class Endpoints:
         if path == PUSH and known:
             return _scripts.push_script(name)
         if path == PUSH:  # PushModel reads the manifest from disk, and os.Open fails.
-            manifest = _models.ModelName.parse(name).manifest_path()
+            manifest = "/".join(
+                (_models.MODELS_DIR, "manifests", *_models.name_parts(name))
+            )
             return [
                 ProgressLine("retrieving manifest"),
                 ProgressLine("couldn't retrieve manifest"),
@@ -304,6 +306,4 @@ def _check_capabilities(
     wanted = ("tools" if chat else "insert") if asked else ""
     if wanted and wanted not in capabilities:
         # scheduleRunner names the model in full: host/namespace/model:tag.
-        raise Refused(
-            400, f"{_models.ModelName.parse(model)} does not support {wanted}"
-        )
+        raise Refused(400, f"{_models.full_name(model)} does not support {wanted}")

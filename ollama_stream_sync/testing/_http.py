@@ -102,7 +102,6 @@ class Response:
         body: bytes,
         content_type: str,
         headers: Mapping[str, str] | None = None,
-        head: bool = False,
     ) -> None:
         """Answer a whole body with a ``Content-Length`` (encoded if set)."""
         z = self._compressor()
@@ -113,14 +112,12 @@ class Response:
         # Keyword arguments (``http_error``) hold no dashes: underscores stand in.
         fields |= {k.replace("_", "-"): v for k, v in (headers or {}).items()}
         self._head(status, fields)
-        if not head:
+        if self.h.command != "HEAD":  # the same headers, never a body
             self.h.wfile.write(body)
 
-    def json(
-        self, status: int, data: Any, content_type: str = JSON_UTF8, head: bool = False
-    ) -> None:
+    def json(self, status: int, data: Any, content_type: str = JSON_UTF8) -> None:
         """Answer one JSON object as Go writes it."""
-        self.whole(status, go_json(data), content_type, head=head)
+        self.whole(status, go_json(data), content_type)
 
     def verbatim(self, step: Body) -> None:
         """Answer a ``Body`` step: its status, its headers, its bytes."""
@@ -155,16 +152,11 @@ class TLSMaterial:
                 "pip install 'ollama-stream-sync[test]' (or pip install trustme)"
             ) from exc
         self._ca: Any = trustme.CA()
-        self._cert: Any = self._ca.issue_cert(*hosts)
+        self.server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._ca.issue_cert(*hosts).configure_cert(self.server_context)
         self._dir = tempfile.mkdtemp(prefix="fake-ollama-tls-")
         self.ca_file = os.path.join(self._dir, "ca.pem")
         self._ca.cert_pem.write_to_path(self.ca_file)
-
-    def server_context(self) -> ssl.SSLContext:
-        """The context the server wraps its connections with."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._cert.configure_cert(context)
-        return context
 
     def client_context(self) -> ssl.SSLContext:
         """A new client context that trusts the CA (and verifies the host name)."""
@@ -281,9 +273,9 @@ class LoopbackServer(socketserver.TCPServer):
         tls: ssl.SSLContext | None,
         cond: threading.Condition,
         app: App,
+        requests: list[RecordedRequest],
     ) -> None:
-        self.tls, self.cond, self.app = tls, cond, app
-        self.requests: list[RecordedRequest] = []
+        self.tls, self.cond, self.app, self.requests = tls, cond, app, requests
         self.open = self.disconnects = 0
         self.in_flight: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()

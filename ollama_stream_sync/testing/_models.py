@@ -47,47 +47,33 @@ _ALWAYS = set(  # fields Go always writes (no omitempty)
 )
 
 
-@dataclass(frozen=True)
-class ModelName:
-    """A model name split as Ollama's ``types/model`` does: host/namespace/model:tag."""
+def name_parts(name: str) -> tuple[str, str, str, str]:
+    """Host, namespace, model, tag, as Ollama's ``types/model`` fills them in."""
+    rest, tag = name, "latest"
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        rest, tag = rest[:colon], rest[colon + 1 :] or tag
+    *prefix, model = rest.split("/")
+    prefix = ["registry.ollama.ai", "library"][: max(0, 2 - len(prefix))] + prefix
+    return prefix[-2], prefix[-1], model, tag
 
-    host: str
-    namespace: str
-    model: str
-    tag: str
 
-    @classmethod
-    def parse(cls, name: str) -> ModelName:
-        """Parse, filling in ``registry.ollama.ai``, ``library`` and ``latest``."""
-        rest, tag = name, "latest"
-        colon = rest.rfind(":")
-        if colon > rest.rfind("/"):
-            rest, tag = rest[:colon], rest[colon + 1 :] or tag
-        *prefix, model = rest.split("/")
-        prefix = ["registry.ollama.ai", "library"][: max(0, 2 - len(prefix))] + prefix
-        return cls(prefix[-2], prefix[-1], model, tag)
-
-    def __str__(self) -> str:
-        """``Name.String()``: every part, as capability errors show it."""
-        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
-
-    def display_shortest(self) -> str:
-        """``Name.DisplayShortest()``: defaults left out, the tag always kept."""
-        if self.host.lower() != "registry.ollama.ai":
-            return str(self)
-        if self.namespace.lower() != "library":
-            return f"{self.namespace}/{self.model}:{self.tag}"
-        return f"{self.model}:{self.tag}"
-
-    def manifest_path(self) -> str:
-        """Where Ollama would keep this model's manifest (shows in push errors)."""
-        parts = (self.host, self.namespace, self.model, self.tag)
-        return "/".join((MODELS_DIR, "manifests", *parts))
+def full_name(name: str) -> str:
+    """``Name.String()``, every part: ``registry.ollama.ai/library/qwen2:latest``."""
+    host, namespace, model, tag = name_parts(name)
+    return f"{host}/{namespace}/{model}:{tag}"
 
 
 def shortest(name: str) -> str:
-    """A name as Ollama's errors show it (``llama3`` → ``llama3:latest``)."""
-    return ModelName.parse(name).display_shortest()
+    """``Name.DisplayShortest()``, as errors show it: ``llama3:latest``."""
+    host, namespace, model, tag = name_parts(name)
+    if host.lower() != "registry.ollama.ai":
+        return full_name(name)
+    return (
+        f"{model}:{tag}"
+        if namespace.lower() == "library"
+        else f"{namespace}/{model}:{tag}"
+    )
 
 
 def digest_of(*parts: object) -> str:

@@ -107,11 +107,9 @@ class Player(Response):
     ) -> bool:
         """Play ``script``; True if a ``ProgressLine("success")`` went out.
 
-        ``renderer``: chat or generate's, whose chunks collapse into one answer
-        for ``"stream": false``; ``answer`` makes the one object an endpoint
-        such as embed answers after its script; ``on_output`` runs before the
-        first chunk. A client that goes away just ends it (``status`` None if
-        it went before any answer).
+        ``renderer`` renders chat or generate chunks (joined without streaming);
+        ``answer`` makes the object an endpoint such as embed answers last;
+        ``on_output`` runs before the first chunk.
         """
         self.stream, self.inference = stream, renderer is not None
         self.renderer = renderer or Renderer(chat=False, model="", prompt_tokens=0)

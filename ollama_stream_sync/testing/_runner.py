@@ -75,21 +75,17 @@ def fit_messages(
     from the front until it fits, always keeping system messages and the last.
     """
 
-    def tokens(kept: Sequence[Mapping[str, Any]]) -> int:
+    def tokens(start: int) -> int:
+        system = [m for m in messages[:start] if m.get("role") == "system"]
+        kept = [*system, *messages[start:]]
         images = sum(len(m.get("images") or ()) for m in kept)
         return count_tokens(chat_prompt(kept, tools)) + image_tokens * images
 
     start = 0
     for start in range(len(messages) if truncate else 0):
-        if tokens(_from(messages, start)) <= num_ctx:
+        if tokens(start) <= num_ctx:
             break
-    return tokens(_from(messages, start))
-
-
-def _from(messages: Sequence[Mapping[str, Any]], start: int) -> list[Any]:
-    """``messages[start:]`` after the system messages before ``start``."""
-    system = [m for m in messages[:start] if m.get("role") == "system"]
-    return [*system, *messages[start:]]
+    return tokens(start)
 
 
 def fit_tokens(

@@ -16,9 +16,7 @@ from ._models import DEFAULT_LAYER_SIZES, digest_of, layer_digests
 
 @dataclass(frozen=True)
 class Chunk:
-    """One streamed chunk, rendered as a chat or generate line by the endpoint.
-
-    ``extra`` keys are merged into the line as they are (say ``logprobs``).
+    """One streamed chunk, a chat or generate line (``extra`` keys merged in).
 
     Example::
 
@@ -35,13 +33,10 @@ class Chunk:
 class DoneLine:
     """The final ``done: true`` chunk: counters, and optionally text and tool calls.
 
-    With ``counters=None`` the server fills them in: ``prompt_eval_count`` is
-    the prompt's tokens as the server kept them, ``eval_count`` the chunks that
-    carried text. ``done_reason=None`` leaves the key out. Also named ``Done``.
+    ``counters=None``: the prompt's kept tokens and the chunks with text are
+    counted; ``done_reason=None`` leaves the key out. Also named ``Done``.
 
-    Example::
-
-        server.enqueue([Chunk(content="Cut sh"), DoneLine(done_reason="length")])
+    Example: ``server.enqueue([Chunk(content="Cut sh"), DoneLine("length")])``.
     """
 
     done_reason: str | None = "stop"
@@ -56,8 +51,8 @@ class DoneLine:
 class ProgressLine:
     """One line of a pull, push or create, as Ollama's ``ProgressResponse``.
 
-    Empty fields are left out as Go's ``omitempty`` does (so ``completed=0`` is
-    not sent, as before a download starts). Also named ``Progress``.
+    Empty fields are left out as Go's ``omitempty`` does (``completed=0`` too).
+    Also named ``Progress``.
 
     Example: ``server.enqueue([ProgressLine("pulling manifest")], endpoint="pull")``.
     """
@@ -94,9 +89,8 @@ class Bytes:
 class ErrorLine:
     """Ollama's in-band ``{"error": ...}`` line; the server then ends the stream.
 
-    Always in-band after a 200, even first (Ollama answers an error before any
-    output with a status: script that with ``http_error``). Without streaming
-    it becomes HTTP 500 ``{"error": ...}``, as in Ollama.
+    In-band after a 200 even first (``http_error`` answers with a status);
+    without streaming it becomes HTTP 500 ``{"error": ...}``, as in Ollama.
 
     Example: ``server.enqueue([Chunk(content="Half"), ErrorLine("runner crashed")])``.
     """
@@ -116,11 +110,10 @@ class Status:
 
 @dataclass(frozen=True)
 class Body:
-    """Answer this exact body with these headers and status.
+    """Answer this exact body with these headers and status (encode it yourself).
 
     Only ``Content-Length`` is added, unless ``headers`` frame the body
-    themselves (then the connection closes after it). ``content_encoding``
-    does not apply: encode ``data`` yourself.
+    themselves (then the connection closes after it).
 
     Example: ``server.enqueue([Body(b"<h1>Bad gateway</h1>", html, status=502)])``.
     """
@@ -155,12 +148,8 @@ class Delay:
 class Stall:
     """Go silent until the client hangs up (counted), ``release()`` or ``close()``.
 
-    Before any output it stalls before the response headers (a model loading).
-
-    Example::
-
-        server.enqueue([Chunk(content="x"), Stall()])
-        assert server.wait_stalled()  # the server wrote "x" and went silent
+    Before any output it stalls before the headers (a model loading). Example:
+    ``server.enqueue([Chunk(content="x"), Stall()]); assert server.wait_stalled()``.
     """
 
 
@@ -286,8 +275,7 @@ def pull_script(
 ) -> Script:
     """The progress lines of a successful ``/api/pull``, with Ollama's statuses.
 
-    Layers download one after another (a client summing ``total`` over the
-    digests it has seen watches it grow); digests are stable per name.
+    Layers download one after another; digests are stable per name.
 
     Args:
         model: the model pulled (it picks the digests).
@@ -322,9 +310,7 @@ def push_script(
     """The progress lines of a successful ``/api/push``, with Ollama's statuses.
 
     Args:
-        model: the model pushed (it picks the digests, the same as a pull's).
-        layers: each layer's size in bytes; the last is the config blob.
-        steps: lines per layer after the first.
+        model, layers, steps: as ``pull_script``'s.
         cached: the registry has every layer already: one complete line each.
     """
     script = _lines("retrieving manifest")

@@ -59,6 +59,7 @@ class FakeOllama:
             answered request loads its model for its ``keep_alive`` (0 unloads).
         unknown_models: names the registry lacks: a pull of one fails.
         default_reply: what a chat or generate plays with no script queued.
+        requests: every GET and POST received, as ``RecordedRequest``, in order.
     """
 
     def __init__(
@@ -86,25 +87,24 @@ class FakeOllama:
         self.models: list[Entry] = list(models)
         self.loaded: list[Entry] = []
         self.unknown_models: set[str] = set(unknown_models)
+        self.requests: list[RecordedRequest] = []
         self._registry = Registry(self, self._cond)
         self._tls: Any = None
         context = None
         if tls:
             self._tls = TLSMaterial(("127.0.0.1", "localhost", "::1"))
-            context = self._tls.server_context()
+            context = self._tls.server_context
         app = Endpoints(self, self._registry)
         try:
-            self._http = LoopbackServer((host, port), context, self._cond, app)
+            address = (host, port)
+            self._http = LoopbackServer(
+                address, context, self._cond, app, self.requests
+            )
         except BaseException:
             if self._tls is not None:
                 self._tls.remove()  # no server, so no close() to remove it later
             raise
         self._closed = False
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every GET and POST received, as ``RecordedRequest``, in arrival order."""
-        return self._http.requests
 
     # -- control ----------------------------------------------------------------
 
@@ -118,10 +118,7 @@ class FakeOllama:
 
     @property
     def ca_file(self) -> str:
-        """The PEM file of the CA that signed the TLS certificate.
-
-        For ``requests`` (``verify=server.ca_file``); httpx, so ``ollama.Client``,
-        wants ``verify=server.client_ssl_context()``.
+        """The CA's PEM file, for ``requests`` (``verify=server.ca_file``).
 
         Raises:
             RuntimeError: the server was made without ``tls=True``.
@@ -131,7 +128,7 @@ class FakeOllama:
         return str(self._tls.ca_file)
 
     def client_ssl_context(self) -> ssl.SSLContext:
-        """A new client ``ssl.SSLContext`` that trusts this server's certificate.
+        """A new ``ssl.SSLContext`` trusting this server, for httpx and the SDK.
 
         Raises:
             RuntimeError: the server was made without ``tls=True``.
@@ -170,14 +167,8 @@ class FakeOllama:
 
         Without ``endpoint``, chat and generate requests share them, in order.
         With ``endpoint`` (``"chat"``, ``"generate"``, ``"embed"``, ``"pull"``,
-        ``"push"``, ``"create"``, or a path such as ``"/api/pull"``) they go to
-        that endpoint's own queue, played first. An embed's script plays its
-        faults (``Stall``, ``Status``...), then the answer.
-
-        Example::
-
-            server.enqueue(reply("For chat or generate, whichever asks first."))
-            server.enqueue(pull_script("llama3.2"), endpoint="pull")
+        ``"push"``, ``"create"``, or its path) they go to that endpoint's own
+        queue, played first. An embed plays its script's faults, then answers.
 
         Raises:
             ValueError: an unknown endpoint, or a step that can never play
@@ -267,7 +258,7 @@ class FakeOllama:
         with self._cond:
             return [
                 r
-                for r in self._http.requests
+                for r in self.requests
                 if r.method == "POST" and r.path.split("?")[0] in (CHAT, GENERATE)
             ]
 
