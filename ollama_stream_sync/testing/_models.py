@@ -166,7 +166,7 @@ class ModelLimits:
     system: str
 
     def option(self, options: Any, key: str, default: int) -> int:
-        """A positive number from the request's options, the model's, or ``default``."""
+        """A number from the request's options, else the model's, else ``default``."""
         asked = options if isinstance(options, Mapping) else {}
         for value in (asked.get(key), self.parameters.get(key)):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
