@@ -150,7 +150,7 @@ class Endpoints:
         shift: bool | None = body.get("shift") is not False
         if chat:
             messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
-            if limits.system and messages[0].get("role") != "system":
+            if limits.system and messages and messages[0].get("role") != "system":
                 messages.insert(0, {"role": "system", "content": limits.system})
             tools = body.get("tools") if isinstance(body.get("tools"), list) else None
             tokens = _runner.fit_messages(messages, tools, num_ctx, truncate, images)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._scripts import Body
 from ._wire import JSON_UTF8, NDJSON, go_json
 
 _Selector: type[selectors.BaseSelector] = getattr(
@@ -119,14 +118,14 @@ class Response:
         """Answer one JSON object as Go writes it."""
         self.whole(status, go_json(data), content_type)
 
-    def verbatim(self, step: Body) -> None:
-        """Answer a ``Body`` step: its status, its headers, its bytes."""
-        names = {k.lower() for k in step.headers}
+    def verbatim(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+        """Answer exactly these headers and bytes (``Content-Length`` if unframed)."""
+        names = {k.lower() for k in headers}
         framed = bool(names & {"content-length", "transfer-encoding"})
-        length = {} if framed else {"Content-Length": str(len(step.data))}
+        length = {} if framed else {"Content-Length": str(len(data))}
         self.h.close_connection |= framed  # the caller framed it: do not reuse
-        self._head(step.status, {**step.headers, **length})
-        self.h.wfile.write(step.data)
+        self._head(status, {**headers, **length})
+        self.h.wfile.write(data)
 
     def hang_up(self) -> None:
         """Close the connection without another byte."""

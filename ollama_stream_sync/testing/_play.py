@@ -127,21 +127,20 @@ class Player(Response):
         return self.succeeded
 
     def _play(self, script: Iterable[steps.Step]) -> None:
-        response = self
         for step in script:
             if isinstance(step, steps.Status):
                 body = step.body
                 data = body if isinstance(body, bytes) else go_json(dict(body))
-                response.whole(step.code, data, step.content_type, step.headers)
+                self.whole(step.code, data, step.content_type, step.headers)
                 return
             if isinstance(step, steps.Body):
-                response.verbatim(step)
+                self.verbatim(step.status, step.headers, step.data)
                 return
             if isinstance(step, steps.ErrorLine) and not self.stream:
-                response.json(500, {"error": step.message}, self.kind)
+                self.json(500, {"error": step.message}, self.kind)
                 return
             if isinstance(step, steps.ErrorLine):
-                response.chunk(go_json({"error": step.message}) + b"\n")
+                self.chunk(go_json({"error": step.message}) + b"\n")
                 break
             if isinstance(step, steps.OutputStep):
                 if not self._output(step):
@@ -149,12 +148,12 @@ class Player(Response):
             elif self._control(step):
                 return
         if self.stream:
-            response.chunk(b"", last=True)
+            self.chunk(b"", last=True)
         elif self.inference:
-            response.json(200, self.renderer.collapse(self.parts, self.tools_requested))
+            self.json(200, self.renderer.collapse(self.parts, self.tools_requested))
         else:
             answer = self.answer() if self.answer else self.latest
-            response.json(200, answer, self.kind)
+            self.json(200, answer, self.kind)
 
     def _output(self, step: steps.Step) -> bool:
         """Write or keep an output step; False when it has no meaning here."""
