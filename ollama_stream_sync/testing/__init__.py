@@ -1,13 +1,8 @@
 """Test your Ollama app without Ollama: a scripted loopback server and a pytest fixture.
 
-Example::
-
-    with FakeOllama() as server:
-        server.enqueue(reply("Paris.", thinking="The capital of France."))
-        result = StreamingClient(server.url).chat("any", messages)
-
-A ``Script`` is a list of ``Step`` objects (``Chunk``, ``DoneLine``...) that one
-response plays; builders (``reply``, ``pull_script``...) make realistic ones.
+``FakeOllama`` answers like Ollama; a ``Script`` (a list of ``Step`` objects such
+as ``Chunk`` and ``DoneLine``, or a builder's: ``reply``...) says what one
+response plays: ``server.enqueue(reply("Paris.", thinking="France."))``.
 """
 
 from ._http import RecordedRequest

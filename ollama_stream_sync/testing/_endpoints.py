@@ -1,15 +1,14 @@
 """Ollama's endpoints on the fake: routing, checks, and what each one answers.
 
-Each handler follows its namesake in Ollama's ``server/routes.go``: the same
-refusals with the same status and text, in the same order, before the request's
-script (or the default answer) plays.
+Each handler follows its namesake in ``server/routes.go``: the same refusals, in
+the same words and order, before the request's script or default answer plays.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from . import _models, _runner, _scripts
@@ -20,12 +19,9 @@ from ._runner import Refused
 from ._scripts import ErrorLine, ProgressLine, Script
 from ._wire import FIXED_CREATED_AT, JSON_PLAIN, keep_alive_seconds
 
-ENDPOINTS = {
-    n: f"/api/{n}" for n in "chat generate embed show pull push create".split()
-}
-"""Every POST endpoint, by the short name ``enqueue`` and ``in_flight`` take."""
+_NAMES = "chat generate embed show pull push create".split()
+ENDPOINTS = {name: f"/api/{name}" for name in _NAMES}  # POST, by enqueue's names
 SCRIPTED = {name: path for name, path in ENDPOINTS.items() if name != "show"}
-"""The endpoints that play queued scripts."""
 CHAT, GENERATE, EMBED = ENDPOINTS["chat"], ENDPOINTS["generate"], ENDPOINTS["embed"]
 PULL, PUSH, CREATE = ENDPOINTS["pull"], ENDPOINTS["push"], ENDPOINTS["create"]
 _THINK_LEVELS = ("low", "medium", "high", "max")  # ThinkValue.Bool(), with true
@@ -85,21 +81,17 @@ class Endpoints:
             out.json(refused.status, {"error": refused.message}, refused.kind)
 
     def _get(self, path: str, out: Player) -> None:
+        answers: dict[str, Callable[[], Any]] = {
+            "/api/version": lambda: {"version": self.owner.version},
+            "/api/tags": lambda: {"models": self.registry.tags()},
+            "/api/ps": lambda: {"models": self.registry.ps()},
+        }
         if path == "/":
-            text = b"Ollama is running"
-            out.whole(200, text, "text/plain; charset=utf-8")
-            return
-        if path == "/api/version":
-            data: Any = {"version": self.owner.version}
-        elif path == "/api/tags":
-            data = {"models": self.registry.tags()}
-        elif path == "/api/ps" and out.h.command == "GET":
-            data = {"models": self.registry.ps()}
+            out.whole(200, b"Ollama is running", "text/plain; charset=utf-8")
+        elif path in answers and (path != "/api/ps" or out.h.command == "GET"):
+            out.json(200, answers[path]())
         else:
             raise Refused(404, "404 page not found")
-        out.json(200, data)
-
-    # -- chat and generate ---------------------------------------------------------
 
     def _inference(self, out: Player, chat: bool, body: dict[str, Any]) -> None:
         model = body.get("model")
@@ -170,8 +162,6 @@ class Endpoints:
         num_keep = limits.option(body.get("options"), "num_keep", _NUM_KEEP)
         return _runner.fit_tokens(tokens, num_ctx, truncate, shift, num_keep)
 
-    # -- embed and show --------------------------------------------------------------
-
     def _embed(self, out: Player, body: dict[str, Any]) -> None:
         started = time.monotonic_ns()
         model, given = body.get("model"), body.get("input")
@@ -215,8 +205,6 @@ class Endpoints:
         if record is None:
             raise Refused(404, f"model '{_models.shortest(name)}' not found")
         return record
-
-    # -- pull, push and create ---------------------------------------------------
 
     def _progress(self, out: Player, path: str, body: dict[str, Any]) -> None:
         name = body.get("model") or body.get("name")

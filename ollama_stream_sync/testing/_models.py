@@ -22,8 +22,8 @@ Entry = str | Mapping[str, Any]
 """One model of ``models`` or ``loaded``: a name, or a dict with a ``name``."""
 
 MODELS_DIR = "/usr/share/ollama/.ollama/models"  # a Linux service install's
+# A llama3.2:3b-like pull: weights, template, license, params, config blobs.
 DEFAULT_LAYER_SIZES: tuple[int, ...] = (2019377376, 1429, 7711, 6016, 96, 561)
-"""A llama3.2:3b-like pull: weights, template, license, params, config blobs."""
 _FOREVER = (2**63 - 1) / 1e9  # Go's longest duration, in seconds
 DEFAULT_NUM_CTX = 4096  # the server's when nothing sets one (under 24 GiB of VRAM)
 
@@ -175,9 +175,8 @@ class ModelLimits:
 
     def num_ctx(self, options: Any) -> int:
         """The context a request runs with: its ``num_ctx``, the model's, 4096."""
-        return min(
-            self.option(options, "num_ctx", DEFAULT_NUM_CTX), self.context_length
-        )
+        asked = self.option(options, "num_ctx", DEFAULT_NUM_CTX)
+        return min(asked, self.context_length)
 
 
 class Lists(Protocol):
@@ -193,7 +192,7 @@ class Registry:
 
     def __init__(self, lists: Lists, cond: threading.Condition) -> None:
         self.lists, self._cond = lists, cond
-        self._loads: dict[str, tuple[float | None, int]] = {}  # keep-alive, num_ctx
+        self._loads: dict[str, tuple[datetime.datetime, int]] = {}  # until, num_ctx
         self._started_at = now_utc()
 
     def find(self, name: str) -> Entry | None:
@@ -236,25 +235,19 @@ class Registry:
 
     def ps(self) -> list[dict[str, Any]]:
         """``/api/ps``: the loaded models, the longest time left first."""
-        now = now_utc()
+        listed = (_expiry(None), DEFAULT_NUM_CTX)  # for a model loaded by hand
         with self._cond:
             loaded, pulled = list(self.lists.loaded), list(self.lists.models)
             loads = dict(self._loads)
         out: list[tuple[datetime.datetime, dict[str, Any]]] = []
         for entry in loaded:
             name = entry_name(entry)
-            keep_alive, num_ctx = loads.get(
-                shortest(name).lower(), (None, DEFAULT_NUM_CTX)
-            )
-            seconds = 300 if keep_alive is None else keep_alive  # Ollama's default
-            # A negative keep_alive is forever: Go's longest duration.
-            until = now + datetime.timedelta(seconds=min(seconds, _FOREVER))
+            until, num_ctx = loads.get(shortest(name).lower(), listed)
             record = model_record(find_entry(pulled, name) or name, self._started_at)
             record |= {"name": name, "model": name, "size_vram": record["size"]}
             record |= {"expires_at": rfc3339(until), "context_length": num_ctx}
-            out.append(
-                (until, record | ({} if isinstance(entry, str) else dict(entry)))
-            )
+            record |= {} if isinstance(entry, str) else dict(entry)
+            out.append((until, record))
         out.sort(key=lambda pair: pair[0], reverse=True)
         return [pick(record, PS_KEYS) for _, record in out]
 
@@ -278,14 +271,13 @@ class Registry:
             else:
                 if entry is None:
                     loaded.append(model)
-                self._loads[key] = (seconds, num_ctx)
+                self._loads[key] = (_expiry(seconds), num_ctx)
             self._cond.notify_all()
 
     def add(self, name: str, body: Mapping[str, Any] | None = None) -> None:
         """A pull or create finished: list the model (with a create's fields)."""
         extra = {k: body[k] for k in ("system", "template") if body and body.get(k)}
-        lic = (body or {}).get("license")
-        if lic:
+        if lic := (body or {}).get("license"):
             extra["license"] = (
                 "\n".join(map(str, lic)) if isinstance(lic, list) else lic
             )
@@ -298,3 +290,9 @@ class Registry:
                 models.remove(old)
             models.append({"name": name, **extra} if extra else name)
             self._cond.notify_all()
+
+
+def _expiry(seconds: float | None) -> datetime.datetime:
+    """When a model loaded now unloads (Ollama's default: five minutes)."""
+    seconds = 300 if seconds is None else min(seconds, _FOREVER)  # -1: forever
+    return now_utc() + datetime.timedelta(seconds=seconds)

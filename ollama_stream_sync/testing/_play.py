@@ -56,24 +56,15 @@ class Renderer:
         The last chunk with every chunk's text and thinking joined, and on chat
         every chunk's tool calls when tools were asked (``writeChatResponse``).
         """
-        zero: Any = {"role": "", "content": ""} if self.chat else ""
-        last = (
-            dict(parts[-1])
-            if parts
-            else {  # Go's zero response
-                "model": "",
-                "created_at": "0001-01-01T00:00:00Z",
-                "message" if self.chat else "response": zero,
-                "done": False,
-            }
-        )
+        zero: dict[str, Any] = {"model": "", "created_at": "0001-01-01T00:00:00Z"}
+        last = dict(parts[-1]) if parts else zero | {"done": False}  # Go's zero
         if not self.chat:
             thinking = "".join(p.get("thinking", "") for p in parts)
             last.pop("thinking", None)
             last["response"] = "".join(p.get("response", "") for p in parts)
             return last | ({"thinking": thinking} if thinking else {})
         messages = [p.get("message", {}) for p in parts]
-        base = last.get("message") or zero
+        base: dict[str, Any] = last.get("message") or {"role": "", "content": ""}
         message = {k: v for k, v in base.items() if k not in ("thinking", "tool_calls")}
         message["content"] = "".join(m.get("content", "") for m in messages)
         thinking = "".join(m.get("thinking", "") for m in messages)
@@ -174,11 +165,11 @@ class Player(Response):
         elif isinstance(step, steps.ProgressLine) and self.kind == JSON_PLAIN:
             self.latest = progress_line(step)
         else:
-            misuse = (
-                f"FakeOllama: {type(step).__name__} has no meaning in a "
-                "non-streaming answer here; use Body(...) for any body"
+            name = type(step).__name__
+            misuse = f"FakeOllama: {name} has no meaning here without streaming"
+            self.json(
+                500, {"error": misuse + "; use Body(...) for any body"}, self.kind
             )
-            self.json(500, {"error": misuse}, self.kind)
             return False
         return True
 

@@ -20,8 +20,7 @@ PROMPT_TOO_LONG = (
     "the prompt is longer than the context length currently available to the "
     "model; shorten the prompt, adjust the context length in settings, or use a "
     "model with a longer context length"
-)
-"""llm/llama_server.go's refusal when a prompt does not fit and may not shift."""
+)  # llm/llama_server.go's, when a prompt does not fit and may not shift
 
 
 class Refused(Exception):

@@ -179,9 +179,6 @@ def check_script(script: Sequence[Step]) -> Script:
     return steps
 
 
-# -- builders ----------------------------------------------------------------------
-
-
 def tool_call(
     name: str,
     arguments: Mapping[str, Any] | None = None,

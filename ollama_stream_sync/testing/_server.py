@@ -89,11 +89,8 @@ class FakeOllama:
         self.unknown_models: set[str] = set(unknown_models)
         self.requests: list[RecordedRequest] = []
         self._registry = Registry(self, self._cond)
-        self._tls: Any = None
-        context = None
-        if tls:
-            self._tls = TLSMaterial(("127.0.0.1", "localhost", "::1"))
-            context = self._tls.server_context
+        self._tls = TLSMaterial(("127.0.0.1", "localhost", "::1")) if tls else None
+        context = self._tls.server_context if self._tls else None
         app = Endpoints(self, self._registry)
         try:
             address = (host, port)
@@ -105,8 +102,6 @@ class FakeOllama:
                 self._tls.remove()  # no server, so no close() to remove it later
             raise
         self._closed = False
-
-    # -- control ----------------------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -125,7 +120,7 @@ class FakeOllama:
         """
         if self._tls is None:
             raise RuntimeError("ca_file: this FakeOllama serves plain http (tls=False)")
-        return str(self._tls.ca_file)
+        return self._tls.ca_file
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """A new ``ssl.SSLContext`` trusting this server, for httpx and the SDK.
@@ -135,18 +130,16 @@ class FakeOllama:
         """
         if self._tls is None:
             raise RuntimeError("client_ssl_context: this FakeOllama serves plain http")
-        context: ssl.SSLContext = self._tls.client_context()
-        return context
+        return self._tls.client_context()
 
     def start(self) -> FakeOllama:
         """Return self: the server already serves from construction on."""
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving, end every response and join every thread; then no-op.
+        """Stop serving, end every response, join every thread (within ``timeout``).
 
-        Args:
-            timeout: the longest wait for all the server's threads together.
+        Closing again does nothing.
         """
         with self._cond:
             if self._closed:
@@ -183,8 +176,6 @@ class FakeOllama:
     def release(self) -> None:
         """End every current ``Stall`` (each stream then goes on with its script)."""
         self._http.release()
-
-    # -- observations -----------------------------------------------------------
 
     @property
     def open_connections(self) -> int:
@@ -238,12 +229,8 @@ class FakeOllama:
             return True
 
     def wait_stalled(self, count: int = 1, timeout: float = 5.0) -> bool:
-        """Wait until ``count`` responses are in a ``Stall``.
-
-        That is once the SERVER has written everything before the stall, not once
-        the client has shown it: for that, wait on the client side (an event set
-        in a callback).
-        """
+        """Wait until ``count`` responses are in a ``Stall``: once the SERVER has
+        written all before it, not once a client has shown it (wait on that)."""
         return self.wait_for(lambda s: len(s._http.stalled) >= count, timeout)
 
     def wait_closed(self, timeout: float = 5.0) -> bool:
@@ -251,10 +238,7 @@ class FakeOllama:
         return self.wait_for(lambda s: s._http.open == 0, timeout)
 
     def stream_requests(self) -> list[RecordedRequest]:
-        """The chat and generate requests received so far, in arrival order.
-
-        Example: ``(request,) = server.stream_requests()``.
-        """
+        """The chat and generate requests received so far, in arrival order."""
         with self._cond:
             return [
                 r
