@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Script
+from ollama_stream_sync.testing import Chunk, Delay, DoneLine, FakeOllama, Script
 
 PACE = 0.15
 """Seconds between words: slow enough to read along and press Stop halfway."""
@@ -18,7 +18,7 @@ def demo_script(thinking: str, answer: str, delay: float = PACE) -> Script:
         steps += [Delay(delay), Chunk(thinking=word + " ")]
     for word in answer.split(" "):
         steps += [Delay(delay), Chunk(content=word + " ")]
-    return [*steps, Done()]
+    return [*steps, DoneLine()]
 
 
 def demo_turns(delay: float = PACE) -> list[Script]:

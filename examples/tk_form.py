@@ -29,7 +29,7 @@ from ollama_stream_sync import (
     StreamingClient,
     TkDispatcher,
 )
-from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Script
+from ollama_stream_sync.testing import Chunk, Delay, DoneLine, FakeOllama, Script
 
 
 class Weather(BaseModel):
@@ -173,7 +173,7 @@ def paced_answer(answer: dict[str, Any], delay: float = 0.05) -> Script:
     steps: Script = []
     for piece in pieces:
         steps += [Delay(delay), Chunk(content=piece)]
-    return [*steps, Done()]
+    return [*steps, DoneLine()]
 
 
 VALID = {
