@@ -298,7 +298,7 @@ class StreamingClient(ModelCalls):
         _options.check(options, CallOptions)
         engine, model = self._engine, body["model"]
         request = engine.request(
-            f"/api/{operation}", encode_body(body), options, model=model
+            f"/api/{operation}", encode_body(body), options, model=model, body=body
         )
         state = ChatState()
 
