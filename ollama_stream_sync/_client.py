@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import inspect
 import itertools
 import logging
@@ -23,7 +24,7 @@ from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
-from ._observe import CallInfo
+from ._observe import CallInfo, ObserverFactory
 from ._options import CallOptions, Unpack
 from ._request import (
     ImageLike,
@@ -123,6 +124,7 @@ class StreamingClient(ModelCalls):
         close_timeout: float = 5.0,
         probe_loading: bool = False,
         proxy: str | httpx.Proxy | None = None,
+        telemetry: bool = True,
         **client_kwargs: Any,
     ) -> None:
         """Create a client.
@@ -150,6 +152,9 @@ class StreamingClient(ModelCalls):
             proxy: an HTTP(S) or SOCKS5 proxy URL (or ``httpx.Proxy``) for every
                 host; by default the environment's (``HTTPS_PROXY``...) applies
                 to remote hosts, unless ``trust_env=False``.
+            telemetry: trace and measure every call with OpenTelemetry when
+                ``opentelemetry-api`` is installed (the ``otel`` extra; your
+                application configures the SDK); ``False`` turns it off here.
             **client_kwargs: for ``ollama.Client`` and httpx (headers, verify,
                 cert, transport, trust_env...).
 
@@ -178,8 +183,9 @@ class StreamingClient(ModelCalls):
         positive_int("max_line_bytes", max_line_bytes)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
-        if not isinstance(probe_loading, bool):
-            raise TypeError("probe_loading must be True or False")
+        for flag, value in (("probe_loading", probe_loading), ("telemetry", telemetry)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False")
         if session is not None:
             import requests  # noqa: PLC0415  # only session= users pay for it
 
@@ -215,6 +221,9 @@ class StreamingClient(ModelCalls):
             max_line_bytes=max_line_bytes,
             name=str(next(_names)),
         )
+        observer = _telemetry() if telemetry else None
+        if observer is not None:
+            self._engine.observers.append(observer)
         wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self._engine.probe = lambda host, model: ResidencyProbe(
             self._loaded, host, model, wait
@@ -493,6 +502,18 @@ class StreamingClient(ModelCalls):
     def __repr__(self) -> str:
         active = len(self._engine.handles)
         return f"<StreamingClient {', '.join(self.hosts)} active={active}>"
+
+
+@functools.cache
+def _telemetry() -> ObserverFactory | None:
+    """The OpenTelemetry observer, if ``opentelemetry-api`` is installed (the
+    import is tried once: without the API nothing of OpenTelemetry is loaded)."""
+    try:
+        from ._telemetry import Telemetry  # noqa: PLC0415  # only with the API
+    except ImportError as exc:
+        log.debug("no OpenTelemetry API (%s): telemetry is off", exc)
+        return None
+    return Telemetry()
 
 
 def _check_client_kwargs(kwargs: Mapping[str, Any]) -> None:
