@@ -41,12 +41,11 @@ CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 _SECONDS = [0.01 * 2**i for i in range(14)]  # 0.01, 0.02 ... 81.92
 _TOKENS = [float(4**i) for i in range(14)]  # 1, 4, 16 ... 67108864
-"""The conventions' bucket advice for durations and for token counts."""
-_HISTOGRAMS = (
-    ("gen_ai.client.operation.duration", "s", "GenAI operation duration."),
-    ("gen_ai.client.token.usage", "{token}", "Input and output tokens used."),
-    ("gen_ai.client.operation.time_to_first_chunk", "s", "Time to the first chunk."),
-    ("gen_ai.client.operation.time_per_output_chunk", "s", "Time per output chunk."),
+_HISTOGRAMS = (  # name, unit, description, the conventions' bucket advice
+    ("gen_ai.client.operation.duration", "s", "GenAI operation duration.", _SECONDS),
+    ("gen_ai.client.token.usage", "{token}", "Tokens used.", _TOKENS),
+    ("gen_ai.client.operation.time_to_first_chunk", "s", "To 1st chunk.", _SECONDS),
+    ("gen_ai.client.operation.time_per_output_chunk", "s", "Per chunk.", _SECONDS),
 )
 _GEN_AI_OPERATION = {
     "chat": "chat",
@@ -63,8 +62,6 @@ _OPTIONS = {
     "top_k": "gen_ai.request.top_k",
     "num_predict": "gen_ai.request.max_tokens",
     "seed": "gen_ai.request.seed",
-    "frequency_penalty": "gen_ai.request.frequency_penalty",
-    "presence_penalty": "gen_ai.request.presence_penalty",
 }
 _USAGE = (("prompt_eval_count", "input"), ("eval_count", "output"))
 _TIMINGS = ("load_duration", "prompt_eval_duration", "eval_duration")
@@ -91,6 +88,15 @@ class _Meters(NamedTuple):
     tokens: metrics.Histogram
     first_chunk: metrics.Histogram
     per_chunk: metrics.Histogram
+
+    @classmethod
+    def of(cls, meter: metrics.Meter) -> _Meters:
+        return cls(
+            *(
+                meter.create_histogram(n, u, d, explicit_bucket_boundaries_advisory=b)
+                for n, u, d, b in _HISTOGRAMS
+            )
+        )
 
 
 class Telemetry:
@@ -126,7 +132,7 @@ class Telemetry:
             mp = self.meter_provider or metrics.get_meter_provider()
             if self._meters is None or self._meters[0] is not mp:
                 meter = mp.get_meter(SCOPE, self._version, SCHEMA_URL)
-                self._meters = (mp, _Meters(*_histograms(meter)))
+                self._meters = (mp, _Meters.of(meter))
             capture = os.environ.get(CAPTURE_CONTENT, "").strip().lower() == "true"
             # The caller's context, taken on the caller's thread: the parent.
             parent = otel_context.get_current()
@@ -134,20 +140,6 @@ class Telemetry:
         except Exception:
             log.debug("telemetry failed for %r", call.operation, exc_info=True)
             return None
-
-
-def _histograms(meter: metrics.Meter) -> list[metrics.Histogram]:
-    return [
-        meter.create_histogram(
-            name,
-            unit,
-            what,
-            explicit_bucket_boundaries_advisory=_TOKENS
-            if unit == "{token}"
-            else _SECONDS,
-        )
-        for name, unit, what in _HISTOGRAMS
-    ]
 
 
 class _Call:

@@ -273,27 +273,32 @@ def test_a_failover_reports_the_host_that_served(
     assert duration.attributes["server.port"] == int(live.rsplit(":", 1)[1])
 
 
-@pytest.mark.parametrize("failure", ["first_token", "not_found"])
+@pytest.mark.parametrize("failure", ["first_token", "deadline", "not_found"])
 def test_failures_set_error_status_and_type(
     server: FakeOllama, make_client: MakeClient, rec: Recorder, failure: str
 ) -> None:
+    expected: type[Exception] = StreamTimeout
     if failure == "first_token":
         server.enqueue([Stall()])
-        expected: type[Exception] = StreamTimeout
+    elif failure == "deadline":
+        server.enqueue([Chunk(content="Part"), Stall()])
     else:
         server.enqueue(http_error(404, "model 'qwen3' not found"))
         expected = ModelNotFound
-    client = rec.traced(make_client(server.url, first_token_timeout=0.2))
+    timeouts = {"first_token_timeout": 0.2} if failure != "deadline" else {}
+    client = rec.traced(make_client(server.url, **timeouts))
     with client, pytest.raises(expected):
-        client.chat("qwen3", USER)
+        client.chat("qwen3", USER, deadline=0.3 if failure == "deadline" else None)
     (span,) = rec.spans()
     a = attrs(span)
     assert span.status.status_code is StatusCode.ERROR
     assert a["error.type"] == expected.__name__
-    if failure == "first_token":
-        assert a["ollama_stream_sync.timeout"] == "first_token"
+    if expected is StreamTimeout:
+        assert a["ollama_stream_sync.timeout"] == failure
     else:
         assert a["http.response.status_code"] == 404
+    if failure == "deadline":  # the partial answer's first token was seen
+        assert "ollama_stream_sync.first_token" in [name for name, _ in events(span)]
     (duration,) = rec.points("gen_ai.client.operation.duration")
     assert duration.attributes["error.type"] == expected.__name__
 
