@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import inspect
 import itertools
 import logging
@@ -24,7 +23,7 @@ from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
-from ._observe import CallInfo, ObserverFactory
+from ._observe import CallInfo, opentelemetry
 from ._options import CallOptions, Unpack
 from ._request import (
     ImageLike,
@@ -221,9 +220,8 @@ class StreamingClient(ModelCalls):
             max_line_bytes=max_line_bytes,
             name=str(next(_names)),
         )
-        observer = _telemetry() if telemetry else None
-        if observer is not None:
-            self._engine.observers.append(observer)
+        if telemetry and (factory := opentelemetry()) is not None:
+            self._engine.observers.append(factory)
         wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self._engine.probe = lambda host, model: ResidencyProbe(
             self._loaded, host, model, wait
@@ -502,18 +500,6 @@ class StreamingClient(ModelCalls):
     def __repr__(self) -> str:
         active = len(self._engine.handles)
         return f"<StreamingClient {', '.join(self.hosts)} active={active}>"
-
-
-@functools.cache
-def _telemetry() -> ObserverFactory | None:
-    """The OpenTelemetry observer, if ``opentelemetry-api`` is installed (the
-    import is tried once: without the API nothing of OpenTelemetry is loaded)."""
-    try:
-        from ._telemetry import Telemetry  # noqa: PLC0415  # only with the API
-    except ImportError as exc:
-        log.debug("no OpenTelemetry API (%s): telemetry is off", exc)
-        return None
-    return Telemetry()
 
 
 def _check_client_kwargs(kwargs: Mapping[str, Any]) -> None:
