@@ -23,6 +23,7 @@ import bench_concurrency
 import bench_memory
 import bench_snapshot
 import bench_stream
+import bench_telemetry
 from _harness import Config, ServerProcess, loadavg, machine_lines, server
 
 Section = Callable[[ServerProcess, Config], None]
@@ -34,6 +35,7 @@ SECTIONS: dict[str, Section] = {
     "snapshot": bench_snapshot.run,
     "memory": bench_memory.run,
     "audit": bench_audit.run,
+    "telemetry": bench_telemetry.run,
 }
 """Every section, in the order they run and print."""
 

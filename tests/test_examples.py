@@ -82,3 +82,15 @@ def test_an_example_without_a_server_says_so_in_one_line(
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()  # the error's own line, no traceback
     assert refused_url in line and "ollama serve" in line
+
+
+def test_telemetry_example_prints_the_spans_of_a_tool_round_and_a_cancel() -> None:
+    out = run("examples/telemetry_spans.py")
+    tree = out[out.index("weather question") :]
+    chat = tree.index("  chat qwen3")
+    assert chat < tree.index("  execute_tool get_weather") < tree.rindex("  chat qwen3")
+    assert "finish_reasons=('tool_call',)" in tree
+    assert "ollama_stream_sync.tool_call gen_ai.tool.name=get_weather" in tree
+    cancelled = tree[tree.index("cancelled question") :]
+    assert "ollama_stream_sync.cancelled=True" in cancelled
+    assert "phase=thinking" in cancelled and "error.type" not in cancelled
