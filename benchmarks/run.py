@@ -24,6 +24,7 @@ import bench_memory
 import bench_routing
 import bench_snapshot
 import bench_stream
+import bench_telemetry
 from _harness import Config, ServerProcess, loadavg, machine_lines, server
 
 Section = Callable[[ServerProcess, Config], None]
@@ -35,6 +36,7 @@ SECTIONS: dict[str, Section] = {
     "snapshot": bench_snapshot.run,
     "memory": bench_memory.run,
     "audit": bench_audit.run,
+    "telemetry": bench_telemetry.run,
     "routing": bench_routing.run,
 }
 """Every section, in the order they run and print."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import threading
+import sys
 from collections.abc import Iterator
 
-from ollama_stream_sync import ChatResult, StreamingClient
+from ollama_stream_sync import ChatResult, StreamError, StreamingClient
 from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall
 
 
@@ -35,14 +35,9 @@ def main() -> None:
     parser.add_argument("--host")
     parser.add_argument("--model", default="qwen3")
     args = parser.parse_args()
-    enough = threading.Event()
-    shown: list[str] = []
 
     def on_content(text: str) -> None:
         print(text, end="", flush=True)
-        shown.append(text)
-        if sum(map(len, shown)) > 40:
-            enough.set()
 
     def on_done(result: ChatResult) -> None:
         print(f"\n[on_done: cancelled={result.cancelled}]")
@@ -54,13 +49,17 @@ def main() -> None:
             on_content=on_content,
             on_done=on_done,
         )
-        # The main thread is free here; it waits for "enough" like a user would.
-        enough.wait(timeout=60)
+        # The main thread is free here; it waits for "enough" like a user would
+        # (woken by each change of the stream, and at once if the stream fails).
+        handle.wait_for(lambda partial: len(partial.content) > 40, timeout=60)
         print(f"\n[main thread sees {len(handle.snapshot().content)} characters]")
         handle.cancel()  # as a Stop button would, from any thread
-        result = handle.result()
+        result = handle.result()  # the stream's error, if it failed, raises here
         print(f"kept {len(result.content)} characters: {result.content!r}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StreamError as error:  # no server, no such model: one line says what to do
+        sys.exit(str(error))

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ollama_stream_sync import StreamingClient
+from ollama_stream_sync import StreamError, StreamingClient
 from ollama_stream_sync.testing import Delay, FakeOllama, reply
 
 
@@ -77,4 +77,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StreamError as error:  # no server, no such model: one line says what to do
+        sys.exit(str(error))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ollama_stream_sync.testing import Delay, FakeOllama, Progress, Script, pull_script
+from ollama_stream_sync.testing import (
+    Delay,
+    FakeOllama,
+    ProgressLine,
+    Script,
+    pull_script,
+)
 
 PULLS = 20
 """How many paced pulls the fake server has queued: one per press of Pull."""
@@ -20,7 +26,7 @@ def paced_pull(model: str, delay: float = 0.05, steps: int = 120) -> Script:
     """
     steps_: Script = []
     for step in pull_script(model, steps=steps):
-        if isinstance(step, Progress) and (step.total or 0) > 1_000_000:
+        if isinstance(step, ProgressLine) and (step.total or 0) > 1_000_000:
             steps_.append(Delay(delay))
         steps_.append(step)
     return steps_

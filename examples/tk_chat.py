@@ -71,6 +71,10 @@ class ChatApp:
         self.stop_button.pack(side="left", padx=(6, 0))
         self.status = ttk.Label(root, text="Ready.", anchor="w")
         self.status.pack(fill="x", padx=6, pady=(0, 6))
+        # A long message wraps at the window's edge rather than being cut off.
+        self.status.bind(
+            "<Configure>", lambda e: self.status.configure(wraplength=e.width)
+        )
 
     def _write(self, text: str, tag: str) -> None:
         self.transcript.configure(state="normal")

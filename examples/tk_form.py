@@ -29,7 +29,7 @@ from ollama_stream_sync import (
     StreamingClient,
     TkDispatcher,
 )
-from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Script
+from ollama_stream_sync.testing import Chunk, Delay, DoneLine, FakeOllama, Script
 
 
 class Weather(BaseModel):
@@ -67,7 +67,7 @@ class FormApp:
         self.last_result: ChatResult | None = None
         self.last_error: StreamError | None = None
         root.title("ollama-stream-sync · form")
-        root.geometry("460x250")
+        root.minsize(460, 250)  # and taller when the status needs more lines
 
         row = ttk.Frame(root)
         row.pack(fill="x", padx=8, pady=8)
@@ -94,6 +94,10 @@ class FormApp:
         form.rowconfigure(len(FIELDS), weight=1)
         self.status = ttk.Label(root, text="Ready.", anchor="w")
         self.status.pack(fill="x", padx=8, pady=8)
+        # A long message wraps at the window's edge rather than being cut off.
+        self.status.bind(
+            "<Configure>", lambda e: self.status.configure(wraplength=e.width)
+        )
 
     def fill(self) -> None:
         question = self.question.get().strip()
@@ -169,7 +173,7 @@ def paced_answer(answer: dict[str, Any], delay: float = 0.05) -> Script:
     steps: Script = []
     for piece in pieces:
         steps += [Delay(delay), Chunk(content=piece)]
-    return [*steps, Done()]
+    return [*steps, DoneLine()]
 
 
 VALID = {

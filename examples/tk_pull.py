@@ -62,7 +62,7 @@ class PullApp:
         self.last_error: StreamError | None = None
         self.percent = 0
         root.title("ollama-stream-sync · pull")
-        root.geometry("520x130")
+        root.minsize(520, 130)  # and taller when the status needs more lines
 
         row = ttk.Frame(root)
         row.pack(fill="x", padx=8, pady=(8, 4))
@@ -90,6 +90,10 @@ class PullApp:
         self.speed.pack(side="right")
         self.status = ttk.Label(root, text="Ready.", anchor="w")
         self.status.pack(fill="x", padx=8, pady=(4, 8))
+        # A long message wraps at the window's edge rather than being cut off.
+        self.status.bind(
+            "<Configure>", lambda e: self.status.configure(wraplength=e.width)
+        )
 
     def pull(self) -> None:
         name = self.model.get().strip()

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ollama_stream_sync import Conversation, StreamingClient
+from ollama_stream_sync import Conversation, StreamError, StreamingClient
 from ollama_stream_sync.testing import FakeOllama, reply, tool_call
 
 
@@ -94,4 +95,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StreamError as error:  # no server, no such model: one line says what to do
+        sys.exit(str(error))

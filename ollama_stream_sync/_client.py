@@ -32,7 +32,7 @@ from ._hosts import (
     RoutingArg,
 )
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
-from ._observe import CallInfo
+from ._observe import CallInfo, opentelemetry
 from ._options import CallOptions, Unpack
 from ._request import (
     ImageLike,
@@ -102,6 +102,7 @@ class StreamingClient(ModelCalls):
         close_timeout: float = 5.0,
         probe_loading: bool = False,
         proxy: str | httpx.Proxy | None = None,
+        telemetry: bool = True,
         **client_kwargs: Any,
     ) -> None:
         """Create a client.
@@ -134,6 +135,9 @@ class StreamingClient(ModelCalls):
             proxy: an HTTP(S) or SOCKS5 proxy URL (or ``httpx.Proxy``) for every
                 host; by default the environment's (``HTTPS_PROXY``...) applies
                 to remote hosts, unless ``trust_env=False``.
+            telemetry: trace and measure every call with OpenTelemetry when
+                ``opentelemetry-api`` is installed (the ``otel`` extra; your
+                application configures the SDK); ``False`` turns it off here.
             **client_kwargs: for ``ollama.Client`` and httpx (headers, verify,
                 cert, transport, trust_env...).
 
@@ -162,8 +166,9 @@ class StreamingClient(ModelCalls):
         positive_int("max_line_bytes", max_line_bytes)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
-        if not isinstance(probe_loading, bool):
-            raise TypeError("probe_loading must be True or False")
+        for flag, value in (("probe_loading", probe_loading), ("telemetry", telemetry)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False")
         if session is not None:
             import requests  # noqa: PLC0415  # only session= users pay for it
 
@@ -207,6 +212,8 @@ class StreamingClient(ModelCalls):
             max_line_bytes=max_line_bytes,
             name=str(next(_names)),
         )
+        if telemetry and (factory := opentelemetry()) is not None:
+            self._engine.observers.append(factory)
         wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self._engine.probe = lambda host, model: ResidencyProbe(
             self._loaded, host, model, wait
@@ -295,7 +302,7 @@ class StreamingClient(ModelCalls):
         _options.check(options, CallOptions)
         engine, model = self._engine, body["model"]
         request = engine.request(
-            f"/api/{operation}", encode_body(body), options, model=model
+            f"/api/{operation}", encode_body(body), options, model=model, body=body
         )
         state = ChatState()
         where = caller()  # a warning found on the worker points at this call

@@ -21,7 +21,7 @@ from ._client import StreamingClient
 from ._errors import StreamError, ToolRoundsExceeded
 from ._events import ToolResult
 from ._handle import StreamHandle
-from ._observe import CallInfo
+from ._observe import CallInfo, Observer, ToolRun
 from ._options import ConversationOptions, Unpack
 from ._request import (
     MessageLike,
@@ -318,6 +318,7 @@ class Conversation:
                 encode_body(body),
                 options,
                 model=self.model,
+                body=body,
                 deadline_at=deadline_at,
                 seal_on_done=lambda: state.tool_call_count == 0,
                 sticky=self._host,
@@ -353,11 +354,11 @@ class Conversation:
                 if isinstance(reason, StreamError):
                     raise reason  # a callback failed, or the deadline: not a cancel
                 with unbound():
-                    output = self._run_tool(call)
+                    output = self._run_tool(call, ctx.observer)
                 self._append(self._tool_message(call, output))
                 ctx.delivery.emit(ToolResult(call, output))
 
-    def _run_tool(self, call: dict[str, Any]) -> str:
+    def _run_tool(self, call: dict[str, Any], observer: Observer | None) -> str:
         fn = call.get("function") or {}
         name = fn.get("name", "")
         args = fn.get("arguments") or {}
@@ -370,11 +371,17 @@ class Conversation:
         if impl is None:
             known = ", ".join(self._impls) or "none"
             return f"Error: no tool named {name!r} can be run here (tools: {known})."
+        start, began = time.time(), time.perf_counter()
+        error: Exception | None = None
         try:
-            return _tool_text(impl(**args))
+            output = _tool_text(impl(**args))
         except Exception as exc:  # noqa: BLE001  # the model sees the error and may recover
             log.info("tool %s raised %r; sending the error to the model", name, exc)
-            return f"Error: {type(exc).__name__}: {exc}"
+            error, output = exc, f"Error: {type(exc).__name__}: {exc}"
+        if observer is not None:
+            seconds = time.perf_counter() - began
+            observer.tool(ToolRun(call, output, start, seconds, error))
+        return output
 
     @staticmethod
     def _tool_message(call: dict[str, Any], content: str) -> dict[str, Any]:

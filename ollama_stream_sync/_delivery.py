@@ -181,13 +181,13 @@ class Delivery:
         with self._lock:
             self._take_late(out)
             for event in events:
-                if self.observer is not None:
-                    self.observer.event(event)
                 kind = type(event)
                 phase = _PHASE_OF.get(kind, self.phase)
                 if phase != self.phase:
                     self._flush_locked(out)
                     self._phase_locked(phase, out)
+                if self.observer is not None:  # after the phase it opens
+                    self.observer.event(event)
                 if self._interval is None or kind is ToolCall:
                     self._flush_locked(out)
                     self._add(event, out)

@@ -78,11 +78,15 @@ class Engine:
         options: Mapping[str, Any],
         *,
         model: str | None = None,
+        body: Mapping[str, Any] | None = None,
         deadline_at: float | None = None,
         seal_on_done: Callable[[], bool] | None = None,
         sticky: str | None = None,
     ) -> StreamRequest:
-        """One request with the client's settings, overridden by ``options``."""
+        """One request with the client's settings, overridden by ``options``.
+
+        ``body`` is ``payload`` before encoding, for observers.
+        """
         probe, probed = self.probe, model or ""
         wants_probe = (
             probe is not None and probed and self.option(options, "probe_loading")
@@ -101,6 +105,7 @@ class Engine:
             deadline_at=deadline_at,
             retry=self.option(options, "retry"),
             headers=dict(options.get("headers") or {}),
+            body=body,
             seal_on_done=seal_on_done,
             probe=(lambda host: probe(host, probed)) if probe and wants_probe else None,
             sticky=sticky,

@@ -113,8 +113,9 @@ class ConnectionFailed(StreamError, ConnectionError):
     def __str__(self) -> str:
         where = f" to {self.url}" if self.url else ""
         if self.during_connect:
-            return f"could not connect{where}: {self.message}. {_NO_SERVER_HINT}"
-        return f"connection{where} failed: {self.message}"
+            hint = "" if "TLS" in self.message else f". {_NO_SERVER_HINT}"
+            return f"could not connect{where}: {self.message}{hint}"
+        return f"the connection{where} broke ({self.message}); try again"
 
 
 class ServerError(StreamError):
@@ -147,7 +148,10 @@ class ServerError(StreamError):
         where = f" from {self.url}" if self.url else ""
         if self.status_code is None:
             return f"{self.server_message} (in-stream error{where})"
-        return f"{self.server_message} (HTTP {self.status_code}{where})"
+        text = f"{self.server_message} (HTTP {self.status_code}{where})"
+        if type(self) is ServerError and self.status_code >= 500:
+            return f"{text}; check the Ollama server's log"
+        return text
 
 
 class ModelNotFound(ServerError):
@@ -156,10 +160,12 @@ class ModelNotFound(ServerError):
     def __str__(self) -> str:
         name = self.model or _model_in(self.server_message) or "<model>"
         where = f" on {self.url}" if self.url else ""
-        return (
-            f"model {name!r} not found{where} ({self.server_message}); "
-            f"pull it with 'ollama pull {name}'"
+        advice = (
+            "check its name and tag, e.g. on https://ollama.com/library"
+            if "manifest" in self.server_message  # the registry's, to a pull
+            else f"pull it with 'ollama pull {name}'"
         )
+        return f"model {name!r} not found{where} ({self.server_message}); {advice}"
 
 
 class ContextLengthExceeded(ServerError):
@@ -188,6 +194,13 @@ class CapabilityError(ServerError):
     """
 
     capability: str = ""
+
+    def __str__(self) -> str:
+        advice = {
+            "thinking": "leave out think=, or choose a model that thinks",
+            "tools": "leave out tools=, or choose a model that supports tools",
+        }.get(self.capability, "choose a model that can")
+        return f"{super().__str__()}: {advice}"
 
 
 class AuthenticationRequired(ServerError):
@@ -244,7 +257,11 @@ class StreamTimeout(StreamError, TimeoutError):
 
     def __str__(self) -> str:
         where = f" ({self.url})" if self.url else ""
-        return f"{self.message}{where}"
+        advice = {
+            "first_token": "; the model may still be loading, or the server is busy",
+            "read": "; the server is busy or stuck: try again, or check its log",
+        }.get(self.which, "")
+        return f"{self.message}{where}{advice}"
 
 
 class CallbackError(StreamError):

@@ -257,7 +257,7 @@ class ModelCalls:
         state = ProgressState(model, operation)
         engine = self._engine
         request = engine.request(
-            f"/api/{operation}", encode_body(body), options, model=model
+            f"/api/{operation}", encode_body(body), options, model=model, body=body
         )
 
         def job(ctx: StreamContext) -> ModelResult:
@@ -374,7 +374,7 @@ class ModelCalls:
         engine = self._engine
         body = generate_body(model, keep_alive=keep_alive)
         request = engine.request(
-            "/api/generate", encode_body(body), options, model=model
+            "/api/generate", encode_body(body), options, model=model, body=body
         )
         started = time.monotonic()
 

@@ -2,17 +2,22 @@
 
 An ``ObserverFactory`` is asked, on the caller's thread when a call starts,
 for an ``Observer`` of that call (or ``None`` to stay out of it). The observer
-then sees each attempt (which host, and may add request headers, such as a
-trace context), every event as it is delivered (phases, output, retries,
-tool results), and the outcome. It runs on the stream's threads and must be
-quick and never raise.
+then sees each request to the model (one per call; a ``Conversation``'s send
+makes one per round), each attempt of it (which host, and may add request
+headers, such as a trace context), every event as it is delivered (phases,
+output, retries, tool results), each tool a ``Conversation`` ran, and the
+outcome. It runs on the stream's threads and must be quick and never raise.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger("ollama_stream_sync")
 
 
 @dataclass(frozen=True)
@@ -28,16 +33,43 @@ class CallInfo:
     """What the caller adds (a conversation's id...)."""
 
 
+@dataclass(frozen=True)
+class ToolRun:
+    """A ``Conversation`` ran one of the model's tool calls."""
+
+    call: Mapping[str, Any]
+    result: str
+    """What the model is sent back (the error's text if the tool raised)."""
+    start: float
+    """When it started, in ``time.time()`` seconds."""
+    seconds: float
+    error: Exception | None
+    """What the tool raised, if it did."""
+
+
 class Observer(Protocol):
     """Sees one call's life, from its worker thread (and the timer thread)."""
 
+    def request(self, body: Mapping[str, Any] | None) -> None:
+        """A request to the model begins, with this body (when its caller gave it)."""
+        ...
+
     def attempt(self, number: int, url: str) -> Mapping[str, str]:
-        """Attempt ``number`` (from 1) goes to the host at ``url``; returns
-        headers to send with it."""
+        """Attempt ``number`` (from 1, per request) goes to the host at ``url``;
+        returns headers to send with it."""
         ...
 
     def event(self, event: Any) -> None:
         """An event was delivered (``Phase``, ``Content``, ``Retry``...)."""
+        ...
+
+    def request_end(self, result: Any, error: BaseException | None) -> None:
+        """That request ended: its result (``cancelled`` set on a cancel), or its
+        error (with ``.partial``)."""
+        ...
+
+    def tool(self, run: ToolRun) -> None:
+        """A ``Conversation`` ran a tool call, between two requests."""
         ...
 
     def end(self, result: Any, error: BaseException | None) -> None:
@@ -49,3 +81,15 @@ class ObserverFactory(Protocol):
     """Called on the caller's thread as each call starts."""
 
     def __call__(self, call: CallInfo) -> Observer | None: ...
+
+
+@functools.cache
+def opentelemetry() -> ObserverFactory | None:
+    """The OpenTelemetry factory, if ``opentelemetry-api`` is installed (the import
+    is tried once: without the API nothing of OpenTelemetry is loaded)."""
+    try:
+        from ._telemetry import Telemetry  # noqa: PLC0415  # only with the API
+    except ImportError as exc:
+        log.debug("no OpenTelemetry API (%s): telemetry is off", exc)
+        return None
+    return Telemetry()

@@ -11,6 +11,7 @@ description is its ``Annotated`` text, from which ``help()`` lists them.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -104,10 +105,12 @@ class ModelOptions(_Delivery, total=False):
     ]
 
 
+@functools.cache  # each call checks its options against these
 def _hints(options: type) -> dict[str, Any]:
     return typing.get_type_hints(options, include_extras=True)
 
 
+@functools.cache
 def keys(options: type) -> frozenset[str]:
     """Every key an options ``TypedDict`` accepts."""
     return frozenset(_hints(options))

@@ -89,6 +89,8 @@ class StreamRequest:
     deadline_at: float | None = None
     retry: RetryArg = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+    """The body before encoding, for observers (its prompt, model options)."""
     seal_on_done: Callable[[], bool] | None = None
     """Whether the done line completes the whole job (default: always)."""
     probe: Callable[[Host], LoadProbe] | None = None
@@ -116,7 +118,17 @@ def run_stream(request: StreamRequest, ctx: StreamContext) -> Any:
     Raises:
         StreamError: the failure, with ``.partial``, ``.url`` and ``.model``.
     """
-    return _Run(request, ctx).run()
+    observer = ctx.observer
+    if observer is None:
+        return _Run(request, ctx).run()
+    observer.request(request.body)
+    try:
+        result = _Run(request, ctx).run()
+    except BaseException as exc:
+        observer.request_end(None, exc)
+        raise
+    observer.request_end(result, None)
+    return result
 
 
 class _Run:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,11 @@ from .support.network import (  # noqa: F401  # tinyproxy, nginx and SOCKS5 fixt
     make_tinyproxy,
     nginx,
     tinyproxy,
+)
+from .terminal import (  # noqa: F401  # command-line test fixtures
+    long_python,
+    refused_url,
+    terminal,
 )
 
 USER = [{"role": "user", "content": "Hello?"}]
@@ -135,3 +141,56 @@ def fast_switching() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+@pytest.fixture
+def unaccepting_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connects hang (SYNs dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(8):  # fill the queue; later connects wait in SYN_SENT
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except OSError:
+            filler.close()
+            break
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@pytest.fixture
+def worker_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.socket]]:
+    """Every socket object created on a stream's worker thread, kept alive.
+
+    Held by strong references on purpose: a socket the library forgot stays
+    open here (instead of being closed by the garbage collector with a
+    ResourceWarning some time later), so the test sees it at once.
+    """
+    created: list[socket.socket] = []
+    init = socket.socket.__init__
+
+    def recording_init(self: socket.socket, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if threading.current_thread().name.startswith("ollama-stream-"):
+            created.append(self)
+
+    monkeypatch.setattr(socket.socket, "__init__", recording_init)
+    yield created
+    for sock in created:
+        sock.close()
+
+
+def assert_all_closed(sockets: list[socket.socket]) -> None:
+    assert sockets, "the stream opened no socket: the test did not test anything"
+    still_open = [s for s in sockets if s.fileno() != -1]
+    assert not still_open, f"sockets left open: {still_open}"

@@ -109,6 +109,23 @@ def tk_run_until(
     return condition()
 
 
+def tk_shows_whole(label: Any) -> bool:
+    """Whether a Tk label shows all of its text: it needs no more room than it has."""
+    label.update_idletasks()
+    return bool(
+        label.winfo_reqwidth() <= label.winfo_width()
+        and label.winfo_reqheight() <= label.winfo_height()
+    )
+
+
+def too_long_for_a_line(label: Any) -> bool:
+    """Whether a Tk label's text is wider than the label: it must wrap to be seen."""
+    import tkinter.font
+
+    text = str(label.cget("text"))
+    return tkinter.font.nametofont("TkDefaultFont").measure(text) > label.winfo_width()
+
+
 def qt_run_until(
     app: Any, condition: Callable[[], bool], timeout: float = BOUND
 ) -> bool:

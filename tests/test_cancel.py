@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from ollama_stream_sync import ChatResult, StreamingClient
+from ollama_stream_sync import ChatResult, StreamingClient, StreamTimeout
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .conftest import USER, WAIT, MakeClient
+from .hostile import Hold, Hostile, Notify, Send, chunk, head, line
 
 pytestmark = pytest.mark.transport
 
@@ -151,3 +152,46 @@ def test_snapshot_from_another_thread_while_streaming(
     assert snap.content == "ab" and not snap.done and not snap.cancelled
     handle.cancel()
     handle.result(WAIT)
+
+
+# -- a connection the server will close: cancel and read timeouts still reach it --
+
+CLOSING = [{"Connection": "close"}, {}]
+
+
+@pytest.mark.parametrize("headers", CLOSING, ids=["connection-close", "keep-alive"])
+@pytest.mark.parametrize("phase", ["waiting", "mid-stream"])
+def test_cancel_reaches_a_connection_the_server_will_close(
+    hostile: Hostile, make_client: MakeClient, headers: dict[str, str], phase: str
+) -> None:
+    """A gateway that answers ``Connection: close`` and then stalls: the
+    connection will not go back to the pool, and a cancel must still shut it
+    (over session=, http.client hands such a socket to the response)."""
+    played = threading.Event()
+    if phase == "waiting":
+        hostile.enqueue([Notify(played), Hold()])
+    else:
+        body = chunk(line("a")) + chunk(line("b"))
+        hostile.enqueue([Send(head(headers=headers) + body), Notify(played), Hold()])
+    with make_client(hostile.url) as client:
+        handle = client.start_chat("m", USER)
+        assert played.wait(WAIT)
+        if phase == "mid-stream":
+            assert handle.wait_for(lambda r: r.content == "ab", WAIT)
+        assert handle.cancel()
+        assert handle.result(WAIT).cancelled
+    assert hostile.wait_for(lambda h: h.hangups == 1, WAIT)
+
+
+@pytest.mark.parametrize("headers", CLOSING, ids=["connection-close", "keep-alive"])
+def test_read_timeout_fires_on_a_connection_the_server_will_close(
+    hostile: Hostile, make_client: MakeClient, headers: dict[str, str]
+) -> None:
+    body = chunk(line("a")) + chunk(line("b"))
+    hostile.enqueue([Send(head(headers=headers) + body), Hold()])
+    with make_client(hostile.url, read_timeout=0.3) as client:
+        with pytest.raises(StreamTimeout) as caught:
+            client.chat("m", USER)
+    assert caught.value.which == "read"
+    assert caught.value.partial.content == "ab"
+    assert hostile.wait_for(lambda h: h.hangups == 1, WAIT)

@@ -10,7 +10,16 @@ import ollama
 import pytest
 
 from ollama_stream_sync import ChatResult, StreamingClient
-from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, reply, tool_call
+from ollama_stream_sync.testing import (
+    Chunk,
+    Delay,
+    Done,
+    FakeOllama,
+    chat_prompt,
+    count_tokens,
+    reply,
+    tool_call,
+)
 
 from .conftest import USER
 
@@ -76,7 +85,8 @@ def test_result_counters_timing_and_message(
     server.enqueue(reply("one two three four", thinking="hmm"))
     result = client.chat("m", USER)
     assert result.model == "m"
-    assert result.eval_count == 5 and result.prompt_eval_count == 12
+    assert result.eval_count == 5
+    assert result.prompt_eval_count == count_tokens(chat_prompt(USER))
     assert result.total_duration and result.eval_duration and result.load_duration
     assert result.time_to_first_token is not None and result.time_to_first_token >= 0
     assert result.tokens_per_second is None or result.tokens_per_second > 0

@@ -1,195 +1,39 @@
 """The command line, driven as a person would: in a real terminal (tmux) and in pipes.
 
-The tmux tests type into a terminal 100 columns wide and read the screen back
-with ``capture-pane``. A terminal offers no event to wait on, so ``Terminal.wait``
-polls the screen until the expected text shows, bounded by a deadline; nothing
-here asserts on timing. Answers are scripted on a ``FakeOllama`` started by each
-test; a ``Stall`` keeps an answer streaming for as long as a test needs it, so
-Ctrl-C always lands mid-answer.
+Answers are scripted on a ``FakeOllama`` started by each test; a ``Stall`` keeps
+an answer streaming for as long as a test needs it, so Ctrl-C always lands
+mid-answer. How the terminal is driven: ``tests/terminal.py``.
 """
 
 from __future__ import annotations
 
-import codecs
-import fcntl
-import itertools
 import json
-import os
 import re
-import select
-import shlex
-import shutil
-import socket
-import struct
 import subprocess
-import sys
-import termios
-import time
-from collections.abc import Callable, Iterator, Mapping
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from ollama_stream_sync import (
-    ConnectionFailed,
-    ModelNotFound,
-    ServerError,
-    StreamTimeout,
-)
-from ollama_stream_sync._cli import COMMANDS, StreamWrapper, describe
+from ollama_stream_sync._cli._chat import LEAVE_HINT
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, http_error, reply
 
-from .gui import REQUIRED
+from .terminal import (
+    CLI,
+    ROOT,
+    SCREEN_WAIT,
+    TIMEOUT,
+    WIDTH,
+    Terminal,
+    assert_one_line_failure,
+    cli_env,
+    run_cli,
+    run_in_pty,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "ollama_stream_sync"]
-TIMEOUT = 60  # bounds a hung command; it measures nothing
-SCREEN_WAIT = 30.0  # bounds each wait for the screen; generous for a busy machine
-WIDTH, HEIGHT = 100, 40
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-EXIT_STATUS = re.compile(r"^\[exit status (\d+)\]$", re.MULTILINE)
 MODEL = "fake-model"  # FakeOllama lists this one by default
-
-
-def cli_env(**changes: str | None) -> dict[str, str]:
-    """The test's environment without colour or proxy surprises, plus ``changes``."""
-    drop = ("NO_COLOR", "COLUMNS", "OLLAMA_HOST", "TMUX", "TMUX_PANE")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    for key, value in changes.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
-
-
-def run_cli(
-    *args: str, stdin: str = "", env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-        env=dict(env) if env is not None else cli_env(),
-        check=False,
-    )
-
-
-def assert_one_line_failure(done: subprocess.CompletedProcess[str]) -> str:
-    """Exit status 1, one line on stderr, no traceback; returns the line."""
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr + done.stdout
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("ollama-stream-sync: error: ")
-    return lines[0]
-
-
-@pytest.fixture
-def refused_url() -> Iterator[str]:
-    """A loopback URL that refuses connections: bound, never listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-# -- a real terminal ------------------------------------------------------------------
-
-_sessions = itertools.count()
-
-
-class Terminal:
-    """One command running in its own tmux server, 100x40, read with capture-pane."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.socket = str(tmp / f"tmux-{next(_sessions)}.sock")
-        config = tmp / "tmux.conf"
-        # remain-on-exit keeps the pane after the command ends, to read its status.
-        config.write_text("set -g remain-on-exit on\nset -g status off\n")
-        self.config = str(config)
-
-    def tmux(self, *args: str, env: Mapping[str, str] | None = None) -> str:
-        done = subprocess.run(
-            ["tmux", "-S", self.socket, "-f", self.config, *args],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=dict(env) if env is not None else None,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def start(self, *args: str, env: Mapping[str, str] | None = None) -> None:
-        """Run ``python -m ollama_stream_sync ARGS`` in the terminal.
-
-        bash runs it and then prints its exit status on the screen: tmux's own
-        ``pane_dead_status`` can stay empty when the terminal closes before tmux
-        reaps the process. bash, waiting on a command, lets Ctrl-C reach it
-        alone, and goes on when the command handles it and exits.
-        """
-        command = shlex.join([*CLI, *args]) + '; echo "[exit status $?]"'
-        self.tmux(
-            "new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT),
-            "-c", str(ROOT), "bash", "--norc", "--noprofile", "-c", command,
-            env=env if env is not None else cli_env(),
-        )  # fmt: skip
-
-    def keys(self, *keys: str) -> None:
-        """Type: text is sent literally, ``Enter``, ``C-c``, ``C-d`` as keys."""
-        for key in keys:
-            if key in ("Enter", "C-c", "C-d"):
-                self.tmux("send-keys", key)
-            else:
-                self.tmux("send-keys", "-l", key)
-
-    def screen(self, *, escapes: bool = False) -> str:
-        """What the terminal shows now; wrapped lines joined, colours optional."""
-        flags = ["-p", "-J", "-S", "-", "-E", "-"] + (["-e"] if escapes else [])
-        return self.tmux("capture-pane", *flags)
-
-    def wait(self, expect: str | Callable[[str], bool], what: str = "") -> str:
-        """Poll the screen until ``expect`` shows; if it never does, fail with it."""
-        check = expect if callable(expect) else (lambda s: expect in s)
-        deadline = time.monotonic() + SCREEN_WAIT
-        while True:
-            screen = self.screen()
-            if check(screen):
-                return screen
-            if time.monotonic() > deadline:
-                pytest.fail(f"the screen never showed {what or expect!r}:\n{screen}")
-            time.sleep(0.05)  # a terminal has no event to wait on: poll, bounded
-
-    def exit_status(self) -> int:
-        """Wait for the command to end; its exit status."""
-        screen = self.wait(EXIT_STATUS.search, "the command exiting")
-        found = EXIT_STATUS.search(screen)
-        assert found is not None
-        return int(found.group(1))
-
-    def close(self) -> None:
-        subprocess.run(
-            ["tmux", "-S", self.socket, "kill-server"],
-            capture_output=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-
-
-@pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    if shutil.which("tmux") is None:
-        reason = "tmux is not installed (apt-get install tmux)"
-        if REQUIRED:
-            pytest.fail(f"terminal tests are required here, but {reason}")
-        pytest.skip(reason)
-    term = Terminal(tmp_path)
-    yield term
-    term.close()
 
 
 def prompts(screen: str) -> int:
@@ -213,8 +57,20 @@ def test_demo_in_a_terminal_colours_wraps_stops_and_points_on(
     assert "so take an umbrella." in words
     assert "[stopped]" in screen
     assert "Next steps:" in screen
-    assert "-m ollama_stream_sync chat --model qwen3 --think" in screen
+    assert "python -m ollama_stream_sync chat --model qwen3 --think" in screen
     assert "Traceback" not in screen
+
+
+def test_demo_next_steps_wrap_at_50_columns_and_name_no_interpreter_path(
+    terminal: Terminal, long_python: str
+) -> None:
+    terminal.start("demo", "--delay", "0", width=50, python=long_python)
+    assert terminal.exit_status() == 0
+    screen = terminal.screen()
+    assert max(len(line) for line in screen.splitlines()) <= 50, screen
+    steps = " ".join(screen.split("Next steps:")[1].split())
+    assert "python -m ollama_stream_sync chat --model qwen3 --think" in steps
+    assert "a-long-folder-name" not in screen
 
 
 def test_demo_with_no_color_in_a_terminal_has_plain_sections(
@@ -247,6 +103,9 @@ def test_piped_demo_has_no_escapes_and_keeps_lines_whole() -> None:
     assert "It is 18 °C in Paris with light rain, so take an umbrella." in done.stdout
     assert done.stdout.index("Thinking:") < done.stdout.index("Answer:")
     assert "[stopped]" in done.stdout and "Next steps:" in done.stdout
+    assert (
+        "\n    python -m ollama_stream_sync chat --model qwen3 --think\n" in done.stdout
+    )
     # Each answer's phases, as on_phase reported them; no live status piped.
     trails = [line for line in done.stdout.splitlines() if line.startswith("phases:")]
     assert len(trails) == 2, done.stdout
@@ -270,44 +129,6 @@ def test_demo_in_a_terminal_shows_the_loading_phase_live(terminal: Terminal) -> 
     assert f"loading {MODEL}…" not in screen  # the answer replaced it
     # The probe may answer before the request is sent ("waiting" skipped) or after.
     assert "loading → answering → done" in screen.split("phases: connecting → ")[1]
-
-
-def run_in_pty(args: list[str], env: Mapping[str, str]) -> str:
-    """Run the CLI with stdout on a pseudo-terminal; what it wrote there."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
-    child = subprocess.Popen(
-        [*CLI, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env=dict(env),
-    )
-    os.close(slave)
-    out = bytearray()
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not data:
-                break
-            out += data
-        assert child.wait(timeout=TIMEOUT) == 0
-    finally:
-        os.close(master)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        assert child.stderr is not None
-        child.stderr.close()
-    return codecs.decode(bytes(out), "utf-8", "replace")
 
 
 def test_no_color_is_honoured_on_a_terminal() -> None:
@@ -355,7 +176,7 @@ def test_chat_in_a_terminal_streams_stops_keeps_history_and_leaves(
         assert server.wait_stalled(timeout=SCREEN_WAIT)
         terminal.keys("C-c")  # stops the answer, not the chat
         screen = terminal.wait(lambda s: prompts(s) == 3, "the prompt after Stop")
-        assert "[stopped" in screen
+        assert "[stopped" in screen and screen.count(LEAVE_HINT) == 1
         # the stalled stream hung up (an idle keep-alive connection may stay)
         assert server.wait_for(lambda s: s.disconnects_seen == 1, SCREEN_WAIT)
 
@@ -365,14 +186,17 @@ def test_chat_in_a_terminal_streams_stops_keeps_history_and_leaves(
         assert [m["role"] for m in sent] == ["user", "assistant"] * 2 + ["user"]
         assert sent[3]["content"] == "Once upon a time"  # the partial answer kept
 
+        # Typing a line started afresh: at an idle prompt, the first Ctrl-C
+        # only says how to leave, and a second one leaves.
         terminal.keys("C-c")
-        terminal.wait("Ctrl-C again")
+        screen = terminal.wait(lambda s: prompts(s) == 5, "the prompt after the hint")
+        assert screen.count(LEAVE_HINT) == 2
         terminal.keys("C-c")
         assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.screen()
 
 
-def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_stops_it(
+def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_twice_leaves(
     terminal: Terminal,
 ) -> None:
     with FakeOllama() as server:
@@ -388,8 +212,12 @@ def test_chat_in_a_terminal_says_the_model_is_loading_and_ctrl_c_stops_it(
         assert "[stopped; the 0 characters so far stay in the history]" in screen
         assert "loading" not in screen  # the status line was cleared
         assert server.wait_closed(timeout=SCREEN_WAIT)
-        terminal.keys("C-d")
+        # The Ctrl-C that stopped the answer was the first of two: the hint
+        # says so, and the next Ctrl-C, at the prompt, leaves.
+        assert LEAVE_HINT in screen
+        terminal.keys("C-c")
         assert terminal.exit_status() == 0
+    assert terminal.screen().count(LEAVE_HINT) == 1
 
 
 def test_chat_in_a_terminal_shows_waiting_until_the_answer_replaces_it(
@@ -456,8 +284,8 @@ def test_chat_in_a_terminal_without_a_server_says_so_in_one_line(
     lines = [s for s in screen if s.strip() and not s.startswith("Pane is dead")]
     assert lines[1:] == ["[exit status 1]"]
     line = lines[0]
-    assert line.startswith("ollama-stream-sync: error: could not connect to Ollama at ")
-    assert refused_url in line and "ollama serve" in line
+    assert line.startswith("ollama-stream-sync: error: could not connect to ")
+    assert refused_url in line and "ollama serve" in line and "--host URL" in line
 
 
 def test_chat_without_a_server_fails_before_the_prompt(refused_url: str) -> None:
@@ -554,7 +382,7 @@ def test_version_comes_from_the_package_metadata() -> None:
     assert done.stdout.startswith(f"ollama-stream-sync {version} (ollama ")
 
 
-@pytest.mark.parametrize("name", [None, *COMMANDS])
+@pytest.mark.parametrize("name", [None, "demo", "chat", "pull"])
 def test_help_of_each_command_documents_exit_codes(name: str | None) -> None:
     done = run_cli(*([name] if name else []), "--help")
     assert done.returncode == 0, done.stderr
@@ -565,6 +393,8 @@ def test_help_of_each_command_documents_exit_codes(name: str | None) -> None:
 def test_usage_errors_exit_with_2() -> None:
     assert run_cli("frobnicate").returncode == 2
     assert run_cli("demo", "--no-such-option").returncode == 2
+    negative = run_cli("demo", "--delay", "-1")
+    assert negative.returncode == 2 and "--delay" in negative.stderr
     missing_model = run_cli("chat")
     assert missing_model.returncode == 2
     assert "--model" in missing_model.stderr
@@ -574,6 +404,32 @@ def test_console_script_is_declared() -> None:
     scripts = metadata.entry_points(group="console_scripts")
     (script,) = [s for s in scripts if s.name == "ollama-stream-sync"]
     assert script.value == "ollama_stream_sync._cli:main"
+
+
+def test_usage_names_the_program_as_people_type_it(long_python: str) -> None:
+    module = subprocess.run(
+        [long_python, "-m", "ollama_stream_sync", "chat"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        env=cli_env(),
+        check=False,
+    )
+    assert module.returncode == 2
+    assert module.stderr.startswith("usage: python -m ollama_stream_sync chat ")
+    script = Path(sysconfig.get_path("scripts")) / "ollama-stream-sync"
+    done = subprocess.run(
+        [str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ollama-stream-sync ")
+    assert "Start with 'ollama-stream-sync demo'" in done.stdout
 
 
 def test_output_cut_short_by_a_closed_pipe_is_quiet() -> None:
@@ -590,128 +446,6 @@ def test_output_cut_short_by_a_closed_pipe_is_quiet() -> None:
         err = child.stderr.read()
         assert child.wait(timeout=TIMEOUT) in (0, 1)
     assert b"Traceback" not in err
-
-
-# -- pieces --------------------------------------------------------------------------
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.parts.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-def render(raw: str) -> str:
-    """What a terminal shows for ``raw``: backspaces move left, text overwrites."""
-    lines: list[list[str]] = [[]]
-    column = 0
-    for char in raw:
-        line = lines[-1]
-        if char == "\n":
-            lines.append([])
-            column = 0
-        elif char == "\b":
-            column = max(0, column - 1)
-        else:
-            if column < len(line):
-                line[column] = char
-            else:
-                line.append(char)
-            column += 1
-    return "\n".join("".join(line).rstrip() for line in lines)
-
-
-def wrap(pieces: list[str], width: int) -> str:
-    sink = Sink()
-    wrapper = StreamWrapper(sink, width)  # type: ignore[arg-type]
-    for i, piece in enumerate(pieces):
-        wrapper.write(piece)
-        # Every character is on the screen as soon as it arrives.
-        shown, sent = render(sink.text), "".join(pieces[: i + 1])
-        assert "".join(shown.split()) == "".join(sent.split())
-    wrapper.newline()
-    return render(sink.text)
-
-
-def test_wrapper_never_splits_a_word_that_arrives_in_pieces() -> None:
-    # 17 columns: lines of at most 16, so the cursor never waits at the edge.
-    text = wrap(["It is 18 °C, take an umbr", "el", "la and go", " out."], 17)
-    assert text == "It is 18 °C,\ntake an umbrella\nand go out.\n"
-
-
-def test_wrapper_moves_a_word_already_shown_when_it_outgrows_the_line() -> None:
-    assert wrap(["ab cdef", "gh", "ijk", "lmnop q"], 12) == "ab\ncdefghijklm\nnop q\n"
-
-
-def test_wrapper_keeps_line_breaks_and_indentation() -> None:
-    text = wrap(["def f():\n    ret", "urn 1\n\nok"], 40)
-    assert text == "def f():\n    return 1\n\nok\n"
-
-
-def test_wrapper_cuts_a_word_longer_than_the_line() -> None:
-    assert wrap(["see https://example.org/abcdef"], 11) == (
-        "see\nhttps://ex\nample.org/\nabcdef\n"
-    )
-
-
-def test_wrapper_counts_wide_characters_as_two_columns() -> None:
-    assert wrap(["日本語 日本語"], 8) == "日本語\n日本語\n"
-
-
-def test_wrapper_of_width_zero_writes_straight_through() -> None:
-    assert wrap(["a  b", "\nc"], 0) == "a  b\nc\n"
-
-
-@pytest.mark.parametrize(
-    ("error", "expected"),
-    [
-        (
-            ConnectionFailed("refused", during_connect=True),
-            "could not connect to Ollama at http://h:1: refused; is Ollama running? "
-            "Start it with 'ollama serve', or point --host (or OLLAMA_HOST) at it",
-        ),
-        (
-            ModelNotFound("model 'm' not found", status_code=404),
-            "model 'm' not found on Ollama at http://h:1 (model 'm' not found); "
-            "pull it with 'ollama pull m', or choose another with --model",
-        ),
-        (
-            StreamTimeout("no first token in 300 s", which="first_token"),
-            "Ollama at http://h:1: no first token in 300 s; "
-            "the model may still be loading, or the server is busy; try again",
-        ),
-        (
-            ServerError('"m" does not support thinking', status_code=400),
-            'Ollama at http://h:1: "m" does not support thinking (HTTP 400); '
-            "leave out --think, or choose a model that thinks with --model",
-        ),
-    ],
-)
-def test_describe_says_what_went_wrong_and_what_to_do(
-    error: Exception, expected: str
-) -> None:
-    assert describe(error, "http://h:1", "m") == expected
-
-
-def test_describe_uses_the_url_and_model_the_error_carries() -> None:
-    error = ConnectionFailed(
-        "refused\n(twice)", during_connect=True, url="http://real:2", model="q"
-    )
-    line = describe(error, "http://h:1", "m")
-    assert line.startswith(
-        "could not connect to Ollama at http://real:2: refused (twice);"
-    )
-    assert line.count("ollama serve") == 1  # the library's own hint is not repeated
 
 
 # -- what the phase display relies on in the engine -------------------------------

@@ -10,20 +10,16 @@ script (``Delay`` between lines) is there only so the speed becomes known; a
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ollama_stream_sync import Progress, QueueDispatcher, StreamingClient
-from ollama_stream_sync._cli import clock, human_bytes, progress_detail
+from ollama_stream_sync._cli._pull import clock, human_bytes, progress_detail
 from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, pull_script
 
 from .conftest import USER, WAIT
-from .gui import REQUIRED
-from .test_cli import (
+from .terminal import (
     SCREEN_WAIT,
     Terminal,
     assert_one_line_failure,
@@ -49,39 +45,18 @@ def bars(screen: str) -> list[re.Match[str]]:
     return [m for m in map(BAR.match, screen.splitlines()) if m]
 
 
-@pytest.fixture
-def term(tmp_path: Path) -> Iterator[Terminal]:
-    """A tmux terminal 100x40, as ``tests/test_cli.py`` drives the chat."""
-    if shutil.which("tmux") is None:
-        reason = "tmux is not installed (apt-get install tmux)"
-        if REQUIRED:
-            pytest.fail(f"terminal tests are required here, but {reason}")
-        pytest.skip(reason)
-    terminal = Terminal(tmp_path)
-    yield terminal
-    terminal.close()
-
-
-@pytest.fixture
-def refused() -> Iterator[str]:
-    """A loopback URL that refuses connections: bound, never listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 # -- a terminal -------------------------------------------------------------------
 
 
 def test_a_terminal_shows_one_bar_with_stage_speed_and_eta(
-    term: Terminal,
+    terminal: Terminal,
 ) -> None:
     lines = pull_script(MODEL, layers=LAYERS, steps=40)
     # 36 lines of the big layer (1.4 s at least), then the pull holds at 85%.
     with FakeOllama() as server:
         server.enqueue([*paced(lines[:36]), Stall(), *lines[36:]], endpoint="pull")
-        term.start("pull", MODEL, "--host", server.url)
-        screen = term.wait(lambda s: "ETA" in s, "a bar with an ETA")
+        terminal.start("pull", MODEL, "--host", server.url)
+        screen = terminal.wait(lambda s: "ETA" in s, "a bar with an ETA")
         (bar,) = bars(screen)  # one bar, redrawn in place
         stage, done, detail = bar.groups()
         assert stage == "downloading" and 0 < int(done) < 100
@@ -90,9 +65,9 @@ def test_a_terminal_shows_one_bar_with_stage_speed_and_eta(
         ), detail
         assert server.wait_stalled(timeout=SCREEN_WAIT)
         server.release()
-        assert term.exit_status() == 0
+        assert terminal.exit_status() == 0
         assert server.requests[-1].body == {"model": MODEL, "stream": True}
-    screen = term.screen()
+    screen = terminal.screen()
     (bar,) = bars(screen)
     assert bar.group(1, 2) == ("done", "100")
     assert "pulled llama3.2 (50.0 MB) in " in screen
@@ -100,18 +75,18 @@ def test_a_terminal_shows_one_bar_with_stage_speed_and_eta(
 
 
 def test_ctrl_c_cancels_the_pull_hangs_up_and_says_it_resumes(
-    term: Terminal,
+    terminal: Terminal,
 ) -> None:
     lines = pull_script(MODEL, layers=LAYERS, steps=40)
     with FakeOllama() as server:
         server.enqueue([*lines[:12], Stall()], endpoint="pull")
-        term.start("pull", MODEL, "--host", server.url)
-        term.wait(lambda s: "downloading" in s and "25%" in s, "25% downloaded")
+        terminal.start("pull", MODEL, "--host", server.url)
+        terminal.wait(lambda s: "downloading" in s and "25%" in s, "25% downloaded")
         assert server.wait_stalled(timeout=SCREEN_WAIT)
-        term.keys("C-c")
-        assert term.exit_status() == 130
+        terminal.keys("C-c")
+        assert terminal.exit_status() == 130
         assert server.wait_for(lambda s: s.disconnects_seen == 1, SCREEN_WAIT)
-    screen = term.screen()
+    screen = terminal.screen()
     (bar,) = bars(screen)  # left where it stopped
     assert bar.group(1, 2) == ("downloading", "25")
     assert (
@@ -122,20 +97,20 @@ def test_ctrl_c_cancels_the_pull_hangs_up_and_says_it_resumes(
 
 
 def test_an_unknown_model_in_a_terminal_is_one_line_and_no_bar(
-    term: Terminal,
+    terminal: Terminal,
 ) -> None:
     with FakeOllama(unknown_models=["nope"]) as server:
-        term.start("pull", "nope", "--host", server.url)
-        assert term.exit_status() == 1
-    screen = term.screen().splitlines()
+        terminal.start("pull", "nope", "--host", server.url)
+        assert terminal.exit_status() == 1
+    screen = terminal.screen().splitlines()
     # tmux adds "Pane is dead (...)" once bash has exited too: not ours.
     lines = [s for s in screen if s.strip() and not s.startswith("Pane is dead")]
     assert len(lines) == 2 and lines[1] == "[exit status 1]", lines
-    assert lines[0].startswith("ollama-stream-sync: error: model 'nope' was not found")
+    assert lines[0].startswith("ollama-stream-sync: error: model 'nope' not found")
 
 
 def test_without_tqdm_a_terminal_gets_plain_lines(
-    term: Terminal, tmp_path: Path
+    terminal: Terminal, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "no-tqdm" / "tqdm"
     blocker.mkdir(parents=True)
@@ -143,9 +118,9 @@ def test_without_tqdm_a_terminal_gets_plain_lines(
     with FakeOllama() as server:
         server.enqueue(pull_script(MODEL, layers=LAYERS, steps=4), endpoint="pull")
         env = cli_env(PYTHONPATH=str(blocker.parent))
-        term.start("pull", MODEL, "--host", server.url, env=env)
-        assert term.exit_status() == 0
-    screen = term.screen()
+        terminal.start("pull", MODEL, "--host", server.url, env=env)
+        assert terminal.exit_status() == 0
+    screen = terminal.screen()
     assert not bars(screen)
     assert "pulling manifest\ndownloading   0%" in screen
     assert "verifying sha256 digest\nwriting manifest\npulled llama3.2" in screen
@@ -190,16 +165,16 @@ def test_an_unknown_model_is_one_line_with_status_1() -> None:
         done = run_cli("pull", "nope", "--host", server.url)
     line = assert_one_line_failure(done)
     assert line == (
-        "ollama-stream-sync: error: model 'nope' was not found (pull model "
-        "manifest: file does not exist); check its name and tag, e.g. on "
+        f"ollama-stream-sync: error: model 'nope' not found on {server.url} (pull "
+        "model manifest: file does not exist); check its name and tag, e.g. on "
         "https://ollama.com/library"
     )
 
 
-def test_no_server_is_one_line_with_status_1(refused: str) -> None:
-    done = run_cli("pull", MODEL, "--host", refused)
+def test_no_server_is_one_line_with_status_1(refused_url: str) -> None:
+    done = run_cli("pull", MODEL, "--host", refused_url)
     line = assert_one_line_failure(done)
-    assert refused in line and "ollama serve" in line
+    assert refused_url in line and "ollama serve" in line
     assert done.stdout == ""
 
 

@@ -25,6 +25,7 @@ import requests
 import tenacity
 
 import ollama_stream_sync as oss
+import ollama_stream_sync._observe as _observe
 import ollama_stream_sync.testing as oss_testing
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import (
@@ -205,6 +206,7 @@ def namespace(
 
     monkeypatch.setattr(oss, "StreamingClient", Tracked)
     monkeypatch.setattr(requests, "Session", TrackedSession)
+    set_providers_for_this_test(monkeypatch, made)
     client = Tracked(server.url)
     window = QWidget()
     ns: dict[str, Any] = {name: getattr(oss, name) for name in oss.__all__}
@@ -231,6 +233,36 @@ def namespace(
     }
     yield ns
     shiboken6.delete(window)  # on the Qt thread
+
+
+def set_providers_for_this_test(
+    monkeypatch: pytest.MonkeyPatch, made: list[Any]
+) -> None:
+    """The telemetry guide sets OpenTelemetry's global providers, which a process
+    sets once: its ``set_*_provider`` hand them to the library's telemetry for
+    this test only (and they shut down with the test's clients)."""
+    from opentelemetry import metrics, trace
+
+    telemetry = _observe.opentelemetry()
+    assert telemetry is not None  # the dev extra installs the API
+
+    def setter(attribute: str) -> Callable[[Any], None]:
+        def set_provider(provider: Any) -> None:
+            monkeypatch.setattr(telemetry, attribute, provider)
+            made.insert(0, ShutDown(provider))  # after the clients that use it
+
+        return set_provider
+
+    monkeypatch.setattr(trace, "set_tracer_provider", setter("tracer_provider"))
+    monkeypatch.setattr(metrics, "set_meter_provider", setter("meter_provider"))
+
+
+@dataclass(frozen=True)
+class ShutDown:
+    provider: Any
+
+    def close(self) -> None:
+        self.provider.shutdown()
 
 
 # -- the GUI sections: a person at the window ------------------------------------

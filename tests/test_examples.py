@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # a hang fails the test; this bounds it, it measures nothing
 
@@ -63,3 +65,32 @@ def test_tools_chat_example_runs_the_tool_loop() -> None:
     assert "You asked about Paris and Tokyo." in out
     roles = "system > user > assistant > tool > tool > assistant > tool > assistant"
     assert f"History: {roles} > user > assistant" in out
+
+
+@pytest.mark.parametrize("example", ["basic_chat", "background_cancel", "tools_chat"])
+def test_an_example_without_a_server_says_so_in_one_line(
+    example: str, refused_url: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, f"examples/{example}.py", "--host", refused_url],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()  # the error's own line, no traceback
+    assert refused_url in line and "ollama serve" in line
+
+
+def test_telemetry_example_prints_the_spans_of_a_tool_round_and_a_cancel() -> None:
+    out = run("examples/telemetry_spans.py")
+    tree = out[out.index("weather question") :]
+    chat = tree.index("  chat qwen3")
+    assert chat < tree.index("  execute_tool get_weather") < tree.rindex("  chat qwen3")
+    assert "finish_reasons=('tool_call',)" in tree
+    assert "ollama_stream_sync.tool_call gen_ai.tool.name=get_weather" in tree
+    cancelled = tree[tree.index("cancelled question") :]
+    assert "ollama_stream_sync.cancelled=True" in cancelled
+    assert "phase=thinking" in cancelled and "error.type" not in cancelled

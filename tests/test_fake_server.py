@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import gzip
 import json
@@ -28,13 +29,16 @@ from ollama_stream_sync.testing import (
     ContentEncoding,
     Cut,
     Delay,
-    Done,
+    DoneLine,
     ErrorLine,
     FakeOllama,
-    Progress,
+    ProgressLine,
     Raw,
+    RecordedRequest,
     Stall,
     Status,
+    chat_prompt,
+    count_tokens,
     create_script,
     http_error,
     pull_not_found_script,
@@ -117,7 +121,7 @@ def test_stall_and_hang_up_work_above_1024_descriptors(many_open_files: int) -> 
         assert server.wait_stalled()
         stream.close()  # the SDK closes the connection: the server sees a hang-up
         assert server.wait_for(lambda s: s.disconnects_seen == 1)
-        server.enqueue([Chunk(content="a"), Stall(), Chunk(content="b"), Done()])
+        server.enqueue([Chunk(content="a"), Stall(), Chunk(content="b"), DoneLine()])
         stream = client.chat("m", USER, stream=True)
         assert next(stream).message.content == "a"
         assert server.wait_stalled()
@@ -138,7 +142,8 @@ def test_non_streaming_chat_is_one_object_like_ollama(server: FakeOllama) -> Non
     assert result.message.tool_calls is not None
     assert result.message.tool_calls[0].function.name == "weather"
     assert result.done and result.done_reason == "stop"
-    assert result.eval_count == 4 and result.prompt_eval_count == 12
+    assert result.eval_count == 4
+    assert result.prompt_eval_count == count_tokens(chat_prompt(USER, [TOOL]))
 
 
 def test_non_streaming_chat_keeps_only_the_last_chunks_tools_without_tools_asked(
@@ -151,7 +156,7 @@ def test_non_streaming_chat_keeps_only_the_last_chunks_tools_without_tools_asked
 
 
 def test_non_streaming_wire_shape(server: FakeOllama) -> None:
-    server.enqueue([Chunk(thinking="a"), Chunk(content="b<c"), Done("length")])
+    server.enqueue([Chunk(thinking="a"), Chunk(content="b<c"), DoneLine("length")])
     wire = raw_exchange(
         server.url, "POST", "/api/chat", {"model": "m", "stream": False}
     )
@@ -210,7 +215,7 @@ def test_non_streaming_stall_comes_before_the_status_line(server: FakeOllama) ->
 def test_raw_steps_in_a_non_streaming_answer_are_refused_loudly(
     server: FakeOllama,
 ) -> None:
-    server.enqueue([Raw(b"junk"), Done()])
+    server.enqueue([Raw(b"junk"), DoneLine()])
     with pytest.raises(ollama.ResponseError) as info:
         sdk(server).chat("m", USER, stream=False)
     assert info.value.status_code == 500 and "Body(" in info.value.error
@@ -335,7 +340,7 @@ def test_unscripted_pull_streams_ollamas_progress_and_adds_the_model(
 
 def test_pull_script_steps_and_faults_on_the_pull_endpoint(server: FakeOllama) -> None:
     server.enqueue(pull_script("x", layers=[100, 10], steps=2), endpoint="pull")
-    server.enqueue([Progress("pulling manifest"), Stall()], endpoint="pull")
+    server.enqueue([ProgressLine("pulling manifest"), Stall()], endpoint="pull")
     parts = list(sdk(server).pull("x", stream=True))
     assert [(p.total, p.completed) for p in parts if p.digest] == [
         (100, None),
@@ -393,7 +398,7 @@ def test_push_script_shape(server: FakeOllama) -> None:
     server.enqueue(push_script("me/m", layers=[10], steps=1), endpoint="push")
     statuses = [(p.status, p.completed) for p in sdk(server).push("me/m", stream=True)]
     digest = push_script("me/m", layers=[10])[1]
-    assert isinstance(digest, Progress) and digest.digest
+    assert isinstance(digest, ProgressLine) and digest.digest
     short = f"pushing {digest.digest[7:19]}"
     assert statuses == [
         ("retrieving manifest", None),
@@ -441,7 +446,7 @@ def test_create_without_from_or_files_is_400(server: FakeOllama) -> None:
 
 def test_create_script_from_files() -> None:
     script = create_script("m", existing=["sha256:abc"], new=0, parsing_gguf=True)
-    assert [s.status for s in script if isinstance(s, Progress)] == [
+    assert [s.status for s in script if isinstance(s, ProgressLine)] == [
         "parsing GGUF",
         "using existing layer sha256:abc",
         "writing manifest",
@@ -472,7 +477,7 @@ def test_scripts_queue_per_endpoint(server: FakeOllama) -> None:
 
 def test_enqueue_refuses_what_can_never_play(server: FakeOllama) -> None:
     with pytest.raises(ValueError, match="endpoint"):
-        server.enqueue(reply("x"), endpoint="embed")
+        server.enqueue(reply("x"), endpoint="show")  # answers, never scripted
     with pytest.raises(ValueError, match="before any output"):
         server.enqueue([Chunk(content="x"), Status(500)])
     with pytest.raises(ValueError, match="empty HTTP chunk"):
@@ -489,7 +494,7 @@ def test_bytes_are_one_chunk_each_with_no_newline(server: FakeOllama) -> None:
             Bytes(b"\n"),
             Bytes(line[:20].encode()),
             Bytes(line[20:].encode() + b"\n"),
-            Done(),
+            DoneLine(),
         ]
     )
     wire = raw_exchange(server.url, "POST", "/api/chat", {"model": "m"})
@@ -499,7 +504,7 @@ def test_bytes_are_one_chunk_each_with_no_newline(server: FakeOllama) -> None:
 
 def test_sdk_reassembles_a_line_split_over_chunks(server: FakeOllama) -> None:
     line = '{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false}\n'
-    server.enqueue([Bytes(line[:25].encode()), Bytes(line[25:].encode()), Done()])
+    server.enqueue([Bytes(line[:25].encode()), Bytes(line[25:].encode()), DoneLine()])
     parts = [p.message.content for p in sdk(server).chat("m", USER, stream=True)]
     assert parts == ["Hi", ""]
 
@@ -529,7 +534,7 @@ def test_body_can_carry_a_gzip_bomb(server: FakeOllama) -> None:
 def test_encoded_stream_delivers_each_line_as_it_is_written(encoding: str) -> None:
     with FakeOllama(content_encoding=encoding) as server:
         server.enqueue(
-            [Chunk(content="first"), Stall(), Chunk(content="second"), Done()]
+            [Chunk(content="first"), Stall(), Chunk(content="second"), DoneLine()]
         )
         with (
             httpx.Client() as client,
@@ -624,6 +629,38 @@ def test_plain_server_has_no_ca(server: FakeOllama) -> None:
 # -- lifecycle, records, threads -----------------------------------------------
 
 
+def test_a_server_never_started_answers_and_closes_twice() -> None:
+    server = FakeOllama()  # no start(), no with: it serves all the same
+    try:
+        answer = sdk(server, timeout=WAIT).chat("m", USER)
+        assert answer.message.content.startswith("Hello")
+        assert server.start() is server  # harmless
+        assert sdk(server, timeout=WAIT).list().models
+    finally:
+        server.close()
+    server.close()  # again: nothing happens
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url, timeout=WAIT)
+
+
+def test_step_names_that_do_not_collide_with_the_librarys_events() -> None:
+    import ollama_stream_sync
+    import ollama_stream_sync.testing as testing
+
+    assert testing.Done is DoneLine and testing.Progress is ProgressLine
+    assert ollama_stream_sync.Done is not DoneLine  # the library's event
+    # The new names are the documented ones; the old still import.
+    assert {"DoneLine", "ProgressLine"} <= set(testing.__all__)
+    assert not {"Done", "Progress"} & set(testing.__all__)
+
+
+def test_recorded_request_documents_every_field() -> None:
+    doc = RecordedRequest.__doc__ or ""
+    assert "Attributes:" in doc
+    for field in dataclasses.fields(RecordedRequest):
+        assert f"    {field.name}: " in doc, field.name
+
+
 def test_close_ends_stalled_delayed_and_idle_connections() -> None:
     before = fake_threads()
     server = FakeOllama().start()
@@ -700,6 +737,20 @@ def test_bad_request_bodies_are_400(
     answer = httpx.post(server.url + "/api/chat", content=body, timeout=WAIT)
     assert answer.status_code == 400 and answer.json()["error"].startswith(error)
     assert server.requests[-1].body == recorded
+
+
+def test_a_chunked_request_body_is_read_whole(server: FakeOllama) -> None:
+    parts = [
+        b'{"model": "m", "stream": false, ',
+        b'"messages": [{"role": "user", ',
+        b'"content": "Hello?"}]}',
+    ]
+    answer = httpx.post(server.url + "/api/chat", content=iter(parts), timeout=WAIT)
+    assert answer.status_code == 200 and answer.json()["done"] is True
+    (request,) = server.stream_requests()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["transfer-encoding"] == "chunked"
+    assert request.body["messages"] == USER
 
 
 def test_in_band_error_ends_the_stream_after_a_200(server: FakeOllama) -> None:

@@ -251,3 +251,88 @@ def test_the_library_logger_is_silent_without_logging_setup() -> None:
         check=True,
     )
     assert done.stderr == ""
+
+
+# -- the rough edges of the first hour ------------------------------------------------
+
+
+def test_help_lists_every_callback_and_setting() -> None:
+    text = pydoc.render_doc(StreamingClient.chat, renderer=pydoc.plaintext)
+    for name in oss.CallOptions.__annotations__:
+        assert f"{name}: " in text, name
+    pull = pydoc.render_doc(StreamingClient.pull, renderer=pydoc.plaintext)
+    assert "on_progress: each progress line" in pull
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("htp://127.0.0.1:11434", "must start with http:// or https://"),
+        ("http://127.0.0.1:115OO", "port that is not a number"),
+    ],
+)
+def test_a_host_typo_is_a_usage_error_naming_host(host: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says) as caught:
+        StreamingClient(host)
+    assert host in str(caught.value)
+
+
+def test_a_timeout_argument_points_at_the_stream_timeouts() -> None:
+    with pytest.raises(TypeError, match="read_timeout=") as caught:
+        StreamingClient("http://127.0.0.1:1", timeout=0.5)
+    assert "first_token_timeout=" in str(caught.value)
+
+
+def test_an_unknown_client_argument_names_the_client_not_httpx() -> None:
+    with pytest.raises(TypeError, match="StreamingClient got an unexpected") as caught:
+        StreamingClient("http://127.0.0.1:1", verbose=True)
+    assert "'verbose'" in str(caught.value)
+
+
+def test_a_model_option_as_a_keyword_says_where_it_goes(
+    client: StreamingClient,
+) -> None:
+    with pytest.raises(TypeError, match=r"options=\{'temperature': \.\.\.\}"):
+        client.chat("m", USER, temperature=0.2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="did you mean 'on_content'"):
+        client.chat("m", USER, on_contnet=print)  # type: ignore[call-arg]
+
+
+def test_an_unknown_option_suggests_the_nearest_and_points_at_the_caller(
+    server: FakeOllama, client: StreamingClient, transport: str
+) -> None:
+    server.enqueue(reply("a"))
+    typo = f"num_ctxx{transport}"[:8] if transport == "httpx" else "num_predictt"
+    with pytest.warns(UnknownOptionWarning, match="did you mean") as caught:
+        client.chat("m", USER, options={typo: 1})
+    assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"options": {"temperature": "hot"}}, TypeError),
+        ({"options": {"num_ctx": 4096.5}}, TypeError),
+        ({"think": "yes"}, ValueError),
+    ],
+)
+def test_wrong_values_fail_at_the_call_not_as_a_400(
+    client: StreamingClient, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        client.start_chat("m", USER, **kwargs)
+
+
+def test_a_conversation_refuses_a_think_it_cannot_send(client: StreamingClient) -> None:
+    with pytest.raises(ValueError, match="think must be"):
+        oss.Conversation(client, "m", think="sometimes")
+
+
+def test_a_closed_client_says_so(server: FakeOllama) -> None:
+    client = StreamingClient(server.url)
+    client.close()
+    for call in (client.health, client.loaded_models):
+        with pytest.raises(RuntimeError, match="this StreamingClient is closed"):
+            call()
+    with pytest.raises(RuntimeError, match="this StreamingClient is closed"):
+        client.chat("m", USER)

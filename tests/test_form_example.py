@@ -17,8 +17,7 @@ import pytest
 from ollama_stream_sync import OutputValidationError, StreamingClient
 from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Stall, reply
 
-from .conftest import WAIT
-from .gui import load
+from .gui import load, tk_run_until, tk_shows_whole, too_long_for_a_line
 
 
 @pytest.fixture
@@ -30,17 +29,11 @@ def tk_form(examples_path: None) -> ModuleType:
 def app(
     tk_form: ModuleType, server: FakeOllama, tk_root: Any
 ) -> Iterator[tuple[Any, Callable[[Callable[[], bool]], None]]]:
-    root = tk_root
     client = StreamingClient(server.url)
-    form = tk_form.FormApp(root, client, "m")
+    form = tk_form.FormApp(tk_root, client, "m")
 
     def run_until(condition: Callable[[], bool]) -> None:
-        expired: list[bool] = []
-        timer = root.after(int(WAIT * 1000), lambda: expired.append(True))
-        while not condition() and not expired:
-            root.tk.dooneevent(0)  # waits for the next Tk event
-        root.after_cancel(timer)
-        assert condition()
+        assert tk_run_until(tk_root, condition)
 
     try:
         yield form, run_until
@@ -125,6 +118,9 @@ def test_an_invalid_answer_shows_the_validation_error(
     assert isinstance(form.last_error, OutputValidationError)
     status = str(form.status.cget("text"))
     assert status.startswith("Invalid answer: the answer is not valid Weather")
+    # Wider than the window: it wraps, and all of it is seen.
+    assert too_long_for_a_line(form.status)
+    run_until(lambda: tk_shows_whole(form.status))
     assert fields(form)["temp_c"] == "mild"  # what streamed stays to be seen
     assert str(form.fill_button["state"]) == "normal"
 

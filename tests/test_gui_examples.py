@@ -9,14 +9,12 @@ block in the toolkit's event wait), bounded by a timer in case of a hang.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
 from typing import Any
 
 from ollama_stream_sync import StreamingClient
-from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, reply
 
-from .conftest import WAIT
-from .gui import load
+from .gui import load, qt_run_until, tk_run_until, tk_shows_whole, too_long_for_a_line
 
 MID_STREAM = [
     Chunk(thinking="Thinking "),
@@ -31,18 +29,12 @@ def test_tk_chat_send_stop_and_a_second_turn(
     server: FakeOllama, tk_root: Any, examples_path: None
 ) -> None:
     tk_chat = load("tk_chat")
-    root = tk_root
     client = StreamingClient(server.url)
 
-    def run_until(condition: Callable[[], bool]) -> None:
-        expired: list[bool] = []
-        timer = root.after(int(WAIT * 1000), lambda: expired.append(True))
-        while not condition() and not expired:
-            root.tk.dooneevent(0)  # waits for the next Tk event
-        root.after_cancel(timer)
-        assert condition()
+    def run_until(condition: Any) -> None:
+        assert tk_run_until(tk_root, condition)
 
-    app = tk_chat.ChatApp(root, client, "m")
+    app = tk_chat.ChatApp(tk_root, client, "m")
     try:
         server.enqueue(MID_STREAM)
         app.prompt.insert(0, "Hi there")
@@ -77,17 +69,12 @@ def test_qt_chat_send_stop_and_a_second_turn(
     server: FakeOllama, qt_app: Any, examples_path: None
 ) -> None:
     import shiboken6
-    from PySide6.QtCore import QEventLoop, QTimer
 
     qt_chat = load("qt_chat")
     client = StreamingClient(server.url)
 
-    def run_until(condition: Callable[[], bool]) -> None:
-        expired: list[bool] = []
-        QTimer.singleShot(int(WAIT * 1000), lambda: expired.append(True))
-        while not condition() and not expired:
-            qt_app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
-        assert condition()
+    def run_until(condition: Any) -> None:
+        assert qt_run_until(qt_app, condition)
 
     window = qt_chat.ChatWindow(client, "m")
     try:
@@ -120,3 +107,46 @@ def test_qt_chat_send_stop_and_a_second_turn(
         client.close()
         shiboken6.delete(window)  # on the Qt thread, not by a later GC elsewhere
         gc.collect()
+
+
+def test_the_demo_answers_leave_a_person_time_to_press_stop(
+    tk_root: Any, examples_path: None
+) -> None:
+    demo_server, tk_chat = load("gui_demo_server"), load("tk_chat")
+    first = demo_server.demo_turns()[0]
+    assert sum(step.seconds for step in first if isinstance(step, Delay)) >= 5
+    thought = "".join(step.thinking or "" for step in first if isinstance(step, Chunk))
+    with demo_server.ollama_host(None) as host, StreamingClient(host) as client:
+        app = tk_chat.ChatApp(tk_root, client, "m")
+        try:
+            app.prompt.insert(0, "Hi")
+            app.send_button.invoke()
+            # Stop, pressed once the model is under way (not by the clock).
+            thinking = tk_chat.PHASES["thinking"]
+            assert tk_run_until(tk_root, lambda: app.status.cget("text") == thinking)
+            app.stop_button.invoke()
+            assert tk_run_until(tk_root, lambda: app.last_result is not None)
+        finally:
+            app.dispatcher.close()
+    result = app.last_result
+    assert result.cancelled and app.status.cget("text").startswith("Stopped.")
+    assert result.thinking and thought.startswith(result.thinking)
+    assert app.text_with_tag("thinking") == result.thinking
+
+
+def test_tk_chat_shows_a_long_error_whole(
+    tk_root: Any, examples_path: None, refused_url: str
+) -> None:
+    tk_chat = load("tk_chat")
+    with StreamingClient(refused_url) as client:
+        app = tk_chat.ChatApp(tk_root, client, "m")
+        try:
+            app.prompt.insert(0, "Hi")
+            app.send_button.invoke()
+            status = app.status
+            assert tk_run_until(tk_root, lambda: status.cget("text").startswith("Err"))
+            assert "ollama serve" in status.cget("text")  # the advice, at the end
+            assert too_long_for_a_line(status)
+            assert tk_run_until(tk_root, lambda: tk_shows_whole(status))
+        finally:
+            app.dispatcher.close()

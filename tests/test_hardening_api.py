@@ -153,6 +153,7 @@ BAD_CLIENT_ARGS: list[tuple[str, Any]] = [
     ("dispatcher", print),
     ("retry", 3),
     ("probe_loading", "yes"),
+    ("telemetry", "yes"),
 ]
 
 

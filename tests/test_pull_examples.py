@@ -18,7 +18,7 @@ from ollama_stream_sync import ModelNotFound, Progress, StreamingClient
 from ollama_stream_sync.testing import Delay, FakeOllama, Stall, Step, pull_script
 
 from .conftest import WAIT
-from .gui import load
+from .gui import load, qt_run_until, tk_shows_whole, too_long_for_a_line
 
 MODEL = "llama3.2"
 LAYERS = [40_000_000, 2_000, 500]
@@ -177,6 +177,9 @@ def test_tk_pull_grows_cancels_completes_and_reports_errors(
             lambda button: button.invoke(),
             lambda: str(app.status.cget("text")),
         )
+        # The last message is wider than the window: it wraps, all of it seen.
+        assert too_long_for_a_line(app.status)
+        run_until(lambda: tk_shows_whole(app.status))
     finally:
         app.dispatcher.close()
         client.close()
@@ -189,17 +192,12 @@ def test_qt_pull_grows_cancels_completes_and_reports_errors(
     server: FakeOllama, qt_app: Any, examples_path: None
 ) -> None:
     import shiboken6
-    from PySide6.QtCore import QEventLoop, QTimer
 
     qt_pull = load("qt_pull")
     client = StreamingClient(server.url)
 
     def run_until(condition: Callable[[], bool]) -> None:
-        expired: list[bool] = []
-        QTimer.singleShot(int(WAIT * 1000), lambda: expired.append(True))
-        while not condition() and not expired:
-            qt_app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
-        assert condition()
+        assert qt_run_until(qt_app, condition)
 
     window = qt_pull.PullWindow(client, MODEL)
     painted = Painted(

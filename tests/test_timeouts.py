@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -116,31 +114,6 @@ def test_per_call_timeouts_override_the_client(
         with pytest.raises(StreamTimeout) as info:
             client.chat("m", USER, read_timeout=0.2)
     assert info.value.which == "read"
-
-
-@pytest.fixture
-def unaccepting_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full: connects hang (SYNs dropped)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(8):  # fill the queue; later connects wait in SYN_SENT
-        filler = socket.socket()
-        filler.settimeout(0.2)
-        try:
-            filler.connect(("127.0.0.1", port))
-        except OSError:
-            filler.close()
-            break
-        fillers.append(filler)
-    try:
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 def wait_in_function(thread: threading.Thread, *names: str) -> bool:

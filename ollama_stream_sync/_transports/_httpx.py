@@ -16,7 +16,7 @@ cancel reaches the socket once the response headers have arrived.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
@@ -130,11 +130,13 @@ class CancellableTransport(httpx.BaseTransport):
                 socket_options=socket_options,
             )
         elif proxy.url.scheme in ("socks5", "socks5h"):
-            if importlib.util.find_spec("socksio") is None:  # what httpcore needs
+            try:
+                importlib.import_module("socksio")  # what httpcore's SOCKS needs
+            except ImportError as exc:
                 raise ImportError(
-                    f"the proxy {proxy.url!r} needs SOCKS support: "
+                    f"the proxy {proxy.url} needs SOCKS support: "
                     "pip install 'httpx[socks]'"
-                )
+                ) from exc
             self._pool = httpcore.SOCKSProxy(
                 proxy_url=_core_url(proxy.url), proxy_auth=proxy.raw_auth, **options
             )
@@ -231,7 +233,7 @@ class HttpxTransport:
     """Our ``Transport`` over an ``httpx.Client`` (normally the SDK's own)."""
 
     def __init__(self, client: httpx.Client) -> None:
-        self._client = client
+        self._http = client
         self.url = str(client.base_url).rstrip("/")
         self._accept_encoding = accept_encoding()
 
@@ -254,7 +256,7 @@ class HttpxTransport:
             elif event.endswith(".response_closed.started"):
                 scope.release()  # before the pool can hand the connection on
 
-        request = self._client.build_request(
+        request = self._http.build_request(
             "POST",
             path,
             content=payload,
@@ -269,7 +271,7 @@ class HttpxTransport:
             extensions={"trace": trace},
         )
         try:
-            response = self._client.send(request, stream=True)
+            response = self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
             reraise(exc, self.url)
         except RuntimeError as exc:  # "the client has been closed"
@@ -295,7 +297,7 @@ class HttpxTransport:
         self, method: str, path: str, payload: bytes | None, *, timeout: float | None
     ) -> Any:
         try:
-            response = self._client.request(
+            response = self._http.request(
                 method, path, content=payload, timeout=timeout
             )
             if response.status_code >= 300:

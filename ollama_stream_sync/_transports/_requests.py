@@ -66,6 +66,7 @@ class _Tracking:
 
     owner: AbortScope | None = None
     _oss_abort_sock: socket.socket | None = None
+    _oss_response_sock: socket.socket | None = None
     _oss_dup = False
     _oss_pid = 0  # made before tracking began (or in a parent): never reused
     _oss_base: type[Any]  # the pool's own class, set per tracking class
@@ -74,7 +75,7 @@ class _Tracking:
 
     def shutdown(self) -> None:
         """Wake whoever blocks on this connection (its owner's abort)."""
-        sock = self._oss_abort_sock or self.sock
+        sock = self._oss_abort_sock or self.sock or self._oss_response_sock
         if isinstance(sock, socket.socket):
             _cancel.shutdown_socket(sock)
 
@@ -192,6 +193,10 @@ class _Tracking:
         scope = self._oss_claim()
         if scope is not None:
             scope.on_sent()  # the request is out: now the model loads
+        # A response that will close the connection (``Connection: close``)
+        # takes its socket over and http.client drops ``self.sock``: remember
+        # it, so that an abort still reaches the stream reading from it.
+        self._oss_response_sock = self.sock
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
     def close(self) -> None:
@@ -300,10 +305,11 @@ class RequestsTransport:
             "Accept": "application/x-ndjson",
             "Content-Type": "application/json",
         }
-        # A loopback Ollama never goes through a proxy: blank entries override
-        # the environment's.
+        # A loopback Ollama never goes through the environment's proxy: blank
+        # entries override it (the session's own proxies still apply).
         host = urllib3.util.parse_url(self.url).host or ""
-        self._proxies = {"http": "", "https": ""} if is_loopback(host) else {}
+        loopback = is_loopback(host)
+        self._proxies = {k: "" for k in ("http", "https") if loopback}
 
     def _send(
         self,
@@ -325,9 +331,8 @@ class RequestsTransport:
             )
         )
         url = prepared.url or self.url + path
-        settings = session.merge_environment_settings(
-            url, dict(self._proxies), stream, None, None
-        )
+        blanks = {k: v for k, v in self._proxies.items() if k not in session.proxies}
+        settings = session.merge_environment_settings(url, blanks, stream, None, None)
         adapter = session.get_adapter(url)
         pool_for = getattr(adapter, "get_connection_with_tls_context", None)
         if pool_for is not None:

@@ -1,33 +1,24 @@
 """Test your Ollama app without Ollama: a scripted loopback server and a pytest fixture.
 
-Example::
-
-    from ollama_stream_sync.testing import FakeOllama, reply
-
-    with FakeOllama() as server:
-        server.enqueue(reply("Paris.", thinking="The capital of France."))
-        client = StreamingClient(server.url)
-        result = client.chat("any", [{"role": "user", "content": "?"}])
-
-A ``Script`` is a list of ``Step`` objects that one response plays in order;
-``Step`` is any one of the step classes (``Chunk``, ``Done``, ``Progress``,
-``Raw``, ``Bytes``, ``ErrorLine``, ``Status``, ``Body``, ``ContentEncoding``,
-``Delay``, ``Stall``, ``Cut``). The builders (``reply``, ``http_error``,
-``pull_script``, ``push_script``, ``create_script``, ``pull_not_found_script``)
-return scripts; ``FakeOllama.enqueue`` queues them, per endpoint if asked.
+``FakeOllama`` answers like Ollama; a ``Script`` (a list of ``Step`` objects such
+as ``Chunk`` and ``DoneLine``, or a builder's: ``reply``...) says what one
+response plays: ``server.enqueue(reply("Paris.", thinking="France."))``.
 """
 
-from ._server import FakeOllama, RecordedRequest, serve
-from ._steps import (
+from ._http import RecordedRequest
+from ._runner import chat_prompt, count_tokens, embedding
+from ._scripts import (
     Body,
     Bytes,
     Chunk,
     ContentEncoding,
     Cut,
     Delay,
-    Done,
+    Done,  # noqa: F401  # the old name of DoneLine, still imported by scripts
+    DoneLine,
     ErrorLine,
-    Progress,
+    Progress,  # noqa: F401  # the old name of ProgressLine
+    ProgressLine,
     Raw,
     Script,
     Stall,
@@ -41,6 +32,7 @@ from ._steps import (
     reply,
     tool_call,
 )
+from ._server import FakeOllama, serve
 
 __all__ = [
     "Body",
@@ -49,17 +41,20 @@ __all__ = [
     "ContentEncoding",
     "Cut",
     "Delay",
-    "Done",
+    "DoneLine",
     "ErrorLine",
     "FakeOllama",
-    "Progress",
+    "ProgressLine",
     "Raw",
     "RecordedRequest",
     "Script",
     "Stall",
     "Status",
     "Step",
+    "chat_prompt",
+    "count_tokens",
     "create_script",
+    "embedding",
     "http_error",
     "pull_not_found_script",
     "pull_script",

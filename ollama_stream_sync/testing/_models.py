@@ -1,162 +1,78 @@
-"""Model names, layers and the records behind ``/api/tags``, ``/api/show``, ``/api/ps``.
+"""The model registry: names, invented records, and what is pulled and loaded.
 
-Everything here is pure (no I/O, no threads): the server builds its answers from
-these functions and its own state. Shapes follow Ollama's ``api/types.go``
-(``ListModelResponse``, ``ShowResponse``, ``ProcessModelResponse``,
-``ModelDetails``); values are invented but realistic, and stable per name.
+Shapes follow Ollama's ``api/types.go``; values are realistic and stable per
+name. An entry's fields override them, except those that shape them:
+``details`` and ``model_info`` (merged), ``context_length`` and
+``embedding_length`` (in ``model_info``), ``parameters`` (a dict, as create's).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ._wire import FOREVER, rfc3339
+from ._wire import keep_alive_seconds, now_utc, rfc3339
 
-DEFAULT_HOST = "registry.ollama.ai"
-DEFAULT_NAMESPACE = "library"
-DEFAULT_TAG = "latest"
-MODELS_DIR = "/usr/share/ollama/.ollama/models"
-"""Where a Linux service install keeps models; it shows in some error texts."""
+Entry = str | Mapping[str, Any]
+"""One model of ``models`` or ``loaded``: a name, or a dict with a ``name``."""
 
+MODELS_DIR = "/usr/share/ollama/.ollama/models"  # a Linux service install's
+# A llama3.2:3b-like pull: weights, template, license, params, config blobs.
 DEFAULT_LAYER_SIZES: tuple[int, ...] = (2019377376, 1429, 7711, 6016, 96, 561)
-"""A llama3.2:3b-like pull: weights, template, license, params, config blobs."""
+_FOREVER = (2**63 - 1) / 1e9  # Go's longest duration, in seconds
+DEFAULT_NUM_CTX = 4096  # the server's when nothing sets one (under 24 GiB of VRAM)
 
-DEFAULT_CONTEXT_LENGTH = 4096
-"""What ``/api/ps`` reports when a request did not set ``num_ctx``."""
-
-DEFAULT_KEEP_ALIVE = datetime.timedelta(minutes=5)
-"""Ollama's default ``OLLAMA_KEEP_ALIVE``."""
-
-_DETAILS: dict[str, Any] = {
-    "parent_model": "",
-    "format": "gguf",
-    "family": "llama",
-    "families": ["llama"],
-    "parameter_size": "3.2B",
-    "quantization_level": "Q4_K_M",
-}
-
-_MODEL_INFO: dict[str, Any] = {
-    "general.architecture": "llama",
-    "general.file_type": 15,
-    "general.parameter_count": 3212749888,
-    "general.quantization_version": 2,
-    "llama.attention.head_count": 24,
-    "llama.attention.head_count_kv": 8,
-    "llama.block_count": 28,
-    "llama.context_length": 131072,
-    "llama.embedding_length": 3072,
-    "llama.vocab_size": 128256,
-    "tokenizer.ggml.model": "gpt2",
-}
-
+_DETAILS = {"parent_model": "", "format": "gguf", "family": "llama"}
+_DETAILS |= {"parameter_size": "3.2B", "quantization_level": "Q4_K_M"}
+_GENERAL = {"file_type": 15, "parameter_count": 3212749888, "quantization_version": 2}
+_ARCH = {"attention.head_count": 24, "attention.head_count_kv": 8, "block_count": 28}
+_ARCH |= {"context_length": 131072, "embedding_length": 3072, "vocab_size": 128256}
 _TEMPLATE = "{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}"
-_STOP = '"<|eot_id|>"'
+_SHAPING = {"details", "model_info", "parameters", "context_length", "embedding_length"}
 
-TAGS_KEYS = (
-    "name",
-    "model",
-    "remote_model",
-    "remote_host",
-    "modified_at",
-    "size",
-    "digest",
-    "details",
-    "capabilities",
+TAGS_KEYS = """name model remote_model remote_host modified_at size digest details
+    capabilities""".split()
+SHOW_KEYS = """license modelfile parameters template system renderer parser details
+    messages remote_model remote_host model_info projector_info tensors capabilities
+    modified_at requires""".split()
+PS_KEYS = "name model size digest details expires_at size_vram context_length".split()
+_ALWAYS = set(  # fields Go always writes (no omitempty)
+    """name model modified_at size digest details model_info expires_at size_vram
+    context_length""".split()
 )
-SHOW_KEYS = (
-    "license",
-    "modelfile",
-    "parameters",
-    "template",
-    "system",
-    "renderer",
-    "parser",
-    "details",
-    "messages",
-    "remote_model",
-    "remote_host",
-    "model_info",
-    "projector_info",
-    "tensors",
-    "capabilities",
-    "modified_at",
-    "requires",
-)
-PS_KEYS = (
-    "name",
-    "model",
-    "size",
-    "digest",
-    "details",
-    "expires_at",
-    "size_vram",
-    "context_length",
-)
-# Fields Go always writes (no omitempty); the rest are dropped when empty.
-_ALWAYS = {
-    "name",
-    "model",
-    "modified_at",
-    "size",
-    "digest",
-    "details",
-    "model_info",
-    "expires_at",
-    "size_vram",
-    "context_length",
-}
 
 
-@dataclass(frozen=True)
-class ModelName:
-    """A model name split as Ollama's ``types/model`` does: host/namespace/model:tag."""
-
-    host: str
-    namespace: str
-    model: str
-    tag: str
-
-    @classmethod
-    def parse(cls, name: str) -> ModelName:
-        """Parse, filling in ``registry.ollama.ai``, ``library`` and ``latest``."""
-        rest, tag = name, DEFAULT_TAG
-        slash = rest.rfind("/")
-        colon = rest.rfind(":")
-        if colon > slash:
-            rest, tag = rest[:colon], rest[colon + 1 :] or DEFAULT_TAG
-        parts = rest.split("/")
-        host, namespace = DEFAULT_HOST, DEFAULT_NAMESPACE
-        if len(parts) >= 3:
-            host, namespace = parts[-3], parts[-2]
-        elif len(parts) == 2:
-            namespace = parts[0]
-        return cls(host, namespace, parts[-1], tag)
-
-    def display_shortest(self) -> str:
-        """``Name.DisplayShortest()``: defaults left out, the tag always kept."""
-        if self.host.lower() != DEFAULT_HOST:
-            prefix = f"{self.host}/{self.namespace}/"
-        elif self.namespace.lower() != DEFAULT_NAMESPACE:
-            prefix = f"{self.namespace}/"
-        else:
-            prefix = ""
-        return f"{prefix}{self.model}:{self.tag}"
-
-    def manifest_path(self) -> str:
-        """Where Ollama would keep this model's manifest (shows in push errors)."""
-        parts = (self.host, self.namespace, self.model, self.tag)
-        return "/".join((MODELS_DIR, "manifests", *parts))
+def name_parts(name: str) -> tuple[str, str, str, str]:
+    """Host, namespace, model, tag, as Ollama's ``types/model`` fills them in."""
+    rest, tag = name, "latest"
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        rest, tag = rest[:colon], rest[colon + 1 :] or tag
+    *prefix, model = rest.split("/")
+    prefix = ["registry.ollama.ai", "library"][: max(0, 2 - len(prefix))] + prefix
+    return prefix[-2], prefix[-1], model, tag
 
 
-def same_model(a: str, b: str) -> bool:
-    """Whether two names mean the same model (``llama3`` is ``llama3:latest``)."""
-    return ModelName.parse(a).display_shortest().lower() == (
-        ModelName.parse(b).display_shortest().lower()
+def full_name(name: str) -> str:
+    """``Name.String()``, every part: ``registry.ollama.ai/library/qwen2:latest``."""
+    host, namespace, model, tag = name_parts(name)
+    return f"{host}/{namespace}/{model}:{tag}"
+
+
+def shortest(name: str) -> str:
+    """``Name.DisplayShortest()``, as errors show it: ``llama3:latest``."""
+    host, namespace, model, tag = name_parts(name)
+    if host.lower() != "registry.ollama.ai":
+        return full_name(name)
+    return (
+        f"{model}:{tag}"
+        if namespace.lower() == "library"
+        else f"{namespace}/{model}:{tag}"
     )
 
 
@@ -168,83 +84,215 @@ def digest_of(*parts: object) -> str:
 
 def layer_digests(model: str, count: int) -> list[str]:
     """Stable digests for a model's ``count`` layers (the config blob is last)."""
-    return [
-        digest_of("layer", ModelName.parse(model).display_shortest(), i)
-        for i in range(count)
-    ]
+    return [digest_of("layer", shortest(model), i) for i in range(count)]
 
 
-def entry_name(entry: str | Mapping[str, Any]) -> str:
-    """The name of a ``models`` or ``loaded`` entry (a name, or a dict with one)."""
+def entry_name(entry: Entry) -> str:
+    """The name of a ``models`` or ``loaded`` entry."""
     if isinstance(entry, str):
         return entry
     return str(entry.get("name") or entry.get("model") or "")
 
 
-def find_entry(
-    entries: Sequence[str | Mapping[str, Any]], name: str
-) -> str | Mapping[str, Any] | None:
-    """The entry for ``name`` in a ``models`` or ``loaded`` list, if any."""
-    for entry in entries:
-        if same_model(entry_name(entry), name):
-            return entry
-    return None
+def find_entry(entries: Sequence[Entry], name: str) -> Entry | None:
+    """The entry for ``name`` (``llama3`` is ``llama3:latest``), if any."""
+    key = shortest(name).lower()
+    return next((e for e in entries if shortest(entry_name(e)).lower() == key), None)
 
 
-def model_record(
-    entry: str | Mapping[str, Any], modified_at: datetime.datetime
-) -> dict[str, Any]:
-    """Every field Ollama shows about a pulled model: defaults, then the entry's own."""
+def parameters_text(parameters: Mapping[str, Any]) -> str:
+    """``ShowResponse.Parameters``: ``%-30s %#v`` per value, lists one per line."""
+    values = [
+        (key, int(v) if isinstance(v, float) and v.is_integer() else v)
+        for key, value in parameters.items()
+        for v in (value if isinstance(value, list) else [value])
+    ]
+    return "\n".join(f"{k:<30} {json.dumps(v, ensure_ascii=False)}" for k, v in values)
+
+
+def model_record(entry: Entry, modified_at: datetime.datetime) -> dict[str, Any]:
+    """Every field Ollama shows about a pulled model: defaults, then the entry's."""
+    spec: Mapping[str, Any] = {} if isinstance(entry, str) else entry
     name = entry_name(entry)
-    parsed = ModelName.parse(name)
-    weights = layer_digests(name, len(DEFAULT_LAYER_SIZES))[0]
+    details: dict[str, Any] = _DETAILS | dict(spec.get("details") or {})
+    details.setdefault("families", [details["family"]])
+    arch = details["family"]
+    info = {"general.architecture": arch}
+    info |= {f"general.{k}": v for k, v in _GENERAL.items()}
+    info |= {f"{arch}.{k}": spec.get(k, v) for k, v in _ARCH.items()}
+    info |= {"tokenizer.ggml.model": "gpt2", **(spec.get("model_info") or {})}
+    params = spec.get("parameters", {"stop": "<|eot_id|>"})
+    text = params if isinstance(params, str) else parameters_text(params)
+    weights = layer_digests(name, 1)[0].replace(":", "-")
+    modelfile = (
+        '# Modelfile generated by "ollama show"\n'
+        "# To build a new Modelfile based on this, replace FROM with:\n"
+        f"# FROM {shortest(name)}\n\nFROM {MODELS_DIR}/blobs/{weights}\n"
+        f'TEMPLATE """{_TEMPLATE}"""\n'
+    )
+    modelfile += "".join(
+        f"PARAMETER {' '.join(x.split(maxsplit=1))}\n" for x in text.splitlines()
+    )
     record: dict[str, Any] = {
         "name": name,
         "model": name,
         "modified_at": rfc3339(modified_at),
         "size": sum(DEFAULT_LAYER_SIZES),
-        "digest": digest_of("manifest", parsed.display_shortest())[7:],
-        "details": dict(_DETAILS),
+        "digest": digest_of("manifest", shortest(name))[7:],
+        "details": details,
         "capabilities": ["completion", "tools"],
-        "license": "",
         "template": _TEMPLATE,
-        "parameters": f"{'stop':<30} {_STOP}",
-        "model_info": dict(_MODEL_INFO),
-        "modelfile": (
-            '# Modelfile generated by "ollama show"\n'
-            "# To build a new Modelfile based on this, replace FROM with:\n"
-            f"# FROM {parsed.display_shortest()}\n\n"
-            f"FROM {MODELS_DIR}/blobs/{weights.replace(':', '-')}\n"
-            f'TEMPLATE """{_TEMPLATE}"""\n'
-            f"PARAMETER stop {_STOP}\n"
-        ),
+        "parameters": text,
+        "model_info": info,
+        "modelfile": modelfile,
     }
-    if not isinstance(entry, str):
-        record.update(entry)
-    return record
+    return record | {k: v for k, v in spec.items() if k not in _SHAPING}
 
 
 def pick(record: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     """The fields of one response type, empty optional ones left out as Go does."""
-    out: dict[str, Any] = {}
-    for key in keys:
-        if key not in record:
-            continue
-        value = record[key]
-        if key in _ALWAYS or value not in (None, 0, "", [], {}):
-            out[key] = value
-    return out
+    empty: tuple[Any, ...] = (None, 0, "", [], {})
+    return {k: record[k] for k in keys if k in _ALWAYS or record.get(k) not in empty}
 
 
-def expires_at(now: datetime.datetime, keep_alive: float | None) -> str:
-    """When a loaded model unloads, as ``/api/ps`` shows it."""
-    if keep_alive is None:
-        delta = DEFAULT_KEEP_ALIVE
-    elif keep_alive == float("inf"):
-        delta = FOREVER
-    else:
-        delta = datetime.timedelta(seconds=keep_alive)
-    try:
-        return rfc3339(now + delta)
-    except OverflowError:  # past year 9999: Go would print it, Python cannot
-        return "9999-12-31T23:59:59.999999Z"
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a request's checks need to know of one model."""
+
+    capabilities: tuple[str, ...] | None  # None: none declared, nothing refused
+    context_length: int  # the architecture's: no num_ctx goes above it
+    embedding_length: int
+    parameters: Mapping[str, Any]
+    system: str
+
+    def option(self, options: Any, key: str, default: int) -> int:
+        """A number from the request's options, else the model's, else ``default``."""
+        asked = options if isinstance(options, Mapping) else {}
+        for value in (asked.get(key), self.parameters.get(key)):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return int(value)
+        return default
+
+    def num_ctx(self, options: Any) -> int:
+        """The context a request runs with: its ``num_ctx``, the model's, 4096."""
+        asked = self.option(options, "num_ctx", DEFAULT_NUM_CTX)
+        return min(asked, self.context_length)
+
+
+class Lists(Protocol):
+    """The public lists of the server the registry keeps."""
+
+    models: list[Entry]
+    loaded: list[Entry]
+    unknown_models: set[str]
+
+
+class Registry:
+    """Reads and changes a server's model lists under its lock, as Ollama would."""
+
+    def __init__(self, lists: Lists, cond: threading.Condition) -> None:
+        self.lists, self._cond = lists, cond
+        self._loads: dict[str, tuple[datetime.datetime, int]] = {}  # until, num_ctx
+        self._started_at = now_utc()
+
+    def find(self, name: str) -> Entry | None:
+        """The pulled model called ``name``, if any."""
+        with self._cond:
+            return find_entry(self.lists.models, name)
+
+    def is_unknown(self, name: str) -> bool:
+        """Whether the registry lacks ``name`` (a pull of it fails)."""
+        with self._cond:
+            return find_entry(sorted(self.lists.unknown_models), name) is not None
+
+    def limits(self, name: str) -> ModelLimits:
+        """The limits of ``name``: its entry's, or the defaults if not pulled."""
+        entry = self.find(name) or name
+        spec: Mapping[str, Any] = {} if isinstance(entry, str) else entry
+        record = model_record(entry, self._started_at)
+        info, arch = record["model_info"], record["details"]["family"]
+        declared, params = spec.get("capabilities"), spec.get("parameters")
+        return ModelLimits(
+            None if declared is None else tuple(declared),
+            int(info.get(f"{arch}.context_length") or _ARCH["context_length"]),
+            int(info.get(f"{arch}.embedding_length") or _ARCH["embedding_length"]),
+            params if isinstance(params, Mapping) else {},
+            str(record.get("system") or ""),
+        )
+
+    def tags(self) -> list[dict[str, Any]]:
+        """``/api/tags``: the pulled models."""
+        with self._cond:
+            entries = list(self.lists.models)
+        return [pick(model_record(e, self._started_at), TAGS_KEYS) for e in entries]
+
+    def show(self, name: str) -> dict[str, Any] | None:
+        """``/api/show`` for ``name``; None if it is not pulled."""
+        entry = self.find(name)
+        if entry is None:
+            return None
+        return pick(model_record(entry, self._started_at), SHOW_KEYS)
+
+    def ps(self) -> list[dict[str, Any]]:
+        """``/api/ps``: the loaded models, the longest time left first."""
+        listed = (_expiry(None), DEFAULT_NUM_CTX)  # for a model loaded by hand
+        with self._cond:
+            loaded, pulled = list(self.lists.loaded), list(self.lists.models)
+            loads = dict(self._loads)
+        out: list[tuple[datetime.datetime, dict[str, Any]]] = []
+        for entry in loaded:
+            name = entry_name(entry)
+            until, num_ctx = loads.get(shortest(name).lower(), listed)
+            record = model_record(find_entry(pulled, name) or name, self._started_at)
+            record |= {"name": name, "model": name, "size_vram": record["size"]}
+            record |= {"expires_at": rfc3339(until), "context_length": num_ctx}
+            record |= {} if isinstance(entry, str) else dict(entry)
+            out.append((until, record))
+        out.sort(key=lambda pair: pair[0], reverse=True)
+        return [pick(record, PS_KEYS) for _, record in out]
+
+    def note_loaded(
+        self, model: str, keep_alive: Any, num_ctx: int, answering: bool = False
+    ) -> None:
+        """A request loaded its model for ``keep_alive``, or unloaded it (0).
+
+        ``answering``: its first output goes out; it is listed while it answers.
+        """
+        seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
+        if answering and seconds == 0:
+            seconds = None
+        key, loaded = shortest(model).lower(), self.lists.loaded
+        with self._cond:
+            entry = find_entry(loaded, model)
+            if seconds == 0:
+                if entry is not None:
+                    loaded.remove(entry)
+                self._loads.pop(key, None)
+            else:
+                if entry is None:
+                    loaded.append(model)
+                self._loads[key] = (_expiry(seconds), num_ctx)
+            self._cond.notify_all()
+
+    def add(self, name: str, body: Mapping[str, Any] | None = None) -> None:
+        """A pull or create finished: list the model (with a create's fields)."""
+        extra = {k: body[k] for k in ("system", "template") if body and body.get(k)}
+        if lic := (body or {}).get("license"):
+            extra["license"] = (
+                "\n".join(map(str, lic)) if isinstance(lic, list) else lic
+            )
+        if body and isinstance(body.get("parameters"), Mapping):
+            extra["parameters"] = dict(body["parameters"])
+        with self._cond:
+            models = self.lists.models
+            old = find_entry(models, name)
+            if old is not None:
+                models.remove(old)
+            models.append({"name": name, **extra} if extra else name)
+            self._cond.notify_all()
+
+
+def _expiry(seconds: float | None) -> datetime.datetime:
+    """When a model loaded now unloads (Ollama's default: five minutes)."""
+    seconds = 300 if seconds is None else min(seconds, _FOREVER)  # -1: forever
+    return now_utc() + datetime.timedelta(seconds=seconds)

@@ -9,14 +9,11 @@ from typing import Any
 
 # Go's encoding/json escapes these inside strings (HTML safety); they can only
 # appear inside strings in JSON text, so a plain replace on the output is exact.
-_GO_ESCAPES = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
 _GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+NDJSON = "application/x-ndjson"
+JSON_UTF8 = "application/json; charset=utf-8"  # what gin's c.JSON sets
+JSON_PLAIN = "application/json"  # what a handler sets before c.JSON keeps it
 
 FIXED_CREATED_AT = "2026-01-01T00:00:00.000000Z"
 """The ``created_at`` of every streamed chunk: fixed, so recorded output is stable."""
@@ -25,7 +22,7 @@ FIXED_CREATED_AT = "2026-01-01T00:00:00.000000Z"
 def go_json(data: Any) -> bytes:
     """Encode like Go's ``json.Marshal``: compact, UTF-8, HTML characters escaped."""
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text).encode()
+    return _GO_ESCAPE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 def omit_empty(data: dict[str, Any]) -> dict[str, Any]:
@@ -49,37 +46,25 @@ _UNIT_SECONDS = {
     "us": 1e-6,
     "µs": 1e-6,
     "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
 }
-FOREVER = datetime.timedelta(microseconds=(2**63 - 1) // 1000)
-"""What Ollama makes of a negative ``keep_alive``: Go's longest duration."""
 
 
 def keep_alive_seconds(value: Any) -> float | None:
     """Seconds of a ``keep_alive`` value as Ollama reads it, or None if unreadable.
 
-    A number is seconds; a string is a Go duration (``"5m"``, ``"1h30m"``) or a
-    bare number of seconds. A negative value means forever (``inf``).
+    A number is seconds; a string is a Go duration (``"5m"``, ``"1h30m"``, ``"0"``).
+    A negative value means forever (``inf``).
     """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float("inf") if value < 0 else float(value)
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        pass
+    text = value.strip() if isinstance(value, str) else ""
+    parts = _DURATION_RE.findall(body := text.lstrip("+-"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif body == "0" or (parts and "".join(n + u for n, u in parts) == body):
+        sign = -1 if text.startswith("-") else 1
+        seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
-        return float("inf") if number < 0 else number
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    parts = _DURATION_RE.findall(body)
-    if not parts or "".join(n + u for n, u in parts) != body:
         return None
-    seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    return float("inf") if seconds < 0 else seconds
+    return float("inf") if seconds < 0 else float(seconds)

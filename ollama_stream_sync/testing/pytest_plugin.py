@@ -11,13 +11,6 @@ from ._server import FakeOllama
 
 @pytest.fixture
 def fake_ollama() -> Iterator[FakeOllama]:
-    """A started ``FakeOllama`` on loopback, closed after the test.
-
-    Example::
-
-        def test_answer(fake_ollama):
-            fake_ollama.enqueue(reply("42"))
-            assert StreamingClient(fake_ollama.url).chat("m", msgs).content == "42"
-    """
+    """A ``FakeOllama`` on loopback, closed after the test: ``fake_ollama.url``."""
     with FakeOllama() as server:
         yield server
