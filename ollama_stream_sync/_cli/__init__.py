@@ -20,7 +20,7 @@ from importlib import metadata
 
 from ollama_stream_sync import StreamError
 
-from . import _chat, _demo, _pull
+from . import _chat, _demo, _hosts, _pull
 from ._failure import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -133,6 +133,20 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="allow a registry without a verified TLS certificate",
+    )
+    hosts = command("hosts", _hosts.run)
+    hosts.add_argument(
+        "--host",
+        action="append",
+        metavar="URL",
+        help=f"an Ollama's URL, once per host (default: $OLLAMA_HOST, or "
+        f"{DEFAULT_HOST})",
+    )
+    hosts.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long to wait for each host (default: 10)",
     )
     return parser
 
