@@ -20,17 +20,7 @@ from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
 from ._engine import Engine
 from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
-from ._hosts import (
-    DEFAULT_COOLDOWN,
-    ROUTERS,
-    Host,
-    HostHealth,
-    Hosts,
-    LeastBusy,
-    RoundRobin,
-    Router,
-    RoutingArg,
-)
+from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts, RoutingArg, make_router
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
 from ._observe import CallInfo, opentelemetry
 from ._options import CallOptions, Unpack
@@ -188,13 +178,12 @@ class StreamingClient(ModelCalls):
         )
         transports = [self._transport(sdk) for sdk in self._sdks]
         self._loaded = LoadedModels()
-        router = _router(routing)
-        static = isinstance(router, (RoundRobin, LeastBusy))  # no model lists
+        router, lists = make_router(routing)
         hosts_ = Hosts(
             [Host(t) for t in transports],
             cooldown=host_cooldown,
             router=router,
-            lister=None if static else self._lister(connect_timeout),
+            lister=self._lister(connect_timeout) if lists else None,
         )
         self._engine = Engine(
             hosts_,
@@ -496,14 +485,3 @@ class StreamingClient(ModelCalls):
     def __repr__(self) -> str:
         active = len(self._engine.handles)
         return f"<StreamingClient {', '.join(self.hosts)} active={active}>"
-
-
-def _router(routing: object) -> Router:
-    """The ``Router`` that ``routing=`` names, or the caller's own."""
-    if isinstance(routing, str):
-        if routing not in ROUTERS:
-            raise ValueError(f"routing must be one of {sorted(ROUTERS)} or a Router")
-        return ROUTERS[routing]()
-    if not callable(getattr(routing, "choose", None)):
-        raise TypeError("routing must be a strategy's name or a Router (a .choose)")
-    return routing  # type: ignore[return-value]  # it has the one method

@@ -223,6 +223,19 @@ ROUTERS: dict[str, Callable[[], Router]] = {
 """The strategies ``routing=`` names."""
 
 
+def make_router(routing: object) -> tuple[Router, bool]:
+    """The ``Router`` that ``routing=`` names (or the caller's own), and whether
+    it uses model lists (which are then refreshed in the background)."""
+    if isinstance(routing, str):
+        if routing not in ROUTERS:
+            raise ValueError(f"routing must be one of {sorted(ROUTERS)} or a Router")
+        router = ROUTERS[routing]()
+        return router, not isinstance(router, (RoundRobin, LeastBusy))
+    if not callable(getattr(routing, "choose", None)):
+        raise TypeError("routing must be a strategy's name or a Router (a .choose)")
+    return routing, True  # type: ignore[return-value]  # it has the one method
+
+
 def _counts(error: StreamError) -> bool:
     """Whether a failure says the host is unwell: no connection, a connect or
     write timeout, or a 5xx (a gateway's 504 included)."""
