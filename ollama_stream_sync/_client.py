@@ -266,8 +266,9 @@ class StreamingClient(ModelCalls):
             except StreamError as exc:
                 return replace(hosts.view(host), reachable=False, error=str(exc))
             latency = time.monotonic() - start
+            asked_at = hosts.asked()
             with contextlib.suppress(StreamError):  # reachable; lists as known
-                hosts.learned(host, *lister(host))
+                hosts.learned(host, *lister(host), asked_at)
             version = str(data.get("version", "")) if isinstance(data, dict) else None
             view = hosts.view(host)
             return replace(view, reachable=True, version=version, latency=latency)

@@ -121,7 +121,7 @@ class Host:
         self.prober: object = None  # the attempt probing a half-open breaker
         self.loaded: tuple[str, ...] | None = None  # None: not known
         self.available: tuple[str, ...] | None = None
-        self.listed_at = float("-inf")
+        self.listed_at = float("-inf")  # when the lists held were asked for
         self.refreshing = False
         self.ttft: float | None = None
 
@@ -370,13 +370,15 @@ class Hosts:
                         type(error).__name__,
                         self.cooldown,
                     )
+            # What a stream shows is news: lists asked for before it are stale.
             if model is not None and ok and not _holds(host.loaded, model):
                 host.loaded = (*(host.loaded or ()), model)  # it answered: loaded
+                host.listed_at = max(host.listed_at, self._clock())
             elif model is not None and isinstance(error, ModelNotFound):
-                if host.available is None:  # it lacks this one, maybe more: ask
-                    host.listed_at = float("-inf")
+                unknown = host.available is None  # it lacks this one, maybe more
                 host.loaded = _drop(host.loaded, model)
                 host.available = _drop(host.available, model) or ()
+                host.listed_at = float("-inf") if unknown else self._clock()
 
     def can_fail_over(self, tried: Collection[Host], model: str | None = None) -> bool:
         """Whether a ready host not in ``tried`` exists (and, given ``model``,
@@ -395,13 +397,23 @@ class Hosts:
         with self._lock:
             return host.view(self._clock())
 
+    def asked(self) -> float:
+        """The time to give ``learned`` for lists asked for from now on."""
+        return self._clock()
+
     def learned(
-        self, host: Host, loaded: Iterable[str], available: Iterable[str]
+        self,
+        host: Host,
+        loaded: Iterable[str],
+        available: Iterable[str],
+        asked_at: float,
     ) -> None:
-        """Fresh model lists for ``host`` (from a refresh, or ``health()``)."""
+        """Model lists for ``host`` asked for at ``asked_at`` (a refresh, or
+        ``health()``), unless what it holds is newer."""
         with self._lock:
-            host.loaded, host.available = tuple(loaded), tuple(available)
-            host.listed_at = self._clock()
+            if asked_at >= host.listed_at:
+                host.loaded, host.available = tuple(loaded), tuple(available)
+                host.listed_at = asked_at
 
     def _refreshes(self, now: float) -> list[threading.Thread]:
         """A refresh for each host whose lists are stale (lock held; the caller
@@ -429,15 +441,14 @@ class Hosts:
         return threads
 
     def _refresh(self, host: Host) -> None:
-        lister = self._lister
+        lister, asked_at = self._lister, self.asked()
         try:
             if lister is not None:
-                loaded, available = lister(host)
-                self.learned(host, loaded, available)
+                self.learned(host, *lister(host), asked_at)
         except Exception as exc:  # noqa: BLE001  # a refresh never fails a stream
             log.debug("could not list the models of %s: %s", host.url, exc)
             with self._lock:
-                host.listed_at = self._clock()  # try again after the TTL
+                host.listed_at = max(host.listed_at, asked_at)  # again after the TTL
         finally:
             with self._lock:
                 host.refreshing = False

@@ -118,15 +118,19 @@ class LoadedModels:
 
     def __init__(self, ttl: float = PS_CACHE_SECONDS) -> None:
         self.ttl = ttl
-        # Guards _cache and _flights.
+        # Guards _cache, _flights and _generation.
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, list[LoadedModel]]] = {}
-        self._flights: dict[str, threading.Event] = {}
+        self._flights: dict[tuple[str, int], threading.Event] = {}
+        self._generation = 0
+        """Bumped by ``forget``: a request sent before it answers no one after."""
 
     def forget(self) -> None:
-        """Drop every cached answer (a model was loaded, unloaded or pulled)."""
+        """Drop every answer, cached or on its way (a model was loaded,
+        unloaded or pulled)."""
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
     def get(self, host: Host, timeout: float | None) -> list[LoadedModel]:
         """The models loaded on ``host`` now (or within the last ``ttl``)."""
@@ -135,10 +139,11 @@ class LoadedModels:
                 cached = self._cache.get(host.url)
                 if cached is not None and time.monotonic() - cached[0] < self.ttl:
                     return list(cached[1])
-                flight = self._flights.get(host.url)
+                key = (host.url, self._generation)
+                flight = self._flights.get(key)
                 mine = flight is None
                 if flight is None:
-                    flight = self._flights[host.url] = threading.Event()
+                    flight = self._flights[key] = threading.Event()
             if not mine:
                 flight.wait(timeout)
                 with self._lock:
@@ -157,11 +162,12 @@ class LoadedModels:
                     )
                 models = [LoadedModel.from_wire(m) for m in found or ()]
                 with self._lock:
-                    self._cache[host.url] = (time.monotonic(), models)
+                    if key[1] == self._generation:
+                        self._cache[host.url] = (time.monotonic(), models)
                 return list(models)
             finally:
                 with self._lock:
-                    self._flights.pop(host.url, None)
+                    self._flights.pop(key, None)
                 flight.set()
 
 

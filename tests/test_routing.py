@@ -26,6 +26,7 @@ from ollama_stream_sync._hosts import (
     model_key,
     same_model,
 )
+from ollama_stream_sync._models import LoadedModels
 
 from .conftest import WAIT
 
@@ -335,10 +336,10 @@ def test_a_failover_goes_to_a_host_not_tried() -> None:
 
 def test_a_missing_model_fails_over_only_where_it_may_be() -> None:
     hosts, (a, b, c) = make()
-    hosts.learned(b, [], ["other"])
-    hosts.learned(c, [], ["m:latest"])
+    hosts.learned(b, [], ["other"], hosts.asked())
+    hosts.learned(c, [], ["m:latest"], hosts.asked())
     assert hosts.can_fail_over([a], "m")
-    hosts.learned(c, [], [])
+    hosts.learned(c, [], [], hosts.asked())
     assert not hosts.can_fail_over([a], "m")
     assert hosts.can_fail_over([a])  # for another failure, b would do
 
@@ -355,8 +356,8 @@ def test_a_sticky_host_is_kept_while_its_breaker_is_closed() -> None:
 
 def test_outcomes_teach_which_host_holds_which_model() -> None:
     hosts, (a, b, c) = make()
-    hosts.learned(a, [], ["m:latest", "x:latest"])
-    hosts.learned(b, [], [])
+    hosts.learned(a, [], ["m:latest", "x:latest"], hosts.asked())
+    hosts.learned(b, [], [], hosts.asked())
     assert attempt(hosts, MISSING, avoid=[b, c]) is a  # a said it lacks m after all
     assert hosts.view(a).models_available == ("x:latest",)
     attempt(hosts, avoid=[a, b])
@@ -427,7 +428,7 @@ def test_a_failed_refresh_keeps_what_was_known() -> None:
     lister = SlowLister(fail=True)
     lister.release.set()
     hosts, (a, _, _) = make(lister=lister)
-    hosts.learned(a, ["m"], ["m"])
+    hosts.learned(a, ["m"], ["m"], hosts.asked())
     attempt(hosts)
     hosts.close(WAIT)
     assert hosts.view(a).models_loaded == ("m",)
@@ -446,3 +447,55 @@ def settle() -> None:
         if thread.name == "ollama-hosts-refresh":
             thread.join(WAIT)
             assert not thread.is_alive()
+
+
+def test_lists_asked_for_before_a_stream_showed_more_are_stale() -> None:
+    clock = Clock()
+    hosts, (a, b) = make(2, clock)
+    asked = hosts.asked()
+    clock.now += 1
+    assert attempt(hosts, avoid=[b]) is a  # a serves m: m is loaded there now
+    hosts.learned(a, [], ["m"], asked)  # the answer to the earlier question
+    assert hosts.view(a).models_loaded == ("m",)
+    hosts.learned(a, [], ["m"], hosts.asked())  # a later answer stands
+    assert hosts.view(a).models_loaded == ()
+
+
+class PsTransport:
+    """Answers ``/api/ps`` with the next of ``answers``, each once released."""
+
+    url = "http://h"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.asked = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def request_json(self, method: str, path: str, payload: Any, **_: Any) -> Any:
+        name = self.answers.pop(0)
+        self.asked.release()
+        assert self.release.wait(WAIT)
+        return {"models": [{"name": name}]}
+
+
+def test_forget_reaches_a_ps_request_already_on_its_way() -> None:
+    transport = PsTransport("before", "after")
+    host = Host(transport)  # type: ignore[arg-type]
+    loaded = LoadedModels()
+    answers: dict[str, list[str]] = {}
+
+    def get(label: str) -> None:
+        answers[label] = [m.name for m in loaded.get(host, WAIT)]
+
+    early = threading.Thread(target=get, args=("early",))
+    early.start()
+    assert transport.asked.acquire(timeout=WAIT)  # its request is on its way
+    loaded.forget()  # a model was loaded meanwhile
+    late = threading.Thread(target=get, args=("late",))
+    late.start()
+    assert transport.asked.acquire(timeout=WAIT)  # a request of its own
+    transport.release.set()
+    for thread in (early, late):
+        thread.join(WAIT)
+    assert answers == {"early": ["before"], "late": ["after"]}
+    assert [m.name for m in loaded.get(host, WAIT)] == ["after"]  # cached
