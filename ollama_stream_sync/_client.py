@@ -15,12 +15,12 @@ import ollama
 from . import _options
 from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
-from ._engine import Engine
+from ._engine import Engine, opentelemetry
 from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts
 from ._models import LoadedModels, ModelCalls, ResidencyProbe
-from ._observe import CallInfo, opentelemetry
+from ._observe import CallInfo
 from ._options import CallOptions, Unpack
 from ._request import (
     ImageLike,

@@ -8,6 +8,8 @@ handle's worker thread, tracked until it ends so that ``close()`` can stop it.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 import weakref
@@ -23,6 +25,7 @@ from ._state import Watched
 from ._stream import pending_sink
 from ._timers import Watchdog
 
+log = logging.getLogger("ollama_stream_sync")
 H = TypeVar("H", bound=BaseHandle[Any, Any])
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -181,3 +184,15 @@ class Engine:
         self._lock = threading.Lock()
         self.handles = set()
         self.watchdog.after_fork()
+
+
+@functools.cache
+def opentelemetry() -> ObserverFactory | None:
+    """The OpenTelemetry factory, if ``opentelemetry-api`` is installed (the import
+    is tried once: without the API nothing of OpenTelemetry is loaded)."""
+    try:
+        from ._telemetry import Telemetry  # noqa: PLC0415  # only with the API
+    except ImportError as exc:
+        log.debug("no OpenTelemetry API (%s): telemetry is off", exc)
+        return None
+    return Telemetry()

@@ -25,7 +25,7 @@ import requests
 import tenacity
 
 import ollama_stream_sync as oss
-import ollama_stream_sync._observe as _observe
+import ollama_stream_sync._engine as _engine
 import ollama_stream_sync.testing as oss_testing
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import (
@@ -243,7 +243,7 @@ def set_providers_for_this_test(
     this test only (and they shut down with the test's clients)."""
     from opentelemetry import metrics, trace
 
-    telemetry = _observe.opentelemetry()
+    telemetry = _engine.opentelemetry()
     assert telemetry is not None  # the dev extra installs the API
 
     def setter(attribute: str) -> Callable[[Any], None]:
