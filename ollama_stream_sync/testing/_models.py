@@ -69,11 +69,8 @@ def shortest(name: str) -> str:
     host, namespace, model, tag = name_parts(name)
     if host.lower() != "registry.ollama.ai":
         return full_name(name)
-    return (
-        f"{model}:{tag}"
-        if namespace.lower() == "library"
-        else f"{namespace}/{model}:{tag}"
-    )
+    prefix = "" if namespace.lower() == "library" else f"{namespace}/"
+    return f"{prefix}{model}:{tag}"
 
 
 def digest_of(*parts: object) -> str:

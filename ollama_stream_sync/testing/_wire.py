@@ -36,7 +36,6 @@ def rfc3339(moment: datetime.datetime) -> str:
 
 
 def now_utc() -> datetime.datetime:
-    """The current time in UTC."""
     return datetime.datetime.now(datetime.timezone.utc)
 
 
