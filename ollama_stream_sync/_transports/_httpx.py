@@ -28,23 +28,14 @@ from ._base import MAX_ERROR_BODY, reraise
 from ._encoding import BodyDecoder, accept_encoding
 from ._httpcore import SocketStream, TrackingBackend
 
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-"""httpcore's errors as httpx's: what an httpx transport owes its client."""
+_ERRORS: list[tuple[type[Exception], type[httpx.TransportError]]] = [
+    (getattr(httpcore, name), getattr(httpx, name))
+    for name in """PoolTimeout ConnectTimeout ReadTimeout WriteTimeout ConnectError
+    ReadError WriteError ProxyError UnsupportedProtocol RemoteProtocolError
+    LocalProtocolError NetworkError TimeoutException ProtocolError""".split()
+]
+"""httpcore's errors as httpx's (same names), most specific first: what an httpx
+transport owes its client."""
 
 
 @contextlib.contextmanager
@@ -113,15 +104,12 @@ class CancellableTransport(httpx.BaseTransport):
             "retries": retries,
             "network_backend": TrackingBackend(),
         }
+        direct: dict[str, Any] = {"uds": uds, "local_address": local_address}
+        direct["socket_options"] = socket_options  # not through a SOCKS proxy
         proxy = httpx.Proxy(proxy) if isinstance(proxy, str) else proxy
         self._pool: httpcore.ConnectionPool
         if proxy is None:
-            self._pool = httpcore.ConnectionPool(
-                **options,
-                uds=uds,
-                local_address=local_address,
-                socket_options=socket_options,
-            )
+            self._pool = httpcore.ConnectionPool(**options, **direct)
         elif proxy.url.scheme in ("socks5", "socks5h"):
             try:
                 importlib.import_module("socksio")  # what httpcore's SOCKS needs
@@ -139,9 +127,7 @@ class CancellableTransport(httpx.BaseTransport):
                 proxy_auth=proxy.raw_auth,
                 proxy_headers=proxy.headers.raw,
                 proxy_ssl_context=proxy.ssl_context,
-                local_address=local_address,
-                uds=uds,
-                socket_options=socket_options,
+                **direct,
                 **options,
             )
         else:
