@@ -116,11 +116,9 @@ class AbortScope:
     def seal_with(
         self, step: Callable[[], _T], should_seal: Callable[[_T], bool]
     ) -> _T:
-        """Run ``step`` and seal if ``should_seal(its result)``, as one step.
-
-        An abort either lands before (``step`` does not run: its reason is raised)
-        or is refused after; ``step`` must be short and must not use this scope.
-        """
+        """Run ``step`` and seal if ``should_seal(its result)``, as one step: an
+        abort lands before (its reason is raised) or is refused after. ``step``
+        must be short and must not use this scope."""
         with _lock:
             self.check()
             result = step()
@@ -235,11 +233,9 @@ def disown(conn: Claimable) -> None:
 
 
 def shutdown_socket(sock: socket.socket) -> None:
-    """Shut down ``sock`` for reading and writing; errors mean it is already gone.
-
-    The plain socket method, even on an ``SSLSocket``: ``SSLSocket.shutdown``
-    would clear the TLS object under the feet of the thread using it.
-    """
+    """Shut down ``sock`` both ways (an error: it is gone). The plain socket
+    method even on TLS: ``SSLSocket.shutdown`` would clear the TLS object under
+    the feet of the thread using it."""
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
@@ -253,11 +249,8 @@ def current_scope() -> AbortScope | None:
 
 
 def bind(scope: AbortScope | None) -> None:
-    """Bind ``scope`` to this thread (``None`` unbinds).
-
-    Never around user callbacks: a callback's own HTTP request must not have
-    its socket claimed by the stream.
-    """
+    """Bind ``scope`` to this thread (``None`` unbinds); never around user
+    callbacks, whose own HTTP requests the stream must not claim."""
     _local.scope = scope
 
 

@@ -206,11 +206,8 @@ class QueuedDispatcher:
                 log.debug("%r could not wake its thread again", self, exc_info=True)
 
     def pump_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        """Run callbacks here until ``done()`` (checked after each); False on timeout.
-
-        Also returns (``done()``) once closed. ``done`` must become true only
-        together with a ``notify`` on this dispatcher (running a callback notifies).
-        """
+        """Run callbacks here until ``done()`` or the dispatcher closes; False on
+        timeout. Whoever makes ``done`` true must ``notify`` (a callback does)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:

@@ -251,10 +251,8 @@ class Registry:
     def note_loaded(
         self, model: str, keep_alive: Any, num_ctx: int, answering: bool = False
     ) -> None:
-        """A request loaded its model for ``keep_alive``, or unloaded it (0).
-
-        ``answering``: its first output goes out; it is listed while it answers.
-        """
+        """A request loaded its model for ``keep_alive``, or unloaded it (0);
+        ``answering``: it is listed while it answers, whatever ``keep_alive``."""
         seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
         if answering and seconds == 0:
             seconds = None
