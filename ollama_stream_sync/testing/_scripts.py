@@ -302,9 +302,8 @@ def push_script(
 ) -> Script:
     """The progress lines of a successful ``/api/push``, with Ollama's statuses.
 
-    Args:
-        model, layers, steps: as ``pull_script``'s.
-        cached: the registry has every layer already: one complete line each.
+    The arguments are ``pull_script``'s, except that ``cached`` means the
+    registry has every layer already (one complete line each).
     """
     script = _lines("retrieving manifest")
     script += _layers("pushing", model, layers, steps, cached)
