@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ._dispatch import DispatcherClosed, QueuedDispatcher
@@ -115,7 +116,7 @@ class TkDispatcher(QueuedDispatcher):
 
 
 class QtDispatcher(QueuedDispatcher):
-    """Runs callbacks on the Qt thread that created it, woken by a queued signal.
+    """Runs callbacks on the Qt thread that created it, woken by a posted event.
 
     Needs PySide6: ``pip install ollama-stream-sync[qt]``. Create it on the GUI
     thread (after the ``QApplication``). Pass ``parent`` (a widget) to close the
@@ -138,7 +139,10 @@ class QtDispatcher(QueuedDispatcher):
             ) from exc
 
         class _Relay(QtCore.QObject):
-            wake = QtCore.Signal()
+            drain: Callable[[], None]
+
+            def customEvent(self, event: Any) -> None:  # Qt's name
+                self.drain()
 
         app = QtCore.QCoreApplication.instance()
         if app is None:
@@ -147,16 +151,18 @@ class QtDispatcher(QueuedDispatcher):
         # Qt aborts if a QObject is destroyed off its thread (the collector
         # runs anywhere): the application owns the relay and destroys it there.
         self._relay = _Relay(app)
-        # Guards _relay_alive: never emit on a relay handed to Qt for deletion.
+        # A strong reference, so that queued callbacks (on_done) still arrive
+        # when nobody else holds this dispatcher; close() lets it go.
+        self._relay.drain = self._drain
+        # A posted event, not a queued signal: PySide6 6.12's Signal.emit() takes
+        # a reference to True it never gave, and enough wake-ups free True itself
+        # (the process aborts). postEvent is Qt's thread-safe hand-over.
+        self._post: Callable[[], None] = lambda: QtCore.QCoreApplication.postEvent(
+            self._relay, QtCore.QEvent(QtCore.QEvent.Type.User)
+        )
+        # Guards _relay_alive: never post to a relay handed to Qt for deletion.
         self._relay_lock = threading.Lock()
         self._relay_alive = True
-        # PySide holds a bound method weakly; this closure keeps the dispatcher
-        # alive until close(), so queued callbacks (on_done) still arrive.
-        drain = self._drain
-        self._relay.wake.connect(
-            lambda: drain(),  # noqa: PLW0108  # a strong reference, see above
-            QtCore.Qt.ConnectionType.QueuedConnection,
-        )
         if parent is not None:
             parent.destroyed.connect(lambda *_: self.close())
 
@@ -165,7 +171,7 @@ class QtDispatcher(QueuedDispatcher):
             if not self._relay_alive:
                 raise DispatcherClosed(f"{self!r} is closed")
             try:
-                self._relay.wake.emit()
+                self._post()
             except RuntimeError as exc:  # "Internal C++ object already deleted"
                 self._relay_alive = False
                 raise DispatcherClosed(f"{self!r}: the Qt object is gone") from exc
