@@ -30,7 +30,7 @@ ContextArg = int | Literal["auto"] | None
 DEFAULT_NUM_CTX = 4096  # the server's when neither request nor model says
 ANSWER_TOKENS = 1024  # room for the answer, unless num_predict says (max 1/4)
 MESSAGE_TOKENS = 4  # a template's markers around each message
-IMAGE_TOKENS = 768  # what server/prompt.go counts per image
+IMAGE_TOKENS = 768  # what server/prompt.go counts per image, to plan
 ESTIMATE_SLACK = 1.5  # the estimate's most above a real tokenizer (JSON, short words)
 MIN_SCALE = 0.5  # below: a count without its cached tokens (older runners)
 TRUNCATION_RATIO, MIN_ESTIMATE = 0.5, 256  # "far below" the estimate
@@ -106,7 +106,7 @@ def message_tokens(message: Mapping[str, Any]) -> int:
     """The estimate of one message as a template renders it (past thinking is
     left out, as templates leave it out)."""
     content = message.get("content")
-    tokens = MESSAGE_TOKENS + IMAGE_TOKENS * len(message.get("images") or ())
+    tokens = MESSAGE_TOKENS
     if isinstance(content, str):
         tokens += estimate_tokens(content)
     if message.get("tool_calls"):
@@ -198,7 +198,8 @@ class Window:
     from the estimate times ``scale``, the server's tokens per estimated token
     as its refusals and its answers' ``prompt_eval_count`` tell. ``num_ctx``
     is the context asked for last (``"auto"`` only grows it: each change
-    reloads the model); ``ceiling`` a smaller one the server said it has.
+    reloads the model), ``window`` the one the server is believed to have,
+    ``ceiling`` a smaller one than asked that the server said it has.
     """
 
     def __init__(
@@ -211,6 +212,7 @@ class Window:
         self.num_ctx = context if isinstance(context, int) else None
         self.scale: float | None = None
         self.ceiling: int | None = None
+        self.window: int | None = None
 
     @property
     def managed(self) -> bool:
@@ -241,15 +243,20 @@ class Window:
         default = (info.num_ctx if info else None) or DEFAULT_NUM_CTX
         window = maximum if self.context == "auto" else self.num_ctx or asked or default
         window = min(window, self.ceiling) if window and self.ceiling else window
+        self.window = window
         predict = options.get("num_predict")
         room = predict if isinstance(predict, int) and predict > 0 else None
-        room = room or min(ANSWER_TOKENS, (window or default) // 4)
+        basis = default if self.context == "auto" else window or default
+        room = room or min(ANSWER_TOKENS, basis // 4)
         limit = self.history_limit
         if limit == "auto":
             limit = window - room if window else None
         if isinstance(limit, int) and self.ceiling:
             limit = min(limit, self.ceiling - room)
-        costs = [message_tokens(m) for m in messages]
+        costs = [
+            message_tokens(m) + IMAGE_TOKENS * len(m.get("images") or ())
+            for m in messages
+        ]
         total = estimate_prompt([], tools) + sum(costs)
         drop: list[int] = []
         for group in turns(messages)[:-1]:
@@ -284,7 +291,7 @@ class Window:
         if error.prompt_tokens:
             self.scale = error.prompt_tokens / sent
         else:  # an older server's refusal, without counts: over the window
-            window = min(n for n in (num_ctx, self.ceiling, DEFAULT_NUM_CTX) if n)
+            window = self.window or DEFAULT_NUM_CTX
             self.scale = max((self.scale or 1.0) * 1.25, window * 1.05 / sent)
 
     def sized(self, body: dict[str, Any], num_ctx: int | None) -> dict[str, Any]:
