@@ -52,14 +52,12 @@ class ModelInfo:
 
     Attributes:
         name: the model, as asked for.
-        context_length: the longest context the model supports (``None``: not said).
-        num_ctx: the context it runs with unless a request says, from its
-            parameters (``None``: the server's default).
-        capabilities: among ``"completion"``, ``"tools"``, ``"thinking"``,
-            ``"vision"``, ``"insert"``, ``"embedding"``; ``None`` when the server
-            does not say (then nothing is refused for lack of one).
-        family, parameter_size, quantization: from its details (``"qwen3"``,
-            ``"8.2B"``, ``"Q4_K_M"``).
+        context_length: the longest context it supports (``None``: not said).
+        num_ctx: the context it runs with by default, from its parameters
+            (``None``: the server's default).
+        capabilities: ``"completion"``, ``"tools"``, ``"thinking"``, ``"vision"``,
+            ``"insert"``, ``"embedding"``...; ``None``: not said (nothing refused).
+        family, parameter_size, quantization: ``"qwen3"``, ``"8.2B"``, ``"Q4_K_M"``.
     """
 
     name: str
@@ -209,20 +207,14 @@ class Window:
             if value is not None and value != "auto":
                 positive_int(name, value)
         self.model, self.context, self.history_limit = model, context, history_limit
+        self.managed = context is not None or history_limit is not None
+        """Whether requests go with ``truncate: false`` and are fitted here."""
+        self.needs_info = "auto" in (context, history_limit)
+        """Whether planning needs the model's ``/api/show``."""
         self.num_ctx = context if isinstance(context, int) else None
         self.scale: float | None = None
         self.ceiling: int | None = None
         self.window: int | None = None
-
-    @property
-    def managed(self) -> bool:
-        """Whether requests go with ``truncate: false`` and are fitted here."""
-        return self.context is not None or self.history_limit is not None
-
-    @property
-    def needs_info(self) -> bool:
-        """Whether planning needs the model's ``/api/show``."""
-        return "auto" in (self.context, self.history_limit)
 
     def plan(
         self,
@@ -291,7 +283,7 @@ class Window:
         if error.prompt_tokens:
             self.scale = error.prompt_tokens / sent
         else:  # an older server's refusal, without counts: over the window
-            window = self.window or DEFAULT_NUM_CTX
+            window = num_ctx or self.window or DEFAULT_NUM_CTX
             self.scale = max((self.scale or 1.0) * 1.25, window * 1.05 / sent)
 
     def sized(self, body: dict[str, Any], num_ctx: int | None) -> dict[str, Any]:

@@ -123,17 +123,8 @@ class Done:
     result: ChatResult
 
 
+_Output = Thinking | Content | ToolCall
 StreamEvent = (
-    Thinking
-    | Content
-    | ToolCall
-    | ToolResult
-    | Partial
-    | Retry
-    | Reset
-    | Phase
-    | Trim
-    | Warn
-    | Done
+    _Output | ToolResult | Partial | Retry | Reset | Phase | Trim | Warn | Done
 )
 """Any event a ``ChatStream`` yields."""

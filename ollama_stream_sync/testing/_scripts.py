@@ -307,7 +307,9 @@ def push_script(
     """The progress lines of a successful ``/api/push``, with Ollama's statuses.
 
     Args:
-        model, layers, steps: as ``pull_script``'s.
+        model: as ``pull_script``'s.
+        layers: as ``pull_script``'s.
+        steps: as ``pull_script``'s.
         cached: the registry has every layer already: one complete line each.
     """
     script = _lines("retrieving manifest")
