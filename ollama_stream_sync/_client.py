@@ -288,8 +288,10 @@ class StreamingClient(ModelCalls):
 
             def send(sent: dict[str, Any]) -> ChatResult:
                 data = payload if sent is body else encode_body(sent)
-                request = engine.request(path, data, options, model=model)
-                return run_stream(request, ctx)  # type: ignore[no-any-return]
+                answer: ChatResult = run_stream(
+                    engine.request(path, data, options, model=model), ctx
+                )
+                return answer
 
             build = functools.partial(window.sized, body)
             result, cut = window.send(ctx, build, send, info)

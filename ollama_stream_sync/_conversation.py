@@ -271,8 +271,9 @@ class Conversation:
             except Exception:  # a StreamError, or a bug of ours: the send failed
                 if not isinstance(ctx.scope.reason, Cancelled):
                     with self._lock:  # a failed send leaves no trace in the history
-                        mine = (i for i, m in enumerate(self._messages) if m is message)
-                        del self._messages[next(mine, mark) :]
+                        turns = enumerate(self._messages)  # trims moved it
+                        at = next((i for i, m in turns if m is message), mark)
+                        del self._messages[at:]
                 raise
 
         with self._lock:
@@ -328,7 +329,8 @@ class Conversation:
                 )
                 state.reset()
                 ctx.delivery.reset_partial()
-                return run_stream(request, ctx)  # type: ignore[no-any-return]
+                answer: ChatResult = run_stream(request, ctx)
+                return answer
 
             result, cut = window.send(ctx, self._body, send, info, self._trim)
             if result.cancelled:
