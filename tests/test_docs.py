@@ -381,7 +381,7 @@ def a_story(server: FakeOllama, ns: dict[str, Any]) -> None:
 
 def models_that_say_what_they_can(server: FakeOllama, ns: dict[str, Any]) -> None:
     """Long conversations: models whose /api/show has capabilities and a context."""
-    qwen3 = {"capabilities": ["completion", "tools", "thinking"]}
+    qwen3: dict[str, Any] = {"capabilities": ["completion", "tools", "thinking"]}
     qwen3 |= {"context_length": 40960, "details": {"family": "qwen3"}}
     server.models += [
         {"name": "qwen3", **qwen3},
