@@ -147,6 +147,9 @@ def test_check_capabilities_refuses_before_sending(
             client.chat("small", USER, think="high")
         with pytest.raises(CapabilityError) as vision:  # the server takes these
             client.chat("small", [{**USER[0], "images": [IMAGE]}])
+        with pytest.raises(CapabilityError) as insert:
+            client.generate("small", "def f(", suffix="return 1")
+        assert insert.value.capability == "insert"
         assert client.chat("thinker", USER, think=True).done
         assert client.chat("old", USER, think=True).done  # unknown: not blocked
         assert client.chat("unlisted", USER, think=True).done  # no /api/show
