@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import time
@@ -13,13 +14,20 @@ import httpx
 import ollama
 
 from . import _options
+from ._context import ContextArg, ModelInfo, Window, check_capabilities
 from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
 from ._engine import Engine, opentelemetry
 from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts
-from ._models import LoadedModels, ModelCalls, ResidencyProbe
+from ._models import (
+    PS_CACHE_SECONDS,
+    SHOW_CACHE_SECONDS,
+    ModelCalls,
+    ResidencyProbe,
+    SharedAnswers,
+)
 from ._observe import CallInfo
 from ._options import CallOptions, Unpack
 from ._request import (
@@ -35,7 +43,7 @@ from ._retry import RetryArg, check_retry
 from ._run import StreamContext, run_stream
 from ._state import ChatState
 from ._stream import blocking, streaming
-from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
+from ._structured import FormatArg, FormatSpec, finish
 from ._transports._base import Transport
 from ._transports._compat import sdk_http_client
 from ._transports._httpx import HttpxTransport
@@ -86,6 +94,7 @@ class StreamingClient(ModelCalls):
         host_cooldown: float = DEFAULT_COOLDOWN,
         close_timeout: float = 5.0,
         probe_loading: bool = False,
+        check_capabilities: bool = False,
         proxy: str | httpx.Proxy | None = None,
         telemetry: bool = True,
         **client_kwargs: Any,
@@ -112,6 +121,9 @@ class StreamingClient(ModelCalls):
             close_timeout: seconds ``close()`` waits for each cancelled worker.
             probe_loading: ask ``/api/ps`` at the start of each stream, so a
                 model that is not loaded yet reports the phase "loading".
+            check_capabilities: before each chat, read the model's
+                ``/api/show`` (cached) and raise ``CapabilityError`` for
+                ``think``, ``tools`` or images it cannot take.
             proxy: an HTTP(S) or SOCKS5 proxy URL (or ``httpx.Proxy``) for every
                 host; by default the environment's (``HTTPS_PROXY``...) applies
                 to remote hosts, unless ``trust_env=False``.
@@ -146,9 +158,12 @@ class StreamingClient(ModelCalls):
         positive_int("max_line_bytes", max_line_bytes)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
-        for flag, value in (("probe_loading", probe_loading), ("telemetry", telemetry)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False")
+        _options.check(
+            {"probe_loading": probe_loading, "check_capabilities": check_capabilities},
+            CallOptions,
+        )
+        if not isinstance(telemetry, bool):
+            raise TypeError("telemetry must be True or False")
         if session is not None:
             import requests  # noqa: PLC0415  # only session= users pay for it
 
@@ -167,7 +182,8 @@ class StreamingClient(ModelCalls):
             ]
         )
         transports = [self._transport(sdk) for sdk in self._sdks]
-        self._loaded = LoadedModels()
+        self._loaded: SharedAnswers[Any] = SharedAnswers(PS_CACHE_SECONDS)
+        self._shown: SharedAnswers[ModelInfo] = SharedAnswers(SHOW_CACHE_SECONDS)
         self._engine = Engine(
             Hosts([Host(t) for t in transports], cooldown=host_cooldown),
             {
@@ -178,6 +194,7 @@ class StreamingClient(ModelCalls):
                 "deadline": deadline,
                 "coalesce_interval": coalesce_interval,
                 "probe_loading": probe_loading,
+                "check_capabilities": check_capabilities,
             },
             dispatcher=dispatcher or InlineDispatcher(),
             close_timeout=close_timeout,
@@ -264,17 +281,29 @@ class StreamingClient(ModelCalls):
         options: Mapping[str, Any],
         *,
         fmt: FormatSpec | None,
-        estimate: int,
+        window: Window | None = None,
     ) -> StreamHandle:
         _options.check(options, CallOptions)
-        engine, model = self._engine, body["model"]
-        request = engine.request(
-            f"/api/{operation}", encode_body(body), options, model=model, body=body
-        )
-        state = ChatState()
+        engine, model, path = self._engine, body["model"], f"/api/{operation}"
+        payload = encode_body(body)
+        state, check = ChatState(), engine.option(options, "check_capabilities")
+        window = window or Window(model)
 
         def job(ctx: StreamContext) -> ChatResult:
-            return finish(state, run_stream(request, ctx), fmt, estimate)
+            info = self._known(model, ctx) if check or window.needs_info else None
+            if check:
+                check_capabilities(info, body)
+
+            def send(sent: dict[str, Any]) -> ChatResult:
+                data = payload if sent is body else encode_body(sent)
+                answer: ChatResult = run_stream(
+                    engine.request(path, data, options, model=model, body=sent), ctx
+                )
+                return answer
+
+            build = functools.partial(window.sized, body)
+            result, cut = window.send(ctx, build, send, info)
+            return finish(state, result, fmt, cut)
 
         return engine.start(
             StreamHandle,
@@ -300,6 +329,7 @@ class StreamingClient(ModelCalls):
         top_logprobs: int | None = None,
         truncate: bool | None = None,
         shift: bool | None = None,
+        context: ContextArg = None,
         **kwargs: Unpack[CallOptions],
     ) -> StreamHandle:
         """Start streaming a chat on a worker thread and return its handle at once.
@@ -319,6 +349,10 @@ class StreamingClient(ModelCalls):
             truncate: let the server cut a prompt longer than the context
                 (``False``: an error instead).
             shift: let the server shift the context when the answer fills it.
+            context: ``None`` (the server's), a ``num_ctx``, or ``"auto"``: sized
+                to the prompt and answer within the model's maximum. Either way
+                the server refuses rather than cuts (``truncate: false``), and an
+                over-long prompt raises ``ContextLengthExceeded``.
             **kwargs: callbacks and per-call settings (below).
 
         Returns:
@@ -329,6 +363,9 @@ class StreamingClient(ModelCalls):
             RuntimeError: the client is closed.
         """
         fmt = FormatSpec(format) if format is not None else None
+        if truncate and context is not None:
+            raise ValueError("truncate=True lets the server cut what context= keeps")
+        window = Window(model, context)
         body = chat_body(
             model,
             messages,
@@ -342,8 +379,7 @@ class StreamingClient(ModelCalls):
             truncate=truncate,
             shift=shift,
         )
-        estimate = estimate_prompt_tokens(body["messages"])
-        return self._start_stream("chat", body, kwargs, fmt=fmt, estimate=estimate)
+        return self._start_stream("chat", body, kwargs, fmt=fmt, window=window)
 
     chat = blocking(
         start_chat,
@@ -412,8 +448,7 @@ class StreamingClient(ModelCalls):
             truncate=truncate,
             shift=shift,
         )
-        estimate = estimate_prompt_tokens(None, prompt, system, suffix)
-        return self._start_stream("generate", body, kwargs, fmt=fmt, estimate=estimate)
+        return self._start_stream("generate", body, kwargs, fmt=fmt)
 
     generate = blocking(
         start_generate,

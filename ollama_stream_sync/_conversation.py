@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from . import _options
 from ._cancel import Cancelled, unbound
 from ._client import StreamingClient
+from ._context import ContextArg, Window, check_capabilities
 from ._errors import StreamError, ToolRoundsExceeded
 from ._events import ToolResult
 from ._handle import StreamHandle
@@ -27,7 +28,7 @@ from ._result import ChatResult
 from ._run import StreamContext, deadline_error, run_stream
 from ._state import ChatState
 from ._stream import blocking, streaming
-from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
+from ._structured import FormatArg, FormatSpec, finish
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -101,6 +102,8 @@ class Conversation:
         format: FormatArg = None,
         keep_alive: float | str | None = None,
         max_tool_rounds: int = 8,
+        context: ContextArg = None,
+        history_limit: ContextArg = None,
     ) -> None:
         """Start a conversation.
 
@@ -116,10 +119,18 @@ class Conversation:
             format: ``"json"``, a JSON schema or a pydantic model class: each
                 final answer's ``parsed`` holds the value (a model instance).
             max_tool_rounds: model turns with tool calls before ``ToolRoundsExceeded``.
+            context: as ``StreamingClient.chat``; ``"auto"`` grows ``num_ctx`` as
+                the history grows (by doublings: each change reloads the model).
+            history_limit: before each request, drop the oldest turns (never
+                the system prompt, never the turn being answered, never a tool
+                call apart from its result) until the history fits this many
+                tokens, or ``"auto"``: the context, less room for the answer.
+                Dropped messages go to ``dropped``, and ``on_trim`` hears of them.
 
         Raises:
             TypeError, ValueError: a tool without a name, two tools with one
-                name, a bad ``format``, or ``max_tool_rounds`` below 0.
+                name, a bad ``format``, ``context`` or ``history_limit``, or
+                ``max_tool_rounds`` below 0.
         """
         if not isinstance(client, StreamingClient):
             raise TypeError("client must be a StreamingClient")
@@ -136,6 +147,7 @@ class Conversation:
         self.format = format
         self.keep_alive = keep_alive
         self.max_tool_rounds = max_tool_rounds
+        self._window = Window(model, context, history_limit)
         self._schemas, self._impls = _tool_table(list(tools or ()))
         # Every send builds its body on the worker: build one now, so that a
         # wrong setting (options="x", keep_alive=object()) raises here.
@@ -153,6 +165,7 @@ class Conversation:
         # Guards _messages and _running: the worker appends while callers read.
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
+        self._dropped: list[dict[str, Any]] = []
         if system:
             self._messages.append({"role": "system", "content": system})
         self._running: StreamHandle | None = None
@@ -164,6 +177,12 @@ class Conversation:
             return copy.deepcopy(self._messages)
 
     @property
+    def dropped(self) -> list[dict[str, Any]]:
+        """A copy of the messages ``history_limit`` dropped, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._dropped)
+
+    @property
     def running(self) -> bool:
         """Whether a ``send`` is in progress."""
         with self._lock:
@@ -172,6 +191,26 @@ class Conversation:
     def _append(self, *messages: dict[str, Any]) -> None:
         with self._lock:
             self._messages.extend(messages)
+
+    def _trim(self, drop: list[int]) -> list[dict[str, Any]]:
+        """Move the messages at the indexes ``drop`` to ``dropped``."""
+        gone = set(drop)
+        with self._lock:
+            self._dropped += [m for i, m in enumerate(self._messages) if i in gone]
+            self._messages = [m for i, m in enumerate(self._messages) if i not in gone]
+        return self.messages
+
+    def _body(self, num_ctx: int | None = None) -> dict[str, Any]:
+        body = chat_body(
+            self.model,
+            self.messages,
+            tools=self._schemas or None,
+            think=self.think,
+            format=self._format.wire if self._format is not None else None,
+            options=self.options,
+            keep_alive=self.keep_alive,
+        )
+        return self._window.sized(body, num_ctx)
 
     # -- sending -----------------------------------------------------------------
 
@@ -232,7 +271,9 @@ class Conversation:
             except Exception:  # a StreamError, or a bug of ours: the send failed
                 if not isinstance(ctx.scope.reason, Cancelled):
                     with self._lock:  # a failed send leaves no trace in the history
-                        del self._messages[mark:]
+                        turns = enumerate(self._messages)  # trims moved it
+                        at = next((i for i, m in turns if m is message), mark)
+                        del self._messages[at:]
                 raise
 
         with self._lock:
@@ -265,37 +306,39 @@ class Conversation:
         deadline_at: float | None,
     ) -> ChatResult:
         state: ChatState = ctx.state
+        engine, window = self.client._engine, self._window
+        check = engine.option(options, "check_capabilities")
+        info = (
+            self.client._known(self.model, ctx) if check or window.needs_info else None
+        )
         rounds = 0
         while True:
             if deadline_at is not None and time.monotonic() >= deadline_at:
                 raise deadline_error(deadline)
-            body = chat_body(
-                self.model,
-                self.messages,
-                tools=self._schemas or None,
-                think=self.think,
-                format=self._format.wire if self._format is not None else None,
-                options=self.options,
-                keep_alive=self.keep_alive,
-            )
-            request = self.client._engine.request(
-                "/api/chat",
-                encode_body(body),
-                options,
-                model=self.model,
-                body=body,
-                deadline_at=deadline_at,
-                seal_on_done=lambda: state.tool_call_count == 0,
-            )
-            state.reset()
-            ctx.delivery.reset_partial()
-            result: ChatResult = run_stream(request, ctx)
+            if check:
+                check_capabilities(info, self._body())
+
+            def send(body: dict[str, Any]) -> ChatResult:
+                request = engine.request(
+                    "/api/chat",
+                    encode_body(body),
+                    options,
+                    model=self.model,
+                    body=body,
+                    deadline_at=deadline_at,
+                    seal_on_done=lambda: state.tool_call_count == 0,
+                )
+                state.reset()
+                ctx.delivery.reset_partial()
+                answer: ChatResult = run_stream(request, ctx)
+                return answer
+
+            result, cut = window.send(ctx, self._body, send, info, self._trim)
             if result.cancelled:
                 self._keep_cancelled(result)
                 return result
             if not result.tool_calls:
-                estimate = estimate_prompt_tokens(body["messages"])
-                final = finish(state, result, self._format, estimate)
+                final = finish(state, result, self._format, cut)
                 self._append(final.to_message())
                 return final
             self._append(result.to_message())
@@ -385,7 +428,10 @@ class Conversation:
                 "format": self._format.wire if self._format is not None else None,
                 "keep_alive": self.keep_alive,
                 "max_tool_rounds": self.max_tool_rounds,
+                "context": self._window.context,
+                "history_limit": self._window.history_limit,
                 "messages": self._messages,
+                "dropped": self._dropped,
             }
             return json.dumps(data, ensure_ascii=False)
 
@@ -419,9 +465,12 @@ class Conversation:
             format=saved.get("format"),
             keep_alive=saved.get("keep_alive"),
             max_tool_rounds=saved.get("max_tool_rounds", 8),
+            context=saved.get("context"),
+            history_limit=saved.get("history_limit"),
         )
         conv.system = saved.get("system")
         conv._messages = copy.deepcopy(messages)
+        conv._dropped = copy.deepcopy(saved.get("dropped") or [])
         return conv
 
     def __repr__(self) -> str:

@@ -411,7 +411,29 @@ def a_story(server: FakeOllama, ns: dict[str, Any]) -> None:
     server.enqueue(reply("Once upon a time."))
 
 
+def models_that_say_what_they_can(server: FakeOllama, ns: dict[str, Any]) -> None:
+    """Long conversations: models whose /api/show has capabilities and a context."""
+    qwen3: dict[str, Any] = {"capabilities": ["completion", "tools", "thinking"]}
+    qwen3 |= {"context_length": 40960, "details": {"family": "qwen3"}}
+    server.models += [
+        {"name": "qwen3", **qwen3},
+        {"name": "gemma3", "capabilities": ["completion", "vision"]},
+        {"name": "gemma3-text", "capabilities": ["completion"]},
+    ]
+
+
+LONG = "guides/long-conversations/"
 BEFORE_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
+    **{
+        LONG + section: models_that_say_what_they_can
+        for section in (
+            "what-a-model-can",
+            "capabilities",
+            "sizing-the-context-context",
+            "trimming-a-conversation-history",
+            "when-the-server-cut",
+        )
+    },
     "README/using-it-from-a": a_story,
     "guides/structured-output/structured-output": weather_then_not_then_weather,
     "guides/pull/push-create-preload-unload": pushing_a_model_we_have,
