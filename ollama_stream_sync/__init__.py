@@ -13,6 +13,7 @@ Example::
 import logging as _logging
 
 from ._client import StreamingClient
+from ._context import ContextTruncatedWarning, ModelInfo
 from ._conversation import Conversation
 from ._dispatch import (
     CallLaterDispatcher,
@@ -49,6 +50,8 @@ from ._events import (
     Thinking,
     ToolCall,
     ToolResult,
+    Trim,
+    Warn,
 )
 from ._gui import QtDispatcher, TkDispatcher
 from ._handle import BaseHandle, ProgressHandle, StreamHandle
@@ -76,6 +79,7 @@ __all__ = [
     "ConnectionFailed",
     "Content",
     "ContextLengthExceeded",
+    "ContextTruncatedWarning",
     "Conversation",
     "ConversationOptions",
     "DispatchError",
@@ -85,6 +89,7 @@ __all__ = [
     "HostHealth",
     "InlineDispatcher",
     "LoadedModel",
+    "ModelInfo",
     "ModelNotFound",
     "ModelOptions",
     "ModelResult",
@@ -116,5 +121,7 @@ __all__ = [
     "ToolResult",
     "ToolRoundsExceeded",
     "ToolSchemaWarning",
+    "Trim",
     "UnknownOptionWarning",
+    "Warn",
 ]

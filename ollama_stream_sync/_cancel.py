@@ -1,20 +1,10 @@
 """Stopping a thread blocked in a socket call, from another thread: socket ownership.
 
-A worker blocked in ``recv()`` (a silent server) or ``connect()`` sees nothing
-until data or a timeout arrives, and ``close()`` from another thread does not
-wake it. ``shutdown(SHUT_RDWR)`` does, at once. So each stream has an
-``AbortScope``, and the transports let the scope *claim* the connection the
-stream is using; ``abort()`` shuts down what the scope owns at that moment.
-
-Ownership is exact: a scope owns a connection only between its claim and its
-release, and the claim of another scope (a pooled connection reused by another
-stream) takes it away atomically. A stale abort therefore never reaches a
-socket that another stream is using. One module lock guards every owner field,
-so a claim and an abort never miss each other; claims happen once per
-connection per stream and aborts are rare, so the lock is never hot.
-
-Name resolution cannot be interrupted at all; ``resolve`` runs it on a helper
-thread so that a cancel returns at once while the lookup finishes on its own.
+``close()`` from another thread does not wake a blocked ``recv()`` or ``connect()``;
+``shutdown(SHUT_RDWR)`` does. Each stream has an ``AbortScope`` that *claims* the
+connection it uses, and ``abort()`` shuts down what it owns at that moment. A
+scope owns a connection only between its claim and its release (or another
+scope's claim), so a stale abort never reaches a socket another stream uses.
 """
 
 from __future__ import annotations
@@ -33,15 +23,14 @@ from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
 
+# Guards every scope's reasons, seal and held connection, and every
+# ``Claimable.owner``: a claim and an abort never miss each other. Never hot.
 _lock = threading.Lock()
-"""Guards every scope's reasons, seal and held connection, and every
-``Claimable.owner``: the one place where ownership changes hands."""
 
 
-# A thread that held the lock at fork() does not exist in the child, where
-# the lock would stay held: closing an inherited pooled connection at exit
-# (urllib3's pool finalizers) would then hang the child. Free it there; the
-# child owns none of the parent's streams anyway.
+# A lock held at fork() stays held in the child, where closing an inherited
+# pooled connection (urllib3's finalizers) would then hang. The child owns none
+# of the parent's streams.
 def _new_lock_in_child() -> None:
     global _lock  # noqa: PLW0603  # a lock held at fork time stays held
     _lock = threading.Lock()
@@ -56,8 +45,7 @@ def owner_lock() -> threading.Lock:
 
 
 class Cancelled(Exception):
-    """The reason a ``cancel()`` leaves in a scope, raised in the worker to end
-    the stream: the one internal stop that is not an error."""
+    """Raised in the worker by ``cancel()``: the one stop that is not an error."""
 
 
 class Claimable(Protocol):
@@ -95,14 +83,11 @@ class AbortScope:
         self._reason: BaseException | None = None
         self._attempt_reason: BaseException | None = None
         self._sealed = False
-        # A process that forked owns none of its parent's connections: a scope
-        # never shuts down a socket from a process other than its own.
-        self._pid = os.getpid()
-        # Wakes interruptible waits (name resolution) on any abort.
-        self._cond = threading.Condition(threading.Lock())
+        self._pid = os.getpid()  # never shut down a socket from a forked child
+        self._cond = threading.Condition(threading.Lock())  # wakes ``wait_until``
         self.aborted_event = threading.Event()
         """Set by ``abort`` (not by ``abort_attempt``): wakes a retry backoff."""
-        self.on_sent: Callable[[], None] = _nothing
+        self.on_sent: Callable[[], None] = lambda: None
         """What a transport calls once the request is sent (see ``Transport``)."""
 
     @property
@@ -123,7 +108,7 @@ class AbortScope:
     def seal(self) -> bool:
         """Refuse every later abort (the answer is complete); False if too late."""
         with _lock:
-            if self._reason is not None or self._attempt_reason is not None:
+            if self.stopped is not None:
                 return False
             self._sealed = True
             return True
@@ -131,18 +116,11 @@ class AbortScope:
     def seal_with(
         self, step: Callable[[], _T], should_seal: Callable[[_T], bool]
     ) -> _T:
-        """Run ``step`` and seal if ``should_seal(its result)``, as one step.
-
-        An abort either lands before (``step`` does not run: its reason is raised) or
-        is refused after; ``step`` must be short and must not use this scope.
-
-        Raises:
-            The abort's reason: the stream or attempt was already aborted.
-        """
+        """Run ``step`` and seal if ``should_seal(its result)``, as one step: an
+        abort lands before (its reason is raised) or is refused after. ``step``
+        must be short and must not use this scope."""
         with _lock:
-            reason = self._reason or self._attempt_reason
-            if reason is not None:
-                raise reason
+            self.check()
             result = step()
             if should_seal(result):
                 self._sealed = True
@@ -151,13 +129,11 @@ class AbortScope:
     def abort_attempt(self, reason: BaseException) -> bool:
         """End the current attempt; False if it had already ended or was sealed."""
         with _lock:
-            if self._sealed or self._reason is not None:
-                return False
-            if self._attempt_reason is not None:
+            if self._sealed or self.stopped is not None:
                 return False
             self._attempt_reason = reason
             self._shutdown_held_locked()
-        self._wake()
+        self.notify()
         return True
 
     def abort(self, reason: BaseException) -> bool:
@@ -168,7 +144,7 @@ class AbortScope:
             self._reason = reason
             self._shutdown_held_locked()
         self.aborted_event.set()
-        self._wake()
+        self.notify()
         return True
 
     def interrupt(self) -> None:
@@ -189,7 +165,7 @@ class AbortScope:
                 ``conn`` is shut down so that its owner (the transport) closes it.
         """
         with _lock:
-            reason = self._reason or self._attempt_reason
+            reason = self.stopped
             previous = self._held
             if previous is not None and previous is not conn and previous.owner is self:
                 previous.owner = None
@@ -212,19 +188,12 @@ class AbortScope:
 
     def check(self) -> None:
         """Raise the reason if the stream or the current attempt was aborted."""
-        reason = self._reason or self._attempt_reason
+        reason = self.stopped
         if reason is not None:
             raise reason
 
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Wait until ``predicate()`` or an abort; return ``predicate()``.
-
-        Whoever makes the predicate true must call ``notify``.
-        """
+        """Wait until ``predicate()`` (its setter calls ``notify``) or an abort."""
         with self._cond:
             self._cond.wait_for(
                 lambda: predicate() or self.stopped is not None, timeout
@@ -233,7 +202,8 @@ class AbortScope:
 
     def notify(self) -> None:
         """Wake ``wait_until`` so that it re-checks its predicate."""
-        self._wake()
+        with self._cond:
+            self._cond.notify_all()
 
 
 class SocketClaim:
@@ -253,11 +223,7 @@ class SocketClaim:
 
 
 def disown(conn: Claimable) -> None:
-    """End whatever claim ``conn`` is under, from any thread.
-
-    Called just before a connection goes back to a pool (or is closed), so no
-    scope can shut it down once another request may use it.
-    """
+    """End any claim on ``conn`` (any thread), before it goes back to a pool."""
     with _lock:
         owner = conn.owner
         if owner is not None:
@@ -267,11 +233,9 @@ def disown(conn: Claimable) -> None:
 
 
 def shutdown_socket(sock: socket.socket) -> None:
-    """Shut down ``sock`` for reading and writing; errors mean it is already gone.
-
-    The plain socket method, even on an ``SSLSocket``: ``SSLSocket.shutdown``
-    would clear the TLS object under the feet of the thread using it.
-    """
+    """Shut down ``sock`` both ways (an error: it is gone). The plain socket
+    method even on TLS: ``SSLSocket.shutdown`` would clear the TLS object under
+    the feet of the thread using it."""
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
@@ -285,12 +249,8 @@ def current_scope() -> AbortScope | None:
 
 
 def bind(scope: AbortScope | None) -> None:
-    """Bind ``scope`` to this thread (``None`` unbinds).
-
-    Only a stream's own network calls run bound, never user callbacks: a
-    callback that makes an HTTP request of its own must not have its socket
-    claimed by the stream.
-    """
+    """Bind ``scope`` to this thread (``None`` unbinds); never around user
+    callbacks, whose own HTTP requests the stream must not claim."""
     _local.scope = scope
 
 
@@ -303,10 +263,6 @@ def unbound() -> Iterator[None]:
         yield
     finally:
         _local.scope = scope
-
-
-def _nothing() -> None:
-    pass
 
 
 _resolvers = itertools.count(1)
@@ -328,17 +284,12 @@ def resolve(
     *,
     timeout: float | None = None,
 ) -> list[tuple[Any, ...]]:
-    """``socket.getaddrinfo`` that a cancel (or ``timeout``) cuts short.
+    """``socket.getaddrinfo`` that an abort of the bound scope or a timeout cut short.
 
-    An IP address resolves at once, here. A name is looked up on a short-lived
-    daemon thread while the worker waits on its scope, so an abort returns at
-    once; the lookup ends on its own and its answer is dropped. Without a bound
-    scope this is plain ``getaddrinfo``.
+    A name is looked up on a helper thread while the worker waits on its scope.
 
     Raises:
-        The abort's reason: the bound scope was aborted during the lookup.
-        socket.gaierror: the lookup failed.
-        TimeoutError: ``timeout`` passed first.
+        The abort's reason, socket.gaierror, or TimeoutError.
     """
     scope = current_scope()
     if scope is None or _is_ip(host):
@@ -353,39 +304,33 @@ def resolve(
         finally:
             scope.notify()
 
+    # Daemon and unjoined, on purpose: getaddrinfo cannot be interrupted, and a
+    # cancelled stream must not wait for it. The thread touches no network.
     threading.Thread(
         target=lookup, name=f"ollama-resolve-{next(_resolvers)}", daemon=True
     ).start()
-    # Daemon and unjoined, on purpose: getaddrinfo cannot be interrupted, and a
-    # cancelled stream must not wait for it. The thread touches no network.
     found = scope.wait_until(lambda: bool(box), timeout)
     scope.check()
     if not found:
         raise TimeoutError(f"resolving {host!r} took longer than {timeout}s")
-    result = box[0]
-    if isinstance(result, BaseException):
-        raise result
-    return list(result)
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return list(box[0])
 
 
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
 
 
 def connect(sock: socket.socket, address: Any) -> None:
-    """``sock.connect(address)`` that an abort of the bound scope ends, whenever
-    it lands, within the socket's own timeout.
+    """``sock.connect(address)`` that an abort of the bound scope ends, whenever.
 
-    The socket must already be claimed by the scope. A ``shutdown()`` wakes a
-    connect that is under way, but one made just before the connect starts
-    is lost (the kernel answers ENOTCONN and the connect then waits its whole
-    timeout). So the connect is started non-blocking, the scope checked, and
-    only then waited for: an abort before the check is seen by it, one after
-    it shuts down a socket that is connecting, which wakes the wait.
+    The socket must already be claimed. A ``shutdown()`` made just before a
+    connect starts is lost (ENOTCONN; the connect then waits its whole timeout),
+    so the connect starts non-blocking, the scope is checked, and only then is
+    it waited for: an abort after the check wakes the wait.
 
     Raises:
-        The abort's reason: the scope was aborted.
-        TimeoutError: the socket's timeout passed.
-        OSError: the connect failed.
+        The abort's reason, TimeoutError (the socket's timeout), or OSError.
     """
     scope = current_scope()
     if (

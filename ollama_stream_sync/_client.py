@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
+import functools
 import itertools
 import logging
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import httpx
 import ollama
 
 from . import _options
+from ._context import ContextArg, ModelInfo, Window, check_capabilities
 from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
-from ._engine import Engine
-from ._errors import StreamError
+from ._engine import Engine, opentelemetry
 from ._handle import BaseHandle, StreamHandle
-from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts, RoutingArg, make_router
-from ._models import LoadedModels, ModelCalls, ResidencyProbe
-from ._observe import CallInfo, opentelemetry
+from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts, RoutingArg
+from ._models import (
+    PS_CACHE_SECONDS,
+    SHOW_CACHE_SECONDS,
+    ModelCalls,
+    ResidencyProbe,
+    SharedAnswers,
+)
+from ._observe import CallInfo
 from ._options import CallOptions, Unpack
 from ._request import (
     ImageLike,
     MessageLike,
     ToolLike,
-    caller,
     chat_body,
-    check_served,
     encode_body,
     generate_body,
 )
@@ -39,7 +40,7 @@ from ._retry import RetryArg, check_retry
 from ._run import StreamContext, run_stream
 from ._state import ChatState
 from ._stream import blocking, streaming
-from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
+from ._structured import FormatArg, FormatSpec, finish
 from ._transports._base import Transport
 from ._transports._compat import sdk_http_client
 from ._transports._httpx import HttpxTransport
@@ -91,6 +92,7 @@ class StreamingClient(ModelCalls):
         routing: RoutingArg = "model_aware",
         close_timeout: float = 5.0,
         probe_loading: bool = False,
+        check_capabilities: bool = False,
         proxy: str | httpx.Proxy | None = None,
         telemetry: bool = True,
         **client_kwargs: Any,
@@ -122,6 +124,9 @@ class StreamingClient(ModelCalls):
             close_timeout: seconds ``close()`` waits for each cancelled worker.
             probe_loading: ask ``/api/ps`` at the start of each stream, so a
                 model that is not loaded yet reports the phase "loading".
+            check_capabilities: before each chat, read the model's
+                ``/api/show`` (cached) and raise ``CapabilityError`` for
+                ``think``, ``tools`` or images it cannot take.
             proxy: an HTTP(S) or SOCKS5 proxy URL (or ``httpx.Proxy``) for every
                 host; by default the environment's (``HTTPS_PROXY``...) applies
                 to remote hosts, unless ``trust_env=False``.
@@ -156,9 +161,12 @@ class StreamingClient(ModelCalls):
         positive_int("max_line_bytes", max_line_bytes)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
-        for flag, value in (("probe_loading", probe_loading), ("telemetry", telemetry)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False")
+        _options.check(
+            {"probe_loading": probe_loading, "check_capabilities": check_capabilities},
+            CallOptions,
+        )
+        if not isinstance(telemetry, bool):
+            raise TypeError("telemetry must be True or False")
         if session is not None:
             import requests  # noqa: PLC0415  # only session= users pay for it
 
@@ -177,13 +185,13 @@ class StreamingClient(ModelCalls):
             ]
         )
         transports = [self._transport(sdk) for sdk in self._sdks]
-        self._loaded = LoadedModels()
-        router, lists = make_router(routing)
+        self._loaded: SharedAnswers[Any] = SharedAnswers(PS_CACHE_SECONDS)
+        self._shown: SharedAnswers[ModelInfo] = SharedAnswers(SHOW_CACHE_SECONDS)
         hosts_ = Hosts(
             [Host(t) for t in transports],
             cooldown=host_cooldown,
-            router=router,
-            lister=self._lister(connect_timeout) if lists else None,
+            routing=routing,
+            lister=self._lister(connect_timeout),
         )
         self._engine = Engine(
             hosts_,
@@ -195,6 +203,7 @@ class StreamingClient(ModelCalls):
                 "deadline": deadline,
                 "coalesce_interval": coalesce_interval,
                 "probe_loading": probe_loading,
+                "check_capabilities": check_capabilities,
             },
             dispatcher=dispatcher or InlineDispatcher(),
             close_timeout=close_timeout,
@@ -253,30 +262,8 @@ class StreamingClient(ModelCalls):
             state, streams in flight, models loaded and available, last TTFT.
         """
         limit = self._wait(timeout)
-        hosts = self._engine.hosts
-        lister = self._lister(limit)
         self._loaded.forget()  # asked now, not a second ago
-
-        def probe(host: Host) -> HostHealth:
-            start = time.monotonic()
-            try:
-                data = host.transport.request_json(
-                    "GET", "/api/version", None, timeout=limit
-                )
-            except StreamError as exc:
-                return replace(hosts.view(host), reachable=False, error=str(exc))
-            latency = time.monotonic() - start
-            asked_at = hosts.asked()
-            with contextlib.suppress(StreamError):  # reachable; lists as known
-                hosts.learned(host, *lister(host), asked_at)
-            version = str(data.get("version", "")) if isinstance(data, dict) else None
-            view = hosts.view(host)
-            return replace(view, reachable=True, version=version, latency=latency)
-
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(hosts.hosts), thread_name_prefix="ollama-health"
-        ) as pool:
-            return list(pool.map(probe, hosts.hosts))
+        return self._engine.hosts.health(self._lister(limit), limit)
 
     # -- streams ---------------------------------------------------------------
 
@@ -287,20 +274,29 @@ class StreamingClient(ModelCalls):
         options: Mapping[str, Any],
         *,
         fmt: FormatSpec | None,
-        estimate: int,
+        window: Window | None = None,
     ) -> StreamHandle:
         _options.check(options, CallOptions)
-        engine, model = self._engine, body["model"]
-        request = engine.request(
-            f"/api/{operation}", encode_body(body), options, model=model, body=body
-        )
-        state = ChatState()
-        where = caller()  # a warning found on the worker points at this call
+        engine, model, path = self._engine, body["model"], f"/api/{operation}"
+        payload = encode_body(body)
+        state, check = ChatState(), engine.option(options, "check_capabilities")
+        window = window or Window(model)
 
         def job(ctx: StreamContext) -> ChatResult:
-            result = finish(state, run_stream(request, ctx), fmt, estimate)
-            check_served(model, result, where)
-            return result
+            info = self._known(model, ctx) if check or window.needs_info else None
+            if check:
+                check_capabilities(info, body)
+
+            def send(sent: dict[str, Any]) -> ChatResult:
+                data = payload if sent is body else encode_body(sent)
+                answer: ChatResult = run_stream(
+                    engine.request(path, data, options, model=model, body=sent), ctx
+                )
+                return answer
+
+            build = functools.partial(window.sized, body)
+            result, cut = window.send(ctx, build, send, info)
+            return finish(state, result, fmt, cut)
 
         return engine.start(
             StreamHandle,
@@ -326,6 +322,7 @@ class StreamingClient(ModelCalls):
         top_logprobs: int | None = None,
         truncate: bool | None = None,
         shift: bool | None = None,
+        context: ContextArg = None,
         **kwargs: Unpack[CallOptions],
     ) -> StreamHandle:
         """Start streaming a chat on a worker thread and return its handle at once.
@@ -345,6 +342,10 @@ class StreamingClient(ModelCalls):
             truncate: let the server cut a prompt longer than the context
                 (``False``: an error instead).
             shift: let the server shift the context when the answer fills it.
+            context: ``None`` (the server's), a ``num_ctx``, or ``"auto"``: sized
+                to the prompt and answer within the model's maximum. Either way
+                the server refuses rather than cuts (``truncate: false``), and an
+                over-long prompt raises ``ContextLengthExceeded``.
             **kwargs: callbacks and per-call settings (below).
 
         Returns:
@@ -355,6 +356,9 @@ class StreamingClient(ModelCalls):
             RuntimeError: the client is closed.
         """
         fmt = FormatSpec(format) if format is not None else None
+        if truncate and context is not None:
+            raise ValueError("truncate=True lets the server cut what context= keeps")
+        window = Window(model, context)
         body = chat_body(
             model,
             messages,
@@ -368,8 +372,7 @@ class StreamingClient(ModelCalls):
             truncate=truncate,
             shift=shift,
         )
-        estimate = estimate_prompt_tokens(body["messages"])
-        return self._start_stream("chat", body, kwargs, fmt=fmt, estimate=estimate)
+        return self._start_stream("chat", body, kwargs, fmt=fmt, window=window)
 
     chat = blocking(
         start_chat,
@@ -438,8 +441,7 @@ class StreamingClient(ModelCalls):
             truncate=truncate,
             shift=shift,
         )
-        estimate = estimate_prompt_tokens(None, prompt, system, suffix)
-        return self._start_stream("generate", body, kwargs, fmt=fmt, estimate=estimate)
+        return self._start_stream("generate", body, kwargs, fmt=fmt)
 
     generate = blocking(
         start_generate,

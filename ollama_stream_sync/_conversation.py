@@ -18,26 +18,18 @@ from pydantic import BaseModel
 from . import _options
 from ._cancel import Cancelled, unbound
 from ._client import StreamingClient
+from ._context import ContextArg, Window, check_capabilities
 from ._errors import StreamError, ToolRoundsExceeded
 from ._events import ToolResult
 from ._handle import StreamHandle
 from ._observe import CallInfo, Observer, ToolRun
 from ._options import ConversationOptions, Unpack
-from ._request import (
-    MessageLike,
-    Where,
-    caller,
-    chat_body,
-    check_served,
-    encode_body,
-    encode_message,
-    encode_tool,
-)
+from ._request import MessageLike, chat_body, encode_body, encode_message, encode_tool
 from ._result import ChatResult
 from ._run import StreamContext, deadline_error, run_stream
 from ._state import ChatState
 from ._stream import blocking, streaming
-from ._structured import FormatArg, FormatSpec, estimate_prompt_tokens, finish
+from ._structured import FormatArg, FormatSpec, finish
 
 log = logging.getLogger("ollama_stream_sync")
 
@@ -111,6 +103,8 @@ class Conversation:
         format: FormatArg = None,
         keep_alive: float | str | None = None,
         max_tool_rounds: int = 8,
+        context: ContextArg = None,
+        history_limit: ContextArg = None,
         session_header: str | None = None,
     ) -> None:
         """Start a conversation.
@@ -127,17 +121,20 @@ class Conversation:
             format: ``"json"``, a JSON schema or a pydantic model class: each
                 final answer's ``parsed`` holds the value (a model instance).
             max_tool_rounds: model turns with tool calls before ``ToolRoundsExceeded``.
-            session_header: a header name (``"X-Session-ID"``) to send ``id`` in
-                with every request, for a gateway that keeps a session on one
-                upstream.
-
-        Each turn goes to the host that served the previous one while that
-        host is healthy (its cache holds the history's prefix).
+            context: as ``StreamingClient.chat``; ``"auto"`` grows ``num_ctx`` as
+                the history grows (by doublings: each change reloads the model).
+            history_limit: before each request, drop the oldest turns (never
+                the system prompt, never the turn being answered, never a tool
+                call apart from its result) until the history fits this many
+                tokens, or ``"auto"``: the context, less room for the answer.
+                Dropped messages go to ``dropped``, and ``on_trim`` hears of them.
+            session_header: a header (``"X-Session-ID"``) that carries ``id`` with
+                every request, for a gateway that keeps a session on one upstream.
 
         Raises:
             TypeError, ValueError: a tool without a name, two tools with one
-                name, a bad ``format``, ``max_tool_rounds`` below 0, or a
-                ``session_header`` that is not a header name.
+                name, a bad ``format``, ``context``, ``history_limit`` or
+                ``session_header``, or ``max_tool_rounds`` below 0.
         """
         if not isinstance(client, StreamingClient):
             raise TypeError("client must be a StreamingClient")
@@ -145,12 +142,8 @@ class Conversation:
             raise TypeError("max_tool_rounds must be an int")
         if max_tool_rounds < 0:
             raise ValueError("max_tool_rounds must be 0 or more")
-        if session_header is not None and not (
-            isinstance(session_header, str) and _HEADER_NAME.fullmatch(session_header)
-        ):
-            raise ValueError(
-                f"session_header must be a header name: {session_header!r}"
-            )
+        if session_header is not None and not _HEADER_NAME.fullmatch(session_header):
+            raise ValueError(f"not a header name: session_header={session_header!r}")
         self._format = FormatSpec(format) if format is not None else None
         self.client = client
         self.model = model
@@ -160,6 +153,7 @@ class Conversation:
         self.format = format
         self.keep_alive = keep_alive
         self.max_tool_rounds = max_tool_rounds
+        self._window = Window(model, context, history_limit)
         self.session_header = session_header
         self._schemas, self._impls = _tool_table(list(tools or ()))
         # Every send builds its body on the worker: build one now, so that a
@@ -174,13 +168,13 @@ class Conversation:
             keep_alive=keep_alive,
         )
         self.id = f"conversation-{uuid.uuid4().hex}"
-        """A stable key of this conversation, unique across processes
-        (telemetry, gateways' session routing); ``to_json`` keeps it."""
-        self._host: str | None = None
-        """The URL of the host that served the last turn: the next one stays."""
+        """This conversation's key, unique across processes (telemetry, a
+        gateway's sessions); ``to_json`` keeps it."""
+        self._host: str | None = None  # served the last turn: the next stays
         # Guards _messages and _running: the worker appends while callers read.
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
+        self._dropped: list[dict[str, Any]] = []
         if system:
             self._messages.append({"role": "system", "content": system})
         self._running: StreamHandle | None = None
@@ -192,6 +186,12 @@ class Conversation:
             return copy.deepcopy(self._messages)
 
     @property
+    def dropped(self) -> list[dict[str, Any]]:
+        """A copy of the messages ``history_limit`` dropped, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._dropped)
+
+    @property
     def running(self) -> bool:
         """Whether a ``send`` is in progress."""
         with self._lock:
@@ -200,6 +200,26 @@ class Conversation:
     def _append(self, *messages: dict[str, Any]) -> None:
         with self._lock:
             self._messages.extend(messages)
+
+    def _trim(self, drop: list[int]) -> list[dict[str, Any]]:
+        """Move the messages at the indexes ``drop`` to ``dropped``."""
+        gone = set(drop)
+        with self._lock:
+            self._dropped += [m for i, m in enumerate(self._messages) if i in gone]
+            self._messages = [m for i, m in enumerate(self._messages) if i not in gone]
+        return self.messages
+
+    def _body(self, num_ctx: int | None = None) -> dict[str, Any]:
+        body = chat_body(
+            self.model,
+            self.messages,
+            tools=self._schemas or None,
+            think=self.think,
+            format=self._format.wire if self._format is not None else None,
+            options=self.options,
+            keep_alive=self.keep_alive,
+        )
+        return self._window.sized(body, num_ctx)
 
     # -- sending -----------------------------------------------------------------
 
@@ -248,11 +268,8 @@ class Conversation:
         )
         encode_body(message)  # a value JSON cannot send fails here, not on the worker
         if self.session_header is not None:  # the caller's own headers win
-            options["headers"] = {
-                self.session_header: self.id,
-                **(options.get("headers") or {}),
-            }
-        where = caller()  # a warning found on the worker points at this call
+            headers = {self.session_header: self.id, **options.get("headers", {})}
+            options["headers"] = headers
         engine = self.client._engine
         deadline = engine.option(options, "deadline")
         deadline_at = None if deadline is None else time.monotonic() + deadline
@@ -260,13 +277,15 @@ class Conversation:
 
         def job(ctx: StreamContext) -> ChatResult:
             try:
-                return self._rounds(ctx, options, deadline, deadline_at, where)
+                return self._rounds(ctx, options, deadline, deadline_at)
             except ToolRoundsExceeded:
                 raise  # the rounds that ran stay: a valid history to continue from
             except Exception:  # a StreamError, or a bug of ours: the send failed
                 if not isinstance(ctx.scope.reason, Cancelled):
                     with self._lock:  # a failed send leaves no trace in the history
-                        del self._messages[mark:]
+                        turns = enumerate(self._messages)  # trims moved it
+                        at = next((i for i, m in turns if m is message), mark)
+                        del self._messages[at:]
                 raise
 
         with self._lock:
@@ -297,43 +316,43 @@ class Conversation:
         options: dict[str, Any],
         deadline: float | None,
         deadline_at: float | None,
-        where: Where,
     ) -> ChatResult:
         state: ChatState = ctx.state
+        engine, window = self.client._engine, self._window
+        check = engine.option(options, "check_capabilities")
+        info = (
+            self.client._known(self.model, ctx) if check or window.needs_info else None
+        )
         rounds = 0
         while True:
             if deadline_at is not None and time.monotonic() >= deadline_at:
                 raise deadline_error(deadline)
-            body = chat_body(
-                self.model,
-                self.messages,
-                tools=self._schemas or None,
-                think=self.think,
-                format=self._format.wire if self._format is not None else None,
-                options=self.options,
-                keep_alive=self.keep_alive,
-            )
-            request = self.client._engine.request(
-                "/api/chat",
-                encode_body(body),
-                options,
-                model=self.model,
-                body=body,
-                deadline_at=deadline_at,
-                seal_on_done=lambda: state.tool_call_count == 0,
-                sticky=self._host,
-            )
-            state.reset()
-            ctx.delivery.reset_partial()
-            result: ChatResult = run_stream(request, ctx)
+            if check:
+                check_capabilities(info, self._body())
+
+            def send(body: dict[str, Any]) -> ChatResult:
+                request = engine.request(
+                    "/api/chat",
+                    encode_body(body),
+                    options,
+                    model=self.model,
+                    body=body,
+                    deadline_at=deadline_at,
+                    seal_on_done=lambda: state.tool_call_count == 0,
+                    sticky=self._host,
+                )
+                state.reset()
+                ctx.delivery.reset_partial()
+                answer: ChatResult = run_stream(request, ctx)
+                return answer
+
+            result, cut = window.send(ctx, self._body, send, info, self._trim)
             self._host = result.host or self._host
-            check_served(self.model, result, where)
             if result.cancelled:
                 self._keep_cancelled(result)
                 return result
             if not result.tool_calls:
-                estimate = estimate_prompt_tokens(body["messages"])
-                final = finish(state, result, self._format, estimate)
+                final = finish(state, result, self._format, cut)
                 self._append(final.to_message())
                 return final
             self._append(result.to_message())
@@ -423,9 +442,12 @@ class Conversation:
                 "format": self._format.wire if self._format is not None else None,
                 "keep_alive": self.keep_alive,
                 "max_tool_rounds": self.max_tool_rounds,
+                "context": self._window.context,
+                "history_limit": self._window.history_limit,
                 "session_header": self.session_header,
                 "id": self.id,
                 "messages": self._messages,
+                "dropped": self._dropped,
             }
             return json.dumps(data, ensure_ascii=False)
 
@@ -459,11 +481,14 @@ class Conversation:
             format=saved.get("format"),
             keep_alive=saved.get("keep_alive"),
             max_tool_rounds=saved.get("max_tool_rounds", 8),
+            context=saved.get("context"),
+            history_limit=saved.get("history_limit"),
             session_header=saved.get("session_header"),
         )
         conv.id = str(saved.get("id") or conv.id)
         conv.system = saved.get("system")
         conv._messages = copy.deepcopy(messages)
+        conv._dropped = copy.deepcopy(saved.get("dropped") or [])
         return conv
 
     def __repr__(self) -> str:

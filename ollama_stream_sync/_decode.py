@@ -1,11 +1,8 @@
 """From body bytes to typed events: NDJSON lines, Ollama's error lines, chat chunks.
 
-Ollama streams one JSON object per line, and network reads cut lines anywhere.
-``Lines`` keeps the unfinished tail (bounded by ``max_line_bytes``, so a
-runaway line cannot eat memory) and parses each complete line once (with
-``orjson`` when the ``fast`` extra is installed). ``chat_events`` reads one
-chat or generate chunk as the public ``Thinking``, ``Content`` and ``ToolCall``
-events, thinking first.
+``Lines`` keeps the unfinished tail of a read (bounded by ``max_line_bytes``) and
+parses each complete line once (with ``orjson`` when installed); ``chat_events``
+reads one chunk as the public events, thinking first.
 """
 
 from __future__ import annotations
@@ -34,18 +31,15 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 """A chunk is normally under a kilobyte; a line past this is not Ollama talking."""
 
 MAX_DEPTH = 256
-"""The deepest nesting parsed. Ollama's lines nest a handful of levels; the
-standard parser recurses once per level, and a finalizer run at that depth on
-the worker (urllib3 closes a pool's sockets in one) fails for lack of stack."""
+"""The deepest nesting parsed: the standard parser recurses per level, and a
+finalizer run that deep on the worker (urllib3's) fails for lack of stack."""
 
 
 class Lines:
     """Turns body bytes into parsed JSON objects, one per line.
 
-    ``feed`` returns the objects of the lines a read completes. A line that is
-    not a JSON object, or Ollama's in-band ``{"error": ...}`` line, stops
-    parsing: the objects before it are returned and ``error`` holds the typed
-    error, so nothing that arrived before a failure is lost.
+    A line that is not a JSON object, or Ollama's ``{"error": ...}`` line, stops
+    parsing: the objects before it are returned and ``error`` holds the error.
     """
 
     __slots__ = ("_tail", "error", "max_line_bytes")
@@ -54,7 +48,6 @@ class Lines:
         self.max_line_bytes = max_line_bytes
         self._tail = b""
         self.error: StreamError | None = None
-        """The error that stopped parsing, if any."""
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add body bytes; return the objects of the lines they complete."""
@@ -116,8 +109,7 @@ class Lines:
         return out
 
 
-def _too_deep(line: bytes) -> bool:
-    """Whether a JSON line nests deeper than ``MAX_DEPTH`` (strings skipped)."""
+def _too_deep(line: bytes) -> bool:  # strings skipped
     depth = 0
     in_string = escaped = False
     for byte in line:

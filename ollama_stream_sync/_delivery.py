@@ -33,6 +33,8 @@ from ._events import (
     Thinking,
     ToolCall,
     ToolResult,
+    Trim,
+    Warn,
 )
 from ._observe import Observer
 from ._result import ChatResult, Progress
@@ -52,6 +54,8 @@ _CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     Reset: ("on_reset", lambda e: (e.attempt, e.error)),
     ToolResult: ("on_tool_result", lambda e: (e.call, e.result)),
     Phase: ("on_phase", lambda e: (e.name,)),
+    Trim: ("on_trim", lambda e: (list(e.dropped),)),
+    Warn: ("on_warning", lambda e: (e.warning,)),
 }
 """Each event's callback, and the arguments it gets."""
 
@@ -205,7 +209,7 @@ class Delivery:
             self._send_locked(out)
         self._send_inline(out)
 
-    def emit(self, event: Retry | Reset | ToolResult) -> None:
+    def emit(self, event: Retry | Reset | ToolResult | Trim | Warn) -> None:
         """Deliver one event that is not output, after whatever is pending."""
         if self.observer is not None:
             self.observer.event(event)

@@ -1,17 +1,8 @@
 """Where user callbacks run: on the worker, in a polling loop, or on a GUI thread.
 
-GUI toolkits must only be touched from their own thread. A dispatcher takes each
-callback as a ``fn()`` and runs it where the caller needs it, in order, one at a
-time. The worker never waits for a dispatched callback to run, and a stream's
-completion never depends on its callbacks being delivered.
-
-Every queued dispatcher here shares one engine, ``QueuedDispatcher``: a FIFO, a
-reentrant run lock (a callback may pump again, open a modal dialog that runs a
-nested event loop, or make a blocking call of its own) and a condition that
-waiters sleep on without holding the run lock, so two threads that pump never
-deadlock each other. A queued dispatcher that is closed (its window destroyed,
-its toolkit unreachable) stops the streams still using it: nothing waits for a
-thread that will never deliver.
+A dispatcher runs each callback ``fn()`` where the caller needs it, in order, one
+at a time; the worker never waits for it, and a stream's completion never depends
+on its delivery. Every queued dispatcher shares one engine, ``QueuedDispatcher``.
 """
 
 from __future__ import annotations
@@ -60,8 +51,7 @@ DispatcherClosed.__module__ = "ollama_stream_sync"
 class InlineDispatcher:
     """Runs callbacks at once on the stream's worker thread (the default).
 
-    The fastest choice, and right for scripts and servers. GUI code needs a
-    dispatcher that runs callbacks on the GUI thread instead.
+    Right for scripts and servers; GUI code needs one that runs them on its thread.
 
     Example::
 
@@ -88,32 +78,25 @@ class _Batch:
 class QueuedDispatcher:
     """The engine of every dispatcher that runs callbacks on another thread.
 
-    Subclasses say how the delivering thread is woken (``_wake``), have that
-    thread call ``_drain``, and say which thread delivers (``_owner``).
-    ``pump`` runs callbacks on the calling thread, in order, one at a time; it
-    may be called again from inside a callback (reentrant), and from several
-    threads (they take turns).
+    Subclasses wake the delivering thread (``_wake``), which calls ``_drain``, and
+    name it (``_owner``). ``pump`` may be called from several threads (they take
+    turns) and again from inside a callback (a modal dialog's nested loop).
 
-    A wake-up is requested whenever none is pending, not only when the queue
-    was empty: a drain may be stuck inside a callback that runs a nested event
-    loop (a modal dialog), and that loop must get a wake-up of its own for what
-    other streams queue meanwhile.
+    A wake-up is requested whenever none is pending, not only when the queue was
+    empty: a drain may be stuck in a callback running a nested event loop, which
+    needs a wake-up of its own for what other streams queue meanwhile.
     """
 
     def __init__(self) -> None:
-        # Guards _items, _closed and _streams; pumpers sleep on it without the
-        # run lock.
+        # Guards _items, _closed, _woken and _streams; pumpers sleep on it
+        # without the run lock, so two pumping threads never deadlock.
         self._cond = threading.Condition(threading.Lock())
         self._items: deque[Callable[[], object] | _Batch] = deque()
         self._closed = False
-        # A wake-up was requested and no drain has started since.
-        self._woken = False
-        # The deliveries of streams that use this dispatcher, so that closing it
-        # stops them (weak: a finished stream's handle may be collected).
+        self._woken = False  # a wake-up was requested, no drain started since
+        # Closing stops these streams (weak: a finished one may be collected).
         self._streams: weakref.WeakSet[Listener] = weakref.WeakSet()
-        # Held while a callback runs: never two at once. Reentrant, so a
-        # callback may pump (a nested event loop, a blocking call) itself.
-        self._run = threading.RLock()
+        self._run = threading.RLock()  # one callback at a time; reentrant
         self._owner: int | None = None
 
     def delivers_here(self) -> bool:
@@ -142,10 +125,8 @@ class QueuedDispatcher:
             try:
                 self._wake()
             except Exception as exc:
-                # The delivering thread cannot be reached (its toolkit is gone).
-                # Left open, the queue would stay non-empty and never wake it
-                # again: every later stream would wait in silence. Closed, the
-                # streams using it stop with DispatchError.
+                # Its toolkit is gone. Left open, the queue would never wake it
+                # again and every later stream would wait in silence.
                 self._close_queue(exc)
                 if isinstance(exc, DispatcherClosed):
                     raise
@@ -164,19 +145,16 @@ class QueuedDispatcher:
 
     def _take(self) -> Callable[[], object] | None:
         with self._cond:
-            while self._items:
-                head = self._items[0]
-                if isinstance(head, _Batch):
-                    if head.fns:
-                        fn = head.fns.popleft()
-                        if not head.fns:
-                            self._items.popleft()
-                        return fn
-                    self._items.popleft()
-                    continue
+            if not self._items:
+                return None
+            head = self._items[0]
+            if not isinstance(head, _Batch):
                 self._items.popleft()
                 return head
-            return None
+            fn = head.fns.popleft()  # a batch is never empty: see dispatch_many
+            if not head.fns:
+                self._items.popleft()
+            return fn
 
     def _run_one(self) -> bool:
         with self._run:
@@ -186,16 +164,14 @@ class QueuedDispatcher:
             try:
                 fn()
             finally:
-                with self._cond:
-                    self._cond.notify_all()  # waiters re-check their predicates
+                self.notify()  # waiters re-check their predicates
         return True
 
     def pump(self, timeout: float | None = 0) -> int:
         """Run what is pending on the calling thread; return how many ran.
 
-        Runs only what is queued when it starts (after the wait): callbacks
-        queued meanwhile wait for the next call, so a fast stream cannot keep
-        a GUI thread away from its event loop (repaints, the Stop button).
+        Only what is queued when it starts (after the wait): a fast stream
+        cannot keep a GUI thread away from its event loop (the Stop button).
 
         Args:
             timeout: ``0`` runs only what is already queued; a positive number
@@ -230,23 +206,16 @@ class QueuedDispatcher:
                 log.debug("%r could not wake its thread again", self, exc_info=True)
 
     def pump_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        """Run callbacks here until ``done()`` (checked after each); False on timeout.
-
-        Also returns (``done()``) once the dispatcher is closed: nothing more
-        will be delivered. ``done`` must become true only together with a
-        ``notify`` on this dispatcher (running a callback notifies).
-        """
+        """Run callbacks here until ``done()`` or the dispatcher closes; False on
+        timeout. Whoever makes ``done`` true must ``notify`` (a callback does)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:
-                while not done() and not self._items and not self._closed:
-                    if deadline is None:
-                        self._cond.wait()
-                        continue
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
+                left = None if deadline is None else deadline - time.monotonic()
+                if not self._cond.wait_for(
+                    lambda: done() or bool(self._items) or self._closed, left
+                ):
+                    return False
                 if done():
                     return True
                 if self._closed and not self._items:
@@ -283,10 +252,9 @@ class QueuedDispatcher:
     def _close_queue(self, cause: BaseException | None = None) -> None:
         """Refuse new callbacks, drop queued ones, stop the streams still using us."""
         with self._cond:
-            first = not self._closed
             self._closed = True
             self._items.clear()
-            streams = list(self._streams) if first else []
+            streams = list(self._streams)  # empty once closed: attach adds none
             self._streams.clear()
             self._cond.notify_all()
         # Outside the lock: stopping a stream shuts down its socket.
@@ -302,9 +270,8 @@ class QueuedDispatcher:
 class QueueDispatcher(QueuedDispatcher):
     """Callbacks wait in a queue until the owner calls ``pump()``.
 
-    For legacy event loops, game loops and scripts that poll. A blocking
-    ``chat()`` given this dispatcher pumps it while it waits, so the callbacks
-    run on the caller's thread with no extra code. Any thread may pump; pumps
+    For event loops, game loops and scripts that poll. A blocking ``chat()``
+    given this dispatcher pumps it while it waits. Any thread may pump; pumps
     from several threads take turns, and a callback may pump again.
 
     A handle is done when its stream ends, before its ``on_done`` is even
@@ -326,12 +293,11 @@ class QueueDispatcher(QueuedDispatcher):
 class CallLaterDispatcher(QueuedDispatcher):
     """Runs callbacks through a toolkit's thread-safe "call later" function.
 
-    ``call_later(fn)`` must be safe to call from any thread and run ``fn()`` on
-    the toolkit's thread: ``wx.CallAfter``, ``GLib.idle_add``, and so on.
-    Callbacks are batched: one scheduled call runs everything pending, so a
-    fast stream does not flood the toolkit's event queue. Create it on the
-    toolkit's thread: a blocking ``chat()`` made on that thread then delivers
-    the callbacks itself instead of waiting for the event loop.
+    ``call_later(fn)`` must be safe from any thread and run ``fn()`` on the
+    toolkit's thread (``wx.CallAfter``, ``GLib.idle_add``...). One scheduled
+    call runs everything pending, so a fast stream does not flood the toolkit.
+    Create it on the toolkit's thread: a blocking ``chat()`` made there then
+    delivers the callbacks itself instead of waiting for the event loop.
 
     Example::
 

@@ -8,6 +8,8 @@ handle's worker thread, tracked until it ends so that ``close()`` can stop it.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 import weakref
@@ -18,11 +20,13 @@ from ._dispatch import Dispatcher
 from ._handle import BaseHandle, Job
 from ._hosts import Hosts
 from ._observe import CallInfo, ObserverFactory
+from ._request import checking_served
 from ._run import LoadProbe, StreamRequest
 from ._state import Watched
 from ._stream import pending_sink
 from ._timers import Watchdog
 
+log = logging.getLogger("ollama_stream_sync")
 H = TypeVar("H", bound=BaseHandle[Any, Any])
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -126,6 +130,8 @@ class Engine:
         Raises:
             RuntimeError: the client is closed.
         """
+        if call.operation in ("chat", "generate") and call.model:
+            job = checking_served(job, call.model)  # the caller's line, here
         observer = None
         for factory in self.observers:
             observer = factory(call) or observer
@@ -183,3 +189,15 @@ class Engine:
         self._lock = threading.Lock()
         self.handles = set()
         self.watchdog.after_fork()
+
+
+@functools.cache
+def opentelemetry() -> ObserverFactory | None:
+    """The OpenTelemetry factory, if ``opentelemetry-api`` is installed (the import
+    is tried once: without the API nothing of OpenTelemetry is loaded)."""
+    try:
+        from ._telemetry import Telemetry  # noqa: PLC0415  # only with the API
+    except ImportError as exc:
+        log.debug("no OpenTelemetry API (%s): telemetry is off", exc)
+        return None
+    return Telemetry()

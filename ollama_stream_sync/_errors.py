@@ -127,7 +127,11 @@ class ServerError(StreamError):
         server_message: the server's own text (for a non-JSON body, the body
             as text).
         retry_after: seconds from a ``Retry-After`` header, if one was sent.
+        before_sending: the client found it before sending anything (from the
+            model's ``/api/show``, or a prompt that cannot fit).
     """
+
+    before_sending: bool = False
 
     def __init__(
         self,
@@ -146,6 +150,8 @@ class ServerError(StreamError):
 
     def __str__(self) -> str:
         where = f" from {self.url}" if self.url else ""
+        if self.status_code is None and self.before_sending:
+            return f"{self.server_message} (found before sending)"
         if self.status_code is None:
             return f"{self.server_message} (in-stream error{where})"
         text = f"{self.server_message} (HTTP {self.status_code}{where})"
@@ -181,8 +187,9 @@ class ContextLengthExceeded(ServerError):
 
     def __str__(self) -> str:
         return (
-            f"{super().__str__()}: shorten the history, or raise the context "
-            "with options={'num_ctx': ...}"
+            f"{super().__str__()}: shorten the history (a Conversation's "
+            "history_limit= does it), or raise the context (context='auto', "
+            "or options={'num_ctx': ...})"
         )
 
 
@@ -199,6 +206,7 @@ class CapabilityError(ServerError):
         advice = {
             "thinking": "leave out think=, or choose a model that thinks",
             "tools": "leave out tools=, or choose a model that supports tools",
+            "vision": "send no images, or choose a model with vision",
         }.get(self.capability, "choose a model that can")
         return f"{super().__str__()}: {advice}"
 

@@ -1,9 +1,9 @@
 """The typed events of a stream: the one vocabulary from the decoder to your code.
 
 The decoder turns lines into ``Thinking``, ``Content`` and ``ToolCall``; the
-delivery adds ``Phase``, ``Partial``, ``Retry``, ``Reset``, ``ToolResult`` and
-``Done``. Each event maps to one callback (``Content`` to ``on_content``...),
-and a ``ChatStream`` yields the events themselves.
+delivery adds ``Phase``, ``Partial``, ``Retry``, ``Reset``, ``ToolResult``,
+``Trim``, ``Warn`` and ``Done``. Each event maps to one callback (``Content``
+to ``on_content``...), and a ``ChatStream`` yields the events themselves.
 
 Example::
 
@@ -100,13 +100,31 @@ class Phase:
 
 
 @dataclass(frozen=True, slots=True)
+class Trim:
+    """A ``Conversation`` dropped its oldest turns to fit ``history_limit``.
+
+    ``dropped``: the messages, oldest first (kept in ``conversation.dropped``).
+    """
+
+    dropped: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Warn:
+    """Something the user should know, such as a ``ContextTruncatedWarning``."""
+
+    warning: Warning
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     """The last event: the final (or cancelled) result."""
 
     result: ChatResult
 
 
+_Output = Thinking | Content | ToolCall
 StreamEvent = (
-    Thinking | Content | ToolCall | ToolResult | Partial | Retry | Reset | Phase | Done
+    _Output | ToolResult | Partial | Retry | Reset | Phase | Trim | Warn | Done
 )
 """Any event a ``ChatStream`` yields."""

@@ -1,9 +1,7 @@
 """Dispatchers for GUI toolkits: callbacks on Tk's or Qt's own thread.
 
-GUI toolkits must only be touched from their own thread. Both queue the
-callbacks in a ``QueuedDispatcher`` and wake the toolkit's event loop, which
-drains the queue on its own thread; both close themselves (stopping the streams
-still using them) when their widget is destroyed.
+Both queue callbacks in a ``QueuedDispatcher`` and wake the toolkit's event loop,
+which drains the queue; both close themselves when their widget is destroyed.
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ._dispatch import DispatcherClosed, QueuedDispatcher
@@ -19,14 +18,11 @@ from ._dispatch import DispatcherClosed, QueuedDispatcher
 class TkDispatcher(QueuedDispatcher):
     """Runs callbacks on Tk's main loop; the worker never calls Tk.
 
-    The worker only queues the callback and, when the queue was empty, writes a
-    byte to a pipe that Tk watches (``createfilehandler``): Tk wakes, drains the
-    queue on its own thread, and sleeps again. Nothing polls while idle. Where Tk
-    has no file handlers (Windows), it falls back to checking the queue with
-    ``after(poll_ms)``. When the widget is destroyed the dispatcher closes
-    itself: streams still using it stop with ``DispatchError``.
-
-    Create it on the Tk thread, after the root window exists.
+    The worker queues the callback and writes a byte to a pipe that Tk watches
+    (``createfilehandler``): Tk wakes and drains the queue. Nothing polls while
+    idle, except on Windows (no file handlers), which checks every ``poll_ms``.
+    When the widget is destroyed, streams still using it stop with
+    ``DispatchError``. Create it on the Tk thread, after the root window exists.
 
     Example::
 
@@ -36,15 +32,14 @@ class TkDispatcher(QueuedDispatcher):
 
     def __init__(self, widget: Any, *, poll_ms: int = 20) -> None:
         super().__init__()
-        # The widget (and through it Tk's interpreter) until released on the Tk
-        # thread: a worker that drops the last reference to a Tk object would
-        # free it on the wrong thread, and Tk aborts the process then.
+        # Held until released on the Tk thread: a worker dropping the last
+        # reference to a Tk object would free it there, and Tk aborts then.
         self._widget: Any = widget
         self._widget_repr = repr(widget)
         self._owner = threading.get_ident()
         self._poll_ms = poll_ms
-        # Guards the pipe's descriptors: close() never races a wake-up write
-        # into a descriptor number the OS has already reused.
+        # Guards the pipe's descriptors: a wake-up never writes into a
+        # descriptor number the OS has reused after close().
         self._fd_lock = threading.Lock()
         self._read_fd: int | None = None
         self._write_fd: int | None = None
@@ -91,10 +86,8 @@ class TkDispatcher(QueuedDispatcher):
     def close(self) -> None:
         """Stop delivering; streams still using it stop with ``DispatchError``.
 
-        Idempotent, and safe from any thread and against concurrent
-        ``dispatch``. Called by itself when the widget is destroyed. The pipe
-        is released on the Tk thread (Tk must not be called from another one):
-        at once when called there, else at Tk's next turn of its event loop.
+        Idempotent, from any thread. The pipe is released on the Tk thread: at
+        once when called there, else at Tk's next turn of its event loop.
         """
         self._close_queue()
         if threading.get_ident() == self._owner:
@@ -105,8 +98,7 @@ class TkDispatcher(QueuedDispatcher):
                 with contextlib.suppress(OSError):
                     os.write(self._write_fd, b"x")
 
-    def _release(self) -> None:
-        """Forget and close the pipe, and let go of the widget (on the Tk thread)."""
+    def _release(self) -> None:  # on the Tk thread
         with self._fd_lock:
             read_fd, write_fd = self._read_fd, self._write_fd
             self._read_fd = self._write_fd = None
@@ -124,7 +116,7 @@ class TkDispatcher(QueuedDispatcher):
 
 
 class QtDispatcher(QueuedDispatcher):
-    """Runs callbacks on the Qt thread that created it, woken by a queued signal.
+    """Runs callbacks on the Qt thread that created it, woken by a posted event.
 
     Needs PySide6: ``pip install ollama-stream-sync[qt]``. Create it on the GUI
     thread (after the ``QApplication``). Pass ``parent`` (a widget) to close the
@@ -147,29 +139,30 @@ class QtDispatcher(QueuedDispatcher):
             ) from exc
 
         class _Relay(QtCore.QObject):
-            wake = QtCore.Signal()
+            drain: Callable[[], None]
+
+            def customEvent(self, event: Any) -> None:  # Qt's name
+                self.drain()
 
         app = QtCore.QCoreApplication.instance()
         if app is None:
             raise RuntimeError("create the QApplication before a QtDispatcher")
         self._owner = threading.get_ident()
-        # Qt aborts if a QObject is destroyed off its thread, and the garbage
-        # collector may run on any thread. So the relay belongs to the
-        # application object, which destroys it on the Qt thread.
+        # Qt aborts if a QObject is destroyed off its thread (the collector
+        # runs anywhere): the application owns the relay and destroys it there.
         self._relay = _Relay(app)
-        # Guards _relay_alive: a wake-up never emits on a relay that close()
-        # has handed to Qt for deletion.
+        # A strong reference, so that queued callbacks (on_done) still arrive
+        # when nobody else holds this dispatcher; close() lets it go.
+        self._relay.drain = self._drain
+        # A posted event, not a queued signal: PySide6 6.12's Signal.emit() takes
+        # a reference to True it never gave, and enough wake-ups free True itself
+        # (the process aborts). postEvent is Qt's thread-safe hand-over.
+        self._post: Callable[[], None] = lambda: QtCore.QCoreApplication.postEvent(
+            self._relay, QtCore.QEvent(QtCore.QEvent.Type.User)
+        )
+        # Guards _relay_alive: never post to a relay handed to Qt for deletion.
         self._relay_lock = threading.Lock()
         self._relay_alive = True
-        # PySide holds a bound method weakly; a closure keeps this dispatcher
-        # alive, so queued callbacks (on_done among them) reach the Qt thread
-        # even when nobody else holds it. close() drops the relay and the
-        # reference with it.
-        drain = self._drain
-        self._relay.wake.connect(
-            lambda: drain(),  # noqa: PLW0108  # a strong reference, see above
-            QtCore.Qt.ConnectionType.QueuedConnection,
-        )
         if parent is not None:
             parent.destroyed.connect(lambda *_: self.close())
 
@@ -178,16 +171,13 @@ class QtDispatcher(QueuedDispatcher):
             if not self._relay_alive:
                 raise DispatcherClosed(f"{self!r} is closed")
             try:
-                self._relay.wake.emit()
+                self._post()
             except RuntimeError as exc:  # "Internal C++ object already deleted"
                 self._relay_alive = False
                 raise DispatcherClosed(f"{self!r}: the Qt object is gone") from exc
 
     def close(self) -> None:
-        """Stop delivering and release the relay; idempotent, from any thread.
-
-        Streams still using it stop with ``DispatchError``.
-        """
+        """Stop delivering; streams using it stop with ``DispatchError``. Idempotent."""
         self._close_queue()
         with self._relay_lock:
             alive, self._relay_alive = self._relay_alive, False

@@ -10,13 +10,15 @@ a pick with a warm cache sends no request at all.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from ._errors import (
@@ -261,7 +263,7 @@ class Hosts:
         hosts: Sequence[Host],
         *,
         cooldown: float = DEFAULT_COOLDOWN,
-        router: Router | None = None,
+        routing: object = "model_aware",
         lister: Lister | None = None,
         clock: Callable[[], float] = time.monotonic,
         failures_to_open: int = FAILURES_TO_OPEN,
@@ -269,9 +271,8 @@ class Hosts:
     ) -> None:
         self.hosts = list(hosts)
         self.cooldown = cooldown
-        self.router: Router = router or ModelAware()
-        self._lister = lister
-        """Refreshes model lists in the background, when routing uses them."""
+        self.router, lists = make_router(routing)
+        self._lister = lister if lists else None  # refreshes in the background
         self._clock = clock
         self._failures_to_open = failures_to_open
         self._ttl = ttl
@@ -453,6 +454,29 @@ class Hosts:
             with self._lock:
                 host.refreshing = False
                 self._threads.discard(threading.current_thread())
+
+    def health(self, lister: Lister, timeout: float) -> list[HostHealth]:
+        """Ask every host for ``/api/version`` and its model lists, in parallel."""
+
+        def probe(host: Host) -> HostHealth:
+            start = time.monotonic()
+            try:
+                data = host.transport.request_json(
+                    "GET", "/api/version", None, timeout=timeout
+                )
+            except StreamError as exc:
+                return replace(self.view(host), reachable=False, error=str(exc))
+            latency, asked_at = time.monotonic() - start, self.asked()
+            with contextlib.suppress(StreamError):  # reachable; lists as known
+                self.learned(host, *lister(host), asked_at)
+            version = str(data.get("version", "")) if isinstance(data, dict) else None
+            view = self.view(host)
+            return replace(view, reachable=True, version=version, latency=latency)
+
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.hosts), thread_name_prefix="ollama-health"
+        ) as pool:
+            return list(pool.map(probe, self.hosts))
 
     def close(self, timeout: float) -> None:
         """Start no more refreshes, and wait up to ``timeout`` for running ones."""

@@ -1,4 +1,5 @@
-"""Model operations: pull, push, create with progress; preload, unload; what is loaded.
+"""Model operations: pull, push, create with progress; preload, unload; what is
+loaded; what a model is (``/api/show``).
 
 ``ModelCalls`` holds the client's model methods (``StreamingClient`` inherits
 them). Pull, push and create stream progress lines through the same run as a
@@ -15,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import ollama
 
 from . import _options
+from ._cancel import bind
+from ._context import ModelInfo
 from ._engine import Engine
 from ._errors import ProtocolError, StreamError
 from ._handle import ProgressHandle, StreamHandle, wait_result
@@ -41,10 +44,12 @@ from ._state import ChatState, ProgressState
 from ._stream import blocking
 from ._validate import seconds
 
-DEFAULT_WAIT = 10.0
-"""Seconds a short request (``/api/ps``, ``/api/tags``) waits, by default."""
+T = TypeVar("T")
+
 PS_CACHE_SECONDS = 1.0
 """How long one ``/api/ps`` answer serves every caller for the same host."""
+SHOW_CACHE_SECONDS = 60.0
+"""How long one ``/api/show`` answer serves every caller for a host and model."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +117,22 @@ def parse_time(value: Any) -> dt.datetime | None:
     return None if when.year <= 1 else when  # Go's zero time: "never"
 
 
-class LoadedModels:
-    """``/api/ps`` per host, shared: callers within ``PS_CACHE_SECONDS`` (and
-    callers while a request is in flight) get one answer from one request."""
+def full_tag(name: str) -> str:
+    """A model's name with its tag (``qwen3`` is ``qwen3:latest``)."""
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
-    def __init__(self, ttl: float = PS_CACHE_SECONDS) -> None:
+
+class SharedAnswers(Generic[T]):
+    """Short answers shared per key (a host, or a host and a model): callers
+    within ``ttl`` of an answer, and callers while its request is in flight,
+    get that one answer from one request. ``/api/ps`` and ``/api/show`` use it."""
+
+    def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         # Guards _cache, _flights and _generation.
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, list[LoadedModel]]] = {}
+        self._cache: dict[str, tuple[float, T]] = {}
         self._flights: dict[tuple[str, int], threading.Event] = {}
         self._generation = 0
         """Bumped by ``forget``: a request sent before it answers no one after."""
@@ -132,43 +144,44 @@ class LoadedModels:
             self._cache.clear()
             self._generation += 1
 
-    def get(self, host: Host, timeout: float | None) -> list[LoadedModel]:
-        """The models loaded on ``host`` now (or within the last ``ttl``)."""
+    def get(self, key: str, fetch: Callable[[], T], timeout: float | None) -> T:
+        """The answer for ``key``: cached, another caller's, or ``fetch()``'s."""
         while True:
             with self._lock:
-                cached = self._cache.get(host.url)
+                cached = self._cache.get(key)
                 if cached is not None and time.monotonic() - cached[0] < self.ttl:
-                    return list(cached[1])
-                key = (host.url, self._generation)
-                flight = self._flights.get(key)
+                    return cached[1]
+                asked = (key, self._generation)
+                flight = self._flights.get(asked)
                 mine = flight is None
                 if flight is None:
-                    flight = self._flights[key] = threading.Event()
+                    flight = self._flights[asked] = threading.Event()
             if not mine:
                 flight.wait(timeout)
                 with self._lock:
-                    cached = self._cache.get(host.url)
+                    cached = self._cache.get(key)
                 if cached is not None:
-                    return list(cached[1])
+                    return cached[1]
                 continue  # the other request failed: try ourselves
             try:
-                data = host.transport.request_json(
-                    "GET", "/api/ps", None, timeout=timeout
-                )
-                found = data.get("models") if isinstance(data, dict) else None
-                if found is not None and not isinstance(found, list):
-                    raise ProtocolError(
-                        f"/api/ps answered no model list: {data!r:.200}"
-                    )
-                models = [LoadedModel.from_wire(m) for m in found or ()]
+                answer = fetch()
                 with self._lock:
-                    if key[1] == self._generation:
-                        self._cache[host.url] = (time.monotonic(), models)
-                return list(models)
+                    if asked[1] == self._generation:
+                        self._cache[key] = (time.monotonic(), answer)
+                return answer
             finally:
                 with self._lock:
-                    self._flights.pop(key, None)
+                    self._flights.pop(asked, None)
                 flight.set()
+
+
+def loaded_on(host: Host, timeout: float | None) -> list[LoadedModel]:
+    """``GET /api/ps`` on ``host``, parsed."""
+    data = host.transport.request_json("GET", "/api/ps", None, timeout=timeout)
+    found = data.get("models") if isinstance(data, dict) else None
+    if found is not None and not isinstance(found, list):
+        raise ProtocolError(f"/api/ps answered no model list: {data!r:.200}")
+    return [LoadedModel.from_wire(m) for m in found or ()]
 
 
 class ResidencyProbe:
@@ -176,7 +189,11 @@ class ResidencyProbe:
     or delays the stream (an error or a slow answer just means no answer)."""
 
     def __init__(
-        self, models: LoadedModels, host: Host, model: str, timeout: float
+        self,
+        models: SharedAnswers[list[LoadedModel]],
+        host: Host,
+        model: str,
+        timeout: float,
     ) -> None:
         self._models, self._host, self._model = models, host, model
         self._timeout = timeout
@@ -186,7 +203,8 @@ class ResidencyProbe:
 
         def ask() -> None:
             try:
-                loaded = self._models.get(self._host, self._timeout)
+                host, wait = self._host, self._timeout
+                loaded = self._models.get(host.url, lambda: loaded_on(host, wait), wait)
             except StreamError:
                 return
             on_answer(any(same_model(m.name, self._model) for m in loaded))
@@ -203,7 +221,8 @@ class ModelCalls:
     """The model operations of ``StreamingClient``."""
 
     _engine: Engine
-    _loaded: LoadedModels
+    _loaded: SharedAnswers[list[LoadedModel]]
+    _shown: SharedAnswers[ModelInfo]
 
     def _host(self, url: str | None) -> Host:
         hosts = self._engine.hosts.hosts
@@ -219,21 +238,21 @@ class ModelCalls:
     def _wait(self, timeout: float | None) -> float:
         seconds("timeout", timeout)
         self._engine.check_open()
-        return timeout or self._engine.settings.get("connect_timeout") or DEFAULT_WAIT
+        return timeout or self._engine.settings.get("connect_timeout") or 10.0
 
     def _lister(self, timeout: float | None) -> Lister:
         """Asks a host for the names of its models: loaded (``/api/ps``, the
         shared answer) and available (``/api/tags``)."""
-        wait = timeout or DEFAULT_WAIT
+        wait = timeout or 10.0
 
         def models_of(host: Host) -> tuple[list[str], list[str]]:
-            loaded = [m.name for m in self._loaded.get(host, wait)]
+            ps = self._loaded.get(host.url, lambda: loaded_on(host, wait), wait)
             data = host.transport.request_json("GET", "/api/tags", None, timeout=wait)
             found = data.get("models") if isinstance(data, dict) else None
             if not isinstance(found, list):
                 raise ProtocolError(f"/api/tags answered no model list: {data!r:.200}")
             names = [m.get("name") for m in found if isinstance(m, dict)]
-            return loaded, [n for n in names if isinstance(n, str)]
+            return [m.name for m in ps], [n for n in names if isinstance(n, str)]
 
         return models_of
 
@@ -252,8 +271,45 @@ class ModelCalls:
         Raises:
             StreamError: the server could not be asked.
         """
-        wait = self._wait(timeout)
-        return self._loaded.get(self._host(host), wait)
+        wait, where = self._wait(timeout), self._host(host)
+        return list(self._loaded.get(where.url, lambda: loaded_on(where, wait), wait))
+
+    def model_info(
+        self, model: str, *, host: str | None = None, timeout: float | None = None
+    ) -> ModelInfo:
+        """What ``/api/show`` says of ``model``: context length, default
+        ``num_ctx``, capabilities, family, size and quantisation.
+
+        One answer serves every caller for ``SHOW_CACHE_SECONDS`` (60 s); a
+        pull or create through this client forgets it. ``host`` and
+        ``timeout`` as ``loaded_models``.
+
+        Raises:
+            ModelNotFound: the model is not on the server.
+            StreamError: the server could not be asked.
+        """
+        check_model(model)
+        wait, where = self._wait(timeout), self._host(host)
+        payload = encode_body({"model": model})
+
+        def show() -> ModelInfo:
+            data = where.transport.request_json(
+                "POST", "/api/show", payload, timeout=wait
+            )
+            return ModelInfo.from_show(model, data)
+
+        return self._shown.get(f"{where.url} {full_tag(model)}", show, wait)
+
+    def _known(self, model: str, ctx: StreamContext) -> ModelInfo | None:
+        """The model's ``/api/show`` for a stream, ``None`` when it cannot be had
+        (never a reason to fail); a cancel stops the request at once."""
+        bind(ctx.scope)
+        try:
+            return self.model_info(model)
+        except StreamError:
+            return None
+        finally:
+            bind(None)
 
     def _start_model_op(
         self, operation: str, body: dict[str, Any], options: Mapping[str, Any]
@@ -271,6 +327,7 @@ class ModelCalls:
                 run_stream(request, ctx)
             finally:
                 self._loaded.forget()  # what is pulled or loaded has changed
+                self._shown.forget()
             return state.result()
 
         return engine.start(

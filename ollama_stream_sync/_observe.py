@@ -11,13 +11,9 @@ outcome. It runs on the stream's threads and must be quick and never raise.
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-log = logging.getLogger("ollama_stream_sync")
 
 
 @dataclass(frozen=True)
@@ -81,15 +77,3 @@ class ObserverFactory(Protocol):
     """Called on the caller's thread as each call starts."""
 
     def __call__(self, call: CallInfo) -> Observer | None: ...
-
-
-@functools.cache
-def opentelemetry() -> ObserverFactory | None:
-    """The OpenTelemetry factory, if ``opentelemetry-api`` is installed (the import
-    is tried once: without the API nothing of OpenTelemetry is loaded)."""
-    try:
-        from ._telemetry import Telemetry  # noqa: PLC0415  # only with the API
-    except ImportError as exc:
-        log.debug("no OpenTelemetry API (%s): telemetry is off", exc)
-        return None
-    return Telemetry()

@@ -82,7 +82,14 @@ class CallOptions(_Delivery, total=False):
         Callable[[ChatResult], object] | None,
         "once, with the result (also on cancel: result.cancelled)",
     ]
+    on_warning: Annotated[
+        Callable[[Warning], object] | None,
+        "a ContextTruncatedWarning (else warnings.warn)",
+    ]
     probe_loading: Annotated[bool, 'ask /api/ps so a cold model reports "loading"']
+    check_capabilities: Annotated[
+        bool, "refuse think/tools/images the model lacks, by /api/show (cached)"
+    ]
 
 
 class ConversationOptions(CallOptions, total=False):
@@ -90,6 +97,10 @@ class ConversationOptions(CallOptions, total=False):
 
     on_tool_result: Annotated[
         Callable[[dict[str, Any], str], object] | None, "(call, result) after each tool"
+    ]
+    on_trim: Annotated[
+        Callable[[list[dict[str, Any]]], object] | None,
+        "the oldest messages dropped to fit history_limit",
     ]
 
 
@@ -166,8 +177,9 @@ def check(options: Mapping[str, Any], allowed: type) -> None:
         check_retry(options["retry"])
     if "dispatcher" in options:
         check_dispatcher(options["dispatcher"])
-    if "probe_loading" in options and not isinstance(options["probe_loading"], bool):
-        raise TypeError("probe_loading must be True or False")
+    for key in ("probe_loading", "check_capabilities"):
+        if key in options and not isinstance(options[key], bool):
+            raise TypeError(f"{key} must be True or False")
     if "headers" in options:
         check_headers(options["headers"])
 

@@ -133,16 +133,25 @@ def warn_at(where: Where, message: str, category: type[Warning]) -> None:
     )
 
 
-def check_served(asked: str, result: ChatResult, where: Where) -> None:
-    """Warn (``ServedModelWarning``, at ``where``) when the answer names another
-    model than ``asked``; a ``:cloud`` name answered by its base name is not."""
-    if result.model and not same_model(asked, result.model):
-        warn_at(
-            where,
-            f"asked for model {asked!r} but {result.model!r} answered "
-            f"({result.host or 'the host'}): something on the way swapped it",
-            ServedModelWarning,
-        )
+def checking_served(job: Callable[[Any], Any], asked: str) -> Callable[[Any], Any]:
+    """``job``, warning (``ServedModelWarning``, at the caller's line) when its
+    answer names another model than ``asked`` (not a ``:cloud`` name answered
+    by its base name)."""
+    where = caller()
+
+    def checked(ctx: Any) -> Any:
+        result = job(ctx)
+        served = getattr(result, "model", "")
+        if isinstance(result, ChatResult) and served and not same_model(asked, served):
+            warn_at(
+                where,
+                f"asked for model {asked!r} but {served!r} answered "
+                f"({result.host or 'the host'}): something on the way swapped it",
+                ServedModelWarning,
+            )
+        return result
+
+    return checked
 
 
 def _check_tool_function(fn: Callable[..., Any]) -> None:

@@ -1,9 +1,7 @@
 """The ways to consume a started stream: block for its result, or iterate its events.
 
-``blocking`` and ``streaming`` turn a ``start_*`` method into its blocking twin
-(``chat``) and its iterator twin (``stream_chat``), with the same signature
-written once. ``ChatStream`` is the iterator: a ``for`` loop over typed, frozen
-events with every guarantee of callbacks.
+``blocking`` and ``streaming`` turn a ``start_*`` method into its twins (``chat``,
+``stream_chat``) with the signature written once; ``ChatStream`` is the iterator.
 """
 
 from __future__ import annotations
@@ -24,10 +22,10 @@ P = ParamSpec("P")
 C = TypeVar("C")
 R = TypeVar("R")
 
+# The iterator a ``stream_*`` call hands to the stream it is about to start.
 _next_sink: contextvars.ContextVar[ChatStream | None] = contextvars.ContextVar(
     "ollama_stream_sync_next_sink", default=None
 )
-"""The iterator a ``stream_*`` call hands to the stream it is about to start."""
 
 
 def pending_sink() -> ChatStream | None:
@@ -38,8 +36,7 @@ def pending_sink() -> ChatStream | None:
 def blocking(
     start: Callable[Concatenate[C, P], BaseHandle[R, Any]], doc: str
 ) -> Callable[Concatenate[C, P], R]:
-    """``start``'s blocking twin: start, then wait for the result (delivering the
-    callbacks here when the dispatcher allows; Ctrl-C cancels the stream)."""
+    """``start``'s blocking twin: start, then wait for the result (Ctrl-C cancels)."""
 
     @functools.wraps(start)
     def call(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -71,8 +68,7 @@ def streaming(
 
 
 def _retitle(call: Any, start: Callable[..., Any], doc: str, prefix: str) -> Any:
-    """``help()`` shows the twin's own name (``start_chat`` becomes ``prefix`` +
-    ``chat``), summary and return type, then ``start``'s arguments."""
+    """``help()`` shows the twin's own name, summary and return type."""
     name = prefix + start.__name__.removeprefix("start_")
     call.__name__ = name
     call.__qualname__ = f"{start.__qualname__.rpartition('.')[0]}.{name}"
@@ -92,13 +88,10 @@ _RESULTS = {"StreamHandle": "ChatResult", "ProgressHandle": "ModelResult"}
 class ChatStream:
     """A running stream you iterate in your own thread: typed, frozen events.
 
-    The stream runs on its worker thread as with callbacks; this thread only
-    waits on a queue, so a cancel from any thread, Ctrl-C in the loop (which
-    cancels, then raises ``KeyboardInterrupt``), retries and every timeout
-    behave as for ``chat()``. A slow loop never makes the server look silent,
-    and what is queued is only what the loop has not taken yet. Leaving a
-    ``with`` block (or breaking out of the loop) cancels the stream and closes
-    its socket.
+    The stream runs on its worker thread as with callbacks, so cancel, Ctrl-C
+    (which cancels, then raises ``KeyboardInterrupt``), retries and timeouts
+    behave as for ``chat()``, and a slow loop never makes the server look
+    silent. Leaving a ``with`` block or the loop cancels the stream.
 
     Example::
 
@@ -118,8 +111,6 @@ class ChatStream:
         self._iterated = False
         self._handle: StreamHandle | None = None
 
-    # -- the worker side (an EventSink) ---------------------------------------
-
     def put(self, events: list[StreamEvent]) -> None:
         """Append events (worker, timer or probe thread)."""
         with self._cond:
@@ -131,8 +122,6 @@ class ChatStream:
         with self._cond:
             self._ended, self._error = True, error
             self._cond.notify()
-
-    # -- the caller side ----------------------------------------------------------
 
     @property
     def handle(self) -> StreamHandle:

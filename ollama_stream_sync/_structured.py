@@ -1,6 +1,5 @@
 """Structured output: the ``format`` a request sends, partial values as the answer
-streams, and the validated value at the end. Plus the prompt-size estimate that
-tells a silently truncated prompt.
+streams, and the validated value at the end.
 
 Partial JSON is parsed by pydantic-core's ``from_json(..., allow_partial=...)``
 (pydantic comes with the SDK), not by a parser of our own.
@@ -9,8 +8,7 @@ Partial JSON is parsed by pydantic-core's ``from_json(..., allow_partial=...)``
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
@@ -19,8 +17,6 @@ import pydantic_core
 from ._errors import OutputValidationError
 from ._result import ChatResult
 from ._state import ChatState
-
-log = logging.getLogger("ollama_stream_sync")
 
 FormatArg = str | Mapping[str, Any] | type[pydantic.BaseModel] | None
 """``"json"``, a JSON schema (dict), or a pydantic model class."""
@@ -101,64 +97,17 @@ class PartialJson:
         return True, value
 
 
-CHARS_PER_TOKEN = 4.0
-"""The prompt-size estimate: about four characters a token, for English text."""
-
-TRUNCATION_RATIO = 0.5
-"""A prompt is taken as truncated when the server read fewer tokens than this
-share of the estimate..."""
-
-MIN_ESTIMATE = 256
-"""...and the estimate is at least this many tokens (short prompts are noisy)."""
-
-
-def estimate_prompt_tokens(
-    messages: Sequence[Mapping[str, Any]] | None, *texts: Any
-) -> int:
-    """A rough token count of what a request sends (see ``CHARS_PER_TOKEN``)."""
-    chars = 0
-    for message in messages or ():
-        for key in ("content", "thinking"):
-            value = message.get(key)
-            if isinstance(value, str):
-                chars += len(value)
-        calls = message.get("tool_calls")
-        if calls:
-            chars += len(json.dumps(calls, default=str))
-    for text in texts:
-        if isinstance(text, str):
-            chars += len(text)
-    return int(chars / CHARS_PER_TOKEN)
-
-
-def looks_truncated(estimate: int, prompt_eval_count: int | None) -> bool:
-    """Whether the server evidently read far less of the prompt than was sent."""
-    return (
-        prompt_eval_count is not None
-        and estimate >= MIN_ESTIMATE
-        and prompt_eval_count < estimate * TRUNCATION_RATIO
-    )
-
-
 def finish(
-    state: ChatState, result: ChatResult, fmt: FormatSpec | None, estimate: int | None
+    state: ChatState, result: ChatResult, fmt: FormatSpec | None, truncated: bool
 ) -> ChatResult:
-    """Finish a complete answer: flag a silently truncated prompt, parse ``format``.
+    """Finish a complete answer: flag a truncated prompt, parse ``format``.
 
     Raises:
         OutputValidationError: the answer does not match ``format``.
     """
     if result.cancelled or not result.done:
         return result
-    fields: dict[str, Any] = {}
-    if estimate is not None and looks_truncated(estimate, result.prompt_eval_count):
-        log.warning(
-            "the server read %s prompt tokens of about %d sent: the prompt was "
-            "probably truncated to the model's context (raise options num_ctx)",
-            result.prompt_eval_count,
-            estimate,
-        )
-        fields["prompt_truncated"] = True
+    fields: dict[str, Any] = {"prompt_truncated": True} if truncated else {}
     if fmt is not None:
         fields["parsed"] = fmt.parse(result)
     if not fields:

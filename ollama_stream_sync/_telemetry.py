@@ -29,8 +29,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from . import Content, Phase, Progress, Reset, Retry, Thinking, ToolCall
+from ._events import Content, Phase, Reset, Retry, Thinking, ToolCall
 from ._observe import CallInfo, ToolRun
+from ._result import Progress
 
 log = logging.getLogger("ollama_stream_sync")
 

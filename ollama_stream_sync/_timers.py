@@ -1,18 +1,11 @@
 """Timeouts that know the stream's phase, fired by one timer thread per client.
 
-A socket read timeout cannot tell "the model is still loading" (wait minutes)
-from "the stream went silent" (give up sooner), and cannot bound a whole call
-with its retries. ``StreamTimer`` knows the phase; the ``Watchdog`` thread
-sleeps until the earliest moment any timer could expire and then aborts that
-stream's ``AbortScope``: the same socket shutdown a cancel uses. The worker only
-stores a float or two per network read; nothing polls.
-
-The read clock measures how long the worker has been *waiting on the socket*:
-it stops while the worker processes a read (a slow inline callback is not a
-silent server) and restarts when the worker waits again. The first-token clock
-runs from the start of an attempt until the first line that carries output.
-After the answer is complete, the drain bound cuts a server that sends its done
-line and then never ends the body: the connection is closed instead of reused.
+A socket timeout cannot tell a model loading (wait minutes) from a silent stream,
+nor bound a whole call with its retries. ``StreamTimer`` knows the phase; the
+``Watchdog`` thread sleeps until the earliest expiry and aborts that stream's
+``AbortScope``, as a cancel does. The read clock runs only while the worker waits
+on the socket (a slow callback is not a silent server); the drain bound closes a
+connection whose body never ends after the done line. Nothing polls.
 """
 
 from __future__ import annotations
@@ -21,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 from ._cancel import AbortScope
 from ._errors import StreamTimeout, TimeoutKind
@@ -30,8 +24,7 @@ log = logging.getLogger("ollama_stream_sync")
 Clock = Callable[[], float]
 
 IDLE_EXIT = 1.0
-"""Seconds the timer thread stays parked with nothing to watch before it ends:
-a burst of streams reuses one thread, and an idle client holds none."""
+"""Seconds the idle timer thread lingers: a burst reuses it, an idle client has none."""
 
 _WHAT = {
     "deadline": "the call's deadline passed",
@@ -83,9 +76,8 @@ class StreamTimer:
             deadline_at = now + deadline
         self.deadline_at = deadline_at
         self.url: str | None = None
-        # Written by the worker, read by the watchdog: single stores, read in
-        # the order that keeps a stale read harmless (the watchdog only wakes
-        # early and looks again).
+        # Written by the worker, read by the watchdog: single stores, read in an
+        # order where a stale read only wakes the watchdog early.
         self._attempt_start: float | None = None
         self._last: float | None = None
         self._busy = False
@@ -115,27 +107,18 @@ class StreamTimer:
         self._busy = True
 
     def output_arrived(self, now: float) -> None:
-        """A read brought output: the first-token phase ends now, before its
-        callbacks run (a slow callback is not a slow model). The read clock
-        starts when the worker waits again."""
+        """A read brought output: the first-token phase ends before its callbacks."""
         if self._last is None:
             self._last = now
 
     def waiting(self, now: float, output: bool) -> None:
-        """The worker waits on the socket again; ``output``: any has arrived.
-
-        Before the first output the first-token clock keeps running; after it,
-        the read clock starts now.
-        """
+        """The worker waits on the socket again; after output, the read clock runs."""
         if output:
             self._last = now
         self._busy = False
         if output and self.read is not None:
-            # Every time, not only after the first output: while the worker
-            # was busy the watchdog may have found nothing due and gone to
-            # sleep with no wake-up time. After _busy is cleared, so that it
-            # sees the read clock running. Cheap: nudge returns at once when
-            # the watchdog already wakes earlier.
+            # Every time, after _busy is cleared: while the worker was busy the
+            # watchdog may have gone to sleep with no wake-up time. Cheap.
             self._nudge(now + self.read)
 
     def idle(self) -> None:
@@ -143,25 +126,20 @@ class StreamTimer:
         self._attempt_start = None
 
     def due(self) -> tuple[float, str] | None:
-        """The earliest expiry and its kind (a timeout, or "flush"), or None."""
-        best: tuple[float, str] | None = None
-        if self.deadline_at is not None:
-            best = (self.deadline_at, "deadline")
-        for when, kind in ((self._flush_at, "flush"), (self._drain_at, "drain")):
-            if when is not None and (best is None or when < best[0]):
-                best = (when, kind)
+        """The earliest expiry and its kind (a timeout, "flush" or "drain"), or None."""
         busy = self._busy  # read before _last: see __init__
         start, last = self._attempt_start, self._last
-        if start is not None:
-            phase: tuple[float, str] | None = None
-            if last is None:
-                if self.first_token is not None:
-                    phase = (start + self.first_token, "first_token")
-            elif not busy and self.read is not None:
-                phase = (last + self.read, "read")
-            if phase is not None and (best is None or phase[0] < best[0]):
-                best = phase
-        return best
+        found = [
+            (self.deadline_at, "deadline"),
+            (self._flush_at, "flush"),
+            (self._drain_at, "drain"),
+        ]
+        if start is not None and last is None and self.first_token is not None:
+            found.append((start + self.first_token, "first_token"))
+        elif start is not None and last is not None and not busy:
+            found.append((None if self.read is None else last + self.read, "read"))
+        due = [(when, kind) for when, kind in found if when is not None]
+        return min(due, key=lambda item: item[0], default=None)
 
     def fire(self, kind: str) -> None:
         """Flush, or abort the stream (deadline) or the current attempt (the others)."""
@@ -174,19 +152,9 @@ class StreamTimer:
             self._drain_at = None
             self.scope.interrupt()
             return
-        seconds = {
-            "deadline": self.deadline,
-            "first_token": self.first_token,
-            "read": self.read,
-        }.get(kind)
-        which: TimeoutKind = (
-            "deadline"
-            if kind == "deadline"
-            else ("first_token" if kind == "first_token" else "read")
-        )
         error = StreamTimeout(
-            f"{kind} timeout after {seconds}s: {_WHAT.get(kind, kind)}",
-            which=which,
+            f"{kind} timeout after {getattr(self, kind)}s: {_WHAT[kind]}",
+            which=cast(TimeoutKind, kind),  # deadline, first_token or read
             url=self.url,
         )
         if kind == "deadline":
@@ -204,19 +172,16 @@ class Watchdog:
     def __init__(self, name: str, clock: Clock = time.monotonic) -> None:
         self._name = name
         self._clock = clock
-        self._reinit()
+        self.after_fork()
 
-    def _reinit(self) -> None:
+    def after_fork(self) -> None:
+        """A fresh state (in a forked child the thread is gone, no timer is ours)."""
         # Guards _timers, _thread, _closed and _wake_at; the thread sleeps on it.
         self._cond = threading.Condition()
         self._timers: set[StreamTimer] = set()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._wake_at: float | None = None
-
-    def after_fork(self) -> None:
-        """In a forked child: the thread is gone, and no parent timer is ours."""
-        self._reinit()
 
     def timer(
         self,
@@ -315,7 +280,7 @@ class Watchdog:
                     self._cond.release()
                     try:
                         for timer, kind in due_now:
-                            self._fire(timer, kind)
+                            _fire(timer, kind)
                     finally:
                         self._cond.acquire()
                     continue
@@ -332,11 +297,11 @@ class Watchdog:
             self._thread = None
             self._wake_at = None
 
-    @staticmethod
-    def _fire(timer: StreamTimer, kind: str) -> None:
-        # One stream's failure (a dispatcher that raises during a flush) must
-        # never take the timers of every other stream down with this thread.
-        try:
-            timer.fire(kind)
-        except Exception:
-            log.exception("timer of a stream failed (%s); other streams go on", kind)
+
+def _fire(timer: StreamTimer, kind: str) -> None:
+    # One stream's failure (a dispatcher that raises during a flush) must never
+    # take the timers of every other stream down with this thread.
+    try:
+        timer.fire(kind)
+    except Exception:
+        log.exception("timer of a stream failed (%s); other streams go on", kind)

@@ -1,9 +1,5 @@
-"""Argument checks that run in the caller's thread, before any stream starts.
-
-A programming mistake is a ``TypeError`` or ``ValueError`` naming the argument,
-raised where it was made: never a ``StreamError`` on a worker thread, where an
-application's network error handler would swallow it.
-"""
+"""Argument checks in the caller's thread: a mistake is a ``TypeError`` or
+``ValueError`` naming the argument, never a ``StreamError`` on a worker."""
 
 from __future__ import annotations
 

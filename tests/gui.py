@@ -146,14 +146,27 @@ def qt_run_until(
 
 
 @pytest.fixture(scope="session")
-def qt_app() -> object:
-    """The process's QApplication on the offscreen platform."""
+def qt_app() -> Iterator[object]:
+    """The process's QApplication on the offscreen platform.
+
+    Shut down at the end of the session, on this thread: left to the
+    interpreter's own finalisation, PySide6 frees what remains in an order that
+    aborts the process ("bool_dealloc") after the last test has passed.
+    """
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     try:
+        from PySide6.QtCore import QCoreApplication, QEvent
         from PySide6.QtWidgets import QApplication
     except ImportError:
         _unavailable("PySide6 is not installed (pip install '.[qt]')")
-    return QApplication.instance() or QApplication([])
+    app = QApplication.instance() or QApplication([])
+    yield app
+    for widget in QApplication.topLevelWidgets():
+        widget.close()
+        widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
+    app.shutdown()
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

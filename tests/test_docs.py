@@ -25,7 +25,7 @@ import requests
 import tenacity
 
 import ollama_stream_sync as oss
-import ollama_stream_sync._observe as _observe
+import ollama_stream_sync._engine as _engine
 import ollama_stream_sync.testing as oss_testing
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import (
@@ -243,7 +243,7 @@ def set_providers_for_this_test(
     this test only (and they shut down with the test's clients)."""
     from opentelemetry import metrics, trace
 
-    telemetry = _observe.opentelemetry()
+    telemetry = _engine.opentelemetry()
     assert telemetry is not None  # the dev extra installs the API
 
     def setter(attribute: str) -> Callable[[Any], None]:
@@ -411,7 +411,29 @@ def a_story(server: FakeOllama, ns: dict[str, Any]) -> None:
     server.enqueue(reply("Once upon a time."))
 
 
+def models_that_say_what_they_can(server: FakeOllama, ns: dict[str, Any]) -> None:
+    """Long conversations: models whose /api/show has capabilities and a context."""
+    qwen3: dict[str, Any] = {"capabilities": ["completion", "tools", "thinking"]}
+    qwen3 |= {"context_length": 40960, "details": {"family": "qwen3"}}
+    server.models += [
+        {"name": "qwen3", **qwen3},
+        {"name": "gemma3", "capabilities": ["completion", "vision"]},
+        {"name": "gemma3-text", "capabilities": ["completion"]},
+    ]
+
+
+LONG = "guides/long-conversations/"
 BEFORE_SECTION: dict[str, Callable[[FakeOllama, dict[str, Any]], None]] = {
+    **{
+        LONG + section: models_that_say_what_they_can
+        for section in (
+            "what-a-model-can",
+            "capabilities",
+            "sizing-the-context-context",
+            "trimming-a-conversation-history",
+            "when-the-server-cut",
+        )
+    },
     "README/using-it-from-a": a_story,
     "guides/structured-output/structured-output": weather_then_not_then_weather,
     "guides/pull/push-create-preload-unload": pushing_a_model_we_have,

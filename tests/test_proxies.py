@@ -54,7 +54,8 @@ def test_the_environments_proxy_carries_a_remote_host(
     server.enqueue(reply("through the proxy"))
     with make_client(behind(server)) as client:
         assert client.chat("m", USER).content == "through the proxy"
-    assert ProxiedRequest("POST", f"{behind(server)}/api/chat") in hidden.requests
+    sent = ProxiedRequest("POST", f"{behind(server)}/api/chat")
+    assert hidden.wait_for(lambda proxy: sent in proxy.requests)  # logged on arrival
 
 
 @pytest.mark.parametrize("entry", [HIDDEN_HOST, "*", f"{HIDDEN_HOST}:0"])
@@ -103,7 +104,7 @@ def test_an_explicit_proxy_wins(server: FakeOllama, hidden: Tinyproxy) -> None:
     server.enqueue(reply("explicit"))
     with StreamingClient(behind(server), proxy=hidden.url, trust_env=False) as client:
         assert client.chat("m", USER).content == "explicit"
-    assert len(hidden.requests) == 1
+    assert hidden.wait_for(lambda proxy: len(proxy.requests) == 1)
 
 
 def test_a_proxy_with_basic_auth_and_no_credentials_in_any_log(
@@ -150,7 +151,7 @@ def test_https_goes_through_the_proxy_by_connect_tunnel(
         with StreamingClient(server.url, **options) as client:
             assert client.chat("m", USER).content == "tunnelled"
     port = server.url.rsplit(":", 1)[1]
-    assert [r.method for r in proxy.requests] == ["CONNECT"]
+    assert proxy.wait_for(lambda p: [r.method for r in p.requests] == ["CONNECT"])
     assert proxy.requests[0].target.endswith(f":{port}")
 
 
@@ -256,7 +257,8 @@ def test_a_socks5_proxy_carries_a_remote_host(
     server.enqueue(reply("through socks"))
     with make_client(behind(server)) as client:
         assert client.chat("m", USER).content == "through socks"
-    assert proxy.connections == [behind(server).removeprefix("http://")]
+    target = behind(server).removeprefix("http://")
+    assert proxy.wait_for(lambda p: p.connections == [target])
 
 
 def test_socks_without_its_extra_is_a_clear_error(

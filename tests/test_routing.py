@@ -26,7 +26,7 @@ from ollama_stream_sync._hosts import (
     model_key,
     same_model,
 )
-from ollama_stream_sync._models import LoadedModels
+from ollama_stream_sync._models import SharedAnswers, loaded_on
 
 from .conftest import WAIT
 
@@ -169,7 +169,7 @@ def test_a_router_of_your_own_sees_what_the_client_knows() -> None:
             seen.append(hosts)
             return hosts[-1]
 
-    hosts, (_a, _b, c) = make(router=Last())
+    hosts, (_a, _b, c) = make(routing=Last())
     busy = hosts.pick("m", owner=object())  # the last one
     assert busy is c
     assert attempt(hosts) is c
@@ -183,7 +183,7 @@ def test_a_router_that_answers_something_else_is_a_clear_error() -> None:
         def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> Any:
             return view(hosts[0].url)  # equal, but not one of those given
 
-    hosts, _ = make(router=Wrong())
+    hosts, _ = make(routing=Wrong())
     with pytest.raises(ValueError, match="not one of the hosts"):
         hosts.pick("m", owner=object())
 
@@ -192,7 +192,7 @@ def test_a_router_that_answers_something_else_is_a_clear_error() -> None:
 
 
 def test_a_refused_connection_opens_the_breaker_at_once() -> None:
-    hosts, (a, b, c) = make(router=RoundRobin())
+    hosts, (a, b, c) = make(routing=RoundRobin())
     assert attempt(hosts, REFUSED) is a
     assert hosts.view(a).breaker == "open" and hosts.view(a).cooling_down
     served = [attempt(hosts) for _ in range(4)]
@@ -239,7 +239,7 @@ def test_a_gateways_504_counts_against_its_host() -> None:
 
 def test_after_the_cooldown_exactly_one_probe_goes_and_its_outcome_decides() -> None:
     clock = Clock()
-    hosts, (a, b) = make(2, clock, cooldown=30.0, router=RoundRobin())
+    hosts, (a, b) = make(2, clock, cooldown=30.0, routing=RoundRobin())
     attempt(hosts, REFUSED)  # a opens
     clock.now += 29.9
     assert hosts.view(a).breaker == "open"
@@ -263,7 +263,7 @@ def test_after_the_cooldown_exactly_one_probe_goes_and_its_outcome_decides() -> 
 
 def test_a_probe_that_ends_without_a_verdict_frees_the_slot() -> None:
     clock = Clock()
-    hosts, (a, b) = make(2, clock, cooldown=1.0, router=RoundRobin())
+    hosts, (a, b) = make(2, clock, cooldown=1.0, routing=RoundRobin())
     attempt(hosts, REFUSED)
     clock.now += 2
     probe = object()
@@ -275,7 +275,7 @@ def test_a_probe_that_ends_without_a_verdict_frees_the_slot() -> None:
 
 def test_an_attempt_that_began_before_the_breaker_opened_is_no_probe() -> None:
     clock = Clock()
-    hosts, (a, b) = make(2, clock, cooldown=1.0, router=RoundRobin())
+    hosts, (a, b) = make(2, clock, cooldown=1.0, routing=RoundRobin())
     early = object()
     assert hosts.pick("m", owner=early) is a  # in flight while a dies
     attempt(hosts, REFUSED, avoid=[b])
@@ -289,7 +289,7 @@ def test_an_attempt_that_began_before_the_breaker_opened_is_no_probe() -> None:
 
 def test_concurrent_picks_send_one_probe() -> None:
     clock = Clock()
-    hosts, (a, _b) = make(2, clock, cooldown=1.0, router=RoundRobin())
+    hosts, (a, _b) = make(2, clock, cooldown=1.0, routing=RoundRobin())
     attempt(hosts, REFUSED)
     clock.now += 2
     barrier = threading.Barrier(8)
@@ -313,7 +313,7 @@ def test_concurrent_picks_send_one_probe() -> None:
 
 def test_when_every_host_is_open_the_first_to_cool_is_tried() -> None:
     clock = Clock()
-    hosts, (a, b) = make(2, clock, router=RoundRobin())
+    hosts, (a, b) = make(2, clock, routing=RoundRobin())
     attempt(hosts, REFUSED)
     clock.now += 5
     attempt(hosts, REFUSED)
@@ -326,7 +326,7 @@ def test_when_every_host_is_open_the_first_to_cool_is_tried() -> None:
 
 
 def test_a_failover_goes_to_a_host_not_tried() -> None:
-    hosts, (a, b, c) = make(router=LeastBusy())
+    hosts, (a, b, c) = make(routing=LeastBusy())
     assert hosts.can_fail_over([a])
     assert attempt(hosts, avoid=[a]) is b
     assert attempt(hosts, avoid=[a, b]) is c
@@ -345,7 +345,7 @@ def test_a_missing_model_fails_over_only_where_it_may_be() -> None:
 
 
 def test_a_sticky_host_is_kept_while_its_breaker_is_closed() -> None:
-    hosts, (_a, b, _c) = make(router=RoundRobin())
+    hosts, (_a, b, _c) = make(routing=RoundRobin())
     assert {attempt(hosts, sticky=b.url) for _ in range(5)} == {b}
     attempt(hosts, REFUSED, sticky=b.url)
     assert b not in {attempt(hosts, sticky=b.url) for _ in range(5)}
@@ -481,11 +481,17 @@ class PsTransport:
 def test_forget_reaches_a_ps_request_already_on_its_way() -> None:
     transport = PsTransport("before", "after")
     host = Host(transport)  # type: ignore[arg-type]
-    loaded = LoadedModels()
+    loaded: SharedAnswers[Any] = SharedAnswers(1.0)
+
+    def ps() -> list[str]:
+        return [
+            m.name for m in loaded.get(host.url, lambda: loaded_on(host, WAIT), WAIT)
+        ]
+
     answers: dict[str, list[str]] = {}
 
     def get(label: str) -> None:
-        answers[label] = [m.name for m in loaded.get(host, WAIT)]
+        answers[label] = ps()
 
     early = threading.Thread(target=get, args=("early",))
     early.start()
@@ -498,4 +504,4 @@ def test_forget_reaches_a_ps_request_already_on_its_way() -> None:
     for thread in (early, late):
         thread.join(WAIT)
     assert answers == {"early": ["before"], "late": ["after"]}
-    assert [m.name for m in loaded.get(host, WAIT)] == ["after"]  # cached
+    assert ps() == ["after"]  # cached

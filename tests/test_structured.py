@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 from typing import Any
 
 import pydantic
@@ -14,6 +13,7 @@ import pytest
 from ollama_stream_sync import (
     AuthenticationRequired,
     ContextLengthExceeded,
+    ContextTruncatedWarning,
     Conversation,
     OutputValidationError,
     Partial,
@@ -194,20 +194,20 @@ def test_a_prompt_longer_than_the_context_raises_context_length_exceeded(
     assert "num_ctx" in str(first.value)
 
 
-def test_a_silently_truncated_prompt_is_flagged_and_logged(
-    server: FakeOllama, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+def test_a_silently_truncated_prompt_is_flagged_and_warned(
+    server: FakeOllama, make_client: MakeClient
 ) -> None:
-    long_history = [{"role": "user", "content": "word " * 4000}]  # ~5,000 tokens
-    counters = {"prompt_eval_count": 2048, "eval_count": 1}
+    long_history = [{"role": "user", "content": "word " * 4000}]  # 4,000 tokens
+    counters = {"prompt_eval_count": 1500, "eval_count": 1}
     server.enqueue(
         [Chunk(content="ok"), Done(counters=counters)],
-        [Chunk(content="ok"), Done(counters={"prompt_eval_count": 5100})],
+        [Chunk(content="ok"), Done(counters={"prompt_eval_count": 4010})],
     )
-    with make_client(server.url) as client, caplog.at_level(logging.WARNING):
-        cut = client.chat("m", long_history)
+    with make_client(server.url) as client:
+        with pytest.warns(ContextTruncatedWarning, match="read 1500 tokens"):
+            cut = client.chat("m", long_history)
         whole = client.chat("m", long_history)
     assert cut.prompt_truncated and not whole.prompt_truncated
-    assert "truncated" in caplog.text
 
 
 def test_done_reason_length_sets_stopped_by_length(

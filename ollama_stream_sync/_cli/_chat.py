@@ -111,10 +111,8 @@ class _Repl:
                 interrupted = self._turn(conv, line)
 
     def _turn(self, conv: Conversation, text: str) -> bool:
-        """Send one line and stream the answer; errors print, Ctrl-C stops it.
-
-        Returns whether a Ctrl-C stopped it: that counts as the first of two.
-        """
+        """Send one line and stream the answer; True if a Ctrl-C stopped it (the
+        first of the two that leave)."""
         view = self.view
         if conv.running:  # a stopped answer whose stream has not ended yet
             self.say("(the last answer is still stopping; send that again soon)")
@@ -208,11 +206,8 @@ def _check(client: StreamingClient, url: str, model: str) -> None:
 def _answer_or_stop(
     handle: StreamHandle, view: Transcript, model: str, grace: float
 ) -> tuple[ChatResult | None, bool]:
-    """Wait for the answer, showing its phase; a Ctrl-C cancels it.
-
-    Returns the result (``cancelled`` after a Ctrl-C), or ``None`` if the stream
-    did not end within ``grace`` seconds of the cancel; and whether Ctrl-C came.
-    """
+    """Wait for the answer, showing its phase; a Ctrl-C cancels it. Returns the
+    result (None if a cancelled stream outlasts ``grace``), and whether Ctrl-C came."""
     try:
         follow(handle, view, model)  # a Ctrl-C in here cancels the stream
         return handle.result(), False

@@ -1,8 +1,4 @@
-"""``demo``: a tool-using chat and a Stop, as they stream, on a fake or real Ollama.
-
-Each answer shows its phases: live on a terminal (a status line such as
-"loading qwen3…" until the text starts), and as a line after the answer.
-"""
+"""``demo``: a tool-using chat and a Stop, as they stream, on a fake or real Ollama."""
 
 from __future__ import annotations
 
@@ -52,12 +48,10 @@ def get_weather(city: str) -> str:
 
 
 def demo_scripts(delay: float) -> list[Script]:
-    """The model turns the fake server plays: a tool call, the answer, a long answer.
+    """The fake's turns: a tool call, the answer, a long answer, after a "load".
 
-    The long answer never ends on its own (a ``Stall`` after its text), so the
-    demo's Stop always lands mid-answer, however fast or slow the machine is.
-    The model is not loaded yet (``/api/ps`` lists nothing) and takes a moment
-    to load, as a real one does: the "loading" phase.
+    The long answer never ends (a ``Stall`` after its text), so the demo's Stop
+    always lands mid-answer, however fast or slow the machine is.
     """
     first = reply(
         thinking="The user wants current weather for Paris. I should call the "

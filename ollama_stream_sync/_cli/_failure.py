@@ -30,10 +30,7 @@ class UsageError(Failure):
 
 
 def explain(error: StreamError) -> str:
-    """The error's own line (it says what to do), and the option that changes it.
-
-    Only what a command-line user needs beyond ``str(error)``: the flag names.
-    """
+    """The error's own line (it says what to do), and the flag that changes it."""
     line = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, ConnectionFailed) and error.during_connect:
         return f"{line} (on the command line: --host URL)"
@@ -43,11 +40,8 @@ def explain(error: StreamError) -> str:
 
 
 def open_client(host: str | None, **options: Any) -> StreamingClient:
-    """A ``StreamingClient`` for ``--host``; a URL it refuses is a usage error.
-
-    Raises:
-        UsageError: the host (from --host or OLLAMA_HOST) is not a server's URL.
-    """
+    """A ``StreamingClient`` for ``--host`` (or OLLAMA_HOST); a URL it refuses
+    is a ``UsageError``."""
     try:
         return StreamingClient(host, **options)
     except ValueError as exc:

@@ -27,8 +27,7 @@ STAGE_LABELS = {
     "cleanup": "cleaning up",
     "success": "done",
 }
-"""The bar's words for a ``Progress.stage`` that its name says badly; for the
-stage "other", the bar shows Ollama's own text."""
+"""The bar's words for a stage its name says badly ("other" shows Ollama's text)."""
 
 
 def human_bytes(count: float) -> str:
@@ -54,11 +53,8 @@ def percent(progress: Progress) -> int:
 
 
 def progress_detail(progress: Progress, *, unknown_speed: str = "speed n/a") -> str:
-    """``840.0 MB / 2.0 GB · 35.1 MB/s · ETA 0:24``: what is known so far.
-
-    Speed and time left are shown while downloading; ``unknown_speed`` until
-    the speed is steady enough to tell ("" leaves it out).
-    """
+    """``840.0 MB / 2.0 GB · 35.1 MB/s · ETA 0:24``: what is known so far; speed
+    and time left while downloading (``unknown_speed`` until steady)."""
     if progress.total is None:
         return ""
     parts = [f"{human_bytes(progress.completed)} / {human_bytes(progress.total)}"]
@@ -71,11 +67,8 @@ def progress_detail(progress: Progress, *, unknown_speed: str = "speed n/a") -> 
 
 
 class PullLines:
-    """Pull progress as plain lines: one per stage, one per ``step`` percent.
-
-    For output that is not a terminal, and for a terminal without tqdm. No
-    coalescing: a stage that passes in a blink still gets its line.
-    """
+    """Pull progress as plain lines: one per stage, one per ``step`` percent (no
+    coalescing: a stage that passes in a blink still gets its line)."""
 
     coalesce_interval: float | None = None
     step = 10
@@ -107,15 +100,14 @@ class PullLines:
         self.out.flush()
 
     def close(self, *, keep: bool) -> None:
-        """Nothing to tidy: every line is already whole."""
+        """Nothing to tidy: every line is whole."""
 
 
 class PullBar(PullLines):
     """One tqdm bar for the whole pull: the stage, percent, bytes, speed, ETA.
 
-    tqdm draws it (as wide as the terminal is now, in ASCII where the terminal
-    cannot show blocks); the figures are the library's own ``Progress``, not
-    tqdm's estimates, so the bar never goes back when a layer grows the total.
+    The figures are the library's ``Progress``, not tqdm's estimates: the bar
+    never goes back when a layer grows the total.
     """
 
     coalesce_interval = 0.1  # redraw at most this often, with the latest figures

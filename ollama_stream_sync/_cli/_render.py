@@ -1,9 +1,8 @@
 """Terminal output shared by the commands: word-wrapped streaming text, colour.
 
-On a terminal, thinking is grey, labels are bold, text is word-wrapped at the
-terminal's width as it streams, and ``follow`` shows where a stream is
-("loading qwen3…") on a status line that the answer then replaces. Piped, or
-with ``NO_COLOR`` set, the sections are plain and labelled, with no status line.
+On a terminal: grey thinking, bold labels, text wrapped as it streams, and a
+status line ("loading qwen3…") that the answer replaces. Piped or with
+``NO_COLOR``: plain labelled sections, no status line.
 """
 
 from __future__ import annotations
@@ -47,14 +46,11 @@ def _cells(text: str) -> int:
 class StreamWrapper:
     """Word-wraps text that arrives in pieces, on a terminal ``width`` columns wide.
 
-    Each character is shown as soon as it arrives. A word split across pieces
-    (``"umbr"``, ``"ella"``) is never broken in two: when its end would pass the
-    edge, the part already shown is blanked out (backspaces and spaces) and the
-    whole word moves to the next line. The spaces before a word are dropped
-    when it starts a line, and kept otherwise (indented code stays indented).
-    Lines stop one column short of the edge, so the cursor never sits in the
-    terminal's pending-wrap state, where a backspace is unreliable.
-    ``width=0`` writes straight through (not a terminal).
+    Each character shows as it arrives; a word that passes the edge is blanked
+    out (backspaces, spaces) and moves whole to the next line. Spaces before a
+    word are dropped at a line's start only. Lines stop one column short of the
+    edge: a backspace is unreliable in the terminal's pending-wrap state.
+    ``width=0`` writes straight through.
     """
 
     def __init__(self, out: TextIO, width: int = 0) -> None:
@@ -69,10 +65,8 @@ class StreamWrapper:
         """Write a piece of the stream."""
         if self.width <= 0:
             self.out.write(text)
-            newline = text.rfind("\n")
-            self.column = (
-                len(text) - newline - 1 if newline >= 0 else self.column + len(text)
-            )
+            _, newline, tail = text.rpartition("\n")
+            self.column = len(tail) + (0 if newline else self.column)
             return
         for char in text:
             if char == "\n":
@@ -130,10 +124,9 @@ class StreamWrapper:
 class Transcript(StreamWrapper):
     """A streamed chat on ``out``: labelled sections, thinking apart from the answer.
 
-    With ``wrap`` (a terminal) it word-wraps at the terminal's width and shows a
-    status line; with ``color``, thinking is grey and labels bold. The stream's
-    callbacks write from its worker while the main thread updates the status
-    line: a lock keeps their writes apart.
+    ``wrap`` (a terminal): wrapped at its width, with a status line; ``color``:
+    grey thinking, bold labels. A lock keeps the worker's callbacks and the
+    main thread's status line apart.
     """
 
     def __init__(self, out: TextIO, *, color: bool = False, wrap: bool = False) -> None:
@@ -145,23 +138,22 @@ class Transcript(StreamWrapper):
 
     @classmethod
     def for_stream(cls, out: TextIO) -> Transcript:
-        """Colour and wrapping when ``out`` is a terminal, as the user expects."""
+        """Colour and wrapping when ``out`` is a terminal."""
         return cls(out, color=color_wanted(out), wrap=is_terminal(out))
 
     def _style(self, code: str) -> None:
         if self.color:
             self.out.write(code)
 
-    def _measure(self) -> None:
-        """Wrap at the terminal's width now (it may have been resized)."""
+    def _measure(self) -> None:  # the terminal may have been resized
         if self.wrap:
             self.width = max(20, shutil.get_terminal_size().columns)
 
     def status(self, text: str) -> None:
         """Show ``text`` as the status line, or clear it with ``""``.
 
-        Only on a terminal, on a line of its own, and never inside streaming
-        text. Written over with spaces, not escape codes: ``NO_COLOR`` stays plain.
+        Only on a terminal, never inside streaming text; cleared with spaces,
+        not escape codes, so ``NO_COLOR`` stays plain.
         """
         with self._lock:
             if not self.wrap or text == self._status:
@@ -210,8 +202,7 @@ class Transcript(StreamWrapper):
         self.text("Answer", delta)
 
     def note(self, text: str, *, dim: bool = True) -> None:
-        """Lines of their own after the current section, wrapped like the stream:
-        grey ("[stopped]"), or plain prose with ``dim=False``."""
+        """Lines of their own after the section: grey, or plain if not ``dim``."""
         with self._lock:
             self.end()
             self._measure()
@@ -248,13 +239,9 @@ def follow(
     model: str,
     until: Callable[[ChatResult], bool] | None = None,
 ) -> None:
-    """Show ``handle``'s phase on ``view``'s status line until the stream ends.
-
-    Runs on the main thread while the callbacks write the text from the worker.
-    Woken by every phase change; while a status shows, also once a second to
-    count the seconds of a long wait ("loading qwen3… 12 s"). Returns when the
-    stream ended, or once ``until(snapshot)`` holds. Ctrl-C (any exception)
-    cancels the stream and propagates.
+    """Show ``handle``'s phase on ``view``'s status line until the stream ends or
+    ``until(snapshot)`` holds; a shown status counts its seconds ("loading
+    qwen3… 12 s"). Ctrl-C (any exception) cancels the stream and propagates.
     """
     phase, since = "", time.monotonic()
     try:

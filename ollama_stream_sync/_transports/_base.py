@@ -1,8 +1,7 @@
 """The small interface the run drives, whichever HTTP stack is underneath.
 
-A transport moves bytes and nothing else: it sends one request, hands back the
-body as it arrives, and maps its library's errors into the ``StreamError`` tree
-exactly once, where they happen (``reraise``). A different wire plugs in here.
+A transport sends one request, hands back the body as it arrives, and maps its
+library's errors into the ``StreamError`` tree once, where they happen.
 """
 
 from __future__ import annotations
@@ -24,12 +23,8 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 class OpenStream(Protocol):
-    """A response whose status was 2xx; iterating yields its decoded body bytes.
-
-    Iterating, draining and closing run on the worker thread with the stream's
-    scope bound, so the connection stays claimed by the stream until it goes
-    back to the pool (or is closed).
-    """
+    """A 2xx response; iterating yields its decoded body bytes (worker thread,
+    scope bound: the connection stays claimed until it goes back to the pool)."""
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -39,11 +34,7 @@ class OpenStream(Protocol):
     def __iter__(self) -> Iterator[bytes]: ...
 
     def drain(self) -> None:
-        """Read the rest of the body so the connection can be reused; never raises.
-
-        The answer is complete already: the rest only decides whether the
-        connection is reused, and the run bounds how long this may take.
-        """
+        """Read the rest of the body so the connection can be reused; never raises."""
         ...
 
     def close(self) -> None: ...
@@ -52,12 +43,10 @@ class OpenStream(Protocol):
 class Transport(Protocol):
     """Sends requests to one server (its base URL), for the run and the client.
 
-    ``open`` runs on the worker thread with the stream's ``AbortScope`` bound:
-    it lets the scope claim every connection it blocks on (connecting, the TLS
-    handshake, sending, waiting for the headers), so an abort wakes it, and it
-    calls ``scope.on_sent()`` once the request is out (the model is loading or
-    reading the prompt from then on). Errors are ``StreamError`` subclasses,
-    or the scope's own stop reason when it was aborted.
+    ``open`` runs with the stream's ``AbortScope`` bound: the scope claims every
+    connection it blocks on (connect, TLS, send, headers), and ``scope.on_sent()``
+    is called once the request is out. Errors are ``StreamError`` subclasses, or
+    the scope's own stop reason when it was aborted.
     """
 
     url: str
@@ -86,12 +75,8 @@ class Transport(Protocol):
 
 
 def reraise(exc: BaseException, url: str) -> NoReturn:
-    """Raise what ``exc`` means for the stream: its scope's stop reason when it
-    was aborted (``exc`` is then only the symptom), else ``exc`` translated.
-
-    A reason that has its own cause (a callback's exception) keeps it; the
-    symptom stays as ``__context__``.
-    """
+    """Raise the scope's stop reason if it was aborted (``exc`` is then only the
+    symptom, kept as cause unless the reason has its own), else ``exc`` translated."""
     scope = current_scope()
     reason = scope.stopped if scope is not None else None
     if reason is None:

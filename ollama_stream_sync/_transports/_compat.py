@@ -1,7 +1,7 @@
 """Every use of another library's private parts, each because no public API exists.
 
-``tests/test_compat.py`` pins each one against the installed versions, so an
-upgrade that breaks it fails loudly there instead of quietly here.
+``tests/test_architecture.py`` pins each one against the installed versions, so
+an upgrade that breaks it fails loudly there instead of quietly here.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Content-Encoding decoders whose output is bounded per step.
 
-A proxy (or Ollama's cloud front) may gzip the NDJSON stream. A decoder that
-inflates a whole network read at once lets a small compressed bomb balloon
-memory before any line-length check runs; these decoders hand out at most
-``PIECE`` bytes at a time, so the line splitter's ``max_line_bytes`` check runs
-as the body is decompressed. gzip and deflate use the standard library; br and
-zstd are decoded when a package providing a bounded decoder is installed
-(Brotli >= 1.2, or ``compression.zstd`` / ``backports.zstd``).
+A small compressed bomb must not balloon memory before the line-length check
+runs: these decoders hand out at most ``PIECE`` bytes at a time. gzip and deflate
+use the standard library; br and zstd need a bounded decoder installed (Brotli
+>= 1.2, ``compression.zstd`` or ``backports.zstd``).
 """
 
 from __future__ import annotations
@@ -66,7 +63,7 @@ class _Zlib:
 
 
 class _Bounded:
-    """A decoder object with ``decompress(data, max_length)`` semantics."""
+    """A ``decompress(data, max_length)`` function as a decoder."""
 
     def __init__(self, decompress: Decompress) -> None:
         self._decompress = decompress
@@ -128,8 +125,8 @@ class BodyDecoder:
 
     def __init__(self, content_encoding: str) -> None:
         self.encoding = content_encoding
-        names = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
-        names = [n for n in names if n != "identity"]
+        names = [e.strip().lower() for e in content_encoding.split(",")]
+        names = [n for n in names if n not in ("", "identity")]
         if len(names) > 5:
             raise ProtocolError(f"too many content encodings: {content_encoding!r}")
         # Applied in order, so undone in reverse.

@@ -1,18 +1,18 @@
 """Sockets that a stream's ``AbortScope`` can claim, for httpcore's connection pools.
 
-``TrackingBackend`` is an ``httpcore.NetworkBackend`` (httpcore's public
-extension point for how connections are made): every read and write of its
-sockets lets the calling stream's scope claim the connection first, and name
-resolution, connecting and the TLS handshake are each cut short by an abort.
+``TrackingBackend`` is an ``httpcore.NetworkBackend`` (httpcore's public hook for
+making connections): every read and write lets the calling stream's scope claim
+the connection first, and resolving, connecting and TLS are cut short by an abort.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -80,7 +80,7 @@ class SocketStream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         # The handshake is a step of its own, on a socket the scope already
         # owns, so a cancel during a stalled handshake wakes it too.
-        try:
+        with _connecting(self.close):
             self._claim()
             tls = ssl_context.wrap_socket(
                 self._sock,
@@ -90,14 +90,6 @@ class SocketStream(httpcore.NetworkStream):
             self._sock = tls
             tls.settimeout(timeout)
             tls.do_handshake()
-        except BaseException as exc:
-            self.close()
-            _check_scope()
-            if isinstance(exc, TimeoutError):
-                raise httpcore.ConnectTimeout(str(exc)) from exc
-            if isinstance(exc, OSError):
-                raise httpcore.ConnectError(str(exc)) from exc
-            raise
         return self
 
     def get_extra_info(self, info: str) -> Any:
@@ -111,27 +103,36 @@ class SocketStream(httpcore.NetworkStream):
         if info == "socket":
             return sock
         if info == "is_readable":
-            # Inherited across fork(), shared with the parent: report it dead so
-            # this process never reuses it. httpcore asks this, without a lock,
-            # of a connection it saw idle a moment ago; a request may have taken
-            # it since and claimed it before writing, so if its answer is what
-            # makes the socket readable, the claim shows: socket first, owner next.
+            # Dead if inherited across fork(). httpcore asks this, unlocked, of a
+            # connection it saw idle; a request may have claimed it since, before
+            # writing: if its answer made the socket readable, the claim shows
+            # (socket first, owner next).
             return os.getpid() != self._pid or (
                 socket_readable(sock) and self.owner is None
             )
         return None
 
 
-def _check_scope() -> None:
-    """Raise the bound scope's stop reason: a failure it caused is not the server's."""
-    scope = current_scope()
-    if scope is not None:
-        scope.check()
+@contextlib.contextmanager
+def _connecting(close: Callable[[], None]) -> Iterator[None]:
+    """On failure close, then raise the scope's stop reason (a failure it caused
+    is not the server's), else the error as httpcore's connect error."""
+    try:
+        yield
+    except BaseException as exc:
+        close()
+        scope = current_scope()
+        if scope is not None:
+            scope.check()
+        if isinstance(exc, TimeoutError):
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        if isinstance(exc, OSError):
+            raise httpcore.ConnectError(str(exc)) from exc
+        raise
 
 
 class TrackingBackend(httpcore.NetworkBackend):
-    """Creates socket streams that the caller's ``AbortScope`` claims before they
-    block: a cancel ends name resolution and connecting at once."""
+    """Creates socket streams the caller's scope claims before they block."""
 
     def connect_tcp(
         self,
@@ -179,7 +180,7 @@ class TrackingBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
     ) -> SocketStream:
         stream = SocketStream(sock)
-        try:
+        with _connecting(sock.close):
             stream._claim()
             for option in options or ():
                 sock.setsockopt(*option)
@@ -189,14 +190,6 @@ class TrackingBackend(httpcore.NetworkBackend):
                 sock.bind((local_address, 0))
             sock.settimeout(timeout)
             connect(sock, address)  # a cancel ends it, whenever it lands
-        except BaseException as exc:
-            sock.close()
-            _check_scope()
-            if isinstance(exc, TimeoutError):
-                raise httpcore.ConnectTimeout(str(exc)) from exc
-            if isinstance(exc, OSError):
-                raise httpcore.ConnectError(str(exc)) from exc
-            raise
         return stream
 
     def sleep(self, seconds: float) -> None:

@@ -1,16 +1,11 @@
 """Streaming over the SDK's own ``httpx.Client``, with sockets a cancel can reach.
 
-``CancellableTransport`` is an httpx transport like ``httpx.HTTPTransport`` (a
-direct connection, or through an HTTP or SOCKS proxy) whose httpcore pool opens
-its sockets through ``TrackingBackend`` (see ``_httpcore.py``), so a cancel from
-any thread shuts the stream's connection down at once, in every phase.
-httpcore's public ``trace`` extension tells the stream when its request was
-sent, and releases the claim before the connection goes back to the pool, so
-a late cancel never reaches a socket another stream uses.
-
-``HttpxTransport`` is our ``Transport`` over an ``httpx.Client`` (the SDK's, so
-its base URL, headers and auth apply). With a transport of the caller's own, a
-cancel reaches the socket once the response headers have arrived.
+``CancellableTransport`` is an ``httpx.HTTPTransport`` look-alike whose pool makes
+its sockets through ``TrackingBackend``; httpcore's ``trace`` extension tells the
+stream when its request was sent, and releases the claim before the connection
+goes back to the pool. ``HttpxTransport`` is our ``Transport`` over an
+``httpx.Client``; with a caller's own transport a cancel reaches the socket once
+the response headers have arrived.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import importlib
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -33,24 +28,14 @@ from ._base import MAX_ERROR_BODY, reraise
 from ._encoding import BodyDecoder, accept_encoding
 from ._httpcore import SocketStream, TrackingBackend
 
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-"""httpcore's errors as httpx's: what an httpx transport owes its client (the
-SDK's own calls go through this transport too)."""
+_ERRORS: list[tuple[type[Exception], type[httpx.TransportError]]] = [
+    (getattr(httpcore, name), getattr(httpx, name))
+    for name in """PoolTimeout ConnectTimeout ReadTimeout WriteTimeout ConnectError
+    ReadError WriteError ProxyError UnsupportedProtocol RemoteProtocolError
+    LocalProtocolError NetworkError TimeoutException ProtocolError""".split()
+]
+"""httpcore's errors as httpx's (same names), most specific first: what an httpx
+transport owes its client."""
 
 
 @contextlib.contextmanager
@@ -84,10 +69,9 @@ class _Body(httpx.SyncByteStream):
 class CancellableTransport(httpx.BaseTransport):
     """An ``httpx.HTTPTransport`` look-alike whose sockets a cancel can shut down.
 
-    No connection limit by default: each stream holds its connection for its
-    whole life, so a limit would only queue streams. ``proxy`` (a URL or an
-    ``httpx.Proxy``) sends everything through an HTTP proxy (https by CONNECT
-    tunnel) or, with ``httpx[socks]`` installed, a SOCKS5 proxy.
+    No connection limit by default: a stream holds its connection for its whole
+    life, so a limit would only queue streams. ``proxy``: an HTTP proxy (https
+    by CONNECT) or, with ``httpx[socks]``, a SOCKS5 one.
     """
 
     def __init__(
@@ -120,15 +104,12 @@ class CancellableTransport(httpx.BaseTransport):
             "retries": retries,
             "network_backend": TrackingBackend(),
         }
+        direct: dict[str, Any] = {"uds": uds, "local_address": local_address}
+        direct["socket_options"] = socket_options  # not through a SOCKS proxy
         proxy = httpx.Proxy(proxy) if isinstance(proxy, str) else proxy
         self._pool: httpcore.ConnectionPool
         if proxy is None:
-            self._pool = httpcore.ConnectionPool(
-                **options,
-                uds=uds,
-                local_address=local_address,
-                socket_options=socket_options,
-            )
+            self._pool = httpcore.ConnectionPool(**options, **direct)
         elif proxy.url.scheme in ("socks5", "socks5h"):
             try:
                 importlib.import_module("socksio")  # what httpcore's SOCKS needs
@@ -146,9 +127,7 @@ class CancellableTransport(httpx.BaseTransport):
                 proxy_auth=proxy.raw_auth,
                 proxy_headers=proxy.headers.raw,
                 proxy_ssl_context=proxy.ssl_context,
-                local_address=local_address,
-                uds=uds,
-                socket_options=socket_options,
+                **direct,
                 **options,
             )
         else:
@@ -169,20 +148,15 @@ class CancellableTransport(httpx.BaseTransport):
         )
         with _as_httpx():
             response = self._pool.handle_request(core)
-        if not isinstance(response.stream, Iterable):  # pragma: no cover
-            raise TypeError("httpcore returned an asynchronous stream")
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_Body(response.stream),
+            stream=_Body(cast(Iterable[bytes], response.stream)),  # a sync pool
             extensions=response.extensions,
         )
 
     def close(self) -> None:
         self._pool.close()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def _core_url(url: httpx.URL) -> httpcore.URL:
@@ -192,7 +166,7 @@ def _core_url(url: httpx.URL) -> httpcore.URL:
 
 
 class _Stream:
-    """One streaming response: its raw body, decoded (bounded), errors mapped once."""
+    """One streaming response: its raw body, decoded (bounded), errors mapped."""
 
     __slots__ = ("_foreign", "_raw", "_response", "_url", "headers")
 
@@ -315,7 +289,6 @@ class HttpxTransport:
 
 
 def _read_bounded(response: httpx.Response) -> bytes:
-    """At most ``MAX_ERROR_BODY`` decoded bytes of an error body."""
     data = b""
     with contextlib.suppress(Exception):
         decoder = BodyDecoder(response.headers.get("Content-Encoding", ""))

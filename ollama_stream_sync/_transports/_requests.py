@@ -1,19 +1,12 @@
 """Streaming over a caller's ``requests.Session``: their proxies, CA bundle, auth.
 
-Legacy and corporate code often has a configured session (a proxy, a CA bundle,
-Kerberos or NTLM auth, mounted adapters) that httpx knows nothing of. This
-transport sends our requests through it exactly as ``Session.request`` does
-(``prepare_request``, ``merge_environment_settings``, ``send``), so its auth,
-hooks, cookies, proxies and adapters all apply.
-
-Cancel must reach the socket in every phase, and only the stream's own. Before
-sending, we ask the session's adapter for the connection pool it will use for
-our URL and give that pool (its public ``ConnectionCls``) a class derived from
-its own: on a thread running one of our streams, the stream's scope claims the
-connection when the pool hands it out, while it resolves and connects, during
-the TLS handshake or proxy tunnel (through a duplicate of the socket, since
-wrapping detaches the original), while sending and while waiting for the
-response; on every other thread it behaves exactly like its base.
+Requests go through the session as ``Session.request`` sends them, so its auth,
+hooks, cookies, proxies and adapters apply. To let a cancel reach the socket in
+every phase, the pool the adapter picks for our URL gets (through its public
+``ConnectionCls``) a class derived from its own that, on a thread running one of
+our streams, lets the scope claim the connection when the pool hands it out and
+while it resolves, connects (a dup of the socket covers the TLS or tunnel
+handshake, since wrapping detaches it), sends and waits; elsewhere it is its base.
 """
 
 from __future__ import annotations
@@ -87,9 +80,9 @@ class _Tracking:
 
     @property
     def is_connected(self) -> bool:
-        # urllib3 asks this when its pool hands the connection out: the moment
-        # ownership changes hands. A stale abort from the last owner either
-        # came before (the socket reads as closed: not reused) or is refused.
+        # Asked as the pool hands the connection out: ownership changes hands. A
+        # stale abort of the last owner came before (the socket reads closed:
+        # not reused) or is refused.
         if self._oss_pid != os.getpid():
             return False  # inherited across fork(): shared with the parent
         if current_scope() is not None:
@@ -193,9 +186,8 @@ class _Tracking:
         scope = self._oss_claim()
         if scope is not None:
             scope.on_sent()  # the request is out: now the model loads
-        # A response that will close the connection (``Connection: close``)
-        # takes its socket over and http.client drops ``self.sock``: remember
-        # it, so that an abort still reaches the stream reading from it.
+        # A ``Connection: close`` response takes the socket over and http.client
+        # drops ``self.sock``: keep it, so an abort still reaches the stream.
         self._oss_response_sock = self.sock
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
@@ -222,11 +214,8 @@ def track_pool(pool: Any) -> None:
 
 
 class _PoolFullFilter(logging.Filter):
-    """Turns urllib3's "Connection pool is full" for our streams into one advice.
-
-    A client running more streams than the session's pool keeps is normal;
-    the advice (mount an ``HTTPAdapter(pool_maxsize=...)``) is logged once.
-    """
+    """Turns urllib3's "Connection pool is full" for our streams into one advice
+    per host (more streams than the session's pool keeps is normal)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -268,9 +257,9 @@ class _Stream:
             # urllib3 >= 2.6 bounds decoded output by the size asked for.
             while data := read1(READ_SIZE, decode_content=self._decode):
                 yield data
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
-            _drop_locals(e)
-            reraise(e, self._url)
+        except (*_LIBRARY_ERRORS, OSError) as exc:
+            _drop_locals(exc)
+            reraise(exc, self._url)
 
     def drain(self) -> None:
         with contextlib.suppress(Exception):
@@ -291,8 +280,7 @@ class RequestsTransport:
         logging.getLogger("urllib3.connectionpool").addFilter(_pool_full)
         self._session = session
         self.url = base_url.rstrip("/")
-        # The SDK's headers (User-Agent, OLLAMA_API_KEY as Authorization) unless
-        # the session sets its own: its auth and headers win.
+        # The SDK's headers (User-Agent, OLLAMA_API_KEY) unless the session's win.
         own = {h.lower() for h in session.headers}
         self._headers = {
             k: v
@@ -307,8 +295,7 @@ class RequestsTransport:
         }
         # A loopback Ollama never goes through the environment's proxy: blank
         # entries override it (the session's own proxies still apply).
-        host = urllib3.util.parse_url(self.url).host or ""
-        loopback = is_loopback(host)
+        loopback = is_loopback(urllib3.util.parse_url(self.url).host or "")
         self._proxies = {k: "" for k in ("http", "https") if loopback}
 
     def _send(
@@ -411,21 +398,16 @@ class RequestsTransport:
                     url=self.url,
                 )
             return response.json()
-        except (
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,
-            ValueError,
-        ) as exc:
+        except (*_LIBRARY_ERRORS, ValueError) as exc:
             _drop_locals(exc)
             reraise(exc, self.url)
 
 
 def _drop_locals(exc: BaseException) -> None:
-    """Clear the locals of the requests and urllib3 frames an error went through.
+    """Clear the locals of the frames an error (and its causes) went through.
 
-    Our error keeps theirs as its cause, traceback included, and their frames
-    hold the connection pool: since urllib3 2 a pool closes its idle
-    connections only once nothing references it. The traceback stays printable.
+    Their frames hold the connection pool, and since urllib3 2 a pool closes
+    its idle connections only once nothing references it. Still printable.
     """
     seen: set[int] = set()
     error: BaseException | None = exc
@@ -436,8 +418,7 @@ def _drop_locals(exc: BaseException) -> None:
 
 
 def _close(response: requests.Response) -> None:
-    """Release a response's connection (back to the pool, or closed) first, then
-    its link to the pool (see ``_compat.forget_pool``)."""
+    """Release a response's connection, then its link to the pool."""
     raw = response.raw
     conn = raw.connection if raw is not None else None
     if isinstance(conn, _Tracking):
@@ -447,6 +428,6 @@ def _close(response: requests.Response) -> None:
 
 
 def _read_bounded(response: requests.Response) -> bytes:
-    with contextlib.suppress(requests.RequestException, urllib3.exceptions.HTTPError):
+    with contextlib.suppress(*_LIBRARY_ERRORS):
         return bytes(response.raw.read(MAX_ERROR_BODY, decode_content=True) or b"")
     return b""

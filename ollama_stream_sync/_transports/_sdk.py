@@ -1,9 +1,7 @@
 """From a host URL to the SDK client that reaches it: checks, transport, proxies.
 
-httpx ignores ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` whenever a
-transport is given, and ours always is: so ``env_proxy`` reads them the way
-httpx does (the same variables, upper and lower case, the same ``NO_PROXY``
-forms), for the one server a client talks to. A loopback server is direct.
+httpx ignores the ``*_PROXY`` variables whenever a transport is given, and ours
+always is: ``env_proxy`` reads them as httpx does. A loopback server is direct.
 """
 
 from __future__ import annotations
@@ -30,13 +28,9 @@ _API_PATHS = ("/api", "/v1")
 def check_host_url(url: object) -> None:
     """Reject a host URL that cannot name an Ollama server, naming ``host``.
 
-    ``http://h:11434/api`` would send ``POST /api/api/chat`` (and its 404 would
-    look like a missing model); a scheme or port typo would only fail later as
-    a network error. A reverse proxy's path prefix is kept.
-
-    Raises:
-        TypeError, ValueError: the URL is not a string, has a scheme other than
-            http/https, a port that is not a number, or ends in an API path.
+    ``http://h:11434/api`` would send ``POST /api/api/chat`` (its 404 looks like
+    a missing model); a scheme or port typo would fail later as a network error.
+    A reverse proxy's path prefix is kept.
     """
     if not isinstance(url, str):
         raise TypeError(f"a host must be a URL string, not {type(url).__name__}")

@@ -274,10 +274,8 @@ class Endpoints:
 def _check_capabilities(
     model: str, body: Mapping[str, Any], limits: ModelLimits, chat: bool
 ) -> None:
-    """Refuse what a model declared with ``capabilities`` lacks, in the server's words.
-
-    Images are never refused: the server does not check for vision.
-    """
+    """Refuse what a model declared with ``capabilities`` lacks, in the server's
+    words (never images: the server does not check for vision)."""
     capabilities = limits.capabilities
     if capabilities is None:
         return

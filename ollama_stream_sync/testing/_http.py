@@ -1,8 +1,7 @@
-"""The HTTP and connection layer: a loopback server that hands requests to an app.
+"""The HTTP layer: a loopback server that hands requests to an app, nothing of Ollama.
 
-A thread per connection, daemon (a forgotten server never keeps a test process
-alive) yet ended and joined by ``close()``. Waits use poll, not ``select``, so
-it works above 1024 open files. It knows nothing of Ollama.
+A daemon thread per connection (a forgotten server never keeps a test process
+alive), ended and joined by ``close()``; waits use poll (no 1024-descriptor limit).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from typing import Any
 
 from ._wire import JSON_UTF8, NDJSON, go_json
 
-# Poll has no 1024-descriptor ceiling; Windows has no poll, but no ceiling either.
+# Windows has no poll, but no descriptor ceiling either.
 _Selector = getattr(selectors, "PollSelector", selectors.SelectSelector)
 _connections = itertools.count(1)
 
@@ -128,9 +127,7 @@ class Response:
     def hang_up(self) -> None:
         """Close the connection without another byte."""
         self.h.close_connection = True
-        with contextlib.suppress(OSError):
-            # The raw socket's shutdown: on TLS this sends no close_notify, as a
-            # crashing server would not.
+        with contextlib.suppress(OSError):  # no TLS close_notify, as in a crash
             socket.socket.shutdown(self.h.connection, socket.SHUT_RDWR)
 
 
@@ -164,11 +161,9 @@ class TLSMaterial:
 
 
 def _hung_up(conn: socket.socket) -> bool | None:
-    """Why a stalled connection became readable: hang-up (True), data (False).
-
-    None means a partial TLS record arrived: wait for the rest. On TLS a byte of
-    data is read, not peeked: a pipelined request may lose it, as a test allows.
-    """
+    """Why a stalled connection became readable: hang-up (True), data (False), or
+    a partial TLS record (None). On TLS a byte is read, not peeked: a pipelined
+    request may lose it, as a test allows."""
     conn.setblocking(False)
     try:
         if isinstance(conn, ssl.SSLSocket):
@@ -241,8 +236,7 @@ class Handler(BaseHTTPRequestHandler):
 class LoopbackServer(socketserver.TCPServer):
     """Listens, gives each connection a thread, lets responses stall or pause.
 
-    Its counters live under the owner's ``cond``, notified on every change.
-    """
+    Its counters live under the owner's ``cond``, notified on every change."""
 
     allow_reuse_address = True  # not HTTPServer: its bind looks the name up (DNS)
     # Go's net.Listen (so Ollama) uses the system's limit; socketserver's 5 lets
@@ -315,7 +309,7 @@ class LoopbackServer(socketserver.TCPServer):
                 self.cond.notify_all()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients hanging up mid-response is what the tests do; stay quiet."""
+        """Quiet: clients hanging up mid-response is what the tests do."""
 
     def serve(self, handler: Handler, request: RecordedRequest, problem: str) -> None:
         """Record a request, count it in flight while the app answers it."""
@@ -383,9 +377,7 @@ class LoopbackServer(socketserver.TCPServer):
         with self.cond:
             conns = list(self._conns.items())
         for conn, _ in conns:
-            with contextlib.suppress(OSError):
-                # The raw shutdown wakes a thread blocked in a read, a write or a
-                # TLS handshake at once.
+            with contextlib.suppress(OSError):  # wakes a read, write or handshake
                 socket.socket.shutdown(conn, socket.SHUT_RDWR)
         deadline = time.monotonic() + timeout
         for thread in [self._thread, *(t for _, t in conns)]:

@@ -69,11 +69,8 @@ def shortest(name: str) -> str:
     host, namespace, model, tag = name_parts(name)
     if host.lower() != "registry.ollama.ai":
         return full_name(name)
-    return (
-        f"{model}:{tag}"
-        if namespace.lower() == "library"
-        else f"{namespace}/{model}:{tag}"
-    )
+    prefix = "" if namespace.lower() == "library" else f"{namespace}/"
+    return f"{prefix}{model}:{tag}"
 
 
 def digest_of(*parts: object) -> str:
@@ -254,10 +251,8 @@ class Registry:
     def note_loaded(
         self, model: str, keep_alive: Any, num_ctx: int, answering: bool = False
     ) -> None:
-        """A request loaded its model for ``keep_alive``, or unloaded it (0).
-
-        ``answering``: its first output goes out; it is listed while it answers.
-        """
+        """A request loaded its model for ``keep_alive``, or unloaded it (0);
+        ``answering``: it is listed while it answers, whatever ``keep_alive``."""
         seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
         if answering and seconds == 0:
             seconds = None

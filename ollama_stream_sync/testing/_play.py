@@ -1,8 +1,7 @@
 """Plays one script onto one response: NDJSON lines, or one JSON answer.
 
-Line shapes follow Ollama's ``ChatResponse``, ``GenerateResponse`` and
-``ProgressResponse``; one-object answers follow ``writeChatResponse``, the end of
-``GenerateHandler`` and ``waitForStream`` in ``server/routes.go``.
+Shapes follow Ollama's ``ChatResponse``, ``GenerateResponse`` and ``ProgressResponse``;
+one-object answers follow ``writeChatResponse`` and ``waitForStream`` (routes.go).
 """
 
 from __future__ import annotations
@@ -51,11 +50,8 @@ class Renderer:
     def collapse(
         self, parts: Sequence[Mapping[str, Any]], tools_requested: bool
     ) -> dict[str, Any]:
-        """The one object Ollama answers for ``"stream": false``.
-
-        The last chunk with every chunk's text and thinking joined, and on chat
-        every chunk's tool calls when tools were asked (``writeChatResponse``).
-        """
+        """The one object Ollama answers for ``"stream": false``: the last chunk
+        with all text and thinking joined (and tool calls, if tools were asked)."""
         zero: dict[str, Any] = {"model": "", "created_at": "0001-01-01T00:00:00Z"}
         last = dict(parts[-1]) if parts else zero | {"done": False}  # Go's zero
         if not self.chat:
@@ -98,9 +94,8 @@ class Player(Response):
     ) -> bool:
         """Play ``script``; True if a ``ProgressLine("success")`` went out.
 
-        ``renderer`` renders chat or generate chunks (joined without streaming);
-        ``answer`` makes the object an endpoint such as embed answers last;
-        ``on_output`` runs before the first chunk.
+        ``renderer``: chat or generate chunks; ``answer``: the object an endpoint
+        such as embed answers last; ``on_output`` runs before the first chunk.
         """
         self.stream, self.inference = stream, renderer is not None
         self.renderer = renderer or Renderer(chat=False, model="", prompt_tokens=0)

@@ -1,7 +1,6 @@
 """What Ollama's runner would compute for the fake: tokens, fitted prompts, vectors.
 
-Deterministic and pure: tests can compute every number the server answers.
-"""
+Deterministic and pure: tests can compute every number the server answers."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """Scripts: the steps one response plays in order, and builders of realistic ones.
 
-Output steps write to the body; ``Delay``, ``Stall`` and ``Cut`` shape its timing
-and end; ``Status``, ``Body`` and ``ContentEncoding`` must come before output.
-Pure data, no I/O.
+``Status``, ``Body`` and ``ContentEncoding`` must come before output. Pure data.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ class DoneLine:
     """The final ``done: true`` chunk: counters, and optionally text and tool calls.
 
     ``counters=None``: the prompt's kept tokens and the chunks with text are
-    counted; ``done_reason=None`` leaves the key out. Also named ``Done``.
+    counted; ``done_reason=None`` leaves the key out.
 
     Example: ``server.enqueue([Chunk(content="Cut sh"), DoneLine("length")])``.
     """
@@ -52,7 +50,6 @@ class ProgressLine:
     """One line of a pull, push or create, as Ollama's ``ProgressResponse``.
 
     Empty fields are left out as Go's ``omitempty`` does (``completed=0`` too).
-    Also named ``Progress``.
 
     Example: ``server.enqueue([ProgressLine("pulling manifest")], endpoint="pull")``.
     """
@@ -63,8 +60,8 @@ class ProgressLine:
     completed: int | None = None
 
 
-Done = DoneLine  # the old name, kept for code that imports it
-Progress = ProgressLine  # the old name, kept for code that imports it
+Done = DoneLine  # the old names, kept for code that imports them
+Progress = ProgressLine
 
 
 @dataclass(frozen=True)
@@ -196,8 +193,7 @@ def tool_call(
     }
 
 
-def _pieces(text: str) -> list[str]:
-    """Word-sized pieces that keep their spaces."""
+def _pieces(text: str) -> list[str]:  # words that keep their spaces
     words = text.split(" ")
     return [p for p in [words[0], *(" " + w for w in words[1:])] if p]
 
@@ -252,7 +248,7 @@ def _lines(*statuses: str) -> Script:
 def _layers(
     verb: str, model: str, layers: Sequence[int], steps: int, cached: bool
 ) -> Script:
-    """Each layer's lines in turn, as ``blobDownload.Wait`` ticks (or an upload)."""
+    """Each layer's lines in turn, as ``blobDownload.Wait`` ticks."""
     script: Script = []
     steps = 0 if cached else steps  # cached: one complete line per layer
     for digest, size in zip(layer_digests(model, len(layers)), layers, strict=True):
@@ -283,8 +279,8 @@ def pull_script(
 
     Example: ``server.enqueue(pull_script("llama3.2", steps=9), endpoint="pull")``.
     """
-    script = _layers("pulling", model, layers, steps, cached)
-    script = [*_lines("pulling manifest"), *script]
+    script = _lines("pulling manifest")
+    script += _layers("pulling", model, layers, steps, cached)
     script += _lines("verifying sha256 digest", "writing manifest")
     return script + _lines(*["removing unused layers"] * replaced, "success")
 
@@ -306,9 +302,8 @@ def push_script(
 ) -> Script:
     """The progress lines of a successful ``/api/push``, with Ollama's statuses.
 
-    Args:
-        model, layers, steps: as ``pull_script``'s.
-        cached: the registry has every layer already: one complete line each.
+    The arguments are ``pull_script``'s, except that ``cached`` means the
+    registry has every layer already (one complete line each).
     """
     script = _lines("retrieving manifest")
     script += _layers("pushing", model, layers, steps, cached)

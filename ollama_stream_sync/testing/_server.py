@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -93,9 +92,8 @@ class FakeOllama:
         context = self._tls.server_context if self._tls else None
         app = Endpoints(self, self._registry)
         try:
-            address = (host, port)
             self._http = LoopbackServer(
-                address, context, self._cond, app, self.requests
+                (host, port), context, self._cond, app, self.requests
             )
         except BaseException:
             if self._tls is not None:
@@ -133,14 +131,13 @@ class FakeOllama:
         return self._tls.client_context()
 
     def start(self) -> FakeOllama:
-        """Return self: the server already serves from construction on."""
+        """Return self: the server serves from construction on."""
         return self
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop serving, end every response, join every thread (within ``timeout``).
 
-        Closing again does nothing.
-        """
+        Closing again does nothing."""
         with self._cond:
             if self._closed:
                 return
@@ -219,14 +216,8 @@ class FakeOllama:
 
         Example: ``assert server.wait_for(lambda s: s.disconnects_seen == 1)``.
         """
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while not predicate(self):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            return self._cond.wait_for(lambda: predicate(self), timeout)
 
     def wait_stalled(self, count: int = 1, timeout: float = 5.0) -> bool:
         """Wait until ``count`` responses are in a ``Stall``: once the SERVER has
@@ -249,8 +240,8 @@ class FakeOllama:
     def _next_script(
         self, path: str, body: Mapping[str, Any] | None = None
     ) -> Script | None:
-        """The script for the next request to ``path`` (``body`` is its JSON body,
-        for a subclass that picks scripts by model); None: the default answer."""
+        """The next script for ``path`` (``body``: for a subclass that picks scripts
+        by model); None: the default answer."""
         keys = (path, None) if path in (CHAT, GENERATE) else (path,)
         with self._cond:
             for key in keys:

@@ -36,7 +36,6 @@ def rfc3339(moment: datetime.datetime) -> str:
 
 
 def now_utc() -> datetime.datetime:
-    """The current time in UTC."""
     return datetime.datetime.now(datetime.timezone.utc)
 
 
@@ -53,11 +52,8 @@ _UNIT_SECONDS = {
 
 
 def keep_alive_seconds(value: Any) -> float | None:
-    """Seconds of a ``keep_alive`` value as Ollama reads it, or None if unreadable.
-
-    A number is seconds; a string is a Go duration (``"5m"``, ``"1h30m"``, ``"0"``).
-    A negative value means forever (``inf``).
-    """
+    """Seconds of a ``keep_alive`` (a number, or a Go duration such as ``"1h30m"``)
+    as Ollama reads it, ``inf`` if negative, or None if unreadable."""
     text = value.strip() if isinstance(value, str) else ""
     parts = _DURATION_RE.findall(body := text.lstrip("+-"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
