@@ -87,6 +87,7 @@ class StreamingClient(ModelCalls):
         close_timeout: float = 5.0,
         probe_loading: bool = False,
         proxy: str | httpx.Proxy | None = None,
+        max_in_flight: int | None = None,
         **client_kwargs: Any,
     ) -> None:
         """Create a client.
@@ -114,6 +115,9 @@ class StreamingClient(ModelCalls):
             proxy: an HTTP(S) or SOCKS5 proxy URL (or ``httpx.Proxy``) for every
                 host; by default the environment's (``HTTPS_PROXY``...) applies
                 to remote hosts, unless ``trust_env=False``.
+            max_in_flight: at most this many streams at once (``None``: no cap);
+                the others wait their turn in phase "queued", in the order they
+                started (cancellable; a ``deadline`` counts the wait).
             **client_kwargs: for ``ollama.Client`` and httpx (headers, verify,
                 cert, transport, trust_env...).
 
@@ -140,6 +144,8 @@ class StreamingClient(ModelCalls):
             seconds(name, value)
         seconds("coalesce_interval", coalesce_interval, zero=True)
         positive_int("max_line_bytes", max_line_bytes)
+        if max_in_flight is not None:
+            positive_int("max_in_flight", max_in_flight)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
         if not isinstance(probe_loading, bool):
@@ -178,6 +184,7 @@ class StreamingClient(ModelCalls):
             close_timeout=close_timeout,
             max_line_bytes=max_line_bytes,
             name=str(next(_names)),
+            max_in_flight=max_in_flight,
         )
         wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
         self._engine.probe = lambda host, model: ResidencyProbe(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._dispatch import Dispatcher
+from ._gate import Gate
 from ._handle import BaseHandle, Job
 from ._hosts import Hosts
 from ._observe import CallInfo, ObserverFactory
@@ -48,8 +49,11 @@ class Engine:
         close_timeout: float,
         max_line_bytes: int,
         name: str,
+        max_in_flight: int | None = None,
     ) -> None:
         self.hosts = hosts
+        self.gate = Gate(max_in_flight) if max_in_flight is not None else None
+        """At most ``max_in_flight`` streams at once (``None``: no cap)."""
         self.settings = dict(settings)
         """The client's defaults of every per-call setting (timeouts, retry...)."""
         self.dispatcher = dispatcher
@@ -102,6 +106,7 @@ class Engine:
             headers=dict(options.get("headers") or {}),
             seal_on_done=seal_on_done,
             probe=(lambda host: probe(host, probed)) if probe and wants_probe else None,
+            gate=self.gate,
         )
 
     def start(
@@ -176,3 +181,5 @@ class Engine:
         self._lock = threading.Lock()
         self.handles = set()
         self.watchdog.after_fork()
+        if self.gate is not None:  # its lock may be held, its waiters are gone
+            self.gate = Gate(self.gate.limit)

@@ -22,6 +22,7 @@ from ._decode import Lines
 from ._delivery import Delivery
 from ._errors import ProtocolError, StreamError, StreamTimeout
 from ._events import Reset, Retry
+from ._gate import Gate
 from ._hosts import Host, Hosts
 from ._observe import Observer
 from ._retry import RetryArg, for_stream
@@ -89,6 +90,8 @@ class StreamRequest:
     seal_on_done: Callable[[], bool] | None = None
     """Whether the done line completes the whole job (default: always)."""
     probe: Callable[[Host], LoadProbe] | None = None
+    gate: Gate | None = None
+    """The client's ``max_in_flight`` slots, if it has a cap."""
 
 
 @dataclass
@@ -144,7 +147,11 @@ class _Run:
             before_sleep=self._before_sleep,
             failover=lambda: request.hosts.has_other(self.host),
         )
+        gate, entered = request.gate, False
         try:
+            if gate is not None:
+                gate.enter(self.scope, lambda: delivery.set_phase("queued"))
+                entered = True
             if retrying is None:
                 self._attempt()
             else:
@@ -159,6 +166,8 @@ class _Run:
             err.partial = state.snapshot()
             raise
         finally:
+            if gate is not None and entered:
+                gate.leave()
             self.timer.idle()
             request.watchdog.unwatch(self.timer)
             try:
