@@ -12,6 +12,7 @@ Example::
 
 import logging as _logging
 
+from ._batch import BatchHandle
 from ._client import StreamingClient
 from ._conversation import Conversation
 from ._dispatch import (
@@ -54,9 +55,15 @@ from ._gui import QtDispatcher, TkDispatcher
 from ._handle import BaseHandle, ProgressHandle, StreamHandle
 from ._hosts import HostHealth
 from ._models import LoadedModel
-from ._options import CallOptions, ConversationOptions, ModelOptions, Settings
+from ._options import (
+    CallOptions,
+    ConversationOptions,
+    EmbedOptions,
+    ModelOptions,
+    Settings,
+)
 from ._request import ToolSchemaWarning, UnknownOptionWarning
-from ._result import ChatResult, ModelResult, Progress
+from ._result import BatchProgress, ChatResult, EmbedResult, ModelResult, Progress
 from ._retry import RetryPolicy
 from ._stream import ChatStream
 
@@ -67,6 +74,8 @@ _logging.getLogger("ollama_stream_sync").addHandler(_logging.NullHandler())
 __all__ = [
     "AuthenticationRequired",
     "BaseHandle",
+    "BatchHandle",
+    "BatchProgress",
     "CallLaterDispatcher",
     "CallOptions",
     "CallbackError",
@@ -82,6 +91,8 @@ __all__ = [
     "Dispatcher",
     "DispatcherClosed",
     "Done",
+    "EmbedOptions",
+    "EmbedResult",
     "HostHealth",
     "InlineDispatcher",
     "LoadedModel",

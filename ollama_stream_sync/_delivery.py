@@ -24,6 +24,8 @@ from ._errors import CallbackError, DispatchError, StreamError
 from ._events import (
     Content,
     Done,
+    ItemError,
+    ItemResult,
     Partial,
     Phase,
     PhaseName,
@@ -35,7 +37,7 @@ from ._events import (
     ToolResult,
 )
 from ._observe import Observer
-from ._result import ChatResult, Progress
+from ._result import BatchProgress, ChatResult, Progress
 from ._timers import StreamTimer
 
 log = logging.getLogger("ollama_stream_sync")
@@ -52,6 +54,9 @@ _CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     Reset: ("on_reset", lambda e: (e.attempt, e.error)),
     ToolResult: ("on_tool_result", lambda e: (e.call, e.result)),
     Phase: ("on_phase", lambda e: (e.name,)),
+    BatchProgress: ("on_progress", lambda e: (e.done, e.total)),
+    ItemResult: ("on_result", lambda e: (e.index, e.result)),
+    ItemError: ("on_item_error", lambda e: (e.index, e.error)),
 }
 """Each event's callback, and the arguments it gets."""
 
@@ -205,7 +210,9 @@ class Delivery:
             self._send_locked(out)
         self._send_inline(out)
 
-    def emit(self, event: Retry | Reset | ToolResult) -> None:
+    def emit(
+        self, event: Retry | Reset | ToolResult | BatchProgress | ItemResult | ItemError
+    ) -> None:
         """Deliver one event that is not output, after whatever is pending."""
         if self.observer is not None:
             self.observer.event(event)

@@ -86,7 +86,12 @@ def _retitle(call: Any, start: Callable[..., Any], doc: str, prefix: str) -> Any
     return call
 
 
-_RESULTS = {"StreamHandle": "ChatResult", "ProgressHandle": "ModelResult"}
+_RESULTS = {
+    "StreamHandle": "ChatResult",
+    "ProgressHandle": "ModelResult",
+    "BatchHandle[EmbedResult]": "EmbedResult",
+    "BatchHandle[list[ChatResult | StreamError]]": "list[ChatResult | StreamError]",
+}
 
 
 class ChatStream:
