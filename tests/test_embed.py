@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import re
 import socket
 from array import array
 from collections.abc import Iterator, Mapping
@@ -204,13 +205,15 @@ def test_a_server_error_fails_the_call_and_cancels_the_other_batches(
     server: EmbedOllama, client: StreamingClient
 ) -> None:
     server.stalls = {"text number 0"}
-    server.enqueue(http_error(500, "boom"), endpoint="embed")  # the other batch's
-    handle = client.start_embed("emb", texts(8), batch_size=2, max_concurrency=2)
+    handle = client.start_embed("emb", texts(40), batch_size=2, max_concurrency=2)
+    assert server.wait_stalled()
+    server.enqueue(http_error(500, "boom"), endpoint="embed")  # for a later batch
     with pytest.raises(ServerError, match="boom") as caught:
         handle.result(WAIT)
     assert caught.value.status_code == 500
-    assert server.wait_for(lambda s: s.in_flight("embed") == 0)  # the stall was cut
-    assert len(embed_bodies(server)) == 2
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)  # the stall was cut
+    assert handle.join(WAIT)
+    assert len(embed_bodies(server)) < 20
 
 
 def test_cancel_mid_batch_stops_at_once_and_sends_nothing_more(
@@ -240,12 +243,14 @@ def test_cancel_mid_batch_stops_at_once_and_sends_nothing_more(
 def test_the_deadline_bounds_the_whole_call(
     server: EmbedOllama, client: StreamingClient
 ) -> None:
-    server.stalls = {"text number 2"}
+    # Each batch alone is within the deadline; the three together never are.
+    server.enqueue(*[[Delay(0.15)] for _ in range(3)], endpoint="embed")
     with pytest.raises(StreamTimeout) as caught:
-        client.embed("emb", texts(6), batch_size=2, deadline=0.2)
+        client.embed("emb", texts(6), batch_size=2, deadline=0.3)
     assert caught.value.which == "deadline"
-    assert "batch 2 of 3" in str(caught.value)
-    assert caught.value.partial.embeddings == [embedding(t, SIZE) for t in texts(2)]
+    assert re.search(r"batch \d of 3 \(inputs \d to \d\)", str(caught.value))
+    kept = caught.value.partial.embeddings
+    assert kept == [embedding(t, SIZE) for t in texts(len(kept))]
 
 
 def test_embed_checks_its_arguments_before_anything_starts(
