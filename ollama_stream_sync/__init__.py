@@ -59,6 +59,7 @@ from ._options import (
     CallOptions,
     ConversationOptions,
     EmbedOptions,
+    MapOptions,
     ModelOptions,
     Settings,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "HostHealth",
     "InlineDispatcher",
     "LoadedModel",
+    "MapOptions",
     "ModelNotFound",
     "ModelOptions",
     "ModelResult",

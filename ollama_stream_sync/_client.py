@@ -13,10 +13,9 @@ import httpx
 import ollama
 
 from . import _options
-from ._batch import MapCalls
+from ._batch import BatchCalls
 from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
-from ._embed import EmbedCalls
 from ._engine import Engine
 from ._errors import StreamError
 from ._handle import BaseHandle, StreamHandle
@@ -56,7 +55,7 @@ DEFAULT_READ_TIMEOUT = 120.0
 _names = itertools.count(1)
 
 
-class StreamingClient(ModelCalls, EmbedCalls, MapCalls):
+class StreamingClient(ModelCalls, BatchCalls):
     """A blocking Ollama client that streams on worker threads with callbacks.
 
     Wraps an ``ollama.Client``; keyword arguments go to it (and so to httpx).

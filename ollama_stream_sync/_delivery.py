@@ -24,8 +24,6 @@ from ._errors import CallbackError, DispatchError, StreamError
 from ._events import (
     Content,
     Done,
-    ItemError,
-    ItemResult,
     Partial,
     Phase,
     PhaseName,
@@ -55,8 +53,6 @@ _CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     ToolResult: ("on_tool_result", lambda e: (e.call, e.result)),
     Phase: ("on_phase", lambda e: (e.name,)),
     BatchProgress: ("on_progress", lambda e: (e.done, e.total)),
-    ItemResult: ("on_result", lambda e: (e.index, e.result)),
-    ItemError: ("on_item_error", lambda e: (e.index, e.error)),
 }
 """Each event's callback, and the arguments it gets."""
 
@@ -210,9 +206,7 @@ class Delivery:
             self._send_locked(out)
         self._send_inline(out)
 
-    def emit(
-        self, event: Retry | Reset | ToolResult | BatchProgress | ItemResult | ItemError
-    ) -> None:
+    def emit(self, event: Retry | Reset | ToolResult | BatchProgress) -> None:
         """Deliver one event that is not output, after whatever is pending."""
         if self.observer is not None:
             self.observer.event(event)

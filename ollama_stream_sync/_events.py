@@ -106,22 +106,6 @@ class Done:
     result: ChatResult
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """A batch call's request ``index`` ended (``map_chat``'s ``on_result``)."""
-
-    index: int
-    result: ChatResult
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """A batch call's request ``index`` failed (``map_chat``'s ``on_error``)."""
-
-    index: int
-    error: StreamError
-
-
 StreamEvent = (
     Thinking | Content | ToolCall | ToolResult | Partial | Retry | Reset | Phase | Done
 )

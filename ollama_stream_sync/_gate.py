@@ -1,9 +1,9 @@
 """``max_in_flight``: at most so many streams of one client at once, the rest queued.
 
 A stream takes a slot before its first attempt and gives it back when it ends.
-Without a free slot it waits in FIFO order, on its own ``AbortScope``: a cancel
-or its deadline wakes it at once (nothing polls), and a slot freed is handed
-straight to the first waiter, so no later stream overtakes it.
+Without one it waits in FIFO order on its own ``AbortScope``, so a cancel or its
+deadline wakes it at once (nothing polls); a freed slot goes straight to the
+first waiter, so no later stream overtakes it.
 """
 
 from __future__ import annotations
@@ -15,43 +15,33 @@ from collections.abc import Callable
 from ._cancel import AbortScope
 
 
-class _Ticket:
-    __slots__ = ("granted", "scope")
-
-    def __init__(self, scope: AbortScope) -> None:
-        self.scope, self.granted = scope, False
-
-
 class Gate:
     """The slots of one client's streams."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        # Guards _taken and _queue: streams enter and leave on many threads.
-        self._lock = threading.Lock()
-        self._taken = 0
-        self._queue: deque[_Ticket] = deque()
+        self.limit, self._taken = limit, 0
+        self._queue: deque[tuple[AbortScope, list[bool]]] = deque()
+        self._lock = threading.Lock()  # guards _taken and _queue
 
     def enter(self, scope: AbortScope, queued: Callable[[], None]) -> None:
         """Take a slot; without one, call ``queued()`` and wait for it.
 
         Raises:
-            The abort's reason: ``scope`` was aborted first (no slot is kept);
-                whatever ``queued()`` raised.
+            The abort's reason (no slot is kept), or what ``queued()`` raised.
         """
         with self._lock:
             if self._taken < self.limit:
                 self._taken += 1
                 return
-            ticket = _Ticket(scope)
+            ticket = (scope, [False])  # granted, once a slot is handed over
             self._queue.append(ticket)
         try:
             queued()
-            scope.wait_until(lambda: ticket.granted, None)
+            scope.wait_until(lambda: ticket[1][0], None)
             scope.check()
         except BaseException:
             with self._lock:
-                granted = ticket.granted
+                granted = ticket[1][0]
                 if not granted:
                     self._queue.remove(ticket)
             if granted:
@@ -64,6 +54,6 @@ class Gate:
             if not self._queue:
                 self._taken -= 1
                 return
-            ticket = self._queue.popleft()
-            ticket.granted = True
-        ticket.scope.notify()
+            scope, granted = self._queue.popleft()
+            granted[0] = True
+        scope.notify()

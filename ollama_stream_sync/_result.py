@@ -204,7 +204,6 @@ class EmbedResult:
             A cancelled call keeps the vectors of the leading inputs done.
         prompt_eval_count: tokens read over every batch (``None`` when a
             batch's answer lacked it, as Ollama's may).
-        total_duration: the server's nanoseconds over every batch, likewise.
         seconds: how long the call took, as seen by this client.
         cancelled: a ``cancel()`` stopped it.
     """
@@ -212,6 +211,5 @@ class EmbedResult:
     model: str = ""
     embeddings: Sequence[Sequence[float]] = ()
     prompt_eval_count: int | None = None
-    total_duration: int | None = None
     seconds: float = 0.0
     cancelled: bool = False

@@ -40,13 +40,14 @@ def test_piped_embed_writes_only_vectors_in_order(tmp_path: Path) -> None:
     ]
 
 
-def test_standard_input_and_the_batch_size(tmp_path: Path) -> None:
+def test_standard_input_and_an_empty_one() -> None:
     with FakeOllama(models=MODELS) as server:
-        args = ["embed", "-m", "emb", "--host", server.url, "--batch-size", "1", "-"]
-        done = run_cli(*args, stdin="a\nb\n")
-        assert [len(r.body["input"]) for r in server.requests] == [1, 1]
+        done = run_cli("embed", "-m", "emb", "--host", server.url, "-", stdin="a\nb\n")
+        assert [r.body["input"] for r in server.requests] == [["a", "b"]]
+        empty = run_cli("embed", "-m", "emb", "--host", server.url, "-", stdin="")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "".join(json.dumps(embedding(t, SIZE)) + "\n" for t in "ab")
+    assert (empty.returncode, empty.stdout) == (0, ""), empty.stderr
 
 
 def test_failures_are_one_line(tmp_path: Path, refused_url: str) -> None:
@@ -58,8 +59,8 @@ def test_failures_are_one_line(tmp_path: Path, refused_url: str) -> None:
         run_cli("embed", "-m", "emb", "--host", refused_url, str(path))
     )
     assert "could not connect" in failed
-    usage = run_cli("embed", "-m", "emb", "--batch-size", "0", str(path))
-    assert usage.returncode == 2 and "batch_size" in usage.stderr
+    usage = run_cli("embed", "-m", "", str(path))
+    assert usage.returncode == 2 and "model must be a non-empty" in usage.stderr
     assert "Traceback" not in usage.stderr
 
 

@@ -109,7 +109,7 @@ def test_batches_come_back_in_order_and_equal_the_sdks(
     assert result.embeddings == [list(v) for v in bare.embeddings]
     assert result.embeddings[7] == embedding(inputs[7], SIZE)
     assert result.model == "emb" and result.prompt_eval_count == bare.prompt_eval_count
-    assert result.total_duration is not None and result.seconds > 0
+    assert result.seconds > 0
     assert sorted(seen) == seen and seen[-1] == (300, 300) and len(seen) == 5
 
 
@@ -198,7 +198,7 @@ def test_answers_without_counters_are_accepted(
     server.enqueue([Body(answer)], endpoint="embed")
     result = client.embed("emb", "x")
     assert result.embeddings == [vector]
-    assert (result.prompt_eval_count, result.total_duration) == (None, None)
+    assert result.prompt_eval_count is None
 
 
 def test_a_server_error_fails_the_call_and_cancels_the_other_batches(

@@ -141,9 +141,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--model", "-m", required=True, metavar="NAME", help="the embedding model"
     )
     embed.add_argument("--host", metavar="URL", help=HOST_HELP)
-    embed.add_argument(
-        "--batch-size", type=int, default=64, metavar="N", help="texts per request"
-    )
     return parser
 
 
