@@ -180,10 +180,8 @@ class _Answer(Watched[EmbedResult]):
         except (KeyError, TypeError) as exc:
             return [], ProtocolError(f"/api/embed answered ({exc}): {answer!r:.200}")
         count = count if type(count) is int else None
-        self.result, self.done = (
-            EmbedResult(str(answer.get("model")), kept, count),
-            True,
-        )
+        self.result = EmbedResult(str(answer.get("model") or ""), kept, count)
+        self.done = True
         return [], None
 
     def snapshot(self) -> EmbedResult:
@@ -273,7 +271,7 @@ class BatchCalls:
             got = [parts[i] for i in itertools.takewhile(parts.__contains__, spans)]
             counts = [part.prompt_eval_count for part in got]
             return EmbedResult(
-                got[0].model if got else model,
+                (got[0].model if got else "") or model,
                 [vector for part in got for vector in part.embeddings],
                 None if None in counts or not got else sum(filter(None, counts)),
                 time.monotonic() - started,

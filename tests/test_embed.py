@@ -17,6 +17,7 @@ import pytest
 from ollama_stream_sync import (
     BatchHandle,
     BatchProgress,
+    CallbackError,
     ContextLengthExceeded,
     EmbedResult,
     ProtocolError,
@@ -194,11 +195,11 @@ def test_answers_without_counters_are_accepted(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     vector = embedding("x", SIZE)
-    answer = b'{"model":"emb","embeddings":[%s]}' % str(vector).encode()
+    answer = b'{"embeddings":[%s]}' % str(vector).encode()
     server.enqueue([Body(answer)], endpoint="embed")
     result = client.embed("emb", "x")
     assert result.embeddings == [vector]
-    assert result.prompt_eval_count is None
+    assert result.prompt_eval_count is None and result.model == "emb"
 
 
 def test_a_server_error_fails_the_call_and_cancels_the_other_batches(
@@ -342,3 +343,29 @@ def test_cancel_at_random_moments_never_sends_a_batch_after_it(
         client.close()
         make_client.release()
     assert server.wait_closed(), "connections left open after close()"
+
+
+def test_batches_go_to_the_next_host_when_one_refuses(
+    server: EmbedOllama, make_client: MakeClient, refused_url: str
+) -> None:
+    with make_client(hosts=[refused_url, server.url], retry=FAST) as client:
+        result = client.embed("emb", texts(6), batch_size=2, max_concurrency=2)
+    assert result.embeddings == [embedding(t, SIZE) for t in texts(6)]
+    assert result.model == "emb"
+
+
+def test_a_failing_on_progress_stops_the_call_and_its_batches(
+    server: EmbedOllama, client: StreamingClient
+) -> None:
+    server.stalls = {"text number 2"}
+
+    def broken(done: int, total: int) -> None:
+        assert server.wait_stalled()  # the next batch is under way: stop it too
+        raise RuntimeError("oops")
+
+    with pytest.raises(CallbackError, match="oops"):
+        client.embed(
+            "emb", texts(8), batch_size=2, max_concurrency=2, on_progress=broken
+        )
+    assert server.wait_for(lambda s: s.disconnects_seen == 1)
+    assert len(embed_bodies(server)) == 2
