@@ -12,6 +12,7 @@ Example::
 
 import logging as _logging
 
+from ._batch import BatchHandle
 from ._client import StreamingClient
 from ._context import ContextTruncatedWarning, ModelInfo
 from ._conversation import Conversation
@@ -57,9 +58,16 @@ from ._gui import QtDispatcher, TkDispatcher
 from ._handle import BaseHandle, ProgressHandle, StreamHandle
 from ._hosts import HostHealth, Router
 from ._models import LoadedModel
-from ._options import CallOptions, ConversationOptions, ModelOptions, Settings
+from ._options import (
+    CallOptions,
+    ConversationOptions,
+    EmbedOptions,
+    MapOptions,
+    ModelOptions,
+    Settings,
+)
 from ._request import ServedModelWarning, ToolSchemaWarning, UnknownOptionWarning
-from ._result import ChatResult, ModelResult, Progress
+from ._result import BatchProgress, ChatResult, EmbedResult, ModelResult, Progress
 from ._retry import RetryPolicy
 from ._stream import ChatStream
 
@@ -70,6 +78,8 @@ _logging.getLogger("ollama_stream_sync").addHandler(_logging.NullHandler())
 __all__ = [
     "AuthenticationRequired",
     "BaseHandle",
+    "BatchHandle",
+    "BatchProgress",
     "CallLaterDispatcher",
     "CallOptions",
     "CallbackError",
@@ -86,9 +96,12 @@ __all__ = [
     "Dispatcher",
     "DispatcherClosed",
     "Done",
+    "EmbedOptions",
+    "EmbedResult",
     "HostHealth",
     "InlineDispatcher",
     "LoadedModel",
+    "MapOptions",
     "ModelInfo",
     "ModelNotFound",
     "ModelOptions",

@@ -12,6 +12,7 @@ import httpx
 import ollama
 
 from . import _options
+from ._batch import BatchCalls
 from ._context import ContextArg, ModelInfo, Window, check_capabilities
 from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
@@ -59,7 +60,7 @@ DEFAULT_READ_TIMEOUT = 120.0
 _names = itertools.count(1)
 
 
-class StreamingClient(ModelCalls):
+class StreamingClient(ModelCalls, BatchCalls):
     """A blocking Ollama client that streams on worker threads with callbacks.
 
     Wraps an ``ollama.Client``; keyword arguments go to it (and so to httpx).
@@ -95,6 +96,7 @@ class StreamingClient(ModelCalls):
         check_capabilities: bool = False,
         proxy: str | httpx.Proxy | None = None,
         telemetry: bool = True,
+        max_in_flight: int | None = None,
         **client_kwargs: Any,
     ) -> None:
         """Create a client.
@@ -133,6 +135,9 @@ class StreamingClient(ModelCalls):
             telemetry: trace and measure every call with OpenTelemetry when
                 ``opentelemetry-api`` is installed (the ``otel`` extra; your
                 application configures the SDK); ``False`` turns it off here.
+            max_in_flight: at most this many streams at once (``None``: no cap);
+                the others wait their turn in phase "queued", in the order they
+                started (cancellable; a ``deadline`` counts the wait).
             **client_kwargs: for ``ollama.Client`` and httpx (headers, verify,
                 cert, transport, trust_env...).
 
@@ -159,6 +164,8 @@ class StreamingClient(ModelCalls):
             seconds(name, value)
         seconds("coalesce_interval", coalesce_interval, zero=True)
         positive_int("max_line_bytes", max_line_bytes)
+        if max_in_flight is not None:
+            positive_int("max_in_flight", max_in_flight)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
         _options.check(
@@ -209,6 +216,7 @@ class StreamingClient(ModelCalls):
             close_timeout=close_timeout,
             max_line_bytes=max_line_bytes,
             name=str(next(_names)),
+            max_in_flight=max_in_flight,
         )
         if telemetry and (factory := opentelemetry()) is not None:
             self._engine.observers.append(factory)

@@ -37,7 +37,7 @@ from ._events import (
     Warn,
 )
 from ._observe import Observer
-from ._result import ChatResult, Progress
+from ._result import BatchProgress, ChatResult, Progress
 from ._timers import StreamTimer
 
 log = logging.getLogger("ollama_stream_sync")
@@ -56,6 +56,7 @@ _CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     Phase: ("on_phase", lambda e: (e.name,)),
     Trim: ("on_trim", lambda e: (list(e.dropped),)),
     Warn: ("on_warning", lambda e: (e.warning,)),
+    BatchProgress: ("on_progress", lambda e: (e.done, e.total)),
 }
 """Each event's callback, and the arguments it gets."""
 
@@ -209,7 +210,9 @@ class Delivery:
             self._send_locked(out)
         self._send_inline(out)
 
-    def emit(self, event: Retry | Reset | ToolResult | Trim | Warn) -> None:
+    def emit(
+        self, event: Retry | Reset | ToolResult | Trim | Warn | BatchProgress
+    ) -> None:
         """Deliver one event that is not output, after whatever is pending."""
         if self.observer is not None:
             self.observer.event(event)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._dispatch import Dispatcher
+from ._gate import Gate
 from ._handle import BaseHandle, Job
 from ._hosts import Hosts
 from ._observe import CallInfo, ObserverFactory
@@ -52,8 +53,11 @@ class Engine:
         close_timeout: float,
         max_line_bytes: int,
         name: str,
+        max_in_flight: int | None = None,
     ) -> None:
         self.hosts = hosts
+        self.gate = Gate(max_in_flight) if max_in_flight is not None else None
+        """At most ``max_in_flight`` streams at once (``None``: no cap)."""
         self.settings = dict(settings)
         """The client's defaults of every per-call setting (timeouts, retry...)."""
         self.dispatcher = dispatcher
@@ -113,6 +117,7 @@ class Engine:
             seal_on_done=seal_on_done,
             probe=(lambda host: probe(host, probed)) if probe and wants_probe else None,
             sticky=sticky,
+            gate=self.gate,
         )
 
     def start(
@@ -189,6 +194,8 @@ class Engine:
         self._lock = threading.Lock()
         self.handles = set()
         self.watchdog.after_fork()
+        if self.gate is not None:  # its lock may be held, its waiters are gone
+            self.gate = Gate(self.gate.limit)
 
 
 @functools.cache

@@ -2,10 +2,11 @@
 
 ``chat``, ``start_chat``, ``stream_chat``, the ``generate`` calls and
 ``Conversation.send``/``start_send``/``stream_send`` take ``CallOptions`` as
-``**options``; ``pull``/``push``/``create`` take ``ModelOptions``; ``preload``
-and ``unload`` take ``Settings``. A typo such as ``on_contnet=`` is a type error
-under mypy and pyright, and a ``TypeError`` at run time. Each key's one-line
-description is its ``Annotated`` text, from which ``help()`` lists them.
+``**options``; ``pull``/``push``/``create`` take ``ModelOptions``, ``embed``
+``EmbedOptions``, ``map_chat`` ``MapOptions``; ``preload`` and ``unload`` take
+``Settings``. A typo such as ``on_contnet=`` is a type error under mypy and
+pyright, and a ``TypeError`` at run time. Each key's one-line description is its
+``Annotated`` text, from which ``help()`` lists them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ from typing_extensions import Unpack
 
 from ._dispatch import Dispatcher, check_dispatcher
 from ._errors import StreamError
-from ._result import ChatResult, ModelResult, Progress
+from ._result import ChatResult, EmbedResult, ModelResult, Progress
 from ._retry import RetryArg, check_retry
 from ._validate import check_headers, seconds
 
-__all__ = ["CallOptions", "ConversationOptions", "ModelOptions", "Settings", "Unpack"]
+__all__ = [
+    "CallOptions",
+    "ConversationOptions",
+    "EmbedOptions",
+    "MapOptions",
+    "ModelOptions",
+    "Settings",
+    "Unpack",
+]
 
 Seconds = float | None
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +123,22 @@ class ModelOptions(_Delivery, total=False):
         Callable[[ModelResult], object] | None,
         "once, with the ModelResult (also on cancel)",
     ]
+
+
+class EmbedOptions(_Delivery, total=False):
+    """Callbacks and settings of ``embed`` and ``start_embed``; all optional."""
+
+    on_progress: Annotated[Callable[[int, int], object] | None, "(done, total) texts"]
+    on_done: Annotated[Callable[[EmbedResult], object] | None, "once, the EmbedResult"]
+
+
+class MapOptions(TypedDict, total=False):
+    """The options of ``map_chat`` and ``map_generate``; all optional."""
+
+    max_concurrency: Annotated[int, "requests at once (default 4)"]
+    on_result: Annotated[Callable[[int, ChatResult], object] | None, "(index, result)"]
+    on_error: Annotated[Callable[[int, StreamError], object] | None, "(index, error)"]
+    stop_on_error: Annotated[bool, "raise the first error, once the rest stop"]
 
 
 @functools.cache  # each call checks its options against these

@@ -1,9 +1,10 @@
-"""The immutable results: ``ChatResult``, a pull's ``Progress`` and ``ModelResult``."""
+"""The immutable results: ``ChatResult``, a pull's ``Progress``, ``ModelResult``,
+``EmbedResult`` and a batch call's ``BatchProgress``."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,3 +179,37 @@ class ModelResult:
     cancelled: bool = False
     done_reason: str | None = None
     progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a batch call (``embed``, ``map_chat``) is: ``done`` of ``total``.
+
+    The latest is ``handle.snapshot()``; ``embed`` counts inputs, ``map_chat``
+    requests.
+    """
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """The vectors of an ``embed`` call, in input order.
+
+    Attributes:
+        model: the model that embedded them.
+        embeddings: one vector per input (lists of floats, or with
+            ``compact=True`` one ``array.array("f")`` each: 4 bytes a value).
+            A cancelled call keeps the vectors of the leading inputs done.
+        prompt_eval_count: tokens read over every batch (``None`` when a
+            batch's answer lacked it, as Ollama's may).
+        seconds: how long the call took, as seen by this client.
+        cancelled: a ``cancel()`` stopped it.
+    """
+
+    model: str = ""
+    embeddings: Sequence[Sequence[float]] = ()
+    prompt_eval_count: int | None = None
+    seconds: float = 0.0
+    cancelled: bool = False

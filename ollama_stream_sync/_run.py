@@ -22,6 +22,7 @@ from ._decode import Lines
 from ._delivery import Delivery
 from ._errors import ModelNotFound, ProtocolError, StreamError, StreamTimeout
 from ._events import Reset, Retry
+from ._gate import Gate
 from ._hosts import Host, Hosts
 from ._observe import Observer
 from ._result import NO_HEADERS
@@ -96,6 +97,8 @@ class StreamRequest:
     probe: Callable[[Host], LoadProbe] | None = None
     sticky: str | None = None
     """The URL of the host to stay on while it is healthy (a conversation's)."""
+    gate: Gate | None = None
+    """The client's ``max_in_flight`` slots, if it has a cap."""
 
 
 @dataclass
@@ -163,7 +166,11 @@ class _Run:
             before_sleep=self._before_sleep,
             failover=self._other_host if len(request.hosts.hosts) > 1 else None,
         )
+        gate, entered = request.gate, False
         try:
+            if gate is not None:
+                gate.enter(self.scope, lambda: delivery.set_phase("queued"))
+                entered = True
             if retrying is None:
                 self._attempt()
             else:
@@ -178,6 +185,8 @@ class _Run:
             err.partial = state.snapshot()
             raise
         finally:
+            if gate is not None and entered:
+                gate.leave()
             self.timer.idle()
             request.watchdog.unwatch(self.timer)
             try:

@@ -76,7 +76,8 @@ def _retitle(call: Any, start: Callable[..., Any], doc: str, prefix: str) -> Any
     kept = [s for s in sections if not s.startswith("Returns:")]
     call.__doc__ = "\n\n".join([doc, *kept])
     signature = inspect.signature(start)
-    returns = "ChatStream" if prefix else _RESULTS[str(signature.return_annotation)]
+    returned = str(signature.return_annotation)  # BatchHandle[R]'s twin returns R
+    returns = "ChatStream" if prefix else _RESULTS.get(returned, returned[12:-1])
     call.__signature__ = signature.replace(return_annotation=returns)
     del call.__wrapped__
     return call

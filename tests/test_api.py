@@ -36,6 +36,7 @@ def test_package_ships_py_typed() -> None:
         (StreamingClient.start_chat, ollama.Client.chat),
         (StreamingClient.generate, ollama.Client.generate),
         (StreamingClient.start_generate, ollama.Client.generate),
+        (StreamingClient.embed, ollama.Client.embed),
     ],
 )
 def test_every_sdk_option_is_passed_through(ours: object, sdk: object) -> None:
@@ -49,6 +50,9 @@ def test_blocking_and_background_twins_share_a_signature() -> None:
     chat = inspect.signature(StreamingClient.chat)
     start = inspect.signature(StreamingClient.start_chat)
     assert list(chat.parameters) == list(start.parameters)
+    embed = inspect.signature(StreamingClient.embed)
+    sdk = inspect.signature(ollama.Client.embed)
+    assert list(embed.parameters)[:7] == list(sdk.parameters)  # positional order
 
 
 def test_error_tree() -> None:

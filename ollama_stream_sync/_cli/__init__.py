@@ -1,7 +1,8 @@
 """The command line: ``ollama-stream-sync`` and ``python -m ollama_stream_sync``.
 
 Each subcommand is a module with a ``run(args) -> int`` whose docstring is its
-help (``_demo``, ``_chat``, ``_pull``); ``build_parser`` gives it its options.
+help (``_demo``, ``_chat``, ``_pull``, ``_embed``); ``build_parser`` gives it
+its options.
 A ``StreamError`` escaping a command is printed as one line, the error's own
 (which says what to do), with status 1; ``Failure("...")`` does the same with a
 line of the command's own. Anything else is a bug, and shows its traceback.
@@ -20,7 +21,7 @@ from importlib import metadata
 
 from ollama_stream_sync import StreamError
 
-from . import _chat, _demo, _hosts, _pull
+from . import _chat, _demo, _embed, _hosts, _pull
 from ._failure import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -148,6 +149,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for each host (default: 10)",
     )
+    embed = command("embed", _embed.run)
+    embed.add_argument("file", metavar="FILE", help='texts, one a line ("-": stdin)')
+    embed.add_argument(
+        "--model", "-m", required=True, metavar="NAME", help="the embedding model"
+    )
+    embed.add_argument("--host", metavar="URL", help=HOST_HELP)
     return parser
 
 
