@@ -25,6 +25,7 @@ import ollama
 
 from . import _options
 from ._cancel import Cancelled
+from ._context import Window
 from ._dispatch import InlineDispatcher
 from ._engine import Engine
 from ._errors import ProtocolError, ServerError, StreamError
@@ -342,6 +343,8 @@ class BatchCalls:
             bound = signature.bind(**request)
             bound.apply_defaults()
             _options.check(bound.arguments.pop("kwargs"), CallOptions)
+            if chat:  # a chat's context= is the window's, not the body's
+                Window(bound.arguments["model"], bound.arguments.pop("context"))
             (chat_body if chat else generate_body)(**bound.arguments)
         calls = [dict(request) for request in requests]
 
