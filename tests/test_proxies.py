@@ -191,7 +191,11 @@ def test_cancel_through_the_proxy_closes_the_streams_socket(
 
 @pytest.mark.parametrize("phase", ["connecting to the proxy", "the tunnel"])
 def test_cancel_before_the_proxy_answers(
-    unaccepting_port: int, transport: str, phase: str
+    unaccepting_port: int,
+    transport: str,
+    worker_sockets: list[socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+    phase: str,
 ) -> None:
     """A proxy that never accepts (connecting), or accepts and never answers
     the CONNECT (the tunnel): a cancel still ends the stream at once."""
@@ -201,6 +205,16 @@ def test_cancel_before_the_proxy_answers(
         proxy = f"http://127.0.0.1:{silent.port}"
     else:
         proxy = f"http://127.0.0.1:{unaccepting_port}"
+    connecting = threading.Event()  # set once a stream's connect() to it starts
+    for name in ("connect", "connect_ex"):
+        original = getattr(socket.socket, name)
+
+        def hooked(sock: socket.socket, address: Any, _original: Any = original) -> Any:
+            if isinstance(address, tuple) and f":{address[1]}" in proxy:
+                connecting.set()
+            return _original(sock, address)
+
+        monkeypatch.setattr(socket.socket, name, hooked)
     try:
         with requests.Session() as session:
             session.proxies = {"https": proxy}
@@ -211,12 +225,13 @@ def test_cancel_before_the_proxy_answers(
                 "https://ollama.invalid:443", connect_timeout=60, **options
             ) as client:
                 handle = client.start_chat("m", USER)
+                assert connecting.wait(WAIT)
                 if silent is not None:
                     assert silent.accepted.wait(WAIT)
-                else:
-                    assert handle.wait_for(lambda _: handle.phase == "connecting", WAIT)
                 assert handle.cancel()
                 assert handle.result(WAIT).cancelled  # far less than 60 s
+                assert handle.join(WAIT)
+                assert_all_closed(worker_sockets)  # this stream's, and only them
     finally:
         if silent is not None:
             silent.close()
