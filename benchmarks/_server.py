@@ -78,11 +78,12 @@ def _content_line(i: int) -> bytes:
     ).encode()
 
 
-def done_line(n: int) -> bytes:
-    """The final line, with Ollama's counters, framed as one HTTP chunk."""
+def done_line(n: int, model: str = "bench") -> bytes:
+    """The final line, with Ollama's counters, framed as one HTTP chunk; it names
+    the model asked for, as Ollama's does (the client checks it)."""
     line = json.dumps(
         {
-            "model": "bench",
+            "model": model,
             "created_at": _CREATED,
             "message": {"role": "assistant", "content": ""},
             "done": True,
@@ -211,7 +212,7 @@ def _pass_gate(run: int, expected: int) -> None:
                 _open(gate, by_timeout=True)
 
 
-def _send_batched(conn: socket.socket, n: int) -> None:
+def _send_batched(conn: socket.socket, n: int, model: str) -> None:
     """N lines back to back in large writes, then the done line."""
     full, rest = divmod(n, CYCLE)
     pending = [HEADERS]
@@ -223,12 +224,12 @@ def _send_batched(conn: socket.socket, n: int) -> None:
             conn.sendall(b"".join(pending))
             pending, size = [], 0
     pending.extend(FRAMES[:rest])
-    pending.append(done_line(n))
+    pending.append(done_line(n, model))
     pending.append(END)
     conn.sendall(b"".join(pending))
 
 
-def _send_paced(conn: socket.socket, n: int, interval: float) -> None:
+def _send_paced(conn: socket.socket, n: int, interval: float, model: str) -> None:
     """One line per write on absolute deadlines ``start + i * interval``."""
     clock, sleep = time.perf_counter, time.sleep
     start = clock()
@@ -248,7 +249,7 @@ def _send_paced(conn: socket.socket, n: int, interval: float) -> None:
         if i < n:
             conn.sendall(FRAMES[i % CYCLE])
         else:
-            conn.sendall(done_line(n) + END)
+            conn.sendall(done_line(n, model) + END)
     with STATS.lock:
         STATS.paced_lines += n
         STATS.paced_late_sum += late_sum
@@ -288,12 +289,12 @@ def _chat(conn: socket.socket, model: str) -> None:
         STATS.max_active = max(STATS.max_active, STATS.active)
     try:
         if kind == "batched" and len(args) == 1:
-            _send_batched(conn, args[0])
+            _send_batched(conn, args[0], model)
         elif kind == "gated" and len(args) == 3:
             _pass_gate(args[1], args[2])
-            _send_batched(conn, args[0])
+            _send_batched(conn, args[0], model)
         elif kind == "paced" and len(args) == 2:
-            _send_paced(conn, args[0], args[1] / 1e6)
+            _send_paced(conn, args[0], args[1] / 1e6, model)
         else:
             error = json.dumps({"error": f"model '{model}' not found"}).encode()
             _send_plain(conn, 404, error)
