@@ -37,6 +37,7 @@ never outlives the benchmark that started it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -66,10 +67,10 @@ def _frame(line: bytes) -> bytes:
     return b"%x\r\n%s\n\r\n" % (len(line) + 1, line)
 
 
-def _content_line(i: int) -> bytes:
+def _content_line(i: int, model: str) -> bytes:
     return json.dumps(
         {
-            "model": "bench",
+            "model": model,
             "created_at": _CREATED,
             "message": {"role": "assistant", "content": f" w{i % CYCLE:03d}"},
             "done": False,
@@ -100,10 +101,15 @@ def done_line(n: int, model: str = "bench") -> bytes:
     return _frame(line)
 
 
-FRAMES = [_frame(_content_line(i)) for i in range(CYCLE)]
-"""The CYCLE distinct content lines, each framed as one HTTP chunk."""
-BLOCK = b"".join(FRAMES)
-"""All of FRAMES in one buffer: a batched stream writes whole blocks."""
+@functools.cache
+def frames(model: str) -> tuple[list[bytes], bytes]:
+    """The CYCLE distinct content lines naming ``model`` (as Ollama's do), each
+    framed as one HTTP chunk, and all of them in one block (batched streams
+    write whole blocks); made once per model name."""
+    framed = [_frame(_content_line(i, model)) for i in range(CYCLE)]
+    return framed, b"".join(framed)
+
+
 END = b"0\r\n\r\n"
 HEADERS = (
     b"HTTP/1.1 200 OK\r\n"
@@ -215,6 +221,7 @@ def _pass_gate(run: int, expected: int) -> None:
 def _send_batched(conn: socket.socket, n: int, model: str) -> None:
     """N lines back to back in large writes, then the done line."""
     full, rest = divmod(n, CYCLE)
+    FRAMES, BLOCK = frames(model)  # the module's constants once
     pending = [HEADERS]
     size = len(HEADERS)
     for _ in range(full):
@@ -235,6 +242,7 @@ def _send_paced(conn: socket.socket, n: int, interval: float, model: str) -> Non
     start = clock()
     late_sum = late_max = 0.0
     behind = 0
+    FRAMES = frames(model)[0]  # the module's constant once
     conn.sendall(HEADERS + FRAMES[0])
     for i in range(1, n + 1):
         deadline = start + i * interval
