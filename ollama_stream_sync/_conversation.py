@@ -43,6 +43,9 @@ ToolSpec = (
 
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
+_SAVED_SETTINGS = (
+    "think options format keep_alive context history_limit session_header".split()
+)
 
 
 def _tool_table(
@@ -145,28 +148,12 @@ class Conversation:
         if session_header is not None and not _HEADER_NAME.fullmatch(session_header):
             raise ValueError(f"not a header name: session_header={session_header!r}")
         self._format = FormatSpec(format) if format is not None else None
-        self.client = client
-        self.model = model
-        self.system = system
-        self.think = think
-        self.options = options
-        self.format = format
-        self.keep_alive = keep_alive
-        self.max_tool_rounds = max_tool_rounds
+        self.client, self.model, self.system = client, model, system
+        self.think, self.options, self.format = think, options, format
+        self.keep_alive, self.max_tool_rounds = keep_alive, max_tool_rounds
         self._window = Window(model, context, history_limit)
         self.session_header = session_header
         self._schemas, self._impls = _tool_table(list(tools or ()))
-        # Every send builds its body on the worker: build one now, so that a
-        # wrong setting (options="x", keep_alive=object()) raises here.
-        chat_body(
-            model,
-            [],
-            tools=self._schemas or None,
-            think=think,
-            format=self._format.wire if self._format is not None else None,
-            options=options,
-            keep_alive=keep_alive,
-        )
         self.id = f"conversation-{uuid.uuid4().hex}"
         """This conversation's key, unique across processes (telemetry, a
         gateway's sessions); ``to_json`` keeps it."""
@@ -175,9 +162,12 @@ class Conversation:
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
         self._dropped: list[dict[str, Any]] = []
+        self._running: StreamHandle | None = None
+        # Every send builds its body on the worker: build one now, so that a
+        # wrong setting (options="x", keep_alive=object()) raises here.
+        self._body()
         if system:
             self._messages.append({"role": "system", "content": system})
-        self._running: StreamHandle | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -348,8 +338,11 @@ class Conversation:
 
             result, cut = window.send(ctx, self._body, send, info, self._trim)
             self._host = result.host or self._host
-            if result.cancelled:
-                self._keep_cancelled(result)
+            if result.cancelled:  # keep the partial turn; its calls "cancelled"
+                if result.content or result.thinking or result.tool_calls:
+                    self._append(
+                        result.to_message(), *self._unrun(result, CANCELLED_TOOL_RESULT)
+                    )
                 return result
             if not result.tool_calls:
                 final = finish(state, result, self._format, cut)
@@ -419,13 +412,6 @@ class Conversation:
         """Tool messages for calls that will not run, so the history stays valid."""
         return [self._tool_message(c, content) for c in result.tool_calls[start:]]
 
-    def _keep_cancelled(self, result: ChatResult) -> None:
-        """Keep a cancelled turn's partial answer; its tool calls get "cancelled"."""
-        if result.content or result.thinking or result.tool_calls:
-            self._append(
-                result.to_message(), *self._unrun(result, CANCELLED_TOOL_RESULT)
-            )
-
     # -- saving ---------------------------------------------------------------
 
     def to_json(self) -> str:
@@ -472,18 +458,10 @@ class Conversation:
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
         ):
             raise ValueError("saved conversation has malformed messages")
+        settings = {k: saved.get(k) for k in _SAVED_SETTINGS}
+        rounds = saved.get("max_tool_rounds", 8)
         conv = cls(
-            client,
-            saved["model"],
-            tools=tools,
-            think=saved.get("think"),
-            options=saved.get("options"),
-            format=saved.get("format"),
-            keep_alive=saved.get("keep_alive"),
-            max_tool_rounds=saved.get("max_tool_rounds", 8),
-            context=saved.get("context"),
-            history_limit=saved.get("history_limit"),
-            session_header=saved.get("session_header"),
+            client, saved["model"], tools=tools, max_tool_rounds=rounds, **settings
         )
         conv.id = str(saved.get("id") or conv.id)
         conv.system = saved.get("system")
