@@ -1,10 +1,8 @@
-"""Batch calls: ``embed`` and ``map_chat``, many child streams behind one handle.
+"""Batch calls (``embed``, ``map_chat``): many child streams behind one handle.
 
-Each request (an embed batch, a chat) is a child started through the engine
-like any stream, so cancel, timeouts, retries, hosts and ``max_in_flight`` come
-with it. The batch's own worker runs ``run_items``: at most ``limit`` children
-at once, started in order, each end heard on that one thread. ``cancel()`` stops
-every child started before it returns, and no other starts.
+Each request is a child started through the engine like any stream (cancel,
+timeouts, retries, hosts, ``max_in_flight``); the batch's worker runs
+``run_items``, which starts them in order, a few at a time, and hears each end.
 """
 
 from __future__ import annotations
@@ -186,18 +184,14 @@ class _Answer(Watched[EmbedResult]):
         return [], None
 
     def snapshot(self) -> EmbedResult:
-        """The answer (empty until it came)."""
         return self.result
 
     def cancelled_result(self) -> EmbedResult:
-        """The answer, marked cancelled."""
         return dataclasses.replace(self.result, cancelled=True)
 
-    def start(self, now: float) -> None:
-        """Nothing to time."""
+    def start(self, now: float) -> None: ...  # nothing to time
 
-    def reset(self) -> None:
-        """Nothing to forget."""
+    def reset(self) -> None: ...  # nothing to forget
 
 
 def _relay_phase(delivery: Any, name: PhaseName) -> None:

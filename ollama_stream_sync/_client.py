@@ -220,8 +220,6 @@ class StreamingClient(ModelCalls, BatchCalls):
 
         return RequestsTransport(self.session, str(http.base_url), http.headers)
 
-    # -- settings, as attributes ---------------------------------------------
-
     @property
     def sdk(self) -> ollama.Client:
         """The first host's ``ollama.Client``, for the calls we do not stream."""
@@ -254,8 +252,6 @@ class StreamingClient(ModelCalls, BatchCalls):
         limit = self._wait(timeout)
         self._loaded.forget()  # asked now, not a second ago
         return self._engine.hosts.health(self._lister(limit), limit)
-
-    # -- streams ---------------------------------------------------------------
 
     def _start_stream(
         self,
@@ -342,23 +338,14 @@ class StreamingClient(ModelCalls, BatchCalls):
             TypeError, ValueError: the arguments cannot form a request.
             RuntimeError: the client is closed.
         """
+        # Every other argument is chat_body's, by name (map_chat relies on it too).
+        fields = {k: v for k, v in locals().items() if k not in ("self", "kwargs")}
+        del fields["context"]  # the Window's
         fmt = FormatSpec(format) if format is not None else None
         if truncate and context is not None:
             raise ValueError("truncate=True lets the server cut what context= keeps")
         window = Window(model, context)
-        body = chat_body(
-            model,
-            messages,
-            tools=tools,
-            think=think,
-            format=format,
-            options=options,
-            keep_alive=keep_alive,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            truncate=truncate,
-            shift=shift,
-        )
+        body = chat_body(**fields)
         return self._start_stream("chat", body, kwargs, fmt=fmt, window=window)
 
     chat = blocking(
@@ -406,28 +393,9 @@ class StreamingClient(ModelCalls, BatchCalls):
         The arguments of ``ollama.Client.generate``, plus ``truncate``, ``shift``
         and the callbacks and settings below.
         """
+        fields = {k: v for k, v in locals().items() if k not in ("self", "kwargs")}
         fmt = FormatSpec(format) if format is not None else None
-        body = generate_body(
-            model,
-            prompt,
-            suffix,
-            system=system,
-            template=template,
-            context=context,
-            think=think,
-            raw=raw,
-            format=format,
-            images=images,
-            options=options,
-            keep_alive=keep_alive,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            width=width,
-            height=height,
-            steps=steps,
-            truncate=truncate,
-            shift=shift,
-        )
+        body = generate_body(**fields)  # its arguments, as for start_chat
         return self._start_stream("generate", body, kwargs, fmt=fmt)
 
     generate = blocking(
@@ -440,8 +408,6 @@ class StreamingClient(ModelCalls, BatchCalls):
         start_generate,
         "Start ``/api/generate`` and return a ``ChatStream`` to iterate.",
     )
-
-    # -- lifecycle -------------------------------------------------------------
 
     def active_streams(self) -> list[BaseHandle[Any, Any]]:
         """The handles of the streams still running."""

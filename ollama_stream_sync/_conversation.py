@@ -211,8 +211,6 @@ class Conversation:
         )
         return self._window.sized(body, num_ctx)
 
-    # -- sending -----------------------------------------------------------------
-
     @_options.documented(ConversationOptions)
     def start_send(
         self,
@@ -411,8 +409,6 @@ class Conversation:
     ) -> list[dict[str, Any]]:
         """Tool messages for calls that will not run, so the history stays valid."""
         return [self._tool_message(c, content) for c in result.tool_calls[start:]]
-
-    # -- saving ---------------------------------------------------------------
 
     def to_json(self) -> str:
         """The conversation as JSON: settings and history (tools are code: not kept)."""
