@@ -13,19 +13,13 @@ import ollama
 
 from . import _options
 from ._batch import BatchCalls
-from ._context import ContextArg, ModelInfo, Window, check_capabilities
+from ._context import ContextArg, Window, check_capabilities
 from ._decode import DEFAULT_MAX_LINE_BYTES
 from ._dispatch import Dispatcher, InlineDispatcher
 from ._engine import Engine, opentelemetry
 from ._handle import BaseHandle, StreamHandle
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts, RoutingArg
-from ._models import (
-    PS_CACHE_SECONDS,
-    SHOW_CACHE_SECONDS,
-    ModelCalls,
-    ResidencyProbe,
-    SharedAnswers,
-)
+from ._models import ModelCalls
 from ._observe import CallInfo
 from ._options import CallOptions, Unpack
 from ._request import (
@@ -188,8 +182,6 @@ class StreamingClient(ModelCalls, BatchCalls):
                 for url in (list(hosts) if hosts else [host])
             ]
         )
-        self._loaded: SharedAnswers[Any] = SharedAnswers(PS_CACHE_SECONDS)
-        self._shown: SharedAnswers[ModelInfo] = SharedAnswers(SHOW_CACHE_SECONDS)
         self._engine = Engine(
             Hosts(
                 [Host(self._transport(sdk)) for sdk in self._sdks],
@@ -206,10 +198,7 @@ class StreamingClient(ModelCalls, BatchCalls):
         )
         if telemetry and (factory := opentelemetry()) is not None:
             self._engine.observers.append(factory)
-        wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
-        self._engine.probe = functools.partial(
-            ResidencyProbe, self._loaded, timeout=wait
-        )
+        self._share_answers()
 
     def _transport(self, sdk: ollama.Client) -> Transport:
         http = sdk_http_client(sdk)

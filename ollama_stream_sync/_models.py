@@ -7,6 +7,7 @@ also feeds the probe that tells a stream's phase "loading" from "waiting".
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import threading
 import time
@@ -205,6 +206,15 @@ class ModelCalls:
     _engine: Engine
     _loaded: SharedAnswers[list[LoadedModel]]
     _shown: SharedAnswers[ModelInfo]
+
+    def _share_answers(self) -> None:
+        """The caches of /api/ps and /api/show, and the probe that reads the first."""
+        self._loaded = SharedAnswers(PS_CACHE_SECONDS)
+        self._shown = SharedAnswers(SHOW_CACHE_SECONDS)
+        wait = self._wait(None)
+        self._engine.probe = functools.partial(
+            ResidencyProbe, self._loaded, timeout=wait
+        )
 
     def _host(self, url: str | None) -> Host:
         hosts = self._engine.hosts.hosts
