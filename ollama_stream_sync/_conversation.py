@@ -113,8 +113,6 @@ class Conversation:
         """Start a conversation.
 
         Args:
-            client: the ``StreamingClient`` that streams each turn.
-            model: the model name.
             system: a system prompt, kept as the first message.
             tools: Python functions (schema from signature and docstring, by the
                 SDK's conversion), schemas (dict or ``ollama.Tool``, no
@@ -233,21 +231,6 @@ class Conversation:
         Raises:
             RuntimeError: another ``send`` of this conversation is running.
         """
-        return self._start(text_or_message, dict(options))
-
-    send = blocking(
-        start_send,
-        "Send a user turn and block until the model's final answer (a ``ChatResult``).",
-    )
-    stream_send = streaming(
-        start_send,
-        "Send a user turn and return a ``ChatStream`` of every round's events,\n"
-        "``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``.",
-    )
-
-    def _start(
-        self, text_or_message: str | MessageLike, options: dict[str, Any]
-    ) -> StreamHandle:
         _options.check(options, ConversationOptions)
         message = (
             {"role": "user", "content": text_or_message}
@@ -298,10 +281,20 @@ class Conversation:
             self._running = handle
         return handle
 
+    send = blocking(
+        start_send,
+        "Send a user turn and block until the model's final answer (a ``ChatResult``).",
+    )
+    stream_send = streaming(
+        start_send,
+        "Send a user turn and return a ``ChatStream`` of every round's events,\n"
+        "``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``.",
+    )
+
     def _rounds(
         self,
         ctx: StreamContext,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         deadline: float | None,
         deadline_at: float | None,
     ) -> ChatResult:
