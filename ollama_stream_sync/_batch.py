@@ -254,6 +254,7 @@ class BatchCalls:
             | {"keep_alive": keep_alive, "dimensions": dimensions}
         )
         encode_body(body)  # what JSON cannot send fails here
+        call = CallInfo("embed", model, body)
         spans = [
             range(i, min(i + batch_size, len(texts)))
             for i in range(0, len(texts), batch_size)
@@ -289,13 +290,9 @@ class BatchCalls:
                     "on_phase": lambda p: post(lambda: _relay_phase(delivery, p)),
                     "dispatcher": InlineDispatcher(),
                 }
-                return engine.start(
-                    BaseHandle,
-                    functools.partial(run_stream, request),
-                    forward,
-                    state=_Answer(len(span), compact),
-                    call=CallInfo("embed", model, body),
-                )
+                run = functools.partial(run_stream, request)
+                answer = _Answer(len(span), compact)
+                return engine.start(BaseHandle, run, forward, state=answer, call=call)
 
             def ended(index: int, child: Child) -> None:
                 part, span = outcome(child), spans[index]
@@ -318,9 +315,7 @@ class BatchCalls:
             return leading()
 
         state = BatchState(len(texts), lambda: leading(cancelled=True))
-        return engine.start(
-            BatchHandle, job, settings, state=state, call=CallInfo("embed", model, body)
-        )
+        return engine.start(BatchHandle, job, settings, state=state, call=call)
 
     embed = blocking(
         start_embed, "Embed ``input`` and block for the ``EmbedResult`` (in order)."

@@ -273,13 +273,10 @@ class StreamingClient(ModelCalls, BatchCalls):
             result, cut = window.send(ctx, build, send, info)
             return finish(state, result, fmt, cut)
 
+        call = CallInfo(operation, model, body)
+        partial = fmt.parser if fmt is not None else None
         return engine.start(
-            StreamHandle,
-            job,
-            options,
-            state=state,
-            call=CallInfo(operation, model, body),
-            partial=fmt.parser if fmt is not None else None,
+            StreamHandle, job, options, state=state, call=call, partial=partial
         )
 
     @_options.documented(CallOptions)

@@ -318,13 +318,8 @@ class ModelCalls:
                 self._shown.forget()
             return state.result()
 
-        return engine.start(
-            ProgressHandle,
-            job,
-            options,
-            state=state,
-            call=CallInfo(operation, model, body),
-        )
+        call = CallInfo(operation, model, body)
+        return engine.start(ProgressHandle, job, options, state=state, call=call)
 
     @_options.documented(ModelOptions)
     def start_pull(
@@ -435,13 +430,8 @@ class ModelCalls:
             finally:
                 self._loaded.forget()  # the server's memory has changed
 
-        handle = engine.start(
-            StreamHandle,
-            job,
-            {},
-            state=ChatState(),
-            call=CallInfo(operation, model, body),
-        )
+        call = CallInfo(operation, model, body)
+        handle = engine.start(StreamHandle, job, {}, state=ChatState(), call=call)
         answer = wait_result(handle, engine.close_timeout)
         return ModelResult(
             model=model,
