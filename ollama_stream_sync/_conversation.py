@@ -43,9 +43,10 @@ ToolSpec = (
 
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
-_SAVED_SETTINGS = (
-    "think options format keep_alive context history_limit session_header".split()
-)
+_SAVED_SETTINGS = (  # from_json passes them back (one not saved: the default)
+    "think options format keep_alive max_tool_rounds context history_limit "
+    "session_header"
+).split()
 
 
 def _tool_table(
@@ -447,11 +448,8 @@ class Conversation:
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
         ):
             raise ValueError("saved conversation has malformed messages")
-        settings = {k: saved.get(k) for k in _SAVED_SETTINGS}
-        rounds = saved.get("max_tool_rounds", 8)
-        conv = cls(
-            client, saved["model"], tools=tools, max_tool_rounds=rounds, **settings
-        )
+        settings = {k: saved[k] for k in _SAVED_SETTINGS if k in saved}
+        conv = cls(client, saved["model"], tools=tools, **settings)
         conv.id = str(saved.get("id") or conv.id)
         conv.system = saved.get("system")
         conv._messages = copy.deepcopy(messages)
