@@ -1,10 +1,8 @@
-"""Batch calls: ``embed`` and ``map_chat``, many child streams behind one handle.
+"""Batch calls (``embed``, ``map_chat``): many child streams behind one handle.
 
-Each request (an embed batch, a chat) is a child started through the engine
-like any stream, so cancel, timeouts, retries, hosts and ``max_in_flight`` come
-with it. The batch's own worker runs ``run_items``: at most ``limit`` children
-at once, started in order, each end heard on that one thread. ``cancel()`` stops
-every child started before it returns, and no other starts.
+Each request is a child started through the engine like any stream (cancel,
+timeouts, retries, hosts, ``max_in_flight``); the batch's worker runs
+``run_items``, which starts them in order, a few at a time, and hears each end.
 """
 
 from __future__ import annotations
@@ -186,18 +184,14 @@ class _Answer(Watched[EmbedResult]):
         return [], None
 
     def snapshot(self) -> EmbedResult:
-        """The answer (empty until it came)."""
         return self.result
 
     def cancelled_result(self) -> EmbedResult:
-        """The answer, marked cancelled."""
         return dataclasses.replace(self.result, cancelled=True)
 
-    def start(self, now: float) -> None:
-        """Nothing to time."""
+    def start(self, now: float) -> None: ...  # nothing to time
 
-    def reset(self) -> None:
-        """Nothing to forget."""
+    def reset(self) -> None: ...  # nothing to forget
 
 
 def _relay_phase(delivery: Any, name: PhaseName) -> None:
@@ -260,6 +254,7 @@ class BatchCalls:
             | {"keep_alive": keep_alive, "dimensions": dimensions}
         )
         encode_body(body)  # what JSON cannot send fails here
+        call = CallInfo("embed", model, body)
         spans = [
             range(i, min(i + batch_size, len(texts)))
             for i in range(0, len(texts), batch_size)
@@ -295,13 +290,9 @@ class BatchCalls:
                     "on_phase": lambda p: post(lambda: _relay_phase(delivery, p)),
                     "dispatcher": InlineDispatcher(),
                 }
-                return engine.start(
-                    BaseHandle,
-                    functools.partial(run_stream, request),
-                    forward,
-                    state=_Answer(len(span), compact),
-                    call=CallInfo("embed", model, body),
-                )
+                run = functools.partial(run_stream, request)
+                answer = _Answer(len(span), compact)
+                return engine.start(BaseHandle, run, forward, state=answer, call=call)
 
             def ended(index: int, child: Child) -> None:
                 part, span = outcome(child), spans[index]
@@ -324,9 +315,7 @@ class BatchCalls:
             return leading()
 
         state = BatchState(len(texts), lambda: leading(cancelled=True))
-        return engine.start(
-            BatchHandle, job, settings, state=state, call=CallInfo("embed", model, body)
-        )
+        return engine.start(BatchHandle, job, settings, state=state, call=call)
 
     embed = blocking(
         start_embed, "Embed ``input`` and block for the ``EmbedResult`` (in order)."

@@ -13,19 +13,13 @@ import ollama
 
 from . import _options
 from ._batch import BatchCalls
-from ._context import ContextArg, ModelInfo, Window, check_capabilities
+from ._context import ContextArg, Window, check_capabilities
 from ._decode import DEFAULT_MAX_LINE_BYTES
-from ._dispatch import Dispatcher, InlineDispatcher, check_dispatcher
+from ._dispatch import Dispatcher, InlineDispatcher
 from ._engine import Engine, opentelemetry
 from ._handle import BaseHandle, StreamHandle
 from ._hosts import DEFAULT_COOLDOWN, Host, HostHealth, Hosts, RoutingArg
-from ._models import (
-    PS_CACHE_SECONDS,
-    SHOW_CACHE_SECONDS,
-    ModelCalls,
-    ResidencyProbe,
-    SharedAnswers,
-)
+from ._models import ModelCalls
 from ._observe import CallInfo
 from ._options import CallOptions, Unpack
 from ._request import (
@@ -37,7 +31,7 @@ from ._request import (
     generate_body,
 )
 from ._result import ChatResult
-from ._retry import RetryArg, check_retry
+from ._retry import RetryArg
 from ._run import StreamContext, run_stream
 from ._state import ChatState
 from ._stream import blocking, streaming
@@ -153,25 +147,22 @@ class StreamingClient(ModelCalls, BatchCalls):
         if hosts is not None and (isinstance(hosts, str) or not hosts):
             raise TypeError("hosts must be a non-empty list of URLs")
         check_client_kwargs(client_kwargs)
-        check_retry(retry)
-        check_dispatcher(dispatcher)
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("first_token_timeout", first_token_timeout),
-            ("read_timeout", read_timeout),
-            ("deadline", deadline),
-        ):
-            seconds(name, value)
-        seconds("coalesce_interval", coalesce_interval, zero=True)
+        settings = {
+            "retry": retry,
+            "connect_timeout": connect_timeout,
+            "first_token_timeout": first_token_timeout,
+            "read_timeout": read_timeout,
+            "deadline": deadline,
+            "coalesce_interval": coalesce_interval,
+            "probe_loading": probe_loading,
+            "check_capabilities": check_capabilities,
+        }
+        _options.check(settings | {"dispatcher": dispatcher}, CallOptions)
         positive_int("max_line_bytes", max_line_bytes)
         if max_in_flight is not None:
             positive_int("max_in_flight", max_in_flight)
         seconds("host_cooldown", host_cooldown, allow_none=False, zero=True)
         seconds("close_timeout", close_timeout, allow_none=False, zero=True)
-        _options.check(
-            {"probe_loading": probe_loading, "check_capabilities": check_capabilities},
-            CallOptions,
-        )
         if not isinstance(telemetry, bool):
             raise TypeError("telemetry must be True or False")
         if session is not None:
@@ -191,27 +182,14 @@ class StreamingClient(ModelCalls, BatchCalls):
                 for url in (list(hosts) if hosts else [host])
             ]
         )
-        transports = [self._transport(sdk) for sdk in self._sdks]
-        self._loaded: SharedAnswers[Any] = SharedAnswers(PS_CACHE_SECONDS)
-        self._shown: SharedAnswers[ModelInfo] = SharedAnswers(SHOW_CACHE_SECONDS)
-        hosts_ = Hosts(
-            [Host(t) for t in transports],
-            cooldown=host_cooldown,
-            routing=routing,
-            lister=self._lister(connect_timeout),
-        )
         self._engine = Engine(
-            hosts_,
-            {
-                "retry": retry,
-                "connect_timeout": connect_timeout,
-                "first_token_timeout": first_token_timeout,
-                "read_timeout": read_timeout,
-                "deadline": deadline,
-                "coalesce_interval": coalesce_interval,
-                "probe_loading": probe_loading,
-                "check_capabilities": check_capabilities,
-            },
+            Hosts(
+                [Host(self._transport(sdk)) for sdk in self._sdks],
+                cooldown=host_cooldown,
+                routing=routing,
+                lister=self._lister(connect_timeout),
+            ),
+            settings,
             dispatcher=dispatcher or InlineDispatcher(),
             close_timeout=close_timeout,
             max_line_bytes=max_line_bytes,
@@ -220,10 +198,7 @@ class StreamingClient(ModelCalls, BatchCalls):
         )
         if telemetry and (factory := opentelemetry()) is not None:
             self._engine.observers.append(factory)
-        wait = connect_timeout or DEFAULT_CONNECT_TIMEOUT
-        self._engine.probe = lambda host, model: ResidencyProbe(
-            self._loaded, host, model, wait
-        )
+        self._share_answers()
 
     def _transport(self, sdk: ollama.Client) -> Transport:
         http = sdk_http_client(sdk)
@@ -234,14 +209,9 @@ class StreamingClient(ModelCalls, BatchCalls):
 
         return RequestsTransport(self.session, str(http.base_url), http.headers)
 
-    # -- settings, as attributes ---------------------------------------------
-
     @property
     def sdk(self) -> ollama.Client:
-        """The wrapped ``ollama.Client``, for calls we do not stream (list, show...).
-
-        With several hosts, the first one's.
-        """
+        """The first host's ``ollama.Client``, for the calls we do not stream."""
         return self._sdks[0]
 
     @property
@@ -266,14 +236,11 @@ class StreamingClient(ModelCalls, BatchCalls):
             timeout: seconds per host (default: the connect timeout, or 10).
 
         Returns:
-            One ``HostHealth`` per host: reachable, version, latency, breaker
-            state, streams in flight, models loaded and available, last TTFT.
+            One ``HostHealth`` per host, in the client's order.
         """
         limit = self._wait(timeout)
         self._loaded.forget()  # asked now, not a second ago
         return self._engine.hosts.health(self._lister(limit), limit)
-
-    # -- streams ---------------------------------------------------------------
 
     def _start_stream(
         self,
@@ -306,13 +273,10 @@ class StreamingClient(ModelCalls, BatchCalls):
             result, cut = window.send(ctx, build, send, info)
             return finish(state, result, fmt, cut)
 
+        call = CallInfo(operation, model, body)
+        partial = fmt.parser if fmt is not None else None
         return engine.start(
-            StreamHandle,
-            job,
-            options,
-            state=state,
-            call=CallInfo(operation, model, body),
-            partial=fmt.parser if fmt is not None else None,
+            StreamHandle, job, options, state=state, call=call, partial=partial
         )
 
     @_options.documented(CallOptions)
@@ -356,30 +320,18 @@ class StreamingClient(ModelCalls, BatchCalls):
                 over-long prompt raises ``ContextLengthExceeded``.
             **kwargs: callbacks and per-call settings (below).
 
-        Returns:
-            The ``StreamHandle``.
-
         Raises:
             TypeError, ValueError: the arguments cannot form a request.
             RuntimeError: the client is closed.
         """
+        # Every other argument is chat_body's, by name (map_chat relies on it too).
+        fields = {k: v for k, v in locals().items() if k not in ("self", "kwargs")}
+        del fields["context"]  # the Window's
         fmt = FormatSpec(format) if format is not None else None
         if truncate and context is not None:
             raise ValueError("truncate=True lets the server cut what context= keeps")
         window = Window(model, context)
-        body = chat_body(
-            model,
-            messages,
-            tools=tools,
-            think=think,
-            format=format,
-            options=options,
-            keep_alive=keep_alive,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            truncate=truncate,
-            shift=shift,
-        )
+        body = chat_body(**fields)
         return self._start_stream("chat", body, kwargs, fmt=fmt, window=window)
 
     chat = blocking(
@@ -424,31 +376,12 @@ class StreamingClient(ModelCalls, BatchCalls):
     ) -> StreamHandle:
         """Start streaming ``/api/generate``; its ``response`` text feeds ``content``.
 
-        The arguments are those of ``ollama.Client.generate``, plus ``truncate``,
-        ``shift`` and the callbacks and settings below. Returns the ``StreamHandle``.
+        The arguments of ``ollama.Client.generate``, plus ``truncate``, ``shift``
+        and the callbacks and settings below.
         """
+        fields = {k: v for k, v in locals().items() if k not in ("self", "kwargs")}
         fmt = FormatSpec(format) if format is not None else None
-        body = generate_body(
-            model,
-            prompt,
-            suffix,
-            system=system,
-            template=template,
-            context=context,
-            think=think,
-            raw=raw,
-            format=format,
-            images=images,
-            options=options,
-            keep_alive=keep_alive,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            width=width,
-            height=height,
-            steps=steps,
-            truncate=truncate,
-            shift=shift,
-        )
+        body = generate_body(**fields)  # its arguments, as for start_chat
         return self._start_stream("generate", body, kwargs, fmt=fmt)
 
     generate = blocking(
@@ -461,8 +394,6 @@ class StreamingClient(ModelCalls, BatchCalls):
         start_generate,
         "Start ``/api/generate`` and return a ``ChatStream`` to iterate.",
     )
-
-    # -- lifecycle -------------------------------------------------------------
 
     def active_streams(self) -> list[BaseHandle[Any, Any]]:
         """The handles of the streams still running."""

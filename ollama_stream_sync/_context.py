@@ -1,12 +1,9 @@
-"""Context windows: what a model holds, and never losing the beginning of a
-conversation without saying so.
+"""Context windows: what a model holds, and never losing a prompt's beginning silently.
 
-The library cannot run the server's tokenizer: it plans with a conservative
-estimate, and lets the server correct it. Requests a ``Window`` manages go with
-``truncate: false``, so a server that would drop old messages (server/prompt.go)
-refuses instead; the window learns from the refusal's counts, trims or resizes,
-and resends before any output. Other requests are checked afterwards for the
-server's signs of a cut prompt.
+Without the server's tokenizer, a ``Window`` plans with a conservative estimate and
+sends ``truncate: false``: a server that would drop old messages (server/prompt.go)
+refuses, and the window learns from the refusal, trims or resizes, and resends
+before any output. Other requests are checked afterwards for signs of a cut prompt.
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ ToolSpec = (
 
 CANCELLED_TOOL_RESULT = "Error: cancelled by the user before this tool ran."
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
+_SAVED_SETTINGS = (  # from_json passes them back (one not saved: the default)
+    "think options format keep_alive max_tool_rounds context history_limit "
+    "session_header"
+).split()
 
 
 def _tool_table(
@@ -110,8 +114,6 @@ class Conversation:
         """Start a conversation.
 
         Args:
-            client: the ``StreamingClient`` that streams each turn.
-            model: the model name.
             system: a system prompt, kept as the first message.
             tools: Python functions (schema from signature and docstring, by the
                 SDK's conversion), schemas (dict or ``ollama.Tool``, no
@@ -145,28 +147,12 @@ class Conversation:
         if session_header is not None and not _HEADER_NAME.fullmatch(session_header):
             raise ValueError(f"not a header name: session_header={session_header!r}")
         self._format = FormatSpec(format) if format is not None else None
-        self.client = client
-        self.model = model
-        self.system = system
-        self.think = think
-        self.options = options
-        self.format = format
-        self.keep_alive = keep_alive
-        self.max_tool_rounds = max_tool_rounds
+        self.client, self.model, self.system = client, model, system
+        self.think, self.options, self.format = think, options, format
+        self.keep_alive, self.max_tool_rounds = keep_alive, max_tool_rounds
         self._window = Window(model, context, history_limit)
         self.session_header = session_header
         self._schemas, self._impls = _tool_table(list(tools or ()))
-        # Every send builds its body on the worker: build one now, so that a
-        # wrong setting (options="x", keep_alive=object()) raises here.
-        chat_body(
-            model,
-            [],
-            tools=self._schemas or None,
-            think=think,
-            format=self._format.wire if self._format is not None else None,
-            options=options,
-            keep_alive=keep_alive,
-        )
         self.id = f"conversation-{uuid.uuid4().hex}"
         """This conversation's key, unique across processes (telemetry, a
         gateway's sessions); ``to_json`` keeps it."""
@@ -175,9 +161,12 @@ class Conversation:
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
         self._dropped: list[dict[str, Any]] = []
+        self._running: StreamHandle | None = None
+        # Every send builds its body on the worker: build one now, so that a
+        # wrong setting (options="x", keep_alive=object()) raises here.
+        self._body()
         if system:
             self._messages.append({"role": "system", "content": system})
-        self._running: StreamHandle | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -221,8 +210,6 @@ class Conversation:
         )
         return self._window.sized(body, num_ctx)
 
-    # -- sending -----------------------------------------------------------------
-
     @_options.documented(ConversationOptions)
     def start_send(
         self,
@@ -245,21 +232,6 @@ class Conversation:
         Raises:
             RuntimeError: another ``send`` of this conversation is running.
         """
-        return self._start(text_or_message, dict(options))
-
-    send = blocking(
-        start_send,
-        "Send a user turn and block until the model's final answer (a ``ChatResult``).",
-    )
-    stream_send = streaming(
-        start_send,
-        "Send a user turn and return a ``ChatStream`` of every round's events,\n"
-        "``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``.",
-    )
-
-    def _start(
-        self, text_or_message: str | MessageLike, options: dict[str, Any]
-    ) -> StreamHandle:
         _options.check(options, ConversationOptions)
         message = (
             {"role": "user", "content": text_or_message}
@@ -310,10 +282,20 @@ class Conversation:
             self._running = handle
         return handle
 
+    send = blocking(
+        start_send,
+        "Send a user turn and block until the model's final answer (a ``ChatResult``).",
+    )
+    stream_send = streaming(
+        start_send,
+        "Send a user turn and return a ``ChatStream`` of every round's events,\n"
+        "``ToolCall`` and ``ToolResult`` included, then ``Done(answer)``.",
+    )
+
     def _rounds(
         self,
         ctx: StreamContext,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         deadline: float | None,
         deadline_at: float | None,
     ) -> ChatResult:
@@ -348,8 +330,11 @@ class Conversation:
 
             result, cut = window.send(ctx, self._body, send, info, self._trim)
             self._host = result.host or self._host
-            if result.cancelled:
-                self._keep_cancelled(result)
+            if result.cancelled:  # keep the partial turn; its calls "cancelled"
+                if result.content or result.thinking or result.tool_calls:
+                    self._append(
+                        result.to_message(), *self._unrun(result, CANCELLED_TOOL_RESULT)
+                    )
                 return result
             if not result.tool_calls:
                 final = finish(state, result, self._format, cut)
@@ -419,15 +404,6 @@ class Conversation:
         """Tool messages for calls that will not run, so the history stays valid."""
         return [self._tool_message(c, content) for c in result.tool_calls[start:]]
 
-    def _keep_cancelled(self, result: ChatResult) -> None:
-        """Keep a cancelled turn's partial answer; its tool calls get "cancelled"."""
-        if result.content or result.thinking or result.tool_calls:
-            self._append(
-                result.to_message(), *self._unrun(result, CANCELLED_TOOL_RESULT)
-            )
-
-    # -- saving ---------------------------------------------------------------
-
     def to_json(self) -> str:
         """The conversation as JSON: settings and history (tools are code: not kept)."""
         with self._lock:
@@ -472,19 +448,8 @@ class Conversation:
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
         ):
             raise ValueError("saved conversation has malformed messages")
-        conv = cls(
-            client,
-            saved["model"],
-            tools=tools,
-            think=saved.get("think"),
-            options=saved.get("options"),
-            format=saved.get("format"),
-            keep_alive=saved.get("keep_alive"),
-            max_tool_rounds=saved.get("max_tool_rounds", 8),
-            context=saved.get("context"),
-            history_limit=saved.get("history_limit"),
-            session_header=saved.get("session_header"),
-        )
+        settings = {k: saved[k] for k in _SAVED_SETTINGS if k in saved}
+        conv = cls(client, saved["model"], tools=tools, **settings)
         conv.id = str(saved.get("id") or conv.id)
         conv.system = saved.get("system")
         conv._messages = copy.deepcopy(messages)

@@ -1,9 +1,7 @@
 """``max_in_flight``: at most so many streams of one client at once, the rest queued.
 
-A stream takes a slot before its first attempt and gives it back when it ends.
-Without one it waits in FIFO order on its own ``AbortScope``, so a cancel or its
-deadline wakes it at once (nothing polls); a freed slot goes straight to the
-first waiter, so no later stream overtakes it.
+A stream without a slot waits in FIFO order on its own ``AbortScope`` (a cancel or
+its deadline wakes it at once); a freed slot goes straight to the first waiter.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Several Ollama servers behind one client: which host serves each attempt.
 
-``Hosts`` keeps what this client knows of each host (its streams in flight, a
-circuit breaker, the models it has and holds in memory, its last time to first
-token) and asks a ``Router`` which healthy host serves the next attempt. Three
-routers come with the library (``ROUTERS``); ``routing=`` also takes your own.
-Model lists are refreshed on short-lived background threads, never in a pick:
-a pick with a warm cache sends no request at all.
+``Hosts`` keeps what the client knows of each host (streams in flight, a breaker,
+its models, its last time to first token) and asks a ``Router`` which healthy one
+serves. Model lists are refreshed on background threads, never in a pick.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from ._errors import (
     ConnectionFailed,
@@ -114,8 +111,7 @@ class Host:
     knows of it (all guarded by ``Hosts``' lock)."""
 
     def __init__(self, transport: Transport) -> None:
-        self.url = transport.url
-        self.transport = transport
+        self.url, self.transport = transport.url, transport
         self.in_flight = 0  # this client's streams on it now
         self.state: BreakerState = "closed"
         self.failures = 0  # in a row, that count against the breaker
@@ -129,9 +125,9 @@ class Host:
 
     def breaker(self, now: float) -> BreakerState:
         """The breaker's state now (an open one whose cool-down passed is half-open)."""
-        if self.state == "open" and self.retry_at <= now:
-            return "half_open"
-        return self.state
+        return (
+            "half_open" if self.state == "open" and self.retry_at <= now else self.state
+        )
 
     def ready(self, now: float) -> bool:
         """Whether an attempt may go here now: closed, or a probe is due."""
@@ -182,7 +178,6 @@ class RoundRobin:
         self._turn = itertools.count()
 
     def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
-        """The next host in turn."""
         return hosts[next(self._turn) % len(hosts)]
 
 
@@ -191,7 +186,6 @@ class LeastBusy:
     one whose last first token came soonest (unknown counts as instant)."""
 
     def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
-        """The least busy host."""
         return min(hosts, key=lambda h: (h.in_flight, h.last_ttft or 0.0))
 
 
@@ -200,8 +194,6 @@ class ModelAware:
     hosts not known yet, then hosts known to lack it; least busy among equals."""
 
     def choose(self, model: str | None, hosts: Sequence[HostHealth]) -> HostHealth:
-        """The least busy host of the best tier."""
-
         def rank(h: HostHealth) -> tuple[int, int, float]:
             tier = 0
             if model is not None and not _holds(h.models_loaded, model):
@@ -223,19 +215,6 @@ ROUTERS: dict[str, Callable[[], Router]] = {
     "model_aware": ModelAware,
 }
 """The strategies ``routing=`` names."""
-
-
-def make_router(routing: object) -> tuple[Router, bool]:
-    """The ``Router`` that ``routing=`` names (or the caller's own), and whether
-    it uses model lists (which are then refreshed in the background)."""
-    if isinstance(routing, str):
-        if routing not in ROUTERS:
-            raise ValueError(f"routing must be one of {sorted(ROUTERS)} or a Router")
-        router = ROUTERS[routing]()
-        return router, not isinstance(router, (RoundRobin, LeastBusy))
-    if not callable(getattr(routing, "choose", None)):
-        raise TypeError("routing must be a strategy's name or a Router (a .choose)")
-    return routing, True  # type: ignore[return-value]  # it has the one method
 
 
 def _counts(error: StreamError) -> bool:
@@ -269,13 +248,16 @@ class Hosts:
         failures_to_open: int = FAILURES_TO_OPEN,
         ttl: float = MODELS_TTL,
     ) -> None:
-        self.hosts = list(hosts)
-        self.cooldown = cooldown
-        self.router, lists = make_router(routing)
-        self._lister = lister if lists else None  # refreshes in the background
-        self._clock = clock
-        self._failures_to_open = failures_to_open
-        self._ttl = ttl
+        if isinstance(routing, str) and routing not in ROUTERS:
+            raise ValueError(f"routing must be one of {sorted(ROUTERS)} or a Router")
+        router = ROUTERS[routing]() if isinstance(routing, str) else routing
+        if not callable(getattr(router, "choose", None)):
+            raise TypeError("routing must be a strategy's name or a Router (a .choose)")
+        self.router = cast(Router, router)
+        # Only a router that reads model lists has them refreshed in the background.
+        self._lister = None if isinstance(router, (RoundRobin, LeastBusy)) else lister
+        self.hosts, self.cooldown, self._clock = list(hosts), cooldown, clock
+        self._failures_to_open, self._ttl = failures_to_open, ttl
         # Guards every Host's fields, _threads and _closed.
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()

@@ -1,16 +1,13 @@
-"""Model operations: pull, push, create with progress; preload, unload; what is
-loaded; what a model is (``/api/show``).
-
-``ModelCalls`` holds the client's model methods (``StreamingClient`` inherits
-them). Pull, push and create stream progress lines through the same run as a
-chat (cancel, timeouts, retries, dispatchers), folded by ``ProgressState``.
-``/api/ps`` answers are shared for a second per host, and feed the probe that
-tells a stream's "loading" phase from "waiting".
+"""The client's model calls (``ModelCalls``): pull, push and create with progress
+(run as a chat is: cancel, timeouts, retries, dispatchers), preload, unload,
+``/api/ps`` and ``/api/show``. Their answers are shared a while per host; ``/api/ps``
+also feeds the probe that tells a stream's phase "loading" from "waiting".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import threading
 import time
@@ -79,21 +76,14 @@ class LoadedModel:
         """Parse one entry of ``/api/ps``'s ``models``."""
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise ProtocolError(f"not an /api/ps model entry: {data!r:.200}")
-        context, details = data.get("context_length"), data.get("details")
-
-        def count(key: str) -> int:
-            value = data.get(key)
-            return (
-                value if isinstance(value, int) and not isinstance(value, bool) else 0
-            )
-
+        size, vram, length, details = (
+            data.get(k) for k in ("size", "size_vram", "context_length", "details")
+        )
         return cls(
             name=data["name"],
-            size=count("size"),
-            size_vram=count("size_vram"),
-            context_length=context
-            if isinstance(context, int) and context > 0
-            else None,
+            size=size if type(size) is int else 0,
+            size_vram=vram if type(vram) is int else 0,
+            context_length=length if isinstance(length, int) and length > 0 else None,
             expires_at=parse_time(data.get("expires_at")),
             model=str(data.get("model") or data["name"]),
             digest=str(data.get("digest") or ""),
@@ -138,8 +128,7 @@ class SharedAnswers(Generic[T]):
         """Bumped by ``forget``: a request sent before it answers no one after."""
 
     def forget(self) -> None:
-        """Drop every answer, cached or on its way (a model was loaded,
-        unloaded or pulled)."""
+        """Drop every answer, cached or on its way (the server's models changed)."""
         with self._lock:
             self._cache.clear()
             self._generation += 1
@@ -152,10 +141,8 @@ class SharedAnswers(Generic[T]):
                 if cached is not None and time.monotonic() - cached[0] < self.ttl:
                     return cached[1]
                 asked = (key, self._generation)
-                flight = self._flights.get(asked)
-                mine = flight is None
-                if flight is None:
-                    flight = self._flights[asked] = threading.Event()
+                mine = asked not in self._flights
+                flight = self._flights.setdefault(asked, threading.Event())
             if not mine:
                 flight.wait(timeout)
                 with self._lock:
@@ -184,37 +171,33 @@ def loaded_on(host: Host, timeout: float | None) -> list[LoadedModel]:
     return [LoadedModel.from_wire(m) for m in found or ()]
 
 
+@dataclass
 class ResidencyProbe:
     """Asks ``/api/ps`` on its own thread whether a model is loaded; never fails
     or delays the stream (an error or a slow answer just means no answer)."""
 
-    def __init__(
-        self,
-        models: SharedAnswers[list[LoadedModel]],
-        host: Host,
-        model: str,
-        timeout: float,
-    ) -> None:
-        self._models, self._host, self._model = models, host, model
-        self._timeout = timeout
+    models: SharedAnswers[list[LoadedModel]]
+    host: Host
+    model: str
+    timeout: float
 
     def start(self, on_answer: Callable[[bool], None]) -> None:
         """Ask in the background; ``on_answer(resident)`` if an answer comes."""
 
         def ask() -> None:
             try:
-                host, wait = self._host, self._timeout
-                loaded = self._models.get(host.url, lambda: loaded_on(host, wait), wait)
+                host, wait = self.host, self.timeout
+                loaded = self.models.get(host.url, lambda: loaded_on(host, wait), wait)
             except StreamError:
                 return
-            on_answer(any(same_model(m.name, self._model) for m in loaded))
+            on_answer(any(same_model(m.name, self.model) for m in loaded))
 
         # Daemon and unjoined: it only reads /api/ps, and a stream never waits for it.
         threading.Thread(target=ask, name="ollama-probe", daemon=True).start()
 
     def answered(self) -> None:
         """The model answered, so it is loaded: an earlier "not loaded" is stale."""
-        self._models.forget()
+        self.models.forget()
 
 
 class ModelCalls:
@@ -223,6 +206,15 @@ class ModelCalls:
     _engine: Engine
     _loaded: SharedAnswers[list[LoadedModel]]
     _shown: SharedAnswers[ModelInfo]
+
+    def _share_answers(self) -> None:
+        """The caches of /api/ps and /api/show, and the probe that reads the first."""
+        self._loaded = SharedAnswers(PS_CACHE_SECONDS)
+        self._shown = SharedAnswers(SHOW_CACHE_SECONDS)
+        wait = self._wait(None)
+        self._engine.probe = functools.partial(
+            ResidencyProbe, self._loaded, timeout=wait
+        )
 
     def _host(self, url: str | None) -> Host:
         hosts = self._engine.hosts.hosts
@@ -241,8 +233,7 @@ class ModelCalls:
         return timeout or self._engine.settings.get("connect_timeout") or 10.0
 
     def _lister(self, timeout: float | None) -> Lister:
-        """Asks a host for the names of its models: loaded (``/api/ps``, the
-        shared answer) and available (``/api/tags``)."""
+        """Asks a host for its models: loaded (``/api/ps``, shared), on disk."""
         wait = timeout or 10.0
 
         def models_of(host: Host) -> tuple[list[str], list[str]]:
@@ -290,19 +281,17 @@ class ModelCalls:
         """
         check_model(model)
         wait, where = self._wait(timeout), self._host(host)
-        payload = encode_body({"model": model})
+        body = encode_body({"model": model})
 
         def show() -> ModelInfo:
-            data = where.transport.request_json(
-                "POST", "/api/show", payload, timeout=wait
-            )
+            data = where.transport.request_json("POST", "/api/show", body, timeout=wait)
             return ModelInfo.from_show(model, data)
 
         return self._shown.get(f"{where.url} {full_tag(model)}", show, wait)
 
     def _known(self, model: str, ctx: StreamContext) -> ModelInfo | None:
-        """The model's ``/api/show`` for a stream, ``None`` when it cannot be had
-        (never a reason to fail); a cancel stops the request at once."""
+        """The model's ``/api/show`` for a stream, or ``None`` (never a reason to
+        fail); a cancel stops the request at once."""
         bind(ctx.scope)
         try:
             return self.model_info(model)
@@ -315,9 +304,8 @@ class ModelCalls:
         self, operation: str, body: dict[str, Any], options: Mapping[str, Any]
     ) -> ProgressHandle:
         _options.check(options, ModelOptions)
-        model = str(body["model"])
+        engine, model = self._engine, str(body["model"])
         state = ProgressState(model, operation)
-        engine = self._engine
         request = engine.request(
             f"/api/{operation}", encode_body(body), options, model=model, body=body
         )
@@ -330,13 +318,8 @@ class ModelCalls:
                 self._shown.forget()
             return state.result()
 
-        return engine.start(
-            ProgressHandle,
-            job,
-            options,
-            state=state,
-            call=CallInfo(operation, model, body),
-        )
+        call = CallInfo(operation, model, body)
+        return engine.start(ProgressHandle, job, options, state=state, call=call)
 
     @_options.documented(ModelOptions)
     def start_pull(
@@ -447,13 +430,8 @@ class ModelCalls:
             finally:
                 self._loaded.forget()  # the server's memory has changed
 
-        handle = engine.start(
-            StreamHandle,
-            job,
-            {},
-            state=ChatState(),
-            call=CallInfo(operation, model, body),
-        )
+        call = CallInfo(operation, model, body)
+        handle = engine.start(StreamHandle, job, {}, state=ChatState(), call=call)
         answer = wait_result(handle, engine.close_timeout)
         return ModelResult(
             model=model,
@@ -474,7 +452,6 @@ class ModelCalls:
         """Load ``model`` into memory now, so the first real answer starts fast.
 
         Args:
-            model: the model to load.
             keep_alive: how long it stays loaded (default: the server's, 5m).
             **options: ``retry`` and the timeouts.
 

@@ -1,11 +1,8 @@
 """The command line: ``ollama-stream-sync`` and ``python -m ollama_stream_sync``.
 
-Each subcommand is a module with a ``run(args) -> int`` whose docstring is its
-help (``_demo``, ``_chat``, ``_pull``, ``_embed``); ``build_parser`` gives it
-its options.
-A ``StreamError`` escaping a command is printed as one line, the error's own
-(which says what to do), with status 1; ``Failure("...")`` does the same with a
-line of the command's own. Anything else is a bug, and shows its traceback.
+Each subcommand is a module whose ``run(args) -> int`` docstring is its help. A
+``StreamError`` (its own line says what to do) or a ``Failure("...")`` escaping a
+command is printed as one line with status 1; anything else is a bug: a traceback.
 """
 
 from __future__ import annotations

@@ -37,13 +37,8 @@ def run(args: argparse.Namespace) -> int:
 def table(health: Sequence[HostHealth]) -> str:
     """The rows under their headings, columns padded to the widest cell."""
     rows = [COLUMNS, *(_row(h) for h in health)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-        ).rstrip()
-        for row in rows
-    )
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    return "\n".join("  ".join(map(str.ljust, row, widths)).rstrip() for row in rows)
 
 
 def _row(h: HostHealth) -> tuple[str, ...]:
