@@ -333,7 +333,12 @@ class BatchCalls:
             bound.apply_defaults()
             _options.check(bound.arguments.pop("kwargs"), CallOptions)
             if chat:  # a chat's context= is the window's, not the body's
-                Window(bound.arguments["model"], bound.arguments.pop("context"))
+                arguments = bound.arguments
+                Window(
+                    arguments["model"],
+                    arguments.pop("context"),
+                    truncate=arguments["truncate"],
+                )
             (chat_body if chat else generate_body)(**bound.arguments)
         calls = [dict(request) for request in requests]
 

@@ -328,9 +328,7 @@ class StreamingClient(ModelCalls, BatchCalls):
         fields = {k: v for k, v in locals().items() if k not in ("self", "kwargs")}
         del fields["context"]  # the Window's
         fmt = FormatSpec(format) if format is not None else None
-        if truncate and context is not None:
-            raise ValueError("truncate=True lets the server cut what context= keeps")
-        window = Window(model, context)
+        window = Window(model, context, truncate=truncate)
         body = chat_body(**fields)
         return self._start_stream("chat", body, kwargs, fmt=fmt, window=window)
 

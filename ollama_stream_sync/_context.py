@@ -198,11 +198,18 @@ class Window:
     """
 
     def __init__(
-        self, model: str, context: ContextArg = None, history_limit: ContextArg = None
+        self,
+        model: str,
+        context: ContextArg = None,
+        history_limit: ContextArg = None,
+        *,
+        truncate: bool | None = None,
     ) -> None:
         for name, value in (("context", context), ("history_limit", history_limit)):
             if value is not None and value != "auto":
                 positive_int(name, value)
+        if truncate and (context is not None or history_limit is not None):
+            raise ValueError("truncate=True lets the server cut what context= keeps")
         self.model, self.context, self.history_limit = model, context, history_limit
         self.managed = context is not None or history_limit is not None
         """Whether requests go with ``truncate: false`` and are fitted here."""

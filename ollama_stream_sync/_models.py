@@ -144,11 +144,12 @@ class SharedAnswers(Generic[T]):
                 mine = asked not in self._flights
                 flight = self._flights.setdefault(asked, threading.Event())
             if not mine:
-                flight.wait(timeout)
+                finished = flight.wait(timeout)
                 with self._lock:
                     cached = self._cache.get(key)
-                if cached is not None:
-                    return cached[1]
+                fresh = cached is not None and time.monotonic() - cached[0] < self.ttl
+                if cached is not None and (fresh or not finished):
+                    return cached[1]  # its answer; or, past our timeout, the last
                 continue  # the other request failed: try ourselves
             try:
                 answer = fetch()

@@ -162,6 +162,8 @@ def test_map_chat_checks_every_request_before_any_starts(
         client.map_chat([{"model": ""}])
     with pytest.raises(ValueError, match="max_concurrency"):
         client.map_chat(chats(1), max_concurrency=0)
+    with pytest.raises(ValueError, match="truncate=True"):  # start_chat's own check
+        client.map_chat([{"model": "m", "context": 4096, "truncate": True}])
     assert server.stream_requests() == []
 
 

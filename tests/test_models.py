@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import itertools
+import threading
 from typing import Any
 
 import ollama
@@ -340,3 +341,44 @@ def test_a_line_without_status_is_a_protocol_error(
     server.enqueue([Line("pulling manifest"), *reply("not progress")], endpoint="pull")
     with pytest.raises(ProtocolError, match="status"):
         client.pull("llama3.2")
+
+
+def test_a_waiter_takes_no_stale_answer_when_the_fetch_it_waited_for_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two callers, one fetch: when that fetch fails, the caller that waited for
+    it fetches itself instead of taking the answer that had expired."""
+    from ollama_stream_sync import _models
+
+    waiting = threading.Event()
+
+    class Flight(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()  # the second caller waits for the first's fetch
+            return super().wait(timeout)
+
+    monkeypatch.setattr(_models.threading, "Event", Flight)
+    answers: _models.SharedAnswers[str] = _models.SharedAnswers(ttl=60.0)
+    answers._cache["host"] = (0.0, "old")  # long expired
+    fetching, fail = threading.Event(), threading.Event()
+
+    def failing() -> str:
+        fetching.set()
+        assert fail.wait(WAIT)
+        raise ConnectionError("the server went away")
+
+    def first_caller() -> None:
+        with pytest.raises(ConnectionError):
+            answers.get("host", failing, WAIT)
+
+    got: list[str] = []
+    first = threading.Thread(target=first_caller)
+    second = threading.Thread(target=lambda: got.append(answers.get("host", str, WAIT)))
+    first.start()
+    assert fetching.wait(WAIT)
+    second.start()
+    assert waiting.wait(WAIT)
+    fail.set()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert got == [""]  # its own fetch (str() is ""), not the expired "old"
