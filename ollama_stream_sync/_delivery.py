@@ -1,24 +1,22 @@
-"""Where a stream's events go: callbacks through the dispatcher, and an iterator.
+"""A stream's events to its callbacks (through the dispatcher) and its iterator.
 
-Each event maps to one callback (``Content`` to ``on_content``, ``Phase`` to
-``on_phase``...). ``Delivery`` hands a stream's events over in order, merges
-consecutive deltas of one kind within ``coalesce_interval``, reports phase
-changes, parses structured output as it grows, and fences every callback: one
-that raises becomes the stream's ``CallbackError``, a dispatcher that cannot take
-a callback its ``DispatchError``; either stops the stream (its scope is aborted,
-so the socket closes) and drops every later callback but the terminal one.
+In order, deltas of one kind merged within ``coalesce_interval``, phases and
+partial structured values added. A callback that raises becomes the stream's
+``CallbackError``, a dispatcher that refuses one its ``DispatchError``: either
+aborts the stream's scope and drops every later callback but the terminal one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ._cancel import AbortScope, bind, current_scope
+from ._cancel import AbortScope, unbound
 from ._dispatch import Dispatcher, InlineDispatcher, QueuedDispatcher
 from ._errors import CallbackError, DispatchError, StreamError
 from ._events import (
@@ -41,8 +39,6 @@ from ._result import BatchProgress, ChatResult, Progress
 from ._timers import StreamTimer
 
 log = logging.getLogger("ollama_stream_sync")
-
-Event = StreamEvent | Progress
 
 _CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     Thinking: ("on_thinking", lambda e: (e.text,)),
@@ -115,7 +111,6 @@ class Delivery:
         partial: Callable[[], PartialParser] | None = None,
         on_change: Callable[[], None] = lambda: None,
         observer: Observer | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.callbacks = {k: v for k, v in callbacks.items() if v is not None}
         self.dispatcher = dispatcher
@@ -133,8 +128,7 @@ class Delivery:
         self._partial = partial() if partial is not None else None
         self._changed = on_change  # wakes handle.wait_for() on a phase change
         self.observer = observer
-        self._clock = clock
-        self._t0 = clock()
+        self._t0 = time.monotonic()
         self.phase: PhaseName = "connecting"
         """The current phase (read from any thread)."""
         # Guards the pending batch, the phase and the terminal state: the worker
@@ -155,8 +149,6 @@ class Delivery:
         if self.queued is not None:
             self.queued.attach(self)
 
-    # -- configuration -------------------------------------------------------
-
     @property
     def timed_flush(self) -> Callable[[], None] | None:
         """What the timer thread may call in a pause (None when it must not:
@@ -176,15 +168,12 @@ class Delivery:
 
     def elapsed(self) -> float:
         """Seconds since the stream started."""
-        return max(0.0, self._clock() - self._t0)
-
-    # -- the stream's events ---------------------------------------------------
+        return max(0.0, time.monotonic() - self._t0)
 
     def deltas(self, events: list[Any], now: float) -> None:
         """Deliver the output of one network read (merged within the interval)."""
-        out = _Out()
-        with self._lock:
-            self._take_late(out)
+
+        def step(out: _Out) -> None:
             for event in events:
                 kind = type(event)
                 phase = _PHASE_OF.get(kind, self.phase)
@@ -207,8 +196,8 @@ class Delivery:
                     self._parts = [event if kind is Progress else event.text]
                     if self._timer is not None:
                         self._timer.flush_at(now + self._interval)
-            self._send_locked(out)
-        self._send_inline(out)
+
+        self._step(step)
 
     def emit(
         self, event: Retry | Reset | ToolResult | Trim | Warn | BatchProgress
@@ -216,24 +205,22 @@ class Delivery:
         """Deliver one event that is not output, after whatever is pending."""
         if self.observer is not None:
             self.observer.event(event)
-        out = _Out()
-        with self._lock:
-            self._take_late(out)
+
+        def step(out: _Out) -> None:
             self._flush_locked(out)
             self._add(event, out)
-            self._send_locked(out)
-        self._send_inline(out)
+
+        self._step(step)
 
     def set_phase(self, name: PhaseName) -> None:
         """Move to phase ``name`` (no event when it does not change)."""
-        out = _Out()
-        with self._lock:
-            self._take_late(out)
+
+        def step(out: _Out) -> None:
             if name != self.phase or not self._reported:
                 self._flush_locked(out)
                 self._phase_locked(name, out)
-            self._send_locked(out)
-        self._send_inline(out)
+
+        self._step(step)
 
     def late_phase(self, name: PhaseName, *, only_from: PhaseName) -> None:
         """A phase found off the worker (a probe), if the stream is still in
@@ -242,25 +229,21 @@ class Delivery:
         with self._lock:
             if self.phase != only_from:
                 return
-            if not (self.inline and "on_phase" in self.callbacks):
-                out = _Out()
-                self._phase_locked(name, out)
-                self._send_locked(out)
-                return
-            self.phase, self._late = name, name
-            self._changed()
-            event = Phase(name, self.elapsed())
-            if self.observer is not None:
-                self.observer.event(event)
-            if self.sink is not None:
-                self.sink.put([event])
+            if self.inline and "on_phase" in self.callbacks:
+                self._late = name
+            out = _Out()
+            self._phase_locked(name, out)
+            self._send_locked(out)  # sends no call when inline
 
     def flush(self) -> None:
         """Deliver the pending batch now, if any (worker or timer thread)."""
+        self._step(self._flush_locked)
+
+    def _step(self, step: Callable[[_Out], None]) -> None:
         out = _Out()
         with self._lock:
             self._take_late(out)
-            self._flush_locked(out)
+            step(out)
             self._send_locked(out)
         self._send_inline(out)
 
@@ -303,7 +286,7 @@ class Delivery:
             self.sink.put(out.events)
         if self.inline or not out.calls or self.error is not None:
             return
-        calls = [self._fenced(*call) for call in out.calls]
+        calls = [functools.partial(self.run, *call) for call in out.calls]
         try:
             if self._batch and self.queued is not None:
                 self.queued.dispatch_many(calls)
@@ -322,11 +305,6 @@ class Delivery:
             if self.error is not None:
                 raise self.error  # the worker stops at once
 
-    def _fenced(
-        self, name: str, fn: Callable[..., object], args: tuple[Any, ...]
-    ) -> Callable[[], None]:
-        return lambda: self.run(name, fn, args)
-
     def run(self, name: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Run one callback here, unbound from the stream's connection.
 
@@ -336,10 +314,9 @@ class Delivery:
         """
         if self.error is not None:
             return
-        scope = current_scope()
-        bind(None)  # an HTTP call of the callback's own is not the stream's
         try:
-            fn(*args)
+            with unbound():  # an HTTP call of the callback's own is not the stream's
+                fn(*args)
         except BaseException as exc:
             if (
                 isinstance(exc, KeyboardInterrupt)
@@ -352,10 +329,6 @@ class Delivery:
             self.fail(error)
             if not isinstance(exc, Exception) and not self.inline:
                 raise
-        finally:
-            bind(scope)
-
-    # -- failures and the end ---------------------------------------------------
 
     def fail(self, error: StreamError) -> None:
         """Record the first delivery failure and stop the stream."""
@@ -414,12 +387,14 @@ class Delivery:
             result, error = None, self.error
         if self.inline:
             result, error = self._terminal_call(result, error, partial, late=False)
-            self._end_sink(result, error)
-            resolve(result, error)
+        if self.sink is not None:
+            if error is None and isinstance(result, ChatResult):
+                self.sink.put([Done(result)])
+            self.sink.end(error)
+        resolve(result, error)
+        if self.inline:
             self.delivered.set()
             return
-        self._end_sink(result, error)
-        resolve(result, error)
         with self._lock:
             self._terminal = _QUEUED
 
@@ -440,12 +415,6 @@ class Delivery:
             self.delivered.set()
             self.notify()
 
-    def _end_sink(self, result: Any, error: BaseException | None) -> None:
-        if self.sink is not None:
-            if error is None and isinstance(result, ChatResult):
-                self.sink.put([Done(result)])
-            self.sink.end(error)
-
     def _terminal_call(
         self,
         result: Any,
@@ -455,20 +424,16 @@ class Delivery:
         late: bool,
     ) -> tuple[Any, BaseException | None]:
         """Run exactly one of on_done / on_error, unbound, on this thread."""
-        scope = current_scope()
-        bind(None)
         try:
             if late and error is None and self.error is not None:
                 # A queued callback failed after the stream ended: report that.
                 error, result = self.error, None
                 self.error.partial = partial()
-            on_done, on_error = (
-                self.callbacks.get("on_done"),
-                self.callbacks.get("on_error"),
-            )
+            on_done, on_error = map(self.callbacks.get, ("on_done", "on_error"))
             if error is None and on_done is not None:
                 try:
-                    on_done(result)
+                    with unbound():
+                        on_done(result)
                 except BaseException as exc:
                     failed = CallbackError(f"on_done callback raised {exc!r}")
                     failed.__cause__ = exc
@@ -479,13 +444,13 @@ class Delivery:
                         raise
             elif isinstance(error, StreamError) and on_error is not None:
                 try:
-                    on_error(error)
+                    with unbound():
+                        on_error(error)
                 except BaseException as exc:  # the stream's error wins; this is logged
                     log.exception("on_error callback raised")
                     if not isinstance(exc, Exception) and not self.inline:
                         raise
         finally:
-            bind(scope)
             if late:
                 self.delivered.set()
         return result, error
