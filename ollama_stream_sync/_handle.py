@@ -66,27 +66,23 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def wait_result(handle: BaseHandle[R, Any], grace: float) -> R:
-    """What the blocking calls do: wait for the result, delivering where we may.
-
-    With a queued dispatcher whose callbacks may run on this thread (any
-    ``QueueDispatcher``, or a Tk/Qt/call-later dispatcher called on its own
-    toolkit thread) the callbacks run here while we wait, and we return once the
-    terminal callback was delivered. Otherwise we return when the stream ended.
-    Ctrl-C cancels the stream (and waits up to ``grace`` for it) before
-    ``KeyboardInterrupt`` propagates.
+    """What the blocking calls do: wait for the result, running the callbacks here
+    (until the terminal one ran) when a queued dispatcher lets this thread run them.
+    Ctrl-C cancels the stream and waits up to ``grace`` for it before propagating.
     """
     queued = handle._delivery.queued
-    here = queued is not None and queued.delivers_here()
+    if queued is not None and not queued.delivers_here():
+        queued = None
     delivered = handle._delivery.delivered.is_set
     try:
-        if here and queued is not None:
+        if queued is not None:
             queued.pump_until(delivered, None)
         return handle.result()
     except StreamError:
         raise
     except BaseException:
         handle.cancel()
-        if here and queued is not None:
+        if queued is not None:
             queued.pump_until(delivered, grace)
         handle.join(grace)
         raise
@@ -153,8 +149,6 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         self._thread.start()
         return self
 
-    # -- the worker side -------------------------------------------------
-
     def _run(self) -> None:
         self.set_running_or_notify_cancel()
         self._status = "running"
@@ -206,8 +200,6 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         else:
             self._status = "failed"
             self.set_exception(error or RuntimeError("stream ended without result"))
-
-    # -- the caller side -------------------------------------------------
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the final result and return it, or raise the error.
