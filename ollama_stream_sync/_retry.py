@@ -1,11 +1,8 @@
-"""Retry policy: which failures are retried, how long to wait, built from tenacity.
+"""Which failures are retried and how long to wait, composed from tenacity's pieces.
 
-``RetryPolicy`` composes tenacity's own pieces (``stop_after_attempt``,
-``wait_exponential`` plus ``wait_random``, ``retry_if_exception``) into a
-``tenacity.Retrying``; callers may hand in a ``Retrying`` of their own instead.
-The worker adds what only it knows (whether output was already shown, an
-event-aware sleep so a cancel cuts a backoff short, its own logging and
-callbacks, chained with the caller's hooks) in ``for_stream``.
+A caller hands in a ``RetryPolicy`` or a ``tenacity.Retrying`` of their own;
+``for_stream`` adds what only the worker knows (output already shown, a sleep a
+cancel cuts short, failover, its own hooks chained before the caller's).
 """
 
 from __future__ import annotations
@@ -41,6 +38,13 @@ NEVER_RETRIED_STATUSES = frozenset({400, 401, 403, 404})
 """Statuses no policy retries: the request itself is wrong, or not allowed."""
 
 
+_NEVER = (
+    *(CallbackError, DispatchError, ProtocolError, OutputValidationError),
+    *(ToolRoundsExceeded, ModelNotFound, ContextLengthExceeded),
+    *(AuthenticationRequired, CapabilityError),  # whatever their status
+)
+
+
 def never_retried(exc: BaseException) -> bool:
     """Failures that no policy may retry, whatever it says.
 
@@ -49,22 +53,8 @@ def never_retried(exc: BaseException) -> bool:
     Ollama's, a callback or dispatcher that failed, a usage limit with no time
     to wait, and the deadline.
     """
-    if isinstance(
-        exc,
-        (
-            CallbackError,
-            DispatchError,
-            ProtocolError,
-            OutputValidationError,
-            ToolRoundsExceeded,
-        ),
-    ):
+    if isinstance(exc, _NEVER):
         return True
-    if isinstance(
-        exc,
-        (ModelNotFound, ContextLengthExceeded, AuthenticationRequired, CapabilityError),
-    ):
-        return True  # the same request cannot succeed, whatever its status
     if isinstance(exc, RateLimited):
         return exc.retry_after is None
     if isinstance(exc, ServerError):
@@ -118,9 +108,7 @@ class wait_retry_after(tenacity.wait.wait_base):  # tenacity's naming
         self.cap = cap
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        after = getattr(exc, "retry_after", None)
+        after = getattr(failure(retry_state), "retry_after", None)
         if isinstance(after, (int, float)) and after >= 0:
             return float(min(after, self.cap))
         return float(self.fallback(retry_state))
@@ -217,19 +205,6 @@ def check_retry(retry: object) -> None:
         )
 
 
-def _chain(
-    ours: Callable[[tenacity.RetryCallState], None], theirs: Any
-) -> Callable[[tenacity.RetryCallState], None]:
-    if theirs is None:
-        return ours
-
-    def both(state: tenacity.RetryCallState) -> None:
-        ours(state)
-        theirs(state)
-
-    return both
-
-
 def for_stream(
     retry: RetryArg,
     *,
@@ -255,13 +230,9 @@ def for_stream(
         return None
     if isinstance(retry, RetryPolicy):
         base, after_output = retry.to_tenacity(), retry.retry_after_output
-    elif isinstance(retry, tenacity.Retrying):
-        base, after_output = retry, False
-    elif retry is None:  # no policy: only failovers
-        base = tenacity.Retrying(stop=tenacity.stop_after_attempt(1))
+    else:  # its type was checked on the caller's thread; None: only failovers
+        base = retry or tenacity.Retrying(stop=tenacity.stop_after_attempt(1))
         after_output = False
-    else:
-        raise TypeError("retry must be a RetryPolicy, a tenacity.Retrying or None")
 
     def moves(exc: BaseException | None) -> bool:
         return (
@@ -281,26 +252,32 @@ def for_stream(
             and (after_output or not output_shown())
         )
     )
-    base_stop, base_wait = base.stop, base.wait
+    base_stop, base_wait, theirs = base.stop, base.wait, base.before_sleep
 
     def stop(state: tenacity.RetryCallState) -> bool:
-        return bool(base_stop(state)) and not moves(_error(state))
+        return bool(base_stop(state)) and not moves(failure(state))
 
     def wait(state: tenacity.RetryCallState) -> float:
-        return 0.0 if moves(_error(state)) else float(base_wait(state))
+        return 0.0 if moves(failure(state)) else float(base_wait(state))
+
+    def ours_then_theirs(state: tenacity.RetryCallState) -> None:
+        before_sleep(state)
+        if theirs is not None:
+            theirs(state)
 
     return base.copy(
         retry=(safe & base.retry) | tenacity.retry_if_exception(moves),
         stop=stop,
         wait=wait,
         sleep=sleep,
-        before_sleep=_chain(before_sleep, base.before_sleep),
+        before_sleep=ours_then_theirs,
         reraise=True,
         retry_error_callback=_give_up(base.retry_error_callback),
     )
 
 
-def _error(state: tenacity.RetryCallState) -> BaseException | None:
+def failure(state: tenacity.RetryCallState) -> BaseException | None:
+    """The exception the attempt ``state`` describes ended with, if any."""
     return state.outcome.exception() if state.outcome is not None else None
 
 
