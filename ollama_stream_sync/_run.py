@@ -1,10 +1,9 @@
-"""One stream's attempts, on its worker thread: the place routing and telemetry see.
+"""One stream's attempts on its worker thread: the place routing and telemetry see.
 
-``run_stream`` sends the request to the host the router picks, reads the body
-(transport → ``Lines`` → state → delivery), and on a failure retries as the
-policy allows, on the next host when there is one. Each attempt runs with the
-stream's ``AbortScope`` bound to the thread, so a cancel or a timer shuts its
-socket down at once; the watchdog's timer knows the phase.
+Each attempt goes to the host the router picks, with the stream's ``AbortScope``
+bound to the thread (a cancel or a timer shuts its socket down at once), and its
+body flows transport → ``Lines`` → state → delivery; a failure is retried as the
+policy allows, on another host when there is one.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from ._gate import Gate
 from ._hosts import Host, Hosts
 from ._observe import Observer
 from ._result import NO_HEADERS
-from ._retry import RetryArg, for_stream
+from ._retry import RetryArg, failure, for_stream
 from ._timers import StreamTimer, Watchdog
 from ._transports._base import OpenStream
 
@@ -38,26 +37,6 @@ DRAIN_TIMEOUT = 0.25
 """Seconds the worker reads on after the done line for the end of the body, to
 reuse the connection; past it the connection is closed instead. The answer is
 complete either way."""
-
-
-class State(Protocol):
-    """What a stream feeds: a chat's ``ChatState`` or a pull's ``ProgressState``."""
-
-    done: bool
-    has_output: bool
-    voids_on_retry: bool
-
-    def start(self, now: float) -> None: ...
-
-    def feed(
-        self, chunks: list[dict[str, Any]], now: float
-    ) -> tuple[list[Any], ProtocolError | None]: ...
-
-    def reset(self) -> None: ...
-
-    def snapshot(self) -> Any: ...
-
-    def cancelled_result(self) -> Any: ...
 
 
 class LoadProbe(Protocol):
@@ -106,6 +85,7 @@ class StreamContext:
     """What a handle gives its job: state, abort switch, delivery, observer."""
 
     state: Any
+    """What the stream feeds: a ``ChatState``, a ``ProgressState``..."""
     scope: AbortScope
     delivery: Delivery
     observer: Observer | None = None
@@ -232,12 +212,8 @@ class _Run:
         )
 
     def _once(self, host: Host) -> None:
-        request, state, scope, delivery = (
-            self.request,
-            self.state,
-            self.scope,
-            self.delivery,
-        )
+        request, state = self.request, self.state
+        scope, delivery = self.scope, self.delivery
         scope.check()
         headers = dict(request.headers)
         if self.ctx.observer is not None:
@@ -273,7 +249,7 @@ class _Run:
                 fields(response_headers=exc.partial.response_headers)
             raise
         finally:
-            scope.on_sent = _no_op
+            scope.on_sent = lambda: None
         if not sent:
             on_sent()  # a transport that could not tell us earlier
         if fields is not None:
@@ -297,15 +273,13 @@ class _Run:
             timer.arrived()
             chunks = lines.feed(data)
             if chunks and self._take(chunks, now):
-                self._finish(stream)
-                return
+                return self._finish(stream)
             if lines.error is not None:
                 raise lines.error
             timer.waiting(time.monotonic(), state.has_output)
         chunks = lines.finish()
         if chunks and self._take(chunks, time.monotonic()):
-            self._finish(stream)
-            return
+            return self._finish(stream)
         if lines.error is not None:
             raise lines.error
         scope.check()  # a body cut by a cancel is the cancel, not a truncation
@@ -357,8 +331,7 @@ class _Run:
         self.scope.aborted_event.wait(seconds)
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
+        error = failure(retry_state)
         if not isinstance(error, StreamError):
             return
         attempt, delay = retry_state.attempt_number, float(retry_state.upcoming_sleep)
@@ -381,10 +354,6 @@ class _Run:
             self.delivery.emit(Reset(attempt, error))
             self.state.reset()
             self.delivery.reset_partial()
-
-
-def _no_op() -> None:
-    pass
 
 
 def deadline_error(seconds: float | None) -> StreamTimeout:
