@@ -1,9 +1,7 @@
-"""Pure stream state: fed one read's chunks at a time, read as frozen snapshots.
-
-``ChatState`` folds a chat's events into a ``ChatResult``; ``ProgressState``
-folds pull, push and create lines into ``Progress``. Each has one writer (the
-worker) and any number of readers, and lets a thread wait until a predicate on
-its snapshot holds, woken by each change (nothing polls).
+"""Pure stream state, fed one read's chunks at a time and read as frozen snapshots:
+``ChatState`` folds a chat into a ``ChatResult``, ``ProgressState`` a pull, push or
+create into ``Progress``. One writer (the worker), any number of readers, each able
+to wait for a predicate on the snapshot, woken by every change (nothing polls).
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from ._decode import chat_events
@@ -251,7 +248,7 @@ def _int(value: Any) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
-_STAGE_TEXTS: tuple[tuple[str, Stage], ...] = (
+_STAGES: tuple[tuple[str, Stage], ...] = (
     (r"^success$", "success"),
     (r"^writing manifest", "writing"),
     (r"manifest$", "manifest"),  # pulling/retrieving/pushing manifest
@@ -265,7 +262,6 @@ _STAGE_TEXTS: tuple[tuple[str, Stage], ...] = (
         "creating",
     ),
 )
-_STAGES = tuple((re.compile(pattern), stage) for pattern, stage in _STAGE_TEXTS)
 
 SPEED_HALF_LIFE = 2.0
 """Seconds after which an old speed sample counts half (the EWMA's memory)."""
@@ -276,7 +272,7 @@ STABLE_AFTER = 1.0
 def stage_of(status: str) -> Stage:
     """The stage a status text names ("pulling 8eeb52dfb3bb" is downloading)."""
     text = status.strip().lower()
-    return next((stage for p, stage in _STAGES if p.search(text)), "other")
+    return next((stage for p, stage in _STAGES if re.search(p, text)), "other")
 
 
 class ProgressState(Watched[Progress]):
@@ -410,4 +406,4 @@ class ProgressState(Watched[Progress]):
         with self._lock:
             self._cancelled = True
         self.notify()
-        return replace(self.result(), cancelled=True)
+        return self.result()
