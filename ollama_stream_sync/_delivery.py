@@ -72,11 +72,9 @@ class EventSink(Protocol):
 
     def put(self, events: list[StreamEvent]) -> None:
         """Append events in order."""
-        ...
 
     def end(self, error: BaseException | None) -> None:
         """No more events; ``error`` is what the iteration raises at its end."""
-        ...
 
 
 class PartialParser(Protocol):
@@ -84,7 +82,6 @@ class PartialParser(Protocol):
 
     def feed(self, text: str) -> tuple[bool, Any]:
         """Add content; return whether the parsed value changed, and the value."""
-        ...
 
 
 class _Out:

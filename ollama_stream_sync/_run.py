@@ -44,11 +44,9 @@ class LoadProbe(Protocol):
 
     def start(self, on_answer: Callable[[bool], None]) -> None:
         """Begin asking; call ``on_answer(resident)`` once, from any thread."""
-        ...
 
     def answered(self) -> None:
         """The model answered: it is loaded now, whatever was asked before."""
-        ...
 
 
 @dataclass(frozen=True)
