@@ -303,12 +303,9 @@ class Delivery:
                 raise self.error  # the worker stops at once
 
     def run(self, name: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        """Run one callback here, unbound from the stream's connection.
-
-        A raise is recorded as the stream's ``CallbackError`` and never escapes,
-        except a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread,
-        which must act (Ctrl-C; a blocking call then cancels the stream).
-        """
+        """Run one callback here; a raise becomes the stream's ``CallbackError``, and
+        escapes only as a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread
+        (Ctrl-C must act: a blocking call then cancels the stream)."""
         if self.error is not None:
             return
         try:
@@ -336,12 +333,8 @@ class Delivery:
         self._scope.abort(error)
 
     def dispatcher_closed(self, cause: BaseException | None) -> None:
-        """The queued dispatcher closed: stop the stream, release its waiters.
-
-        A stream still running stops with ``DispatchError`` (its partial kept);
-        one that already ended keeps its outcome, and a terminal callback still
-        waiting in the queue was dropped with it.
-        """
+        """The queued dispatcher closed: a running stream stops with ``DispatchError``;
+        one that ended keeps its outcome (a terminal callback queued is dropped)."""
         with self._lock:
             if self.delivered.is_set() or self._terminal == _RUNNING:
                 return
@@ -368,13 +361,9 @@ class Delivery:
         resolve: Callable[[Any, BaseException | None], None],
         partial: Callable[[], Any],
     ) -> None:
-        """The terminal phase, the terminal callback, the iterator's end and
-        ``resolve`` (the Future), in the order the dispatcher needs.
-
-        Inline, ``on_done`` has run when the handle resolves; queued, the handle
-        resolves first and the terminal callback follows on the dispatcher's
-        thread: completion never waits for someone to pump.
-        """
+        """The terminal phase and callback, the iterator's end and ``resolve``: inline,
+        ``on_done`` has run when the handle resolves; queued, the handle resolves
+        first (completion never waits for someone to pump), the callback follows."""
         cancelled = bool(getattr(result, "cancelled", False))
         phase: PhaseName = "failed" if error else ("cancelled" if cancelled else "done")
         with contextlib.suppress(StreamError):  # recorded, and reported below

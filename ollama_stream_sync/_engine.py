@@ -89,10 +89,8 @@ class Engine:
         seal_on_done: Callable[[], bool] | None = None,
         sticky: str | None = None,
     ) -> StreamRequest:
-        """One request with the client's settings, overridden by ``options``.
-
-        ``body`` is ``payload`` before encoding, for observers.
-        """
+        """One request with the client's settings, overridden by ``options``
+        (``body`` is ``payload`` before encoding, for observers)."""
         probe, probed = self.probe, model or ""
         if not (probed and self.option(options, "probe_loading")):
             probe = None
@@ -127,11 +125,7 @@ class Engine:
         call: CallInfo,
         partial: Callable[[], Any] | None = None,
     ) -> H:
-        """Run ``job`` on a new handle's worker thread and return the handle.
-
-        Raises:
-            RuntimeError: the client is closed.
-        """
+        """Run ``job`` on a new handle's worker (``RuntimeError`` once closed)."""
         if call.operation in ("chat", "generate") and call.model:
             job = checking_served(job, call.model)  # the caller's line, here
         observer = None

@@ -203,11 +203,7 @@ class AuthenticationRequired(ServerError):
 
 
 class RateLimited(ServerError):
-    """429 because a usage limit (hourly, session, weekly) was reached.
-
-    Retried only when the server says when (``retry_after``) and the policy
-    allows; otherwise waiting is up to you.
-    """
+    """429 for a usage limit (hourly, weekly...); retried only given ``retry_after``."""
 
 
 class ProtocolError(StreamError):
@@ -254,18 +250,13 @@ class CallbackError(StreamError):
 
 
 class DispatchError(StreamError):
-    """The dispatcher could not take a callback (it raised, or its toolkit is gone).
-
-    The stream was stopped and its socket closed; the original is ``__cause__``.
-    """
+    """The dispatcher could not take a callback (it raised, or its toolkit is gone);
+    the stream was stopped and its socket closed. The original is ``__cause__``."""
 
 
 class OutputValidationError(StreamError):
-    """The answer does not parse or validate against the requested ``format``.
-
-    ``partial`` is the whole ``ChatResult`` (its ``content`` is the raw answer);
-    the JSON or pydantic error is ``__cause__``.
-    """
+    """The answer does not parse or validate against the requested ``format``:
+    ``partial.content`` is the raw answer, the JSON or pydantic error ``__cause__``."""
 
 
 class ToolRoundsExceeded(StreamError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import itertools
-import logging
 import os
 import threading
 import time
@@ -26,13 +25,10 @@ from ._run import StreamContext
 from ._state import ChatState, ProgressState, Watched
 
 Job = Callable[[StreamContext], Any]
-"""What a handle's worker thread runs: one stream, or several (a conversation);
-it returns the handle's result (a ``ChatResult``, a ``ModelResult``)."""
+"""What a handle's worker runs (one stream or several); it returns the result."""
 
 R = TypeVar("R")
 S = TypeVar("S")
-
-log = logging.getLogger("ollama_stream_sync")
 
 _names = itertools.count(1)
 _live: weakref.WeakSet[BaseHandle[Any, Any]] = weakref.WeakSet()

@@ -164,11 +164,7 @@ def documented(options: type) -> Callable[[F], F]:
 
 
 def check(options: Mapping[str, Any], allowed: type) -> None:
-    """Reject unknown keys and wrong values, in the caller's thread.
-
-    Raises:
-        TypeError, ValueError: naming the argument.
-    """
+    """Reject unknown keys and wrong values on the caller's thread, naming them."""
     known = _hints(allowed).keys()
     for key in options.keys() - known:
         near = difflib.get_close_matches(key, known, n=1)

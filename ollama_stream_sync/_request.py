@@ -244,12 +244,8 @@ def _option_type_ok(key: str, value: Any) -> bool:
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
-    """A request body as JSON bytes, on the caller's thread.
-
-    Raises:
-        TypeError: a value JSON cannot encode (bytes content, a datetime...),
-            named, before any thread starts.
-    """
+    """A request body as JSON bytes; ``TypeError`` on the caller's thread for a
+    value JSON cannot encode (bytes content, a datetime...)."""
     try:
         return json.dumps(body, ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:

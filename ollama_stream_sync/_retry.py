@@ -46,13 +46,9 @@ _NEVER = (
 
 
 def never_retried(exc: BaseException) -> bool:
-    """Failures that no policy may retry, whatever it says.
-
-    Retrying them cannot succeed, or would act twice: a request the server
-    rejects (400, 401, 403, 404), a model that is missing, output that is not
-    Ollama's, a callback or dispatcher that failed, a usage limit with no time
-    to wait, and the deadline.
-    """
+    """Failures no policy may retry: retrying cannot succeed, or would act twice (a
+    rejected request, a missing model, output that is not Ollama's, a failed
+    callback or dispatcher, a usage limit with no time to wait, the deadline)."""
     if isinstance(exc, _NEVER):
         return True
     if isinstance(exc, RateLimited):
@@ -67,11 +63,8 @@ def never_retried(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException, statuses: Iterable[int] = RETRY_STATUSES) -> bool:
-    """Whether a failure may succeed on another attempt (ignoring output shown).
-
-    Connection failures, connect/first-token/read timeouts, the listed statuses
-    and in-band error lines are; see ``never_retried`` for what never is.
-    """
+    """Whether a failure may succeed on another attempt (ignoring output shown):
+    connection failures, timeouts but the deadline, ``statuses``, in-band errors."""
     if never_retried(exc):
         return False
     if isinstance(exc, ServerError):
@@ -216,15 +209,11 @@ def for_stream(
 ) -> tenacity.Retrying | None:
     """The ``Retrying`` one stream uses, or None when it does not retry.
 
-    Whatever the caller's policy: a failure after output is retried only when
-    the policy says so; ``never_retried`` failures are never retried; nothing
-    is retried once the stream was stopped (cancel, deadline, a callback); the
-    sleep wakes on cancel; the caller's ``before_sleep`` still runs, after
-    ours; and the last real error is re-raised (never ``tenacity.RetryError``).
-
-    With several hosts, ``failover(error)`` tells whether a host this call has
-    not tried may take a ``fails_over`` failure before output: the next
-    attempt then goes there at once, policy or not (each host once per call).
+    Whatever the caller's policy: after output only if it says so, never a
+    ``never_retried`` failure nor a stopped stream, the last real error re-raised
+    (never ``tenacity.RetryError``). With several hosts, ``failover(error)`` says
+    whether an untried host may take a failure before output: the next attempt
+    goes there at once, policy or not.
     """
     if retry is None and failover is None:
         return None
@@ -284,12 +273,8 @@ def failure(state: tenacity.RetryCallState) -> BaseException | None:
 def _give_up(
     theirs: Callable[[tenacity.RetryCallState], Any] | None,
 ) -> Callable[[tenacity.RetryCallState], Any] | None:
-    """The caller's ``retry_error_callback``, then the last error raised.
-
-    tenacity returns that callback's value instead of raising once the
-    attempts run out: the stream would end with no error and a truncated
-    result. Theirs still runs (for its side effects); the error stands.
-    """
+    """The caller's ``retry_error_callback``, then the last error raised: tenacity
+    would return its value instead, and the stream end truncated with no error."""
     if theirs is None:
         return None
 

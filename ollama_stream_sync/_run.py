@@ -90,15 +90,9 @@ class StreamContext:
 
 
 def run_stream(request: StreamRequest, ctx: StreamContext) -> Any:
-    """Run one stream to its end on this thread, retrying as its policy allows.
-
-    Returns:
-        The state's final snapshot (a ``ChatResult``, the last ``Progress``);
-        a cancelled stream's says so.
-
-    Raises:
-        StreamError: the failure, with ``.partial``, ``.url`` and ``.model``.
-    """
+    """Run one stream to its end on this thread, retrying as its policy allows;
+    return the state's last snapshot (marked cancelled after a cancel), or raise
+    the ``StreamError`` with ``.partial``, ``.url`` and ``.model``."""
     observer = ctx.observer
     if observer is None:
         return _Run(request, ctx).run()
@@ -287,11 +281,9 @@ class _Run:
         )
 
     def _take(self, chunks: list[dict[str, Any]], now: float) -> bool:
-        """Feed one read's chunks and deliver their events; True once done.
-
-        The read that holds the done line is fed and sealed as one step: a
-        cancel lands before it (the answer is not complete) or is refused.
-        """
+        """Feed one read's chunks and deliver their events; True once done. The read
+        with the done line is fed and sealed as one step: a cancel lands before it
+        or is refused."""
         state, scope, seal = self.state, self.scope, self.request.seal_on_done
         self.scope.check()  # a cancel stops delivery even of lines already read
         if any(chunk.get("done") is True for chunk in chunks):

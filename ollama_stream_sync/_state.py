@@ -87,12 +87,8 @@ class Watched(Generic[S]):
 
 
 class ChatState(Watched[ChatResult]):
-    """Collects thinking, content and tool calls; no I/O, no threads of its own.
-
-    ``feed`` takes one network read's chunks under one lock acquisition; a
-    snapshot is cached until the state changes, so polling costs nothing while
-    the stream is quiet.
-    """
+    """A chat's thinking, content and tool calls, fed a read at a time; the
+    snapshot is cached until the state changes (polling a quiet stream is free)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -156,12 +152,8 @@ class ChatState(Watched[ChatResult]):
     def feed(
         self, chunks: list[dict[str, Any]], now: float
     ) -> tuple[list[Thinking | Content | ToolCall], ProtocolError | None]:
-        """Take one read's chunks; return their events, thinking before content.
-
-        A malformed chunk stops the batch: the events before it are returned
-        with the error, so nothing that arrived is lost. Lines after the done
-        line are ignored.
-        """
+        """Take one read's chunks; return their events and the error of a malformed
+        chunk, which ends the batch (what came before is kept). After done: ignored."""
         events: list[Thinking | Content | ToolCall] = []
         error = None
         with self._lock:
@@ -276,11 +268,8 @@ def stage_of(status: str) -> Stage:
 
 
 class ProgressState(Watched[Progress]):
-    """Collects pull, push or create lines; ``snapshot()`` is the latest ``Progress``.
-
-    Figures span every layer seen so far, and a retried operation keeps them
-    (Ollama resumes), so a fraction shown never goes back.
-    """
+    """A pull, push or create's latest ``Progress``, over every layer seen; a retry
+    keeps the figures (Ollama resumes), so a fraction shown never goes back."""
 
     voids_on_retry = False
     """Progress is never shown twice: a retry after it is safe."""
