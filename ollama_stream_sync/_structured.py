@@ -1,8 +1,6 @@
-"""Structured output: the ``format`` a request sends, partial values as the answer
-streams, and the validated value at the end.
-
-Partial JSON is parsed by pydantic-core's ``from_json(..., allow_partial=...)``
-(pydantic comes with the SDK), not by a parser of our own.
+"""Structured output: the ``format`` sent, partial values as the answer streams
+(pydantic-core's ``from_json(allow_partial=...)``, not a parser of our own), and
+the validated value at the end.
 """
 
 from __future__ import annotations
@@ -58,14 +56,13 @@ class FormatSpec:
             if self.model is not None:
                 return self.model.model_validate_json(result.content)
             return json.loads(result.content)
-        except (ValueError, pydantic.ValidationError) as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one
             kind = self.model.__name__ if self.model is not None else "JSON"
-            error = OutputValidationError(
+            raise OutputValidationError(
                 f"the answer is not valid {kind}: {exc}".splitlines()[0],
                 partial=result,
                 model=result.model or None,
-            )
-            raise error from exc
+            ) from exc
 
 
 _NOTHING = object()
