@@ -242,6 +242,7 @@ def for_stream(
         )
     )
     base_stop, base_wait, theirs = base.stop, base.wait, base.before_sleep
+    their_give_up = base.retry_error_callback
 
     def stop(state: tenacity.RetryCallState) -> bool:
         return bool(base_stop(state)) and not moves(failure(state))
@@ -254,6 +255,13 @@ def for_stream(
         if theirs is not None:
             theirs(state)
 
+    def give_up(state: tenacity.RetryCallState) -> Any:
+        # tenacity would return the value of their retry_error_callback, and the
+        # stream end truncated with no error: theirs runs, the error stands.
+        if their_give_up is not None:
+            their_give_up(state)
+        return state.outcome.result() if state.outcome is not None else None
+
     return base.copy(
         retry=(safe & base.retry) | tenacity.retry_if_exception(moves),
         stop=stop,
@@ -261,28 +269,10 @@ def for_stream(
         sleep=sleep,
         before_sleep=ours_then_theirs,
         reraise=True,
-        retry_error_callback=_give_up(base.retry_error_callback),
+        retry_error_callback=give_up if their_give_up is not None else None,
     )
 
 
 def failure(state: tenacity.RetryCallState) -> BaseException | None:
     """The exception the attempt ``state`` describes ended with, if any."""
     return state.outcome.exception() if state.outcome is not None else None
-
-
-def _give_up(
-    theirs: Callable[[tenacity.RetryCallState], Any] | None,
-) -> Callable[[tenacity.RetryCallState], Any] | None:
-    """The caller's ``retry_error_callback``, then the last error raised: tenacity
-    would return its value instead, and the stream end truncated with no error."""
-    if theirs is None:
-        return None
-
-    def give_up(state: tenacity.RetryCallState) -> Any:
-        theirs(state)
-        outcome = state.outcome
-        if outcome is None:  # pragma: no cover  # tenacity always sets it here
-            return None
-        return outcome.result()  # raises the last attempt's error
-
-    return give_up
