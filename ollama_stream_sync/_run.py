@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import tenacity
 
@@ -321,9 +321,7 @@ class _Run:
         self.scope.aborted_event.wait(seconds)
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        error = failure(retry_state)
-        if not isinstance(error, StreamError):
-            return
+        error = cast(StreamError, failure(retry_state))  # only those are retried
         attempt, delay = retry_state.attempt_number, float(retry_state.upcoming_sleep)
         # Text, never the error object: a log handler that keeps records must
         # not keep the error's traceback, and with it a response and a socket.
