@@ -316,13 +316,9 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
 
 
 class StreamHandle(BaseHandle[ChatResult, ChatResult]):
-    """A stream running on its own worker thread; a ``concurrent.futures.Future``.
-
-    ``result()`` waits and re-raises the stream's error in your thread;
-    ``cancel()`` stops the stream at once from any thread; ``snapshot()`` reads
-    the partial result at any moment. Works with ``concurrent.futures.wait``
-    and ``as_completed``. It resolves on the worker thread when the stream
-    ends, whatever the dispatcher: completion never waits for callbacks.
+    """A chat or generate stream on its own worker thread; a ``Future`` that works
+    with ``concurrent.futures.wait`` and ``as_completed``. It resolves when the
+    stream ends, whatever the dispatcher: completion never waits for callbacks.
 
     Example::
 
@@ -335,11 +331,9 @@ class StreamHandle(BaseHandle[ChatResult, ChatResult]):
 
 
 class ProgressHandle(BaseHandle[ModelResult, Progress]):
-    """A pull, push or create running on its own worker thread (a ``Future``).
-
-    ``snapshot()`` is the latest ``Progress``; ``result()`` the ``ModelResult``;
-    ``cancel()`` stops it at once (the server keeps what it downloaded, and a
-    later pull resumes). An error's ``.partial`` is the last ``Progress``.
+    """A pull, push or create on its own worker thread (a ``Future``): ``snapshot()``
+    is the latest ``Progress``, as is an error's ``.partial``; after ``cancel()``
+    the server keeps what it downloaded, and a later pull resumes.
 
     Example::
 
