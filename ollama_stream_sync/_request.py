@@ -42,11 +42,10 @@ def encode_images(images: Sequence[ImageLike]) -> list[str]:
     """Images as base64 strings via the SDK's ``Image`` (paths, bytes, base64)."""
     if isinstance(images, (str, bytes)):
         raise TypeError("images must be a list of paths, bytes or base64 strings")
-    out: list[str] = []
-    for image in images:
-        img = image if isinstance(image, ollama.Image) else ollama.Image(value=image)
-        out.append(str(img.model_dump()))
-    return out
+    return [
+        str((i if isinstance(i, ollama.Image) else ollama.Image(value=i)).model_dump())
+        for i in images
+    ]
 
 
 def encode_message(message: MessageLike) -> dict[str, Any]:
