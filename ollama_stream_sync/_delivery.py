@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._cancel import AbortScope, unbound
 from ._dispatch import Dispatcher, InlineDispatcher, QueuedDispatcher
@@ -84,14 +84,11 @@ class PartialParser(Protocol):
         """Add content; return whether the parsed value changed, and the value."""
 
 
-class _Out:
+class _Out(NamedTuple):
     """What one step delivers: calls for the dispatcher, events for the iterator."""
 
-    __slots__ = ("calls", "events")
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Callable[..., object], tuple[Any, ...]]] = []
-        self.events: list[StreamEvent] = []
+    calls: list[tuple[str, Callable[..., object], tuple[Any, ...]]]
+    events: list[StreamEvent]
 
 
 class Delivery:
@@ -228,7 +225,7 @@ class Delivery:
                 return
             if self.inline and "on_phase" in self.callbacks:
                 self._late = name
-            out = _Out()
+            out = _Out([], [])
             self._phase_locked(name, out)
             self._send_locked(out)  # sends no call when inline
 
@@ -237,7 +234,7 @@ class Delivery:
         self._step(self._flush_locked)
 
     def _step(self, step: Callable[[_Out], None]) -> None:
-        out = _Out()
+        out = _Out([], [])
         with self._lock:
             self._take_late(out)
             step(out)
