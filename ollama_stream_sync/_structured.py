@@ -46,12 +46,8 @@ class FormatSpec:
         return PartialJson()
 
     def parse(self, result: ChatResult) -> Any:
-        """The validated value of a complete answer.
-
-        Raises:
-            OutputValidationError: not JSON, or not valid for the model; the
-                result (with its raw ``content``) is ``.partial``.
-        """
+        """The validated value of a complete answer, or ``OutputValidationError``
+        (the result, with its raw ``content``, as ``.partial``)."""
         try:
             if self.model is not None:
                 return self.model.model_validate_json(result.content)
@@ -97,11 +93,7 @@ class PartialJson:
 def finish(
     state: ChatState, result: ChatResult, fmt: FormatSpec | None, truncated: bool
 ) -> ChatResult:
-    """Finish a complete answer: flag a truncated prompt, parse ``format``.
-
-    Raises:
-        OutputValidationError: the answer does not match ``format``.
-    """
+    """Finish a complete answer: flag a truncated prompt, parse ``format``."""
     if result.cancelled or not result.done:
         return result
     fields: dict[str, Any] = {"prompt_truncated": True} if truncated else {}
