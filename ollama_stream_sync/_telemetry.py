@@ -95,12 +95,9 @@ class _Meters(NamedTuple):
 
 
 class Telemetry:
-    """The ``ObserverFactory`` that traces and measures each call.
-
-    With no providers given it uses the global ones, looked up at each call (an
-    SDK configured after the client was built still takes effect); tests hand
-    in private providers instead.
-    """
+    """The ``ObserverFactory`` that traces and measures each call, through the global
+    providers looked up at each call (an SDK configured later still takes effect)
+    unless it is given its own (tests)."""
 
     def __init__(
         self,
