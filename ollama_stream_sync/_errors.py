@@ -269,8 +269,7 @@ for _cls in list(globals().values()):  # tracebacks show the public path
 
 _MISSING_MODEL = re.compile(
     r"model ['\"]?(?P<name>[^'\"\s]*)['\"]? not found"
-    r"|pull model manifest: file does not exist"
-    r"|file does not exist",
+    r"|file does not exist",  # a pull's manifest, too
     re.IGNORECASE,
 )
 _CONTEXT = re.compile(
