@@ -1,24 +1,22 @@
-"""Where a stream's events go: callbacks through the dispatcher, and an iterator.
+"""A stream's events to its callbacks (through the dispatcher) and its iterator.
 
-Each event maps to one callback (``Content`` to ``on_content``, ``Phase`` to
-``on_phase``...). ``Delivery`` hands a stream's events over in order, merges
-consecutive deltas of one kind within ``coalesce_interval``, reports phase
-changes, parses structured output as it grows, and fences every callback: one
-that raises becomes the stream's ``CallbackError``, a dispatcher that cannot take
-a callback its ``DispatchError``; either stops the stream (its scope is aborted,
-so the socket closes) and drops every later callback but the terminal one.
+In order, deltas of one kind merged within ``coalesce_interval``, phases and
+partial structured values added. A callback that raises becomes the stream's
+``CallbackError``, a dispatcher that refuses one its ``DispatchError``: either
+aborts the stream's scope and drops every later callback but the terminal one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from ._cancel import AbortScope, bind, current_scope
+from ._cancel import AbortScope, unbound
 from ._dispatch import Dispatcher, InlineDispatcher, QueuedDispatcher
 from ._errors import CallbackError, DispatchError, StreamError
 from ._events import (
@@ -41,8 +39,6 @@ from ._result import BatchProgress, ChatResult, Progress
 from ._timers import StreamTimer
 
 log = logging.getLogger("ollama_stream_sync")
-
-Event = StreamEvent | Progress
 
 _CALLBACK: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     Thinking: ("on_thinking", lambda e: (e.text,)),
@@ -76,11 +72,9 @@ class EventSink(Protocol):
 
     def put(self, events: list[StreamEvent]) -> None:
         """Append events in order."""
-        ...
 
     def end(self, error: BaseException | None) -> None:
         """No more events; ``error`` is what the iteration raises at its end."""
-        ...
 
 
 class PartialParser(Protocol):
@@ -88,17 +82,13 @@ class PartialParser(Protocol):
 
     def feed(self, text: str) -> tuple[bool, Any]:
         """Add content; return whether the parsed value changed, and the value."""
-        ...
 
 
-class _Out:
+class _Out(NamedTuple):
     """What one step delivers: calls for the dispatcher, events for the iterator."""
 
-    __slots__ = ("calls", "events")
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Callable[..., object], tuple[Any, ...]]] = []
-        self.events: list[StreamEvent] = []
+    calls: list[tuple[str, Callable[..., object], tuple[Any, ...]]]
+    events: list[StreamEvent]
 
 
 class Delivery:
@@ -115,7 +105,6 @@ class Delivery:
         partial: Callable[[], PartialParser] | None = None,
         on_change: Callable[[], None] = lambda: None,
         observer: Observer | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.callbacks = {k: v for k, v in callbacks.items() if v is not None}
         self.dispatcher = dispatcher
@@ -133,8 +122,7 @@ class Delivery:
         self._partial = partial() if partial is not None else None
         self._changed = on_change  # wakes handle.wait_for() on a phase change
         self.observer = observer
-        self._clock = clock
-        self._t0 = clock()
+        self._t0 = time.monotonic()
         self.phase: PhaseName = "connecting"
         """The current phase (read from any thread)."""
         # Guards the pending batch, the phase and the terminal state: the worker
@@ -155,8 +143,6 @@ class Delivery:
         if self.queued is not None:
             self.queued.attach(self)
 
-    # -- configuration -------------------------------------------------------
-
     @property
     def timed_flush(self) -> Callable[[], None] | None:
         """What the timer thread may call in a pause (None when it must not:
@@ -176,15 +162,12 @@ class Delivery:
 
     def elapsed(self) -> float:
         """Seconds since the stream started."""
-        return max(0.0, self._clock() - self._t0)
-
-    # -- the stream's events ---------------------------------------------------
+        return max(0.0, time.monotonic() - self._t0)
 
     def deltas(self, events: list[Any], now: float) -> None:
         """Deliver the output of one network read (merged within the interval)."""
-        out = _Out()
-        with self._lock:
-            self._take_late(out)
+
+        def step(out: _Out) -> None:
             for event in events:
                 kind = type(event)
                 phase = _PHASE_OF.get(kind, self.phase)
@@ -207,8 +190,8 @@ class Delivery:
                     self._parts = [event if kind is Progress else event.text]
                     if self._timer is not None:
                         self._timer.flush_at(now + self._interval)
-            self._send_locked(out)
-        self._send_inline(out)
+
+        self._step(step)
 
     def emit(
         self, event: Retry | Reset | ToolResult | Trim | Warn | BatchProgress
@@ -216,24 +199,22 @@ class Delivery:
         """Deliver one event that is not output, after whatever is pending."""
         if self.observer is not None:
             self.observer.event(event)
-        out = _Out()
-        with self._lock:
-            self._take_late(out)
+
+        def step(out: _Out) -> None:
             self._flush_locked(out)
             self._add(event, out)
-            self._send_locked(out)
-        self._send_inline(out)
+
+        self._step(step)
 
     def set_phase(self, name: PhaseName) -> None:
         """Move to phase ``name`` (no event when it does not change)."""
-        out = _Out()
-        with self._lock:
-            self._take_late(out)
+
+        def step(out: _Out) -> None:
             if name != self.phase or not self._reported:
                 self._flush_locked(out)
                 self._phase_locked(name, out)
-            self._send_locked(out)
-        self._send_inline(out)
+
+        self._step(step)
 
     def late_phase(self, name: PhaseName, *, only_from: PhaseName) -> None:
         """A phase found off the worker (a probe), if the stream is still in
@@ -242,25 +223,21 @@ class Delivery:
         with self._lock:
             if self.phase != only_from:
                 return
-            if not (self.inline and "on_phase" in self.callbacks):
-                out = _Out()
-                self._phase_locked(name, out)
-                self._send_locked(out)
-                return
-            self.phase, self._late = name, name
-            self._changed()
-            event = Phase(name, self.elapsed())
-            if self.observer is not None:
-                self.observer.event(event)
-            if self.sink is not None:
-                self.sink.put([event])
+            if self.inline and "on_phase" in self.callbacks:
+                self._late = name
+            out = _Out([], [])
+            self._phase_locked(name, out)
+            self._send_locked(out)  # sends no call when inline
 
     def flush(self) -> None:
         """Deliver the pending batch now, if any (worker or timer thread)."""
-        out = _Out()
+        self._step(self._flush_locked)
+
+    def _step(self, step: Callable[[_Out], None]) -> None:
+        out = _Out([], [])
         with self._lock:
             self._take_late(out)
-            self._flush_locked(out)
+            step(out)
             self._send_locked(out)
         self._send_inline(out)
 
@@ -303,7 +280,7 @@ class Delivery:
             self.sink.put(out.events)
         if self.inline or not out.calls or self.error is not None:
             return
-        calls = [self._fenced(*call) for call in out.calls]
+        calls = [functools.partial(self.run, *call) for call in out.calls]
         try:
             if self._batch and self.queued is not None:
                 self.queued.dispatch_many(calls)
@@ -322,24 +299,15 @@ class Delivery:
             if self.error is not None:
                 raise self.error  # the worker stops at once
 
-    def _fenced(
-        self, name: str, fn: Callable[..., object], args: tuple[Any, ...]
-    ) -> Callable[[], None]:
-        return lambda: self.run(name, fn, args)
-
     def run(self, name: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        """Run one callback here, unbound from the stream's connection.
-
-        A raise is recorded as the stream's ``CallbackError`` and never escapes,
-        except a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread,
-        which must act (Ctrl-C; a blocking call then cancels the stream).
-        """
+        """Run one callback here; a raise becomes the stream's ``CallbackError``, and
+        escapes only as a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread
+        (Ctrl-C must act: a blocking call then cancels the stream)."""
         if self.error is not None:
             return
-        scope = current_scope()
-        bind(None)  # an HTTP call of the callback's own is not the stream's
         try:
-            fn(*args)
+            with unbound():  # an HTTP call of the callback's own is not the stream's
+                fn(*args)
         except BaseException as exc:
             if (
                 isinstance(exc, KeyboardInterrupt)
@@ -352,10 +320,6 @@ class Delivery:
             self.fail(error)
             if not isinstance(exc, Exception) and not self.inline:
                 raise
-        finally:
-            bind(scope)
-
-    # -- failures and the end ---------------------------------------------------
 
     def fail(self, error: StreamError) -> None:
         """Record the first delivery failure and stop the stream."""
@@ -366,12 +330,8 @@ class Delivery:
         self._scope.abort(error)
 
     def dispatcher_closed(self, cause: BaseException | None) -> None:
-        """The queued dispatcher closed: stop the stream, release its waiters.
-
-        A stream still running stops with ``DispatchError`` (its partial kept);
-        one that already ended keeps its outcome, and a terminal callback still
-        waiting in the queue was dropped with it.
-        """
+        """The queued dispatcher closed: a running stream stops with ``DispatchError``;
+        one that ended keeps its outcome (a terminal callback queued is dropped)."""
         with self._lock:
             if self.delivered.is_set() or self._terminal == _RUNNING:
                 return
@@ -398,13 +358,9 @@ class Delivery:
         resolve: Callable[[Any, BaseException | None], None],
         partial: Callable[[], Any],
     ) -> None:
-        """The terminal phase, the terminal callback, the iterator's end and
-        ``resolve`` (the Future), in the order the dispatcher needs.
-
-        Inline, ``on_done`` has run when the handle resolves; queued, the handle
-        resolves first and the terminal callback follows on the dispatcher's
-        thread: completion never waits for someone to pump.
-        """
+        """The terminal phase and callback, the iterator's end and ``resolve``: inline,
+        ``on_done`` has run when the handle resolves; queued, the handle resolves
+        first (completion never waits for someone to pump), the callback follows."""
         cancelled = bool(getattr(result, "cancelled", False))
         phase: PhaseName = "failed" if error else ("cancelled" if cancelled else "done")
         with contextlib.suppress(StreamError):  # recorded, and reported below
@@ -414,12 +370,14 @@ class Delivery:
             result, error = None, self.error
         if self.inline:
             result, error = self._terminal_call(result, error, partial, late=False)
-            self._end_sink(result, error)
-            resolve(result, error)
+        if self.sink is not None:
+            if error is None and isinstance(result, ChatResult):
+                self.sink.put([Done(result)])
+            self.sink.end(error)
+        resolve(result, error)
+        if self.inline:
             self.delivered.set()
             return
-        self._end_sink(result, error)
-        resolve(result, error)
         with self._lock:
             self._terminal = _QUEUED
 
@@ -440,12 +398,6 @@ class Delivery:
             self.delivered.set()
             self.notify()
 
-    def _end_sink(self, result: Any, error: BaseException | None) -> None:
-        if self.sink is not None:
-            if error is None and isinstance(result, ChatResult):
-                self.sink.put([Done(result)])
-            self.sink.end(error)
-
     def _terminal_call(
         self,
         result: Any,
@@ -455,20 +407,16 @@ class Delivery:
         late: bool,
     ) -> tuple[Any, BaseException | None]:
         """Run exactly one of on_done / on_error, unbound, on this thread."""
-        scope = current_scope()
-        bind(None)
         try:
             if late and error is None and self.error is not None:
                 # A queued callback failed after the stream ended: report that.
                 error, result = self.error, None
                 self.error.partial = partial()
-            on_done, on_error = (
-                self.callbacks.get("on_done"),
-                self.callbacks.get("on_error"),
-            )
+            on_done, on_error = map(self.callbacks.get, ("on_done", "on_error"))
             if error is None and on_done is not None:
                 try:
-                    on_done(result)
+                    with unbound():
+                        on_done(result)
                 except BaseException as exc:
                     failed = CallbackError(f"on_done callback raised {exc!r}")
                     failed.__cause__ = exc
@@ -479,13 +427,13 @@ class Delivery:
                         raise
             elif isinstance(error, StreamError) and on_error is not None:
                 try:
-                    on_error(error)
+                    with unbound():
+                        on_error(error)
                 except BaseException as exc:  # the stream's error wins; this is logged
                     log.exception("on_error callback raised")
                     if not isinstance(exc, Exception) and not self.inline:
                         raise
         finally:
-            bind(scope)
             if late:
                 self.delivered.set()
         return result, error

@@ -1,9 +1,7 @@
 """What every call of one client shares: settings, hosts, timers, live streams.
 
-``StreamingClient`` (the public calls), the model operations and
-``Conversation`` all start their work here: ``request`` turns a body and the
-per-call options into a ``StreamRequest``, ``start`` runs a job on a new
-handle's worker thread, tracked until it ends so that ``close()`` can stop it.
+Every call starts here: ``request`` turns a body and its options into a
+``StreamRequest``, ``start`` runs a job on a new handle, tracked until it ends.
 """
 
 from __future__ import annotations
@@ -91,14 +89,11 @@ class Engine:
         seal_on_done: Callable[[], bool] | None = None,
         sticky: str | None = None,
     ) -> StreamRequest:
-        """One request with the client's settings, overridden by ``options``.
-
-        ``body`` is ``payload`` before encoding, for observers.
-        """
+        """One request with the client's settings, overridden by ``options``
+        (``body`` is ``payload`` before encoding, for observers)."""
         probe, probed = self.probe, model or ""
-        wants_probe = (
-            probe is not None and probed and self.option(options, "probe_loading")
-        )
+        if not (probed and self.option(options, "probe_loading")):
+            probe = None
         return StreamRequest(
             hosts=self.hosts,
             watchdog=self.watchdog,
@@ -115,7 +110,7 @@ class Engine:
             headers=dict(options.get("headers") or {}),
             body=body,
             seal_on_done=seal_on_done,
-            probe=(lambda host: probe(host, probed)) if probe and wants_probe else None,
+            probe=(lambda host: probe(host, probed)) if probe else None,
             sticky=sticky,
             gate=self.gate,
         )
@@ -130,11 +125,7 @@ class Engine:
         call: CallInfo,
         partial: Callable[[], Any] | None = None,
     ) -> H:
-        """Run ``job`` on a new handle's worker thread and return the handle.
-
-        Raises:
-            RuntimeError: the client is closed.
-        """
+        """Run ``job`` on a new handle's worker (``RuntimeError`` once closed)."""
         if call.operation in ("chat", "generate") and call.model:
             job = checking_served(job, call.model)  # the caller's line, here
         observer = None
@@ -153,8 +144,7 @@ class Engine:
             grace=self.close_timeout,
         )
         with self._lock:
-            if self.closed:
-                raise RuntimeError("this StreamingClient is closed")
+            self.check_open()
             self.handles.add(handle)
             # Started under the lock: a close() racing this either sees the
             # handle running (and cancels and joins it) or refuses the start.

@@ -1,28 +1,7 @@
-"""The one error tree of the library, and the one place lower-level errors map into it.
-
-    StreamError                     every failure; ``.partial`` is the result so far
-    ├── ConnectionFailed            could not connect, or the connection broke
-    │                               (also a builtin ``ConnectionError``)
-    ├── ServerError                 the server answered with an error (``.status_code``)
-    │   ├── ModelNotFound           the model is not on the server
-    │   ├── ContextLengthExceeded   the prompt is longer than the model's context
-    │   ├── CapabilityError         the model cannot think, call tools, see images...
-    │   ├── AuthenticationRequired  401: sign in (``.signin_url``)
-    │   └── RateLimited             429: a usage limit was reached
-    ├── ProtocolError               not Ollama's NDJSON, or no ``done`` line
-    ├── StreamTimeout               a timeout expired (``.which``), a gateway's 504
-    │                               too; also a builtin ``TimeoutError``
-    ├── CallbackError               a user callback raised (original: ``__cause__``)
-    ├── DispatchError               the dispatcher could not deliver a callback
-    ├── OutputValidationError       the answer does not match the requested format
-    └── ToolRoundsExceeded          a Conversation's model kept calling tools
-
-``error_from_body()`` reads a server's error answer into this tree, and the
-transports map httpx, requests, urllib3 and socket errors into it once, where
-they meet the network (``_transports._base.translate``): no caller ever sees a
-lower library's mix. Every error carries the URL it
-concerns (``.url``) and the model where one applies (``.model``), and says what
-to do about it.
+"""The one error tree (drawn in docs/reference/errors.md) and the one reading of a
+server's error answer into it (``error_from_body``); the transports map lower
+libraries' errors into it where they meet the network (``_transports._base``).
+Every error carries ``.url`` and, where one applies, ``.model``, and says what to do.
 """
 
 from __future__ import annotations
@@ -37,8 +16,6 @@ from typing import Any, Literal
 from ._result import ChatResult, Headers
 
 TimeoutKind = Literal["connect", "first_token", "read", "write", "deadline"]
-
-_PUBLIC = "ollama_stream_sync"
 
 
 class StreamError(Exception):
@@ -82,7 +59,7 @@ def _rebuild(cls: type[StreamError], state: dict[str, object]) -> StreamError:
 
 
 _NO_SERVER_HINT = (
-    "Is Ollama running? Start it with 'ollama serve', or set OLLAMA_HOST "
+    ". Is Ollama running? Start it with 'ollama serve', or set OLLAMA_HOST "
     "(or host=) to where it runs."
 )
 
@@ -113,7 +90,7 @@ class ConnectionFailed(StreamError, ConnectionError):
     def __str__(self) -> str:
         where = f" to {self.url}" if self.url else ""
         if self.during_connect:
-            hint = "" if "TLS" in self.message else f". {_NO_SERVER_HINT}"
+            hint = "" if "TLS" in self.message else _NO_SERVER_HINT
             return f"could not connect{where}: {self.message}{hint}"
         return f"the connection{where} broke ({self.message}); try again"
 
@@ -226,11 +203,7 @@ class AuthenticationRequired(ServerError):
 
 
 class RateLimited(ServerError):
-    """429 because a usage limit (hourly, session, weekly) was reached.
-
-    Retried only when the server says when (``retry_after``) and the policy
-    allows; otherwise waiting is up to you.
-    """
+    """429 for a usage limit (hourly, weekly...); retried only given ``retry_after``."""
 
 
 class ProtocolError(StreamError):
@@ -277,46 +250,26 @@ class CallbackError(StreamError):
 
 
 class DispatchError(StreamError):
-    """The dispatcher could not take a callback (it raised, or its toolkit is gone).
-
-    The stream was stopped and its socket closed; the original is ``__cause__``.
-    """
+    """The dispatcher could not take a callback (it raised, or its toolkit is gone);
+    the stream was stopped and its socket closed. The original is ``__cause__``."""
 
 
 class OutputValidationError(StreamError):
-    """The answer does not parse or validate against the requested ``format``.
-
-    ``partial`` is the whole ``ChatResult`` (its ``content`` is the raw answer);
-    the JSON or pydantic error is ``__cause__``.
-    """
+    """The answer does not parse or validate against the requested ``format``:
+    ``partial.content`` is the raw answer, the JSON or pydantic error ``__cause__``."""
 
 
 class ToolRoundsExceeded(StreamError):
     """A ``Conversation`` hit ``max_tool_rounds``; the history is kept and valid."""
 
 
-for _cls in (
-    StreamError,
-    ConnectionFailed,
-    ServerError,
-    ModelNotFound,
-    ContextLengthExceeded,
-    CapabilityError,
-    AuthenticationRequired,
-    RateLimited,
-    ProtocolError,
-    StreamTimeout,
-    CallbackError,
-    DispatchError,
-    OutputValidationError,
-    ToolRoundsExceeded,
-):
-    _cls.__module__ = _PUBLIC
+for _cls in list(globals().values()):  # tracebacks show the public path
+    if isinstance(_cls, type) and issubclass(_cls, StreamError):
+        _cls.__module__ = "ollama_stream_sync"
 
 _MISSING_MODEL = re.compile(
     r"model ['\"]?(?P<name>[^'\"\s]*)['\"]? not found"
-    r"|pull model manifest: file does not exist"
-    r"|file does not exist",
+    r"|file does not exist",  # a pull's manifest, too
     re.IGNORECASE,
 )
 _CONTEXT = re.compile(
@@ -365,10 +318,7 @@ def error_for_status(
         "model": model,
     }
     if status_code in (None, 400, 404, 500) and _MISSING_MODEL.search(message):
-        error: ServerError = ModelNotFound(message, **kwargs)
-        if error.model is None:
-            error.model = _model_in(message)
-        return error
+        return ModelNotFound(message, **kwargs | {"model": model or _model_in(message)})
     if status_code in (None, 400, 500) and _CONTEXT.search(message):
         ctx = ContextLengthExceeded(message, **kwargs)
         ctx.prompt_tokens, ctx.context_length = _numbers(message)
@@ -457,7 +407,7 @@ def error_from_body(
     return error
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
         return None
@@ -468,7 +418,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - time.time())
 
 
 def preview(data: bytes, limit: int = 200) -> str:

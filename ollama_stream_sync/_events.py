@@ -1,17 +1,8 @@
-"""The typed events of a stream: the one vocabulary from the decoder to your code.
+"""The typed events of a stream, the one vocabulary from the decoder to your code.
 
-The decoder turns lines into ``Thinking``, ``Content`` and ``ToolCall``; the
-delivery adds ``Phase``, ``Partial``, ``Retry``, ``Reset``, ``ToolResult``,
-``Trim``, ``Warn`` and ``Done``. Each event maps to one callback (``Content``
-to ``on_content``...), and a ``ChatStream`` yields the events themselves.
-
-Example::
-
-    for event in client.stream_chat("qwen3", messages, think=True):
-        match event:
-            case Thinking(text=t): show_thinking(t)
-            case Content(text=t): print(t, end="")
-            case Phase(name=p): status.set(p)
+The decoder makes ``Thinking``, ``Content`` and ``ToolCall``; the delivery adds the
+rest. Each maps to one callback (``Content`` to ``on_content``...), and a
+``ChatStream`` yields the events themselves.
 """
 
 from __future__ import annotations

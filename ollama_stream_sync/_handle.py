@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import itertools
-import logging
 import os
 import threading
 import time
@@ -26,13 +25,10 @@ from ._run import StreamContext
 from ._state import ChatState, ProgressState, Watched
 
 Job = Callable[[StreamContext], Any]
-"""What a handle's worker thread runs: one stream, or several (a conversation);
-it returns the handle's result (a ``ChatResult``, a ``ModelResult``)."""
+"""What a handle's worker runs (one stream or several); it returns the result."""
 
 R = TypeVar("R")
 S = TypeVar("S")
-
-log = logging.getLogger("ollama_stream_sync")
 
 _names = itertools.count(1)
 _live: weakref.WeakSet[BaseHandle[Any, Any]] = weakref.WeakSet()
@@ -66,27 +62,23 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def wait_result(handle: BaseHandle[R, Any], grace: float) -> R:
-    """What the blocking calls do: wait for the result, delivering where we may.
-
-    With a queued dispatcher whose callbacks may run on this thread (any
-    ``QueueDispatcher``, or a Tk/Qt/call-later dispatcher called on its own
-    toolkit thread) the callbacks run here while we wait, and we return once the
-    terminal callback was delivered. Otherwise we return when the stream ended.
-    Ctrl-C cancels the stream (and waits up to ``grace`` for it) before
-    ``KeyboardInterrupt`` propagates.
+    """What the blocking calls do: wait for the result, running the callbacks here
+    (until the terminal one ran) when a queued dispatcher lets this thread run them.
+    Ctrl-C cancels the stream and waits up to ``grace`` for it before propagating.
     """
     queued = handle._delivery.queued
-    here = queued is not None and queued.delivers_here()
+    if queued is not None and not queued.delivers_here():
+        queued = None
     delivered = handle._delivery.delivered.is_set
     try:
-        if here and queued is not None:
+        if queued is not None:
             queued.pump_until(delivered, None)
         return handle.result()
     except StreamError:
         raise
     except BaseException:
         handle.cancel()
-        if here and queued is not None:
+        if queued is not None:
             queued.pump_until(delivered, grace)
         handle.join(grace)
         raise
@@ -153,8 +145,6 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         self._thread.start()
         return self
 
-    # -- the worker side -------------------------------------------------
-
     def _run(self) -> None:
         self.set_running_or_notify_cancel()
         self._status = "running"
@@ -206,8 +196,6 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         else:
             self._status = "failed"
             self.set_exception(error or RuntimeError("stream ended without result"))
-
-    # -- the caller side -------------------------------------------------
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the final result and return it, or raise the error.
@@ -328,13 +316,9 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
 
 
 class StreamHandle(BaseHandle[ChatResult, ChatResult]):
-    """A stream running on its own worker thread; a ``concurrent.futures.Future``.
-
-    ``result()`` waits and re-raises the stream's error in your thread;
-    ``cancel()`` stops the stream at once from any thread; ``snapshot()`` reads
-    the partial result at any moment. Works with ``concurrent.futures.wait``
-    and ``as_completed``. It resolves on the worker thread when the stream
-    ends, whatever the dispatcher: completion never waits for callbacks.
+    """A chat or generate stream on its own worker thread; a ``Future`` that works
+    with ``concurrent.futures.wait`` and ``as_completed``. It resolves when the
+    stream ends, whatever the dispatcher: completion never waits for callbacks.
 
     Example::
 
@@ -347,11 +331,9 @@ class StreamHandle(BaseHandle[ChatResult, ChatResult]):
 
 
 class ProgressHandle(BaseHandle[ModelResult, Progress]):
-    """A pull, push or create running on its own worker thread (a ``Future``).
-
-    ``snapshot()`` is the latest ``Progress``; ``result()`` the ``ModelResult``;
-    ``cancel()`` stops it at once (the server keeps what it downloaded, and a
-    later pull resumes). An error's ``.partial`` is the last ``Progress``.
+    """A pull, push or create on its own worker thread (a ``Future``): ``snapshot()``
+    is the latest ``Progress``, as is an error's ``.partial``; after ``cancel()``
+    the server keeps what it downloaded, and a later pull resumes.
 
     Example::
 

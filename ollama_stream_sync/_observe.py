@@ -1,12 +1,8 @@
-"""The observer seam: where telemetry sees every stream from start to end.
+"""The observer seam: where telemetry sees every call from start to end.
 
-An ``ObserverFactory`` is asked, on the caller's thread when a call starts,
-for an ``Observer`` of that call (or ``None`` to stay out of it). The observer
-then sees each request to the model (one per call; a ``Conversation``'s send
-makes one per round), each attempt of it (which host, and may add request
-headers, such as a trace context), every event as it is delivered (phases,
-output, retries, tool results), each tool a ``Conversation`` ran, and the
-outcome. It runs on the stream's threads and must be quick and never raise.
+An ``ObserverFactory``, asked on the caller's thread as a call starts, returns an
+``Observer`` (or ``None``), which then runs on the stream's threads: it must be
+quick and never raise.
 """
 
 from __future__ import annotations
@@ -48,29 +44,23 @@ class Observer(Protocol):
 
     def request(self, body: Mapping[str, Any] | None) -> None:
         """A request to the model begins, with this body (when its caller gave it)."""
-        ...
 
     def attempt(self, number: int, url: str) -> Mapping[str, str]:
         """Attempt ``number`` (from 1, per request) goes to the host at ``url``;
         returns headers to send with it."""
-        ...
 
     def event(self, event: Any) -> None:
         """An event was delivered (``Phase``, ``Content``, ``Retry``...)."""
-        ...
 
     def request_end(self, result: Any, error: BaseException | None) -> None:
         """That request ended: its result (``cancelled`` set on a cancel), or its
         error (with ``.partial``)."""
-        ...
 
     def tool(self, run: ToolRun) -> None:
         """A ``Conversation`` ran a tool call, between two requests."""
-        ...
 
     def end(self, result: Any, error: BaseException | None) -> None:
         """The call ended: its result (``cancelled`` set on a cancel), or its error."""
-        ...
 
 
 class ObserverFactory(Protocol):

@@ -1,12 +1,8 @@
-"""The per-call callbacks and settings, defined once; all other lists derive from them.
+"""The per-call callbacks and settings (``**options``), defined once as TypedDicts.
 
-``chat``, ``start_chat``, ``stream_chat``, the ``generate`` calls and
-``Conversation.send``/``start_send``/``stream_send`` take ``CallOptions`` as
-``**options``; ``pull``/``push``/``create`` take ``ModelOptions``, ``embed``
-``EmbedOptions``, ``map_chat`` ``MapOptions``; ``preload`` and ``unload`` take
-``Settings``. A typo such as ``on_contnet=`` is a type error under mypy and
-pyright, and a ``TypeError`` at run time. Each key's one-line description is its
-``Annotated`` text, from which ``help()`` lists them.
+A typo such as ``on_contnet=`` is a type error under mypy and pyright, and a
+``TypeError`` at run time (``check``); each key's ``Annotated`` text is the line
+``help()`` shows for it (``documented``).
 """
 
 from __future__ import annotations
@@ -146,29 +142,21 @@ def _hints(options: type) -> dict[str, Any]:
     return typing.get_type_hints(options, include_extras=True)
 
 
-@functools.cache
-def keys(options: type) -> frozenset[str]:
-    """Every key an options ``TypedDict`` accepts."""
-    return frozenset(_hints(options))
-
-
-def describe(options: type) -> str:
-    """One line per key of ``options`` (for docstrings and ``help()``)."""
-    lines = []
-    for name, hint in _hints(options).items():
-        text = hint.__metadata__[0] if hasattr(hint, "__metadata__") else ""
-        lines.append(f"    {name}: {text}")
-    return "\n".join(sorted(lines, key=lambda line: not line.startswith("    on_")))
-
-
 def documented(options: type) -> Callable[[F], F]:
-    """A decorator: append the description of ``options`` to a call's docstring,
-    so ``help()`` lists its callbacks and settings."""
+    """A decorator: append a line per key of ``options`` (callbacks first) to a
+    call's docstring, so ``help()`` lists its callbacks and settings."""
+    lines = [
+        f"    {name}: {getattr(hint, '__metadata__', [''])[0]}"
+        for name, hint in _hints(options).items()
+    ]
+    described = "\n".join(
+        sorted(lines, key=lambda line: not line.startswith("    on_"))
+    )
 
     def add(method: F) -> F:
         method.__doc__ = (
             f"{inspect.cleandoc(method.__doc__ or '')}\n\n"
-            f"Callbacks and settings (``**{options.__name__}``):\n{describe(options)}\n"
+            f"Callbacks and settings (``**{options.__name__}``):\n{described}\n"
         )
         return method
 
@@ -176,12 +164,8 @@ def documented(options: type) -> Callable[[F], F]:
 
 
 def check(options: Mapping[str, Any], allowed: type) -> None:
-    """Reject unknown keys and wrong values, in the caller's thread.
-
-    Raises:
-        TypeError, ValueError: naming the argument.
-    """
-    known = keys(allowed)
+    """Reject unknown keys and wrong values on the caller's thread, naming them."""
+    known = _hints(allowed).keys()
     for key in options.keys() - known:
         near = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""

@@ -1,10 +1,8 @@
-"""Request bodies for /api/chat and /api/generate, built once, on the caller's thread.
+"""Bodies for /api/chat and /api/generate, built and checked on the caller's thread.
 
-We encode requests ourselves rather than through the SDK's pydantic models
-because those drop fields a conversation needs (a tool call's ``id``, a tool
-message's ``tool_call_id``). Where the SDK's conversion is the reference (images,
-Python functions as tools, ``Options``) we use the SDK's own public pieces.
-Mistakes raise ``TypeError``/``ValueError`` here, before any thread starts.
+Not through the SDK's pydantic models, which drop fields a conversation needs (a
+tool call's ``id``, a tool message's ``tool_call_id``); the SDK's own public pieces
+convert images, Python functions as tools and ``Options``.
 """
 
 from __future__ import annotations
@@ -44,11 +42,10 @@ def encode_images(images: Sequence[ImageLike]) -> list[str]:
     """Images as base64 strings via the SDK's ``Image`` (paths, bytes, base64)."""
     if isinstance(images, (str, bytes)):
         raise TypeError("images must be a list of paths, bytes or base64 strings")
-    out: list[str] = []
-    for image in images:
-        img = image if isinstance(image, ollama.Image) else ollama.Image(value=image)
-        out.append(str(img.model_dump()))
-    return out
+    return [
+        str((i if isinstance(i, ollama.Image) else ollama.Image(value=i)).model_dump())
+        for i in images
+    ]
 
 
 def encode_message(message: MessageLike) -> dict[str, Any]:
@@ -156,28 +153,25 @@ def checking_served(job: Callable[[Any], Any], asked: str) -> Callable[[Any], An
 
 def _check_tool_function(fn: Callable[..., Any]) -> None:
     """Warn (once per function) when its schema would tell the model nothing."""
-    name = getattr(fn, "__name__", repr(fn))
     try:
-        params = inspect.signature(fn).parameters
+        params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return
-    missing = [
-        p
-        for p, v in params.items()
-        if v.annotation is inspect.Parameter.empty
-        and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
-    ]
+    untyped = ", ".join(
+        p.name
+        for p in params
+        if p.annotation is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
     problems = []
-    if missing:
-        problems.append(
-            "no type hints for " + ", ".join(missing) + " (each is sent as a string)"
-        )
+    if untyped:
+        problems.append(f"no type hints for {untyped} (each is sent as a string)")
     if not inspect.getdoc(fn):
         problems.append("no docstring (the model gets no description of it)")
     if problems:
+        name = getattr(fn, "__name__", repr(fn))
         _warn_once(
             ("tool", fn),
-            f"tool function {name!r} has " + " and ".join(problems) + "; add them "
+            f"tool function {name!r} has {' and '.join(problems)}; add them "
             "so the model knows how to call it",
             ToolSchemaWarning,
         )
@@ -200,6 +194,7 @@ def encode_tool(tool: ToolLike) -> dict[str, Any]:
 KNOWN_OPTIONS = frozenset(ollama.Options.model_fields) | {"min_p", "draft_num_predict"}
 """Model options Ollama knows: the SDK's ``Options`` fields, plus the server's own
 (``api/types.go``) that this SDK version lacks."""
+_KNOWN_KEYS_HINT = "known keys include temperature, top_p, num_ctx, seed"
 
 
 def encode_options(options: Mapping[str, Any] | ollama.Options | None) -> Any:
@@ -216,11 +211,10 @@ def encode_options(options: Mapping[str, Any] | ollama.Options | None) -> Any:
     for key, value in options.items():
         if key not in KNOWN_OPTIONS:
             near = difflib.get_close_matches(key, KNOWN_OPTIONS, n=1)
-            hint = f"did you mean {near[0]!r}?" if near else "known keys include "
+            hint = f"did you mean {near[0]!r}?" if near else _KNOWN_KEYS_HINT
             _warn_once(
                 ("option", key),
-                f"options has an unknown key {key!r} (sent anyway); "
-                + (hint if near else hint + "temperature, top_p, num_ctx, seed"),
+                f"options has an unknown key {key!r} (sent anyway); {hint}",
                 UnknownOptionWarning,
             )
         elif not _option_type_ok(key, value):
@@ -243,20 +237,14 @@ def _option_type_ok(key: str, value: Any) -> bool:
     kind = _OPTION_TYPES.get(key)
     if kind is None or not isinstance(value, (str, int, float, list)):
         return True  # None, or what JSON cannot send (said by encode_body)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
-    """A request body as JSON bytes, on the caller's thread.
-
-    Raises:
-        TypeError: a value JSON cannot encode (bytes content, a datetime...),
-            named, before any thread starts.
-    """
+    """A request body as JSON bytes; ``TypeError`` on the caller's thread for a
+    value JSON cannot encode (bytes content, a datetime...)."""
     try:
         return json.dumps(body, ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:

@@ -35,10 +35,8 @@ NO_HEADERS = Headers()
 
 @dataclass(frozen=True)
 class ChatResult:
-    """What one chat or generate stream produced, as of one moment.
-
-    Frozen, so it can cross threads freely. ``to_message()`` turns it into the
-    assistant turn to append to the history for the next request.
+    """What one chat or generate stream produced, as of one moment (frozen, so it
+    crosses threads freely).
 
     Example::
 

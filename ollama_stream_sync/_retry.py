@@ -1,11 +1,8 @@
-"""Retry policy: which failures are retried, how long to wait, built from tenacity.
+"""Which failures are retried and how long to wait, composed from tenacity's pieces.
 
-``RetryPolicy`` composes tenacity's own pieces (``stop_after_attempt``,
-``wait_exponential`` plus ``wait_random``, ``retry_if_exception``) into a
-``tenacity.Retrying``; callers may hand in a ``Retrying`` of their own instead.
-The worker adds what only it knows (whether output was already shown, an
-event-aware sleep so a cancel cuts a backoff short, its own logging and
-callbacks, chained with the caller's hooks) in ``for_stream``.
+A caller hands in a ``RetryPolicy`` or a ``tenacity.Retrying`` of their own;
+``for_stream`` adds what only the worker knows (output already shown, a sleep a
+cancel cuts short, failover, its own hooks chained before the caller's).
 """
 
 from __future__ import annotations
@@ -41,30 +38,19 @@ NEVER_RETRIED_STATUSES = frozenset({400, 401, 403, 404})
 """Statuses no policy retries: the request itself is wrong, or not allowed."""
 
 
-def never_retried(exc: BaseException) -> bool:
-    """Failures that no policy may retry, whatever it says.
+_NEVER = (
+    *(CallbackError, DispatchError, ProtocolError, OutputValidationError),
+    *(ToolRoundsExceeded, ModelNotFound, ContextLengthExceeded),
+    *(AuthenticationRequired, CapabilityError),  # whatever their status
+)
 
-    Retrying them cannot succeed, or would act twice: a request the server
-    rejects (400, 401, 403, 404), a model that is missing, output that is not
-    Ollama's, a callback or dispatcher that failed, a usage limit with no time
-    to wait, and the deadline.
-    """
-    if isinstance(
-        exc,
-        (
-            CallbackError,
-            DispatchError,
-            ProtocolError,
-            OutputValidationError,
-            ToolRoundsExceeded,
-        ),
-    ):
+
+def never_retried(exc: BaseException) -> bool:
+    """Failures no policy may retry: retrying cannot succeed, or would act twice (a
+    rejected request, a missing model, output that is not Ollama's, a failed
+    callback or dispatcher, a usage limit with no time to wait, the deadline)."""
+    if isinstance(exc, _NEVER):
         return True
-    if isinstance(
-        exc,
-        (ModelNotFound, ContextLengthExceeded, AuthenticationRequired, CapabilityError),
-    ):
-        return True  # the same request cannot succeed, whatever its status
     if isinstance(exc, RateLimited):
         return exc.retry_after is None
     if isinstance(exc, ServerError):
@@ -77,11 +63,8 @@ def never_retried(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException, statuses: Iterable[int] = RETRY_STATUSES) -> bool:
-    """Whether a failure may succeed on another attempt (ignoring output shown).
-
-    Connection failures, connect/first-token/read timeouts, the listed statuses
-    and in-band error lines are; see ``never_retried`` for what never is.
-    """
+    """Whether a failure may succeed on another attempt (ignoring output shown):
+    connection failures, timeouts but the deadline, ``statuses``, in-band errors."""
     if never_retried(exc):
         return False
     if isinstance(exc, ServerError):
@@ -118,9 +101,7 @@ class wait_retry_after(tenacity.wait.wait_base):  # tenacity's naming
         self.cap = cap
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        after = getattr(exc, "retry_after", None)
+        after = getattr(failure(retry_state), "retry_after", None)
         if isinstance(after, (int, float)) and after >= 0:
             return float(min(after, self.cap))
         return float(self.fallback(retry_state))
@@ -217,19 +198,6 @@ def check_retry(retry: object) -> None:
         )
 
 
-def _chain(
-    ours: Callable[[tenacity.RetryCallState], None], theirs: Any
-) -> Callable[[tenacity.RetryCallState], None]:
-    if theirs is None:
-        return ours
-
-    def both(state: tenacity.RetryCallState) -> None:
-        ours(state)
-        theirs(state)
-
-    return both
-
-
 def for_stream(
     retry: RetryArg,
     *,
@@ -241,27 +209,19 @@ def for_stream(
 ) -> tenacity.Retrying | None:
     """The ``Retrying`` one stream uses, or None when it does not retry.
 
-    Whatever the caller's policy: a failure after output is retried only when
-    the policy says so; ``never_retried`` failures are never retried; nothing
-    is retried once the stream was stopped (cancel, deadline, a callback); the
-    sleep wakes on cancel; the caller's ``before_sleep`` still runs, after
-    ours; and the last real error is re-raised (never ``tenacity.RetryError``).
-
-    With several hosts, ``failover(error)`` tells whether a host this call has
-    not tried may take a ``fails_over`` failure before output: the next
-    attempt then goes there at once, policy or not (each host once per call).
+    Whatever the caller's policy: after output only if it says so, never a
+    ``never_retried`` failure nor a stopped stream, the last real error re-raised
+    (never ``tenacity.RetryError``). With several hosts, ``failover(error)`` says
+    whether an untried host may take a failure before output: the next attempt
+    goes there at once, policy or not.
     """
     if retry is None and failover is None:
         return None
     if isinstance(retry, RetryPolicy):
         base, after_output = retry.to_tenacity(), retry.retry_after_output
-    elif isinstance(retry, tenacity.Retrying):
-        base, after_output = retry, False
-    elif retry is None:  # no policy: only failovers
-        base = tenacity.Retrying(stop=tenacity.stop_after_attempt(1))
+    else:  # its type was checked on the caller's thread; None: only failovers
+        base = retry or tenacity.Retrying(stop=tenacity.stop_after_attempt(1))
         after_output = False
-    else:
-        raise TypeError("retry must be a RetryPolicy, a tenacity.Retrying or None")
 
     def moves(exc: BaseException | None) -> bool:
         return (
@@ -281,46 +241,38 @@ def for_stream(
             and (after_output or not output_shown())
         )
     )
-    base_stop, base_wait = base.stop, base.wait
+    base_stop, base_wait, theirs = base.stop, base.wait, base.before_sleep
+    their_give_up = base.retry_error_callback
 
     def stop(state: tenacity.RetryCallState) -> bool:
-        return bool(base_stop(state)) and not moves(_error(state))
+        return bool(base_stop(state)) and not moves(failure(state))
 
     def wait(state: tenacity.RetryCallState) -> float:
-        return 0.0 if moves(_error(state)) else float(base_wait(state))
+        return 0.0 if moves(failure(state)) else float(base_wait(state))
+
+    def ours_then_theirs(state: tenacity.RetryCallState) -> None:
+        before_sleep(state)
+        if theirs is not None:
+            theirs(state)
+
+    def give_up(state: tenacity.RetryCallState) -> Any:
+        # tenacity would return the value of their retry_error_callback, and the
+        # stream end truncated with no error: theirs runs, the error stands.
+        if their_give_up is not None:
+            their_give_up(state)
+        return state.outcome.result() if state.outcome is not None else None
 
     return base.copy(
         retry=(safe & base.retry) | tenacity.retry_if_exception(moves),
         stop=stop,
         wait=wait,
         sleep=sleep,
-        before_sleep=_chain(before_sleep, base.before_sleep),
+        before_sleep=ours_then_theirs,
         reraise=True,
-        retry_error_callback=_give_up(base.retry_error_callback),
+        retry_error_callback=give_up if their_give_up is not None else None,
     )
 
 
-def _error(state: tenacity.RetryCallState) -> BaseException | None:
+def failure(state: tenacity.RetryCallState) -> BaseException | None:
+    """The exception the attempt ``state`` describes ended with, if any."""
     return state.outcome.exception() if state.outcome is not None else None
-
-
-def _give_up(
-    theirs: Callable[[tenacity.RetryCallState], Any] | None,
-) -> Callable[[tenacity.RetryCallState], Any] | None:
-    """The caller's ``retry_error_callback``, then the last error raised.
-
-    tenacity returns that callback's value instead of raising once the
-    attempts run out: the stream would end with no error and a truncated
-    result. Theirs still runs (for its side effects); the error stands.
-    """
-    if theirs is None:
-        return None
-
-    def give_up(state: tenacity.RetryCallState) -> Any:
-        theirs(state)
-        outcome = state.outcome
-        if outcome is None:  # pragma: no cover  # tenacity always sets it here
-            return None
-        return outcome.result()  # raises the last attempt's error
-
-    return give_up

@@ -1,10 +1,9 @@
-"""One stream's attempts, on its worker thread: the place routing and telemetry see.
+"""One stream's attempts on its worker thread: the place routing and telemetry see.
 
-``run_stream`` sends the request to the host the router picks, reads the body
-(transport → ``Lines`` → state → delivery), and on a failure retries as the
-policy allows, on the next host when there is one. Each attempt runs with the
-stream's ``AbortScope`` bound to the thread, so a cancel or a timer shuts its
-socket down at once; the watchdog's timer knows the phase.
+Each attempt goes to the host the router picks, with the stream's ``AbortScope``
+bound to the thread (a cancel or a timer shuts its socket down at once), and its
+body flows transport → ``Lines`` → state → delivery; a failure is retried as the
+policy allows, on another host when there is one.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import tenacity
 
@@ -26,7 +25,7 @@ from ._gate import Gate
 from ._hosts import Host, Hosts
 from ._observe import Observer
 from ._result import NO_HEADERS
-from ._retry import RetryArg, for_stream
+from ._retry import RetryArg, failure, for_stream
 from ._timers import StreamTimer, Watchdog
 from ._transports._base import OpenStream
 
@@ -40,36 +39,14 @@ reuse the connection; past it the connection is closed instead. The answer is
 complete either way."""
 
 
-class State(Protocol):
-    """What a stream feeds: a chat's ``ChatState`` or a pull's ``ProgressState``."""
-
-    done: bool
-    has_output: bool
-    voids_on_retry: bool
-
-    def start(self, now: float) -> None: ...
-
-    def feed(
-        self, chunks: list[dict[str, Any]], now: float
-    ) -> tuple[list[Any], ProtocolError | None]: ...
-
-    def reset(self) -> None: ...
-
-    def snapshot(self) -> Any: ...
-
-    def cancelled_result(self) -> Any: ...
-
-
 class LoadProbe(Protocol):
     """Tells, off the worker, whether the model was resident when the stream began."""
 
     def start(self, on_answer: Callable[[bool], None]) -> None:
         """Begin asking; call ``on_answer(resident)`` once, from any thread."""
-        ...
 
     def answered(self) -> None:
         """The model answered: it is loaded now, whatever was asked before."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -106,21 +83,16 @@ class StreamContext:
     """What a handle gives its job: state, abort switch, delivery, observer."""
 
     state: Any
+    """What the stream feeds: a ``ChatState``, a ``ProgressState``..."""
     scope: AbortScope
     delivery: Delivery
     observer: Observer | None = None
 
 
 def run_stream(request: StreamRequest, ctx: StreamContext) -> Any:
-    """Run one stream to its end on this thread, retrying as its policy allows.
-
-    Returns:
-        The state's final snapshot (a ``ChatResult``, the last ``Progress``);
-        a cancelled stream's says so.
-
-    Raises:
-        StreamError: the failure, with ``.partial``, ``.url`` and ``.model``.
-    """
+    """Run one stream to its end on this thread, retrying as its policy allows;
+    return the state's last snapshot (marked cancelled after a cancel), or raise
+    the ``StreamError`` with ``.partial``, ``.url`` and ``.model``."""
     observer = ctx.observer
     if observer is None:
         return _Run(request, ctx).run()
@@ -232,12 +204,8 @@ class _Run:
         )
 
     def _once(self, host: Host) -> None:
-        request, state, scope, delivery = (
-            self.request,
-            self.state,
-            self.scope,
-            self.delivery,
-        )
+        request, state = self.request, self.state
+        scope, delivery = self.scope, self.delivery
         scope.check()
         headers = dict(request.headers)
         if self.ctx.observer is not None:
@@ -273,7 +241,7 @@ class _Run:
                 fields(response_headers=exc.partial.response_headers)
             raise
         finally:
-            scope.on_sent = _no_op
+            scope.on_sent = lambda: None
         if not sent:
             on_sent()  # a transport that could not tell us earlier
         if fields is not None:
@@ -297,15 +265,13 @@ class _Run:
             timer.arrived()
             chunks = lines.feed(data)
             if chunks and self._take(chunks, now):
-                self._finish(stream)
-                return
+                return self._finish(stream)
             if lines.error is not None:
                 raise lines.error
             timer.waiting(time.monotonic(), state.has_output)
         chunks = lines.finish()
         if chunks and self._take(chunks, time.monotonic()):
-            self._finish(stream)
-            return
+            return self._finish(stream)
         if lines.error is not None:
             raise lines.error
         scope.check()  # a body cut by a cancel is the cancel, not a truncation
@@ -315,11 +281,9 @@ class _Run:
         )
 
     def _take(self, chunks: list[dict[str, Any]], now: float) -> bool:
-        """Feed one read's chunks and deliver their events; True once done.
-
-        The read that holds the done line is fed and sealed as one step: a
-        cancel lands before it (the answer is not complete) or is refused.
-        """
+        """Feed one read's chunks and deliver their events; True once done. The read
+        with the done line is fed and sealed as one step: a cancel lands before it
+        or is refused."""
         state, scope, seal = self.state, self.scope, self.request.seal_on_done
         self.scope.check()  # a cancel stops delivery even of lines already read
         if any(chunk.get("done") is True for chunk in chunks):
@@ -357,10 +321,7 @@ class _Run:
         self.scope.aborted_event.wait(seconds)
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if not isinstance(error, StreamError):
-            return
+        error = cast(StreamError, failure(retry_state))  # only those are retried
         attempt, delay = retry_state.attempt_number, float(retry_state.upcoming_sleep)
         # Text, never the error object: a log handler that keeps records must
         # not keep the error's traceback, and with it a response and a socket.
@@ -381,10 +342,6 @@ class _Run:
             self.delivery.emit(Reset(attempt, error))
             self.state.reset()
             self.delivery.reset_partial()
-
-
-def _no_op() -> None:
-    pass
 
 
 def deadline_error(seconds: float | None) -> StreamTimeout:

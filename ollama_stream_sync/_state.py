@@ -1,9 +1,7 @@
-"""Pure stream state: fed one read's chunks at a time, read as frozen snapshots.
-
-``ChatState`` folds a chat's events into a ``ChatResult``; ``ProgressState``
-folds pull, push and create lines into ``Progress``. Each has one writer (the
-worker) and any number of readers, and lets a thread wait until a predicate on
-its snapshot holds, woken by each change (nothing polls).
+"""Pure stream state, fed one read's chunks at a time and read as frozen snapshots:
+``ChatState`` folds a chat into a ``ChatResult``, ``ProgressState`` a pull, push or
+create into ``Progress``. One writer (the worker), any number of readers, each able
+to wait for a predicate on the snapshot, woken by every change (nothing polls).
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from ._decode import chat_events
@@ -90,12 +87,8 @@ class Watched(Generic[S]):
 
 
 class ChatState(Watched[ChatResult]):
-    """Collects thinking, content and tool calls; no I/O, no threads of its own.
-
-    ``feed`` takes one network read's chunks under one lock acquisition; a
-    snapshot is cached until the state changes, so polling costs nothing while
-    the stream is quiet.
-    """
+    """A chat's thinking, content and tool calls, fed a read at a time; the
+    snapshot is cached until the state changes (polling a quiet stream is free)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -159,12 +152,8 @@ class ChatState(Watched[ChatResult]):
     def feed(
         self, chunks: list[dict[str, Any]], now: float
     ) -> tuple[list[Thinking | Content | ToolCall], ProtocolError | None]:
-        """Take one read's chunks; return their events, thinking before content.
-
-        A malformed chunk stops the batch: the events before it are returned
-        with the error, so nothing that arrived is lost. Lines after the done
-        line are ignored.
-        """
+        """Take one read's chunks; return their events and the error of a malformed
+        chunk, which ends the batch (what came before is kept). After done: ignored."""
         events: list[Thinking | Content | ToolCall] = []
         error = None
         with self._lock:
@@ -251,7 +240,7 @@ def _int(value: Any) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
-_STAGE_TEXTS: tuple[tuple[str, Stage], ...] = (
+_STAGES: tuple[tuple[str, Stage], ...] = (
     (r"^success$", "success"),
     (r"^writing manifest", "writing"),
     (r"manifest$", "manifest"),  # pulling/retrieving/pushing manifest
@@ -265,7 +254,6 @@ _STAGE_TEXTS: tuple[tuple[str, Stage], ...] = (
         "creating",
     ),
 )
-_STAGES = tuple((re.compile(pattern), stage) for pattern, stage in _STAGE_TEXTS)
 
 SPEED_HALF_LIFE = 2.0
 """Seconds after which an old speed sample counts half (the EWMA's memory)."""
@@ -276,15 +264,12 @@ STABLE_AFTER = 1.0
 def stage_of(status: str) -> Stage:
     """The stage a status text names ("pulling 8eeb52dfb3bb" is downloading)."""
     text = status.strip().lower()
-    return next((stage for p, stage in _STAGES if p.search(text)), "other")
+    return next((stage for p, stage in _STAGES if re.search(p, text)), "other")
 
 
 class ProgressState(Watched[Progress]):
-    """Collects pull, push or create lines; ``snapshot()`` is the latest ``Progress``.
-
-    Figures span every layer seen so far, and a retried operation keeps them
-    (Ollama resumes), so a fraction shown never goes back.
-    """
+    """A pull, push or create's latest ``Progress``, over every layer seen; a retry
+    keeps the figures (Ollama resumes), so a fraction shown never goes back."""
 
     voids_on_retry = False
     """Progress is never shown twice: a retry after it is safe."""
@@ -410,4 +395,4 @@ class ProgressState(Watched[Progress]):
         with self._lock:
             self._cancelled = True
         self.notify()
-        return replace(self.result(), cancelled=True)
+        return self.result()

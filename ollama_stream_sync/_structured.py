@@ -1,8 +1,6 @@
-"""Structured output: the ``format`` a request sends, partial values as the answer
-streams, and the validated value at the end.
-
-Partial JSON is parsed by pydantic-core's ``from_json(..., allow_partial=...)``
-(pydantic comes with the SDK), not by a parser of our own.
+"""Structured output: the ``format`` sent, partial values as the answer streams
+(pydantic-core's ``from_json(allow_partial=...)``, not a parser of our own), and
+the validated value at the end.
 """
 
 from __future__ import annotations
@@ -48,24 +46,19 @@ class FormatSpec:
         return PartialJson()
 
     def parse(self, result: ChatResult) -> Any:
-        """The validated value of a complete answer.
-
-        Raises:
-            OutputValidationError: not JSON, or not valid for the model; the
-                result (with its raw ``content``) is ``.partial``.
-        """
+        """The validated value of a complete answer, or ``OutputValidationError``
+        (the result, with its raw ``content``, as ``.partial``)."""
         try:
             if self.model is not None:
                 return self.model.model_validate_json(result.content)
             return json.loads(result.content)
-        except (ValueError, pydantic.ValidationError) as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one
             kind = self.model.__name__ if self.model is not None else "JSON"
-            error = OutputValidationError(
+            raise OutputValidationError(
                 f"the answer is not valid {kind}: {exc}".splitlines()[0],
                 partial=result,
                 model=result.model or None,
-            )
-            raise error from exc
+            ) from exc
 
 
 _NOTHING = object()
@@ -100,11 +93,7 @@ class PartialJson:
 def finish(
     state: ChatState, result: ChatResult, fmt: FormatSpec | None, truncated: bool
 ) -> ChatResult:
-    """Finish a complete answer: flag a truncated prompt, parse ``format``.
-
-    Raises:
-        OutputValidationError: the answer does not match ``format``.
-    """
+    """Finish a complete answer: flag a truncated prompt, parse ``format``."""
     if result.cancelled or not result.done:
         return result
     fields: dict[str, Any] = {"prompt_truncated": True} if truncated else {}

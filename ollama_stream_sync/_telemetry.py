@@ -1,14 +1,8 @@
 """OpenTelemetry traces and metrics of every call, through the observer seam.
 
-Imported only when ``opentelemetry-api`` is installed, and used through the API
-alone: the application installs and configures the SDK and its exporters (with
-none, the API's no-op providers make this nearly free). Names follow the
-OpenTelemetry semantic conventions for generative AI as released in
-semantic-conventions v1.41.0 (``SCHEMA_URL``), the last release holding them
-before they moved to a repository of their own: a CLIENT span per request to a
-model, ``execute_tool`` spans for the tools a ``Conversation`` runs, and the
-``gen_ai.client.*`` histograms. Message content is recorded only when
-``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``; headers never are.
+Imported only with ``opentelemetry-api`` installed, and through the API alone (the
+application configures the SDK). What is recorded, under the GenAI conventions of
+semantic-conventions v1.41.0, is in docs/guides/telemetry.md.
 """
 
 from __future__ import annotations
@@ -101,12 +95,9 @@ class _Meters(NamedTuple):
 
 
 class Telemetry:
-    """The ``ObserverFactory`` that traces and measures each call.
-
-    With no providers given it uses the global ones, looked up at each call (an
-    SDK configured after the client was built still takes effect); tests hand
-    in private providers instead.
-    """
+    """The ``ObserverFactory`` that traces and measures each call, through the global
+    providers looked up at each call (an SDK configured later still takes effect)
+    unless it is given its own (tests)."""
 
     def __init__(
         self,
@@ -175,8 +166,6 @@ class _Call:
         self._last: float | None = None
         self._ended: tuple[Any, BaseException | None, int, float] | None = None
         self._status = ""
-
-    # -- the observer ---------------------------------------------------------
 
     @_safe
     def request(self, body: Mapping[str, Any] | None) -> None:
@@ -250,8 +239,6 @@ class _Call:
 
     @_safe
     def tool(self, run: ToolRun) -> None:
-        function = run.call.get("function") or {}
-        name = str(function.get("name", ""))
         attrs = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.type": "function",
@@ -260,12 +247,9 @@ class _Call:
         if self._capture:
             attrs["gen_ai.tool.call.result"] = run.result
         start = int(run.start * 1e9)
+        name = f"execute_tool {attrs['gen_ai.tool.name']}"
         span = self._tracer.start_span(
-            f"execute_tool {name}",
-            self._parent,
-            SpanKind.INTERNAL,
-            attrs,
-            start_time=start,
+            name, self._parent, SpanKind.INTERNAL, attrs, start_time=start
         )
         if run.error is not None:
             _fail(span, run.error)
@@ -274,8 +258,6 @@ class _Call:
     @_safe
     def end(self, result: Any, error: BaseException | None) -> None:
         self._close((result, error))
-
-    # -- inside -----------------------------------------------------------------
 
     def _first_chunk(self, seconds: float) -> None:
         if self._op is not None:
@@ -451,14 +433,9 @@ def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
         parts.append({"type": "text", "content": content})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        name, arguments = function.get("name"), function.get("arguments")
         parts.append(
-            {
-                "type": "tool_call",
-                "id": call.get("id"),
-                "name": name,
-                "arguments": arguments,
-            }
+            {"type": "tool_call", "id": call.get("id")}
+            | {"name": function.get("name"), "arguments": function.get("arguments")}
         )
     return parts
 
