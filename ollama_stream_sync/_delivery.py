@@ -365,9 +365,12 @@ class Delivery:
         phase: PhaseName = "failed" if error else ("cancelled" if cancelled else "done")
         with contextlib.suppress(StreamError):  # recorded, and reported below
             self.set_phase(phase)
-        if self.error is not None and error is None and not cancelled:
-            self.error.partial = partial()
-            result, error = None, self.error
+        # A failed callback is the outcome, even after a cancel: the user's
+        # exception is never swallowed (a closed dispatcher is not one).
+        failed = self.error
+        if failed and not error and not (cancelled and type(failed) is DispatchError):
+            failed.partial = partial()
+            result, error = None, failed
         if self.inline:
             result, error = self._terminal_call(result, error, partial, late=False)
         if self.sink is not None:
