@@ -11,7 +11,7 @@ from ollama_stream_sync import ChatResult, StreamingClient, StreamTimeout
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .conftest import USER, WAIT, MakeClient
-from .hostile import Hold, Hostile, Notify, Send, chunk, head, line
+from .support.hostile import Hold, Hostile, Notify, Send, chunk, head, line
 
 pytestmark = pytest.mark.transport
 

@@ -35,7 +35,7 @@ from ollama_stream_sync import _dispatch as dispatch_module
 from ollama_stream_sync.testing import Chunk, Cut, FakeOllama, Stall, reply, tool_call
 
 from .conftest import USER, WAIT
-from .gui import tk_run_until
+from .support.gui import tk_run_until
 
 # Named by their new names; the fallbacks only let this file run against the
 # package before the rework (which had neither), to show each test failing there.

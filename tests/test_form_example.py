@@ -17,7 +17,7 @@ import pytest
 from ollama_stream_sync import OutputValidationError, StreamingClient
 from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Stall, reply
 
-from .gui import load, tk_run_until, tk_shows_whole, too_long_for_a_line
+from .support.gui import load, tk_run_until, tk_shows_whole, too_long_for_a_line
 
 
 @pytest.fixture

@@ -14,7 +14,13 @@ from typing import Any
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, reply
 
-from .gui import load, qt_run_until, tk_run_until, tk_shows_whole, too_long_for_a_line
+from .support.gui import (
+    load,
+    qt_run_until,
+    tk_run_until,
+    tk_shows_whole,
+    too_long_for_a_line,
+)
 
 MID_STREAM = [
     Chunk(thinking="Thinking "),

@@ -25,7 +25,7 @@ from ollama_stream_sync import (
 from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Raw, Status
 
 from .conftest import USER, WAIT, MakeClient
-from .hostile import (
+from .support.hostile import (
     END,
     Close,
     Compressor,

@@ -45,7 +45,7 @@ from ollama_stream_sync.testing import (
 )
 
 from .conftest import USER, WAIT, MakeClient
-from .hostile import Hostile, Send, answer, chunked_response
+from .support.hostile import Hostile, Send, answer, chunked_response
 
 
 def stream_threads() -> set[threading.Thread]:

@@ -21,7 +21,7 @@ from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall
 
 from .conftest import USER, WAIT, MakeClient, assert_all_closed
-from .hostile import Gate, Hold, Hostile, Send, answer, chunked_response
+from .support.hostile import Gate, Hold, Hostile, Send, answer, chunked_response
 
 pytestmark = pytest.mark.transport
 

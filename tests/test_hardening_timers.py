@@ -20,7 +20,7 @@ import pytest
 from ollama_stream_sync import StreamingClient, StreamTimeout
 
 from .conftest import USER, WAIT, MakeClient
-from .hostile import (
+from .support.hostile import (
     END,
     Gate,
     Hold,
