@@ -15,13 +15,14 @@ from ollama_stream_sync.testing import (
     Delay,
     Done,
     FakeOllama,
+    Stall,
     chat_prompt,
     count_tokens,
     reply,
     tool_call,
 )
 
-from .conftest import USER
+from .conftest import USER, WAIT
 
 pytestmark = pytest.mark.transport
 
@@ -278,3 +279,16 @@ def test_a_reused_connection_forgets_the_last_streams_drain_window(
     with make_client(server.url) as client:
         assert client.chat("m", USER).content == "first"
         assert client.chat("m", USER).content == "second"
+
+
+def test_snapshot_from_another_thread_while_streaming(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue([Chunk(content="a"), Chunk(content="b"), Stall()])
+    got_b = threading.Event()
+    handle = client.start_chat("m", USER, on_content=lambda t: t == "b" and got_b.set())
+    assert got_b.wait(WAIT)
+    snap = handle.snapshot()
+    assert snap.content == "ab" and not snap.done and not snap.cancelled
+    handle.cancel()
+    handle.result(WAIT)

@@ -4,150 +4,20 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 
 from ollama_stream_sync import StreamingClient
-from ollama_stream_sync.testing import Chunk, FakeOllama, Stall
+from ollama_stream_sync.testing import FakeOllama
 
-from .conftest import USER, WAIT, MakeClient, assert_all_closed
-from .support.hostile import Gate, Hold, Hostile, Send, answer, chunked_response
+from .conftest import USER, WAIT
+from .support.hostile import Gate, Hostile, Send, answer, chunked_response
 
 pytestmark = pytest.mark.transport
-
-# -- 2. after a cancel in any phase, every socket the stream opened is closed --
-
-
-class ConnectHook:
-    """Runs ``action`` on a stream's worker when it starts connecting to ``port``.
-
-    ``socket.socket.connect`` and ``connect_ex`` are wrapped for the test only
-    (monkeypatch), and do nothing different on any other thread or port.
-    """
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, port: int) -> None:
-        self.entered = threading.Event()
-        self.action: Callable[[], None] = lambda: None
-        for name in ("connect", "connect_ex"):
-            monkeypatch.setattr(socket.socket, name, self._hook(name, port))
-
-    def _hook(self, name: str, port: int) -> Callable[..., Any]:
-        original = getattr(socket.socket, name)
-
-        def hooked(sock: socket.socket, address: Any) -> Any:
-            if (
-                isinstance(address, tuple)
-                and address[1] == port
-                and threading.current_thread().name.startswith("ollama-stream-")
-            ):
-                self.entered.set()
-                self.action()
-            return original(sock, address)
-
-        return hooked
-
-
-@pytest.mark.parametrize("moment", ["before-the-syscall", "during-the-syscall"])
-def test_cancel_while_connecting_ends_at_once_and_closes_the_socket(
-    unaccepting_port: int,
-    make_client: MakeClient,
-    worker_sockets: list[socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-    moment: str,
-) -> None:
-    """A cancel that lands after the socket was made but before (or while)
-    ``connect()`` blocks ends the stream at once, whatever the connect timeout.
-
-    "before-the-syscall" holds the worker at the start of ``connect()`` until
-    the cancel has returned: the one moment a shutdown() cannot wake it.
-    """
-    hook = ConnectHook(monkeypatch, unaccepting_port)
-    cancelled = threading.Event()
-    if moment == "before-the-syscall":
-        hook.action = lambda: assert_(cancelled.wait(WAIT))
-    url = f"http://127.0.0.1:{unaccepting_port}"
-    with make_client(url, connect_timeout=60) as client:
-        handle = client.start_chat("m", USER)
-        assert hook.entered.wait(WAIT)
-        handle.cancel()
-        cancelled.set()
-        assert handle.result(WAIT).cancelled  # far less than the 60 s timeout
-        assert handle.join(WAIT)
-    assert_all_closed(worker_sockets)
-
-
-def assert_(condition: bool) -> None:
-    assert condition
-
-
-@pytest.mark.parametrize("phase", ["before-headers", "mid-body"])
-def test_cancel_after_connecting_closes_every_socket(
-    server: FakeOllama,
-    make_client: MakeClient,
-    worker_sockets: list[socket.socket],
-    phase: str,
-) -> None:
-    script = [Stall()] if phase == "before-headers" else [Chunk(content="x"), Stall()]
-    server.enqueue(script)
-    with make_client(server.url) as client:
-        handle = client.start_chat("m", USER)
-        assert server.wait_stalled()
-        handle.cancel()
-        assert handle.result(WAIT).cancelled
-        assert handle.join(WAIT)
-        assert_all_closed(worker_sockets)  # before the client or session closes
-    assert server.wait_for(lambda s: s.disconnects_seen == 1)
-
-
-def test_cancel_while_a_custom_connection_class_connects(
-    hostile: Hostile, worker_sockets: list[socket.socket]
-) -> None:
-    """requests only: an adapter whose connection class makes its own socket.
-
-    Such classes (SOCKS proxies, for one) override ``_new_conn``, so no socket
-    is reachable while they connect. A cancel that lands then must end the
-    stream as soon as they return (not when a slow model answers), and the
-    socket they made must be closed.
-    """
-    hostile.enqueue([Hold()])  # were the request sent: no answer, ever
-    holder: dict[str, Any] = {}
-    ready = threading.Event()
-
-    class OwnConnection(urllib3.connection.HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            assert ready.wait(WAIT)
-            holder["handle"].cancel()  # lands while this class connects
-            return sock
-
-    class OwnPool(urllib3.HTTPConnectionPool):
-        ConnectionCls = OwnConnection
-
-    class OwnAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": OwnPool}
-
-    session = requests.Session()
-    session.mount("http://", OwnAdapter())
-    with StreamingClient(hostile.url, session=session) as client:
-        holder["handle"] = handle = client.start_chat("m", USER)
-        ready.set()
-        assert handle.result(WAIT).cancelled
-        assert handle.join(WAIT)
-        assert_all_closed(worker_sockets)
-    session.close()
-    assert hostile.stream_requests() == []  # nothing was sent after the cancel
 
 
 # -- 7. more than 1024 open files --

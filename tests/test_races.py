@@ -15,19 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from ollama_stream_sync import (
     ChatResult,
@@ -41,7 +35,6 @@ from ollama_stream_sync.testing import (
     Chunk,
     Cut,
     Delay,
-    Done,
     ErrorLine,
     FakeOllama,
     Script,
@@ -52,6 +45,7 @@ from ollama_stream_sync.testing import (
 )
 
 from .conftest import USER, WAIT, MakeClient
+from .support.clients import one_connection_client
 
 SEED = int(os.environ.get("RACES_SEED", "20260101"))
 """Base seed of every randomized test; trial ``i`` uses ``SEED + i``."""
@@ -65,35 +59,6 @@ CLOSE_TRIALS = 120
 
 WORDS = "alpha beta gamma delta"
 TEXT = WORDS  # what reply(WORDS) streams, word by word
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` (for states that have no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
-def one_connection_client(
-    make_client: MakeClient, url: str, **kwargs: Any
-) -> StreamingClient:
-    """A client whose pool has one connection: each stream reuses the last one's.
-
-    The next stream waits for the connection and takes it the moment the last
-    stream hands it back: exactly where a late cancel of that last stream would
-    hit a socket that is no longer its own.
-    """
-    if make_client.transport == "httpx":
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        return make_client(url, limits=limits, **kwargs)
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, pool_block=True)
-    session.mount("http://", adapter)
-    make_client.sessions.append(session)  # released (closed) by the fixture
-    return make_client(url, session=session, **kwargs)
 
 
 class RoutedOllama(FakeOllama):
@@ -284,120 +249,6 @@ def test_a_connection_reused_after_the_drain_window_still_works(
     assert server.wait_closed()
 
 
-def test_a_cancel_during_the_final_chunk_is_refused(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    """Found by the stress above: the done line seals the outcome before its
-    own text is delivered, so a cancel from that last callback (or from any
-    thread at that moment) is refused and the complete answer is not
-    reported cancelled."""
-    server.enqueue([Chunk(content="Hello"), Done(content=" world")])
-    holder: dict[str, Any] = {}
-    answers: list[bool] = []
-    ready = threading.Event()
-
-    def on_content(text: str) -> None:
-        if text == " world":
-            assert ready.wait(WAIT)
-            answers.append(holder["handle"].cancel())
-
-    with make_client(server.url) as client:
-        holder["handle"] = handle = client.start_chat("m", USER, on_content=on_content)
-        ready.set()
-        result = handle.result(WAIT)
-    assert answers == [False]
-    assert result.done and not result.cancelled
-    assert result.content == "Hello world"
-    make_client.release()
-
-
-# -- issue 3: a callback's own connection -------------------------------------
-
-
-CALLBACK_REQUESTS = ["requests.get", "client.sdk", "same session"]
-
-
-@pytest.mark.parametrize("how", CALLBACK_REQUESTS)
-def test_cancel_reaches_the_stream_after_a_callback_made_a_request(
-    server: FakeOllama, make_client: MakeClient, how: str
-) -> None:
-    """Issue 3: an HTTP call inside on_content must not steal the stream's socket."""
-    if how == "same session" and make_client.transport != "requests":
-        pytest.skip("the client's session: requests transport only")
-    server.enqueue([Chunk(content="a"), Stall()])
-    client = make_client(server.url)
-    done_request = threading.Event()
-    problems: list[BaseException] = []
-
-    def on_content(_: str) -> None:
-        try:
-            _side_request(client, how, server.url)
-        except BaseException as exc:
-            problems.append(exc)
-        done_request.set()
-
-    try:
-        handle = client.start_chat("m", USER, on_content=on_content)
-        assert done_request.wait(WAIT) and server.wait_stalled()
-        assert not problems
-        assert handle.cancel() is True
-        assert handle.result(WAIT).cancelled
-        assert server.wait_for(lambda s: s.disconnects_seen == 1)
-    finally:
-        server.release()
-        client.close()
-        make_client.release()
-    assert server.wait_closed()
-
-
-def _side_request(client: StreamingClient, how: str, url: str) -> None:
-    if how == "requests.get":
-        requests.get(url + "/api/version", timeout=WAIT).raise_for_status()
-    elif how == "client.sdk":
-        client.sdk.list()
-    else:
-        session = client.session
-        assert session is not None
-        session.get(url + "/api/version", timeout=WAIT).raise_for_status()
-
-
-@pytest.mark.parametrize("how", CALLBACK_REQUESTS)
-def test_cancel_reaches_the_stream_after_on_phase_made_a_request(
-    server: FakeOllama, make_client: MakeClient, how: str
-) -> None:
-    """Issue 3 again, from ``on_phase("waiting")``: the one callback that the
-    transport runs from inside its own network call (new API: not on the old
-    engine)."""
-    if how == "same session" and make_client.transport != "requests":
-        pytest.skip("the client's session: requests transport only")
-    server.enqueue([Stall()])  # the model "loads": no headers yet
-    client = make_client(server.url)
-    done_request = threading.Event()
-    problems: list[BaseException] = []
-
-    def on_phase(phase: str) -> None:
-        if phase != "waiting":
-            return
-        try:
-            _side_request(client, how, server.url)
-        except BaseException as exc:
-            problems.append(exc)
-        done_request.set()
-
-    try:
-        handle = client.start_chat("m", USER, on_phase=on_phase)
-        assert done_request.wait(WAIT) and server.wait_stalled()
-        assert not problems
-        assert handle.cancel() is True
-        assert handle.result(WAIT).cancelled
-        assert server.wait_for(lambda s: s.disconnects_seen == 1)
-    finally:
-        server.release()
-        client.close()
-        make_client.release()
-    assert server.wait_closed()
-
-
 # -- issue 8: a kept error keeps no connection open ---------------------------
 
 
@@ -455,69 +306,6 @@ def test_a_kept_error_keeps_no_connection_open(
         assert server.wait_closed(), f"{kind}: a kept {kept_error!r} pins a connection"
         assert any("retrying" in r.getMessage() for r in kept_logs.records)
         assert kept_error.__traceback__ is not None  # kept, traceback and all
-
-
-# -- issue 2: a failed connect's socket, by number ----------------------------
-
-
-def refused_url() -> str:
-    """A loopback URL where nothing listens: connects fail at once."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return f"http://127.0.0.1:{port}"
-
-
-def test_cancel_after_a_failed_connect_touches_no_other_socket(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    """Issue 2 (requests): the socket of a failed connect is gone, and its
-    descriptor number is reused at once by the next socket of the process.
-
-    The caller's session retries connects itself (an ``HTTPAdapter`` with a
-    urllib3 ``Retry``); while it backs off after a refused connect, bystander
-    streams open their sockets, then the stream is cancelled. The bystanders
-    must finish whole. (The backoff is a gate the test opens, not a sleep.)
-    """
-    if make_client.transport != "requests":
-        pytest.skip("a session's own connect retries: requests transport only")
-    entered, gate = threading.Event(), threading.Event()
-
-    class GateRetry(Retry):
-        def sleep(self, response: Any = None) -> None:
-            entered.set()
-            gate.wait(WAIT)
-
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=GateRetry(connect=1)))
-    make_client.sessions.append(session)
-    victim_client = make_client(refused_url(), session=session)
-    bystanders = 3
-    server.enqueue(*[[Chunk(content="b"), Stall(), Chunk(content="c"), Done()]] * 3)
-    try:
-        with make_client(server.url) as others:
-            victim = victim_client.start_chat("m", USER)
-            assert entered.wait(WAIT)  # the connect failed; urllib3 backs off
-            got = [threading.Event() for _ in range(bystanders)]
-            handles = [
-                others.start_chat("m", USER, on_content=lambda _, e=e: e.set())
-                for e in got
-            ]
-            assert all(e.wait(WAIT) for e in got) and server.wait_stalled(bystanders)
-            assert victim.cancel() is True
-            gate.set()
-            assert victim.result(WAIT).cancelled
-            server.release()
-            for handle in handles:
-                result = handle.result(WAIT)
-                assert result.content == "bc" and result.done
-    finally:
-        gate.set()
-        server.release()
-        victim_client.close()
-        make_client.release()
-    assert server.wait_closed()
 
 
 # -- issue 5: close() racing start_chat() -------------------------------------
@@ -640,53 +428,6 @@ def test_close_from_a_callback(
     assert server.wait_closed()
 
 
-# -- issue 10: cancel during name resolution ----------------------------------
-
-
-def test_cancel_during_a_blocked_name_lookup(
-    monkeypatch: pytest.MonkeyPatch, make_client: MakeClient
-) -> None:
-    """Issue 10: getaddrinfo cannot be interrupted; a cancel during it still
-    resolves the handle at once (the lookup is still blocked), the worker
-    exits once the lookup returns, and nothing connects afterwards."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    port = listener.getsockname()[1]
-    entered, gate, returned = threading.Event(), threading.Event(), threading.Event()
-    real_getaddrinfo = socket.getaddrinfo
-
-    def blocking_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != "blocked.localhost":
-            return real_getaddrinfo(host, *args, **kwargs)
-        entered.set()
-        try:
-            gate.wait(3 * WAIT)
-            return real_getaddrinfo("127.0.0.1", *args, **kwargs)
-        finally:
-            returned.set()
-
-    monkeypatch.setattr(socket, "getaddrinfo", blocking_getaddrinfo)
-    client = make_client(f"http://blocked.localhost:{port}")
-    try:
-        handle = client.start_chat("m", USER)
-        assert entered.wait(WAIT)
-        assert handle.cancel() is True
-        assert handle.result(WAIT).cancelled  # while the lookup still blocks
-        assert not returned.is_set()
-        gate.set()
-        assert returned.wait(WAIT)
-        assert handle.join(WAIT)
-        listener.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            listener.accept()  # no connection was attempted
-    finally:
-        gate.set()
-        client.close()
-        make_client.release()
-        listener.close()
-
-
 # -- issue 11: a send's deadline covers every round ---------------------------
 
 
@@ -727,49 +468,3 @@ def test_a_sends_deadline_covers_all_its_rounds(
     assert conv.messages == []
     make_client.release()
     assert server.wait_closed()
-
-
-# -- still open: a stream waiting for a bounded pool --------------------------
-
-
-POOL_WAITS = {"wait_for_connection", "_get_conn"}
-"""Where httpcore's and urllib3's pools block for a free connection."""
-
-
-def waiting_for_the_pool(thread: threading.Thread) -> bool:
-    """Whether ``thread`` is blocked in a pool's wait for a free connection."""
-    frame = sys._current_frames().get(thread.ident or 0)
-    while frame is not None:
-        if frame.f_code.co_name in POOL_WAITS:
-            return True
-        frame = frame.f_back
-    return False
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream waiting for a free connection of a bounded pool (httpx "
-    "limits=Limits(max_connections=N), a requests adapter with pool_block=True) "
-    "waits in httpcore/urllib3 on a queue no cancel reaches: it ends only when "
-    "another stream frees a connection",
-)
-def test_cancel_while_waiting_for_a_bounded_pool(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    server.enqueue([Chunk(content="a"), Stall()])
-    client = one_connection_client(make_client, server.url)
-    try:
-        holder = client.start_chat("m", USER)
-        assert server.wait_stalled()  # holds the pool's one connection
-        waiter = client.start_chat("m", USER)
-        # In the pool's own wait (not merely "connecting": a cancel before it
-        # is honoured, and the expected failure would pass by luck).
-        assert wait_until(lambda: waiting_for_the_pool(waiter.thread))
-        assert waiter.cancel() is True
-        # Fixed, this resolves at once; 1 s keeps the expected failure short.
-        assert waiter.result(1.0).cancelled
-        holder.cancel()
-    finally:
-        server.release()
-        client.close()
-        make_client.release()

@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from ollama_stream_sync import StreamingClient
 
@@ -65,6 +67,25 @@ class MakeClient:
     def release(self) -> None:
         for session in self.sessions:
             session.close()
+
+
+def one_connection_client(
+    make_client: MakeClient, url: str, **kwargs: Any
+) -> StreamingClient:
+    """A client whose pool has one connection: each stream reuses the last one's.
+
+    The next stream waits for the connection and takes it the moment the last
+    stream hands it back: exactly where a late cancel of that last stream would
+    hit a socket that is no longer its own (see test_races.py).
+    """
+    if make_client.transport == "httpx":
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        return make_client(url, limits=limits, **kwargs)
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, pool_block=True)
+    session.mount("http://", adapter)
+    make_client.sessions.append(session)  # released (closed) by the fixture
+    return make_client(url, session=session, **kwargs)
 
 
 TERMINAL = ("done", "error")
