@@ -25,11 +25,9 @@ import pytest
 
 from ollama_stream_sync import (
     ChatResult,
-    Conversation,
     RetryPolicy,
     StreamError,
     StreamingClient,
-    StreamTimeout,
 )
 from ollama_stream_sync.testing import (
     Chunk,
@@ -41,7 +39,6 @@ from ollama_stream_sync.testing import (
     Stall,
     http_error,
     reply,
-    tool_call,
 )
 
 from .conftest import USER, WAIT, MakeClient
@@ -424,47 +421,5 @@ def test_close_from_a_callback(
     assert client.sdk._client.is_closed  # the SDK's httpx client, closed
     with pytest.raises(RuntimeError, match="closed"):
         client.start_chat("m", USER)
-    make_client.release()
-    assert server.wait_closed()
-
-
-# -- issue 11: a send's deadline covers every round ---------------------------
-
-
-SEND_DEADLINE = 0.3
-
-
-def slow_tool(city: str) -> str:
-    """Look a city up, slowly: longer than the whole send's deadline.
-
-    Args:
-        city: The city's name.
-    """
-    # A precondition, not a measurement: when it returns, the deadline of
-    # the send that ran it has passed (time.sleep sleeps at least this long).
-    time.sleep(SEND_DEADLINE)
-    return f"{city}: rain"
-
-
-def test_a_sends_deadline_covers_all_its_rounds(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    """Issue 11: the deadline covers the whole send. The tool of round one
-    outlasts it, so the second round (which would stall) never starts: the
-    send fails with the deadline, one request sent, the history untouched."""
-    server.enqueue(
-        reply(tool_calls=[tool_call("slow_tool", {"city": "Paris"})]),
-        [Stall()],  # round two, if it were ever sent
-    )
-    with make_client(server.url, first_token_timeout=None, read_timeout=None) as client:
-        conv = Conversation(client, "m", tools=[slow_tool])
-        try:
-            with pytest.raises(StreamTimeout) as info:
-                conv.send("Weather in Paris?", deadline=SEND_DEADLINE)
-        finally:
-            server.release()
-    assert info.value.which == "deadline"
-    assert len(server.stream_requests()) == 1, "a second round was sent"
-    assert conv.messages == []
     make_client.release()
     assert server.wait_closed()
