@@ -21,7 +21,6 @@ import ollama_stream_sync as oss
 from ollama_stream_sync import (
     ConnectionFailed,
     ModelNotFound,
-    RetryPolicy,
     StreamError,
     StreamingClient,
     StreamTimeout,
@@ -114,12 +113,6 @@ def test_help_shows_chat_itself() -> None:
     assert "start_chat" not in text.splitlines()[2]
     assert inspect.signature(StreamingClient.chat).return_annotation == "ChatResult"
     assert "block until it ends" in (StreamingClient.chat.__doc__ or "")
-
-
-def test_retry_statuses_take_any_set() -> None:
-    policy = RetryPolicy(retry_statuses={429, 503})
-    assert policy.retry_statuses == frozenset({429, 503})
-    assert RetryPolicy(retry_statuses=[500]).retry_statuses == frozenset({500})
 
 
 TYPO = textwrap.dedent(

@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import importlib.metadata
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import ollama
 import pytest
 import requests
-import tenacity
 from packaging.requirements import Requirement
 
 import ollama_stream_sync
 from ollama_stream_sync import (
     CallbackError,
-    ConnectionFailed,
     Conversation,
     ModelNotFound,
-    ProtocolError,
-    RetryPolicy,
     ServerError,
     StreamError,
     StreamingClient,
@@ -82,52 +76,6 @@ def test_the_installed_metadata_declares_it_too() -> None:
     requires = importlib.metadata.requires("ollama-stream-sync") or []
     found = [Requirement(r) for r in requires if r.lower().startswith("urllib3")]
     assert found and not found[0].specifier.contains("1.26.20")
-
-
-# -- 10. a host that refused a connection cools down, retry policy or not --
-
-
-@pytest.fixture
-def refusing_url() -> Iterator[str]:
-    """A loopback port that refuses connections (bound, never listening)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
-
-
-def outcomes(client: StreamingClient, count: int) -> list[str]:
-    out = []
-    for _ in range(count):
-        try:
-            client.chat("m", USER)
-        except ConnectionFailed as exc:
-            out.append("fail" if exc.during_connect else "broken")
-        else:
-            out.append("ok")
-    return out
-
-
-def test_a_refusing_host_cools_down_without_a_retry_policy(
-    server: FakeOllama, make_client: MakeClient, refusing_url: str
-) -> None:
-    with make_client(hosts=[refusing_url, server.url], retry=None) as client:
-        assert outcomes(client, 4) == ["fail", "ok", "ok", "ok"]
-        health = {h.url: h.cooling_down for h in client.health()}
-    assert health == {refusing_url: True, server.url: False}
-    assert len(server.stream_requests()) == 3
-
-
-def test_without_a_cooldown_the_hosts_alternate(
-    server: FakeOllama, make_client: MakeClient, refusing_url: str
-) -> None:
-    """The counterpart: it is the cool-down that skips the refusing host."""
-    with make_client(
-        hosts=[refusing_url, server.url], retry=None, host_cooldown=0
-    ) as client:
-        assert outcomes(client, 4) == ["fail", "ok", "fail", "ok"]
 
 
 # -- 12. programming errors are not network errors --
@@ -197,15 +145,6 @@ def test_a_bad_call_argument_raises_at_once_naming_it(
     assert server.stream_requests() == []  # nothing was sent
 
 
-def test_a_bad_retry_policy_raises_at_once_naming_the_field() -> None:
-    with pytest.raises(TypeError, match="max_attempts"):
-        RetryPolicy(max_attempts="3")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_attempts"):
-        RetryPolicy(max_attempts=0)
-    with pytest.raises((TypeError, ValueError), match="initial_delay"):
-        RetryPolicy(initial_delay=-1)
-
-
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -259,108 +198,6 @@ def test_a_value_json_cannot_encode_raises_at_once(
             conv.send({"role": "user", "content": b"bytes"})
         assert conv.messages == []
     assert server.stream_requests() == []
-
-
-# -- 13. the caller's own tenacity.Retrying --
-
-
-def user_retrying(**kwargs: Any) -> tenacity.Retrying:
-    """A policy that retries every StreamError: wider than ours, on purpose."""
-    settings: dict[str, Any] = {
-        "stop": tenacity.stop_after_attempt(3),
-        "wait": tenacity.wait_none(),
-        "retry": tenacity.retry_if_exception_type(StreamError),
-    }
-    settings.update(kwargs)
-    return tenacity.Retrying(**settings)
-
-
-def test_the_callers_before_sleep_and_after_hooks_run_with_ours(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    server.enqueue(http_error(503, "busy"), http_error(500, "boom"), reply("ok"))
-    theirs: list[tuple[str, int, str]] = []
-    ours: list[int] = []
-    policy = user_retrying(
-        before_sleep=lambda s: theirs.append(
-            ("before_sleep", s.attempt_number, type(s.outcome.exception()).__name__)
-        ),
-        after=lambda s: theirs.append(("after", s.attempt_number, "")),
-    )
-    with make_client(server.url, retry=policy) as client:
-        result = client.chat("m", USER, on_retry=lambda a, e, d: ours.append(a))
-    assert result.content == "ok"
-    assert ours == [1, 2]  # our on_retry still fires
-    assert ("before_sleep", 1, "ServerError") in theirs
-    assert ("before_sleep", 2, "ServerError") in theirs
-    assert [t for t in theirs if t[0] == "after"] == [
-        ("after", 1, ""),
-        ("after", 2, ""),
-    ]
-
-
-NEVER_RETRIED = {
-    "400": http_error(400, "model is required"),
-    "401": http_error(401, "unauthorized"),
-    "403": http_error(403, "forbidden"),
-    "404-model": http_error(404, "model 'm' not found"),
-    "404-route": http_error(404, "404 page not found"),
-    "not-ndjson": [Raw(b"<html>captive portal</html>")],
-    "no-done-line": [Chunk(content="x")],
-    "usage-limit": http_error(429, "you have reached your hourly usage limit"),
-}
-
-
-@pytest.mark.parametrize("script", NEVER_RETRIED.values(), ids=NEVER_RETRIED.keys())
-def test_never_retried_failures_stay_so_under_any_policy(
-    server: FakeOllama, make_client: MakeClient, script: list[Any]
-) -> None:
-    server.enqueue(script, reply("must not be asked for"))
-    with make_client(server.url, retry=user_retrying()) as client:
-        with pytest.raises(StreamError) as info:
-            client.chat("m", USER)
-    assert isinstance(info.value, (ServerError, ProtocolError))
-    assert len(server.stream_requests()) == 1
-
-
-def test_a_callback_error_is_never_retried_under_any_policy(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    server.enqueue(reply("one"), reply("two"))
-
-    def on_content(_: str) -> None:
-        raise RuntimeError("the UI is gone")
-
-    with make_client(server.url, retry=user_retrying()) as client:
-        with pytest.raises(CallbackError):
-            client.chat("m", USER, on_content=on_content)
-    assert len(server.stream_requests()) == 1
-
-
-@pytest.mark.parametrize("reraise", [True, False])
-def test_the_last_real_error_ends_a_callers_policy(
-    server: FakeOllama, make_client: MakeClient, reraise: bool
-) -> None:
-    server.enqueue(*[http_error(503, f"busy {i}") for i in range(3)])
-    with make_client(server.url, retry=user_retrying(reraise=reraise)) as client:
-        with pytest.raises(ServerError, match="busy 2"):  # never tenacity.RetryError
-            client.chat("m", USER)
-
-
-def test_a_callers_retry_error_callback_does_not_swallow_the_error(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    """tenacity returns retry_error_callback's value instead of raising: a
-    stream that failed would look like an empty answer."""
-    server.enqueue(*[http_error(503, f"busy {i}") for i in range(3)])
-    called: list[int] = []
-    policy = user_retrying(
-        retry_error_callback=lambda s: called.append(s.attempt_number)
-    )
-    with make_client(server.url, retry=policy) as client:
-        with pytest.raises(ServerError, match="busy 2"):
-            client.chat("m", USER)
-    assert called == [3]  # theirs still ran
 
 
 # -- 14. a failed Conversation.send leaves no trace in the history --
