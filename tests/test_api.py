@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import socket
 from pathlib import Path
 
 import ollama
@@ -13,7 +12,7 @@ import ollama_stream_sync
 from ollama_stream_sync import StreamingClient
 from ollama_stream_sync.testing import FakeOllama, reply
 
-from .conftest import USER, MakeClient
+from .conftest import USER
 
 STREAM_ONLY_EXCLUDED = {"self", "stream"}
 
@@ -62,30 +61,6 @@ def test_error_tree() -> None:
     ):
         assert issubclass(cls, oss.StreamError)
     assert issubclass(oss.ModelNotFound, oss.ServerError)
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.mark.parametrize("var", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
-def test_proxy_variables_do_not_break_a_loopback_host(
-    server: FakeOllama,
-    monkeypatch: pytest.MonkeyPatch,
-    var: str,
-    make_client: MakeClient,
-) -> None:
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.setenv(var, f"http://127.0.0.1:{_closed_port()}")
-    server.enqueue(reply("direct"))
-    with make_client(server.url) as client:  # both transports
-        assert client.chat("m", USER).content == "direct"
-    # The trap is real: the bare SDK client sends loopback traffic to the proxy.
-    with ollama.Client(server.url) as bare, pytest.raises(ConnectionError):
-        bare.list()
 
 
 def test_existing_sdk_client_can_be_wrapped(server: FakeOllama) -> None:

@@ -12,7 +12,6 @@ import pytest
 from ollama_stream_sync import ChatResult, StreamingClient
 from ollama_stream_sync.testing import (
     Chunk,
-    Delay,
     Done,
     FakeOllama,
     Stall,
@@ -268,17 +267,6 @@ def test_bad_arguments_raise_before_any_thread_starts(
         client.start_chat(**args)
     assert server.stream_requests() == []
     assert client.active_streams() == []
-
-
-def test_a_reused_connection_forgets_the_last_streams_drain_window(
-    server: FakeOllama, make_client: Any
-) -> None:
-    """After a done line the worker drains for at most 0.25 s; that bound belongs
-    to that stream, never to the next one on the same pooled connection."""
-    server.enqueue(reply("first"), [Delay(0.4), *reply("second")])
-    with make_client(server.url) as client:
-        assert client.chat("m", USER).content == "first"
-        assert client.chat("m", USER).content == "second"
 
 
 def test_snapshot_from_another_thread_while_streaming(

@@ -227,25 +227,6 @@ def _check_stream(tracked: Tracked, handle: Any, outcome: Any, where: str) -> No
         assert not cancelled, what
 
 
-def test_a_connection_reused_after_the_drain_window_still_works(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    """Found by the stress above: after a stream drained its body, the next
-    stream on that pooled connection must read with its own timeouts. The
-    drain's bound used to stay on the httpx connection, so a request sent once
-    the 0.25 s drain window had passed failed at once ("[Errno 11] Resource
-    temporarily unavailable")."""
-    drain_window = 0.25  # ollama_stream_sync._worker.DRAIN_TIMEOUT (new engine)
-    server.enqueue(reply("first"), [Delay(0.05), *reply("second")])
-    with make_client(server.url) as client:
-        assert client.chat("m", USER).content == "first"
-        # a precondition, not a measurement: the connection idles past the window
-        time.sleep(2 * drain_window)
-        assert client.chat("m", USER).content == "second"
-    make_client.release()
-    assert server.wait_closed()
-
-
 # -- issue 8: a kept error keeps no connection open ---------------------------
 
 

@@ -20,7 +20,7 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import FakeOllama
 
-from .conftest import USER
+from .support import USER
 
 pytestmark = pytest.mark.transport
 

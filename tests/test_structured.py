@@ -12,21 +12,16 @@ import pydantic
 import pytest
 
 from ollama_stream_sync import (
-    AuthenticationRequired,
-    ContextLengthExceeded,
     Conversation,
     OutputValidationError,
     Partial,
     RetryPolicy,
-    ServerError,
     StreamingClient,
 )
 from ollama_stream_sync.testing import (
     Chunk,
     Done,
     FakeOllama,
-    Status,
-    http_error,
     reply,
 )
 
@@ -166,33 +161,6 @@ def test_a_conversation_with_a_format_returns_parsed_answers(
 # -- context limits -------------------------------------------------------------
 
 
-def test_a_prompt_longer_than_the_context_raises_context_length_exceeded(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    message = (
-        "the prompt is longer than the context length currently available to the "
-        "model; shorten the prompt, adjust the context length in settings, or use "
-        "a model with a longer context length"
-    )
-    server.enqueue(
-        http_error(400, message),
-        http_error(
-            500,
-            "input length (5000 tokens) exceeds the model's maximum context length "
-            "(4096 tokens)",
-        ),
-    )
-    with make_client(server.url, retry=FAST) as client:
-        with pytest.raises(ContextLengthExceeded) as first:
-            client.chat("m", USER)
-        with pytest.raises(ContextLengthExceeded) as second:
-            client.chat("m", USER)
-    assert isinstance(first.value, ServerError) and first.value.status_code == 400
-    assert (second.value.prompt_tokens, second.value.context_length) == (5000, 4096)
-    assert len(server.stream_requests()) == 2  # never retried
-    assert "num_ctx" in str(first.value)
-
-
 def test_a_silently_truncated_prompt_is_flagged_and_logged(
     server: FakeOllama, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -239,19 +207,6 @@ def test_think_levels_pass_through_unchanged(
 
 
 # -- cloud errors and fields ---------------------------------------------------------
-
-
-def test_401_with_signin_url_is_authentication_required(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    url = "https://ollama.com/connect?name=box&key=abc"
-    server.enqueue([Status(401, {"error": "unauthorized", "signin_url": url})])
-    with make_client(server.url, retry=FAST) as client:
-        with pytest.raises(AuthenticationRequired) as info:
-            client.chat("gpt-oss:120b-cloud", USER)
-    assert info.value.signin_url == url
-    assert info.value.status_code == 401 and url in str(info.value)
-    assert len(server.stream_requests()) == 1
 
 
 def test_remote_model_and_host_are_attributes(
