@@ -195,25 +195,6 @@ def test_an_unknown_option_key_warns_once_and_is_sent(
     assert server.stream_requests()[0].body["options"][typo] == 0.2
 
 
-def test_the_library_logger_is_silent_without_logging_setup() -> None:
-    code = textwrap.dedent(
-        """
-        import logging
-        import ollama_stream_sync
-        logging.getLogger("ollama_stream_sync").warning("should not print")
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=True,
-    )
-    assert done.stderr == ""
-
-
 # -- the rough edges of the first hour ------------------------------------------------
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import pathlib
-import subprocess
 import sys
-import textwrap
 import threading
 from typing import Any
 
@@ -346,37 +344,3 @@ def test_a_host_url_with_an_api_path_is_refused_at_construction(
     with pytest.raises(ValueError, match="path"):
         StreamingClient()
     assert server.stream_requests() == []
-
-
-# -- 16. the library logs nowhere until the application configures logging --
-
-QUIET_CHILD = """
-import sys
-from ollama_stream_sync import RetryPolicy, StreamingClient
-client = StreamingClient(sys.argv[1], retry=RetryPolicy(initial_delay=0, jitter=False))
-print(client.chat("m", [{"role": "user", "content": "hi"}]).content)
-client.close()
-"""
-
-
-def test_no_logging_configured_means_nothing_on_stderr(server: FakeOllama) -> None:
-    # A retry logs a warning; with no logging set up it must go nowhere.
-    server.enqueue(http_error(503, "busy"), reply("after a retry"))
-    child = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(QUIET_CHILD), server.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert child.returncode == 0, child.stderr
-    assert child.stdout.strip() == "after a retry"
-    assert len(server.stream_requests()) == 2  # the retry (and its warning) happened
-    assert child.stderr == ""
-
-
-def test_the_library_logger_has_a_null_handler() -> None:
-    import logging
-
-    handlers = logging.getLogger("ollama_stream_sync").handlers
-    assert any(isinstance(h, logging.NullHandler) for h in handlers)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 from typing import Any
@@ -331,43 +327,6 @@ def test_stream_generate_and_conversation_stream_send(
         "tool",
         "assistant",
     ]
-
-
-def test_ctrl_c_in_a_for_loop_cancels_and_exits_promptly(server: FakeOllama) -> None:
-    """A real SIGINT, in a real process, while the loop waits on a silent model."""
-    server.enqueue([Chunk(content="Half"), Stall()])
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from ollama_stream_sync import StreamingClient
-        with StreamingClient({server.url!r}) as client:
-            stream = client.stream_chat("m", [{{"role": "user", "content": "hi"}}])
-            try:
-                for text in stream.text():
-                    print("got", text, flush=True)
-            except KeyboardInterrupt:
-                print("interrupted", stream.handle.result().cancelled, flush=True)
-                sys.exit(130)
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "got Half"
-        assert server.wait_stalled()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=WAIT * 2)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert out.strip() == "interrupted True"
-    assert server.wait_for(lambda s: s.disconnects_seen == 1)
 
 
 def test_chat_stream_repr_and_handle(
