@@ -21,6 +21,7 @@ from ollama_stream_sync.testing import FakeOllama
 # tests.support like the rest, and these names go.
 from .support import USER, WAIT  # noqa: F401
 from .support.clients import MakeClient, assert_all_closed, new_client  # noqa: F401
+from .support.dispatchers import Toolkit
 from .support.gui import (  # noqa: F401  # GUI test fixtures
     examples_path,
     qt_app,
@@ -140,6 +141,14 @@ def unaccepting_port() -> Iterator[int]:
     """A loopback port whose accept queue is full: connects hang (SYNs dropped)."""
     with _unaccepting_port() as port:
         yield port
+
+
+@pytest.fixture
+def toolkit() -> Iterator[Toolkit]:
+    """A stand-in GUI thread (``tests/support/dispatchers.py``)."""
+    kit = Toolkit()
+    yield kit
+    kit.close()
 
 
 @pytest.fixture

@@ -99,31 +99,6 @@ def test_result_counters_timing_and_message(
         result.content = "changed"  # type: ignore[misc]
 
 
-def test_callbacks_run_one_at_a_time_on_the_worker_thread(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(reply(" ".join(["w"] * 200), thinking="t " * 50))
-    threads: set[str] = set()
-    active = 0
-    overlaps = 0
-    lock = threading.Lock()
-
-    def on_delta(_: str) -> None:
-        nonlocal active, overlaps
-        with lock:
-            active += 1
-            overlaps += active > 1
-        threads.add(threading.current_thread().name)
-        with lock:
-            active -= 1
-
-    handle = client.start_chat("m", USER, on_thinking=on_delta, on_content=on_delta)
-    handle.result(5)
-    assert threads == {handle.thread.name}
-    assert handle.thread.name.startswith("ollama-stream-")
-    assert overlaps == 0
-
-
 def test_request_body_keeps_history_fields_and_options(
     server: FakeOllama, client: StreamingClient
 ) -> None:

@@ -91,6 +91,14 @@ def tk_root(xvfb_display: str) -> Iterator[Any]:
         pytest.fail(f"a Tk callback raised {errors[0]!r} ({len(errors)} in all)")
 
 
+def no_noise(capfd: pytest.CaptureFixture[str]) -> None:
+    """Nothing was printed: no traceback from a thread, no Tk complaint."""
+    out, err = capfd.readouterr()
+    for noise in ("Traceback", "main thread is not in main loop", "Exception"):
+        assert noise not in err, err
+        assert noise not in out, out
+
+
 def tk_run_until(
     root: Any, condition: Callable[[], bool], timeout: float = WAIT
 ) -> bool:
@@ -154,7 +162,33 @@ def qt_app() -> object:
         from PySide6.QtWidgets import QApplication
     except ImportError:
         _unavailable("PySide6 is not installed (pip install '.[qt]')")
+    _pin_bools()
     return QApplication.instance() or QApplication([])
+
+
+BOOL_PINS = 200_000
+"""References to True and False this process takes and never gives back."""
+
+
+def _pin_bools() -> None:
+    """Hold ``BOOL_PINS`` references to True and False that are never released.
+
+    PySide6 6.12's ``Signal.emit()`` gives its caller a reference to the True
+    it returns without taking one: each emit drops True's count by one. From
+    Python 3.12 bools are immortal and this is harmless; before, True is freed
+    after some hundreds of emits and the interpreter aborts (``bool_dealloc``),
+    in whichever test happens to be running. QtDispatcher emits once per
+    wake-up (test_qt_dispatcher_emits_without_dropping_references shows it).
+    """
+    if sys.version_info >= (3, 12):
+        return
+    import ctypes
+
+    incref = ctypes.pythonapi.Py_IncRef
+    incref.argtypes = [ctypes.py_object]
+    for value in (True, False):
+        for _ in range(BOOL_PINS):
+            incref(value)
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
