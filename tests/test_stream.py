@@ -1,9 +1,12 @@
-"""The blocking iterator of typed events and the phases a stream reports."""
+"""The blocking iterator of typed events and the phases a stream reports.
+
+The iterator and the phases are the engine's: they run once, on httpx (Ctrl-C
+in a for loop: test_process.py).
+"""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,10 +37,10 @@ from ollama_stream_sync.testing import (
     tool_call,
 )
 
-from .conftest import USER, WAIT, MakeClient
+from .support import USER, WAIT
+from .support.clients import Recorder
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def thinking_tool_answer() -> list[Any]:
@@ -50,22 +53,6 @@ def thinking_tool_answer() -> list[Any]:
 
 def phases(events: list[StreamEvent]) -> list[str]:
     return [e.name for e in events if isinstance(e, Phase)]
-
-
-class CallbackView:
-    """What the callbacks saw, to compare with the iterator."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Any]] = []
-        self.phases: list[str] = []
-
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "on_thinking": lambda t: self.items.append(("thinking", t)),
-            "on_content": lambda t: self.items.append(("content", t)),
-            "on_tool_call": lambda c: self.items.append(("tool", c)),
-            "on_phase": self.phases.append,
-        }
 
 
 def as_items(events: list[StreamEvent]) -> list[tuple[str, Any]]:
@@ -81,16 +68,16 @@ def as_items(events: list[StreamEvent]) -> list[tuple[str, Any]]:
 
 
 def test_full_iteration_equals_the_callbacks_and_the_result(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(thinking_tool_answer())
-    view = CallbackView()
-    with make_client(server.url) as client:
-        with client.stream_chat("m", USER, **view.kwargs()) as stream:
-            events = list(stream)
-            result = stream.result()
-    assert as_items(events) == view.items
-    assert phases(events) == view.phases
+    view = Recorder()
+    with client.stream_chat("m", USER, **view.kwargs(phases=True)) as stream:
+        events = list(stream)
+        result = stream.result()
+    items = [(k, v) for k, v in view.events if k in ("thinking", "content", "tool")]
+    assert as_items(events) == items
+    assert phases(events) == view.of("phase")
     assert "".join(t for k, t in as_items(events) if k == "content") == result.content
     assert "".join(t for k, t in as_items(events) if k == "thinking") == result.thinking
     assert isinstance(events[-1], Done) and events[-1].result == result
@@ -99,11 +86,10 @@ def test_full_iteration_equals_the_callbacks_and_the_result(
 
 
 def test_phases_arrive_in_order_for_thinking_tool_call_and_answer(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(thinking_tool_answer())
-    with make_client(server.url) as client:
-        events = list(client.stream_chat("m", USER))
+    events = list(client.stream_chat("m", USER))
     assert phases(events) == [
         "connecting",
         "waiting",
@@ -119,11 +105,10 @@ def test_phases_arrive_in_order_for_thinking_tool_call_and_answer(
 
 
 def test_text_yields_only_the_answer(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(thinking_tool_answer())
-    with make_client(server.url) as client:
-        assert "".join(client.stream_chat("m", USER).text()) == "Sunny in Paris."
+    assert "".join(client.stream_chat("m", USER).text()) == "Sunny in Paris."
 
 
 def test_a_stream_is_iterable_once(server: FakeOllama, client: StreamingClient) -> None:
@@ -135,22 +120,21 @@ def test_a_stream_is_iterable_once(server: FakeOllama, client: StreamingClient) 
 
 
 def test_break_cancels_and_the_server_sees_the_disconnect(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(content="Half"), Stall()])
-    with make_client(server.url) as client:
-        with client.stream_chat("m", USER) as stream:
-            for event in stream:
-                if isinstance(event, Content):
-                    break
-        assert stream.handle.done()
-        result = stream.result()
+    with client.stream_chat("m", USER) as stream:
+        for event in stream:
+            if isinstance(event, Content):
+                break
+    assert stream.handle.done()
+    result = stream.result()
     assert result.cancelled and result.content == "Half"
     assert server.wait_for(lambda s: s.disconnects_seen == 1)
 
 
 def test_an_exception_in_the_loop_cancels_the_stream(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(content="Half"), Stall()])
 
@@ -160,19 +144,18 @@ def test_an_exception_in_the_loop_cancels_the_stream(
                 if isinstance(event, Content):
                     raise LookupError("the loop's own error")
 
-    with make_client(server.url) as client:
-        stream = client.stream_chat("m", USER)
-        with pytest.raises(LookupError):
-            loop(stream)
-        assert stream.result(WAIT).cancelled
+    stream = client.stream_chat("m", USER)
+    with pytest.raises(LookupError):
+        loop(stream)
+    assert stream.result(WAIT).cancelled
     assert server.wait_for(lambda s: s.disconnects_seen == 1)
 
 
 def test_a_cancel_from_another_thread_ends_the_loop_without_raising(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(content="Half"), Stall()])
-    with make_client(server.url) as client, client.stream_chat("m", USER) as stream:
+    with client.stream_chat("m", USER) as stream:
         seen: list[StreamEvent] = []
         for event in stream:
             seen.append(event)
@@ -184,37 +167,34 @@ def test_a_cancel_from_another_thread_ends_the_loop_without_raising(
 
 
 def test_an_error_mid_stream_raises_after_the_earlier_events(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(content="Half "), Chunk(content="way"), ErrorLine("boom")])
     seen: list[StreamEvent] = []
-    with make_client(server.url) as client:
-        stream = client.stream_chat("m", USER)
-        with pytest.raises(ServerError) as info:
-            seen.extend(stream)
+    stream = client.stream_chat("m", USER)
+    with pytest.raises(ServerError) as info:
+        seen.extend(stream)
     assert "".join(e.text for e in seen if isinstance(e, Content)) == "Half way"
     assert phases(seen)[-1] == "failed"
     assert info.value.partial.content == "Half way"
 
 
 def test_a_truncated_stream_raises_protocol_error_with_partial(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(content="cut "), Cut()])
-    with make_client(server.url) as client:
-        stream = client.stream_chat("m", USER)
-        with pytest.raises(Exception) as info:  # noqa: PT011  # checked just below
-            list(stream)
+    stream = client.stream_chat("m", USER)
+    with pytest.raises(Exception) as info:  # noqa: PT011  # checked just below
+        list(stream)
     assert isinstance(info.value, (ProtocolError, ConnectionError))
     assert info.value.partial.content == "cut "  # type: ignore[attr-defined]
 
 
 def test_retries_show_as_retry_and_retrying_then_succeed(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(http_error(503, "server busy, please try again."), reply("ok"))
-    with make_client(server.url, retry=FAST) as client:
-        events = list(client.stream_chat("m", USER))
+    events = list(client.stream_chat("m", USER, retry=FAST))
     retries = [e for e in events if isinstance(e, Retry)]
     assert len(retries) == 1 and retries[0].attempt == 1
     assert isinstance(retries[0].error, ServerError)
@@ -231,12 +211,11 @@ def test_retries_show_as_retry_and_retrying_then_succeed(
 
 
 def test_a_retry_after_output_shows_a_reset_event(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(content="lost "), ErrorLine("runner died")], reply("kept"))
     policy = RetryPolicy(initial_delay=0.01, jitter=False, retry_after_output=True)
-    with make_client(server.url, retry=policy) as client:
-        events = list(client.stream_chat("m", USER))
+    events = list(client.stream_chat("m", USER, retry=policy))
     kinds = [type(e).__name__ for e in events if not isinstance(e, Phase)]
     assert kinds.index("Reset") > kinds.index("Retry") > kinds.index("Content")
     assert isinstance(events[-1], Done) and events[-1].result.content == "kept"
@@ -244,14 +223,13 @@ def test_a_retry_after_output_shows_a_reset_event(
 
 
 def test_a_slow_consumer_does_not_trigger_the_read_timeout(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     """The loop takes its time; the server sent everything long ago."""
     server.enqueue(reply("one two three four"))
-    with make_client(server.url, read_timeout=0.2) as client:
-        stream = client.stream_chat("m", USER)
-        assert stream.handle.wait(WAIT)  # the stream ended before we look at it
-        texts = list(stream.text())
+    stream = client.stream_chat("m", USER, read_timeout=0.2)
+    assert stream.handle.wait(WAIT)  # the stream ended before we look at it
+    texts = list(stream.text())
     assert "".join(texts) == "one two three four"
 
 
