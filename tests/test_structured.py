@@ -1,11 +1,10 @@
-"""Structured output that streams, context limits that are never silent, and the
-fields and errors the SDK drops."""
+"""Structured output (``format=``): partial values as the answer streams, the
+validated answer at the end. The engine's: once, on httpx."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import logging
 from typing import Any
 
 import pydantic
@@ -15,7 +14,6 @@ from ollama_stream_sync import (
     Conversation,
     OutputValidationError,
     Partial,
-    RetryPolicy,
     StreamingClient,
 )
 from ollama_stream_sync.testing import (
@@ -25,9 +23,7 @@ from ollama_stream_sync.testing import (
     reply,
 )
 
-from .conftest import USER, MakeClient
-
-FAST = RetryPolicy(initial_delay=0.01, jitter=False)
+from .support import USER
 
 
 class Weather(pydantic.BaseModel):
@@ -64,12 +60,11 @@ def grows(before: Any, after: Any) -> bool:
 
 
 def test_a_model_class_streams_partial_objects_and_validates_at_the_end(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([*json_chunks(ANSWER), Done()])
     partials: list[Any] = []
-    with make_client(server.url) as client:
-        result = client.chat("m", USER, format=Weather, on_partial=partials.append)
+    result = client.chat("m", USER, format=Weather, on_partial=partials.append)
     assert isinstance(result.parsed, Weather)
     assert result.parsed == Weather(
         city="Paris", temp_c=18.5, notes=["light rain", "wind"]
@@ -115,25 +110,23 @@ def test_thinking_stays_apart_from_the_parsed_answer(
 
 
 def test_a_dict_schema_and_json_give_the_parsed_value(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     server.enqueue(reply('{"n": 3}'), reply("[1, 2]"))
-    with make_client(server.url) as client:
-        assert client.chat("m", USER, format=schema).parsed == {"n": 3}
-        assert client.chat("m", USER, format="json").parsed == [1, 2]
+    assert client.chat("m", USER, format=schema).parsed == {"n": 3}
+    assert client.chat("m", USER, format="json").parsed == [1, 2]
     assert [r.body["format"] for r in server.stream_requests()] == [schema, "json"]
 
 
 def test_an_invalid_answer_raises_with_the_raw_content_kept(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(reply('{"city": "Paris"}'), reply("Sorry, no JSON today."))
-    with make_client(server.url) as client:
-        with pytest.raises(OutputValidationError) as invalid:
-            client.chat("m", USER, format=Weather)
-        with pytest.raises(OutputValidationError) as not_json:
-            client.chat("m", USER, format="json")
+    with pytest.raises(OutputValidationError) as invalid:
+        client.chat("m", USER, format=Weather)
+    with pytest.raises(OutputValidationError) as not_json:
+        client.chat("m", USER, format="json")
     assert invalid.value.partial.content == '{"city": "Paris"}'
     assert isinstance(invalid.value.__cause__, pydantic.ValidationError)
     assert "Weather" in str(invalid.value)
@@ -156,66 +149,3 @@ def test_a_conversation_with_a_format_returns_parsed_answers(
     assert conv.messages[-1]["content"] == ANSWER
     assert server.stream_requests()[0].body["format"] == Weather.model_json_schema()
     assert json.loads(conv.to_json())["format"] == Weather.model_json_schema()
-
-
-# -- context limits -------------------------------------------------------------
-
-
-def test_a_silently_truncated_prompt_is_flagged_and_logged(
-    server: FakeOllama, make_client: MakeClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    long_history = [{"role": "user", "content": "word " * 4000}]  # ~5,000 tokens
-    counters = {"prompt_eval_count": 2048, "eval_count": 1}
-    server.enqueue(
-        [Chunk(content="ok"), Done(counters=counters)],
-        [Chunk(content="ok"), Done(counters={"prompt_eval_count": 5100})],
-    )
-    with make_client(server.url) as client, caplog.at_level(logging.WARNING):
-        cut = client.chat("m", long_history)
-        whole = client.chat("m", long_history)
-    assert cut.prompt_truncated and not whole.prompt_truncated
-    assert "truncated" in caplog.text
-
-
-def test_done_reason_length_sets_stopped_by_length(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(reply("cut at num_predict", done_reason="length"), reply("whole"))
-    assert client.chat("m", USER).stopped_by_length
-    assert not client.chat("m", USER).stopped_by_length
-
-
-def test_truncate_and_shift_reach_the_server(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    server.enqueue(reply("a"), reply("b"))
-    with make_client(server.url) as client:
-        client.chat("m", USER, truncate=False, shift=False)
-        client.generate("m", "hi", truncate=True, shift=False)
-    chat, generate = (r.body for r in server.stream_requests())
-    assert (chat["truncate"], chat["shift"]) == (False, False)
-    assert (generate["truncate"], generate["shift"]) == (True, False)
-
-
-def test_think_levels_pass_through_unchanged(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(reply("a"), reply("b"), reply("c"))
-    for level in ("max", "high", True):
-        client.chat("m", USER, think=level)
-    assert [r.body["think"] for r in server.stream_requests()] == ["max", "high", True]
-
-
-# -- cloud errors and fields ---------------------------------------------------------
-
-
-def test_remote_model_and_host_are_attributes(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    extra = {"remote_model": "gpt-oss:120b", "remote_host": "https://ollama.com:443"}
-    server.enqueue([Chunk(content="hi"), Done(extra=extra)])
-    with make_client(server.url) as client:
-        result = client.chat("gpt-oss:120b-cloud", USER)
-    assert result.remote_model == "gpt-oss:120b"
-    assert result.remote_host == "https://ollama.com:443"
-    assert "remote_model" not in result.extra

@@ -1,8 +1,13 @@
-"""End to end through the real SDK and httpx: what callbacks see and what is sent."""
+"""A chat end to end: what the callbacks see, what the result holds, what is sent.
+
+The state of a stream and its result are the engine's: this runs once, on
+httpx (the accumulator alone, no thread: test_state.py).
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 from typing import Any
 
@@ -21,21 +26,8 @@ from ollama_stream_sync.testing import (
     tool_call,
 )
 
-from .conftest import USER, WAIT
-
-pytestmark = pytest.mark.transport
-
-
-def record() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    events: list[tuple[str, Any]] = []
-    callbacks = {
-        "on_thinking": lambda t: events.append(("thinking", t)),
-        "on_content": lambda t: events.append(("content", t)),
-        "on_tool_call": lambda c: events.append(("tool", c)),
-        "on_done": lambda r: events.append(("done", r)),
-        "on_error": lambda e: events.append(("error", e)),
-    }
-    return events, callbacks
+from .support import USER, WAIT
+from .support.clients import Recorder
 
 
 def test_callbacks_in_arrival_order_then_one_done(
@@ -43,7 +35,8 @@ def test_callbacks_in_arrival_order_then_one_done(
 ) -> None:
     call = tool_call("get_weather", {"city": "Paris"}, id="call_ab12cd34")
     server.enqueue(reply("It rains.", thinking="Check weather.", tool_calls=[call]))
-    events, callbacks = record()
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     result = client.chat("qwen3", USER, think=True, **callbacks)
     kinds = [k for k, _ in events]
     assert kinds == ["thinking"] * 2 + ["content"] * 2 + ["tool", "done"]
@@ -63,7 +56,8 @@ def test_done_chunk_text_and_tool_calls_are_processed(
 ) -> None:
     calls = [tool_call("a", {"x": 1}, index=0), tool_call("b", {"y": 2}, index=1)]
     server.enqueue([Chunk(content="Partial"), Done(content=" end.", tool_calls=calls)])
-    events, callbacks = record()
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     result = client.chat("m", USER, **callbacks)
     assert result.content == "Partial end."
     assert [c["function"]["name"] for c in result.tool_calls] == ["a", "b"]
@@ -74,7 +68,8 @@ def test_mixed_chunk_delivers_thinking_before_content(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue([Chunk(thinking="Last thought.", content="First word"), Done()])
-    events, callbacks = record()
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     client.chat("m", USER, **callbacks)
     assert events[:2] == [("thinking", "Last thought."), ("content", "First word")]
 
@@ -185,7 +180,8 @@ def test_generate_streams_response_into_content(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(reply("Blue sky.", thinking="sky"))
-    events, callbacks = record()
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     del callbacks["on_tool_call"]
     result = client.generate("m", "Why is the sky blue?", system="Short.", **callbacks)
     assert result.content == "Blue sky." and result.thinking == "sky"
@@ -255,3 +251,63 @@ def test_snapshot_from_another_thread_while_streaming(
     assert snap.content == "ab" and not snap.done and not snap.cancelled
     handle.cancel()
     handle.result(WAIT)
+
+
+# -- context limits, the request's fields, the cloud's ------------------------------
+
+
+def test_a_silently_truncated_prompt_is_flagged_and_logged(
+    server: FakeOllama,
+    client: StreamingClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    long_history = [{"role": "user", "content": "word " * 4000}]  # ~5,000 tokens
+    counters = {"prompt_eval_count": 2048, "eval_count": 1}
+    server.enqueue(
+        [Chunk(content="ok"), Done(counters=counters)],
+        [Chunk(content="ok"), Done(counters={"prompt_eval_count": 5100})],
+    )
+    with caplog.at_level(logging.WARNING):
+        cut = client.chat("m", long_history)
+        whole = client.chat("m", long_history)
+    assert cut.prompt_truncated and not whole.prompt_truncated
+    assert "truncated" in caplog.text
+
+
+def test_done_reason_length_sets_stopped_by_length(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("cut at num_predict", done_reason="length"), reply("whole"))
+    assert client.chat("m", USER).stopped_by_length
+    assert not client.chat("m", USER).stopped_by_length
+
+
+def test_truncate_and_shift_reach_the_server(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("a"), reply("b"))
+    client.chat("m", USER, truncate=False, shift=False)
+    client.generate("m", "hi", truncate=True, shift=False)
+    chat, generate = (r.body for r in server.stream_requests())
+    assert (chat["truncate"], chat["shift"]) == (False, False)
+    assert (generate["truncate"], generate["shift"]) == (True, False)
+
+
+def test_think_levels_pass_through_unchanged(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("a"), reply("b"), reply("c"))
+    for level in ("max", "high", True):
+        client.chat("m", USER, think=level)
+    assert [r.body["think"] for r in server.stream_requests()] == ["max", "high", True]
+
+
+def test_remote_model_and_host_are_attributes(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    extra = {"remote_model": "gpt-oss:120b", "remote_host": "https://ollama.com:443"}
+    server.enqueue([Chunk(content="hi"), Done(extra=extra)])
+    result = client.chat("gpt-oss:120b-cloud", USER)
+    assert result.remote_model == "gpt-oss:120b"
+    assert result.remote_host == "https://ollama.com:443"
+    assert "remote_model" not in result.extra
