@@ -82,7 +82,7 @@ def test_handle_context_manager_exit_cancels(
 def test_a_cancel_during_the_final_chunk_is_refused(
     memory: MemoryTransport, memory_chat: StreamingClient
 ) -> None:
-    """Found by stress (test_races.py): the done line seals the outcome before
+    """Found by stress (test_concurrency.py): the done line seals the outcome before
     its own text is delivered, so a cancel from that last callback (or from any
     thread at that moment) is refused and the complete answer is not reported
     cancelled."""

@@ -220,26 +220,6 @@ def test_add_done_callback_runs_at_once_when_already_done(
     assert seen and seen[0].content.startswith("Hello")
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "error"),
-    [
-        ({"model": ""}, ValueError),
-        ({"messages": "hi"}, TypeError),
-        ({"messages": [{"content": "no role"}]}, ValueError),
-        ({"messages": [42]}, TypeError),
-        ({"tools": [42]}, TypeError),
-    ],
-)
-def test_bad_arguments_raise_before_any_thread_starts(
-    client: StreamingClient, server: FakeOllama, kwargs: dict[str, Any], error: type
-) -> None:
-    args: dict[str, Any] = {"model": "m", "messages": USER} | kwargs
-    with pytest.raises(error):
-        client.start_chat(**args)
-    assert server.stream_requests() == []
-    assert client.active_streams() == []
-
-
 def test_snapshot_from_another_thread_while_streaming(
     server: FakeOllama, client: StreamingClient
 ) -> None:

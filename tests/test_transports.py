@@ -133,7 +133,7 @@ def test_a_reused_connection_forgets_the_last_streams_drain_window(
     """After a done line the worker drains for at most ``DRAIN_TIMEOUT`` (0.25
     s); that bound belongs to that stream, never to the next one on the same
     pooled connection, whose server here answers after the window (found by
-    the pool stress of test_races.py: the old engine left the bound on the
+    the pool stress of test_concurrency.py: the old engine left the bound on the
     httpx connection, and the next read failed at once)."""
     server.enqueue(reply("first"), [Delay(0.4), *reply("second")])
     with make_client(server.url) as client:

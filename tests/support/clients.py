@@ -76,7 +76,7 @@ def one_connection_client(
 
     The next stream waits for the connection and takes it the moment the last
     stream hands it back: exactly where a late cancel of that last stream would
-    hit a socket that is no longer its own (see test_races.py).
+    hit a socket that is no longer its own (see test_concurrency.py).
     """
     if make_client.transport == "httpx":
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
