@@ -25,7 +25,19 @@ import pytest
 
 from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, http_error, reply
 
-CHILD_PRELUDE = """
+CTRL_C = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+"""
+"""A child's first lines: Ctrl-C raises KeyboardInterrupt, as in a terminal.
+
+A child inherits an ignored SIGINT (pytest started by ``nohup`` or ``cmd &``
+from a script), and Python then leaves it ignored: the child would never see
+the test's Ctrl-C."""
+
+CHILD_PRELUDE = (
+    CTRL_C
+    + """
 import sys
 from ollama_stream_sync import StreamingClient
 client = StreamingClient(sys.argv[1])
@@ -33,6 +45,7 @@ user = [{"role": "user", "content": "hi"}]
 def on_content(text):
     print("content", text, flush=True)
 """
+)
 
 
 CHILD_LIFE = 60  # bounds a hung child process; never a timing assertion
@@ -109,7 +122,7 @@ def test_program_exits_with_background_streams_open(server: FakeOllama) -> None:
 def test_ctrl_c_in_a_for_loop_cancels_and_exits_promptly(server: FakeOllama) -> None:
     """A real SIGINT, in a real process, while the loop waits on a silent model."""
     server.enqueue([Chunk(content="Half"), Stall()])
-    script = textwrap.dedent(
+    script = CTRL_C + textwrap.dedent(
         f"""
         import sys
         from ollama_stream_sync import StreamingClient
