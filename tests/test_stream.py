@@ -17,6 +17,7 @@ from ollama_stream_sync import (
     Done,
     Phase,
     ProtocolError,
+    QueueDispatcher,
     Reset,
     Retry,
     RetryPolicy,
@@ -39,6 +40,7 @@ from ollama_stream_sync.testing import (
 
 from .support import USER, WAIT
 from .support.clients import Recorder
+from .support.memory import GATE, MemoryTransport, answer, memory_client
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 
@@ -246,8 +248,6 @@ def test_coalescing_applies_to_events(
 def test_callbacks_keep_their_dispatcher_beside_the_iterator(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    from ollama_stream_sync import QueueDispatcher
-
     server.enqueue(reply("a b"))
     pump = QueueDispatcher()
     seen: list[str] = []
@@ -256,6 +256,44 @@ def test_callbacks_keep_their_dispatcher_beside_the_iterator(
     assert seen == []  # queued for the dispatcher, not run by the iterator
     pump.pump()
     assert seen == texts == ["a", " b"]
+
+
+class SlowPs(MemoryTransport):
+    """Answers ``/api/ps`` (no model loaded) only once ``answer_ps`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer_ps = threading.Event()
+
+    def request_json(
+        self, method: str, path: str, payload: bytes | None, *, timeout: float | None
+    ) -> Any:
+        assert self.answer_ps.wait(WAIT)
+        return super().request_json(method, path, payload, timeout=timeout)
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "queued"])
+def test_a_late_loading_phase_reaches_on_phase_before_the_next_event(
+    inline: bool,
+) -> None:
+    """The probe's "not loaded" answer comes while the stream already waits:
+    the phase turns to "loading" at once, and an inline ``on_phase`` (which
+    runs on the worker) gets it before the next event. (test_models.py races
+    the probe against the request; here the probe answers after it, always.)"""
+    memory = SlowPs()
+    memory.enqueue([GATE, *answer("ready")])
+    phases: list[str] = []
+    pump = QueueDispatcher()
+    extra: dict[str, Any] = {} if inline else {"dispatcher": pump}
+    with memory_client(memory, verify=False, probe_loading=True) as client:
+        handle = client.start_chat("m", USER, on_phase=phases.append, **extra)
+        assert handle.wait_for(lambda _: handle.phase == "waiting", WAIT)
+        memory.answer_ps.set()
+        assert handle.wait_for(lambda _: handle.phase == "loading", WAIT)
+        memory.open_gate()
+        assert handle.result(WAIT).content == "ready"
+    pump.pump()
+    assert phases[-3:] == ["loading", "answering", "done"]
 
 
 def test_handle_phase_is_readable_at_any_moment(
