@@ -9,6 +9,7 @@ that has the feature.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ollama_stream_sync import StreamingClient
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall
+from ollama_stream_sync.testing import Chunk, DoneLine, FakeOllama, Script, Stall
 
 from .support import USER, WAIT
 from .support.clients import (
@@ -225,7 +226,8 @@ def test_cancel_reaches_the_stream_after_a_callback_made_a_request(
         done_request.set()
 
     try:
-        handle = client.start_chat("m", USER, **{callback: side_request})
+        callbacks: dict[str, Any] = {callback: side_request}
+        handle = client.start_chat("m", USER, **callbacks)
         assert done_request.wait(WAIT) and server.wait_stalled()
         assert not problems
         assert handle.cancel() is True
@@ -236,6 +238,10 @@ def test_cancel_reaches_the_stream_after_a_callback_made_a_request(
         client.close()
         make_client.release()
     assert server.wait_closed()
+
+
+def setter(event: threading.Event, _: str) -> None:
+    event.set()
 
 
 def test_cancel_after_a_failed_connect_touches_no_other_socket(
@@ -260,7 +266,8 @@ def test_cancel_after_a_failed_connect_touches_no_other_socket(
     session = requests.Session()
     session.mount("http://", HTTPAdapter(max_retries=GateRetry(connect=1)))
     bystanders = 3
-    server.enqueue(*[[Chunk(content="b"), Stall(), Chunk(content="c"), Done()]] * 3)
+    paused: Script = [Chunk(content="b"), Stall(), Chunk(content="c"), DoneLine()]
+    server.enqueue(*[paused] * bystanders)
     with refused_url() as url:
         victim_client = make_client(url, session=session)
         try:
@@ -269,7 +276,9 @@ def test_cancel_after_a_failed_connect_touches_no_other_socket(
                 assert entered.wait(WAIT)  # the connect failed; urllib3 backs off
                 got = [threading.Event() for _ in range(bystanders)]
                 handles = [
-                    others.start_chat("m", USER, on_content=lambda _, e=e: e.set())
+                    others.start_chat(
+                        "m", USER, on_content=functools.partial(setter, e)
+                    )
                     for e in got
                 ]
                 assert all(e.wait(WAIT) for e in got)

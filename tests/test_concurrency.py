@@ -78,7 +78,8 @@ def test_sixteen_concurrent_streams_finish_with_their_own_text(
 def test_sixteen_stalled_streams_all_cancel(
     server: FakeOllama, make_client: MakeClient
 ) -> None:
-    server.enqueue(*[[Chunk(content=str(i)), Stall()] for i in range(16)])
+    stalls: list[Script] = [[Chunk(content=str(i)), Stall()] for i in range(16)]
+    server.enqueue(*stalls)
     with make_client(server.url) as client:
         handles = [client.start_chat("m", USER) for _ in range(16)]
         assert server.wait_stalled(16)
@@ -153,8 +154,11 @@ class RoutedOllama(FakeOllama):
 
 @pytest.fixture
 def routed() -> Iterator[RoutedOllama]:
-    with RoutedOllama() as srv:
+    srv = RoutedOllama()
+    try:
         yield srv
+    finally:
+        srv.close()
 
 
 @dataclass
@@ -298,16 +302,18 @@ def _check_stream(tracked: Tracked, handle: Any, outcome: Any, where: str) -> No
 # -- issue 8: a kept error keeps no connection open -----------------------------------
 
 
-class KeepRecords:
+class KeepRecords(logging.Handler):
     """A logging handler that keeps every record, as test harnesses and log
     viewers do (pytest's own ``caplog`` keeps them too)."""
 
     def __init__(self) -> None:
-        self.records: list[Any] = []
-        handler = logging.Handler()
-        handler.emit = self.records.append  # type: ignore[method-assign]
-        self.handler = handler
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.handler = self
         self.logger = logging.getLogger("ollama_stream_sync")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
     def __enter__(self) -> KeepRecords:
         self.logger.addHandler(self.handler)
@@ -452,7 +458,8 @@ def test_close_from_a_callback(server: FakeOllama, where: str) -> None:
         ]
 
     try:
-        handle = client.start_chat("m", USER, **{where: close_here})
+        callbacks: dict[str, Any] = {where: close_here}
+        handle = client.start_chat("m", USER, **callbacks)
         result = handle.result(WAIT)
     finally:
         server.release()

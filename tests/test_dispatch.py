@@ -8,6 +8,7 @@ real Tk (Xvfb) and Qt (offscreen); the stress of every pumping pattern is in
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import threading
@@ -24,7 +25,14 @@ from ollama_stream_sync import (
     StreamingClient,
     TkDispatcher,
 )
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply, tool_call
+from ollama_stream_sync.testing import (
+    Chunk,
+    DoneLine,
+    FakeOllama,
+    Stall,
+    reply,
+    tool_call,
+)
 
 from .support import USER, WAIT
 from .support.clients import Recorder, new_client
@@ -129,7 +137,7 @@ def test_coalescing_keeps_field_switches_in_order(
             Chunk(content="c2"),
             Chunk(tool_calls=[tool_call("f")]),
             Chunk(content="c3"),
-            Done(content="c4"),
+            DoneLine(content="c4"),
         ]
     )
     log = Recorder()
@@ -287,8 +295,8 @@ def test_qt_dispatcher_emits_without_dropping_references(qt_app: Any) -> None:
     try:
         before = sys.getrefcount(True)
         for i in range(50):
-            dispatcher.dispatch(lambda i=i: ran.append(i))  # a wake-up each
-            assert qt_run_until(qt_app, lambda i=i: len(ran) > i)
+            dispatcher.dispatch(functools.partial(ran.append, i))  # a wake-up each
+            assert qt_run_until(qt_app, functools.partial(ran.__contains__, i))
         lost = before - sys.getrefcount(True)
     finally:
         dispatcher.close()

@@ -9,6 +9,7 @@ engine's: they run once, on httpx.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 from collections.abc import Callable
@@ -26,13 +27,21 @@ from ollama_stream_sync import (
     StreamError,
     StreamingClient,
 )
-from ollama_stream_sync.testing import Chunk, Cut, FakeOllama, Stall, reply, tool_call
+from ollama_stream_sync.testing import (
+    Chunk,
+    Cut,
+    FakeOllama,
+    Script,
+    Stall,
+    reply,
+    tool_call,
+)
 
 from .support import USER, WAIT
-from .support.clients import Recorder, bounded
+from .support.clients import Recorder, bounded, more_disconnects_than
 from .support.dispatchers import Pumper, Toolkit
 
-STALLED_ANSWER = [
+STALLED_ANSWER: Script = [
     Chunk(thinking="t"),
     Chunk(content="a"),
     Chunk(content="b"),
@@ -138,7 +147,7 @@ def test_a_dispatcher_that_raises_stops_the_stream_with_dispatch_error(
         assert repr(dispatcher.raised[0]) in str(error)  # the cause: see below
         assert isinstance(error.partial, ChatResult)
         # The stream was stalled: only our stop ended it, by closing the socket.
-        assert server.wait_for(lambda s, n=trial: s.disconnects_seen > n, WAIT)
+        assert server.wait_for(more_disconnects_than(trial), WAIT)
         if once:  # the dispatcher works again: the error is reported, once
             assert record.ended.wait(WAIT)
             assert record.terminals == [("error", error)]
@@ -157,7 +166,7 @@ def test_a_call_later_target_that_raises_closes_the_dispatcher(
             assert server.wait_stalled(timeout=WAIT)  # so only our stop ends it
             raise gone
 
-        dispatcher = toolkit.run(lambda cl=call_later: CallLaterDispatcher(cl))
+        dispatcher = toolkit.run(functools.partial(CallLaterDispatcher, call_later))
         server.enqueue(STALLED_ANSWER)  # its first callback fails, then it stops
         first = client.start_chat("m", USER, dispatcher=dispatcher, on_content=str)
         with pytest.raises(DispatchError) as info:
@@ -171,12 +180,12 @@ def test_a_call_later_target_that_raises_closes_the_dispatcher(
         # ...and a blocking call made on the toolkit thread raises: no hang.
         with pytest.raises(DispatchError):
             toolkit.run(
-                lambda d=dispatcher: client.chat(
-                    "m", USER, dispatcher=d, on_content=str
+                functools.partial(
+                    client.chat, "m", USER, dispatcher=dispatcher, on_content=str
                 )
             )
         # The first one's socket was closed; those two never sent a request.
-        assert server.wait_for(lambda s, n=trial: s.disconnects_seen > n, WAIT)
+        assert server.wait_for(more_disconnects_than(trial), WAIT)
         assert len(server.stream_requests()) == trial + 1
 
 

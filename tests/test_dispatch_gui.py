@@ -11,6 +11,7 @@ it (they all finish in seconds). Delivery is the engine's: once, on httpx.
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 from collections.abc import Callable
@@ -27,20 +28,25 @@ from ollama_stream_sync import (
     StreamingClient,
     TkDispatcher,
 )
-from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import Chunk, FakeOllama, Script, Stall, reply
 
 from .support import USER, WAIT
-from .support.clients import Recorder
+from .support.clients import Recorder, more_disconnects_than
 from .support.gui import no_noise, qt_run_until, tk_run_until
 
 pytestmark = pytest.mark.timeout(60)
 
-MID_STREAM = [
+MID_STREAM: Script = [
     Chunk(thinking="Thinking "),
     Chunk(content="Hello "),
     Chunk(content="wor"),
     Stall(),  # the model goes on "forever": only a stop ends it
 ]
+
+
+def shows(record: Recorder, text: str) -> bool:
+    """Whether ``record``'s callbacks have shown ``text`` so far."""
+    return record.text() == text
 
 
 # -- blocking calls on the toolkit thread ---------------------------------------
@@ -293,7 +299,7 @@ def test_qt_closing_a_window_mid_stream_is_clean(
         server.enqueue(MID_STREAM)
         record = Recorder()
         handle = client.start_chat("m", USER, dispatcher=dispatcher, **record.kwargs())
-        assert qt_run_until(qt_app, lambda r=record: r.text() == "Hello wor")
+        assert qt_run_until(qt_app, functools.partial(shows, record, "Hello wor"))
         window.close()
         if trial % 2:
             window.deleteLater()  # as WA_DeleteOnClose does; then, as the event
@@ -305,7 +311,7 @@ def test_qt_closing_a_window_mid_stream_is_clean(
         with pytest.raises(DispatchError) as info:
             handle.result(timeout=WAIT)
         assert info.value.partial.content == "Hello wor"
-        assert server.wait_for(lambda s, n=trial: s.disconnects_seen > n, WAIT)
+        assert server.wait_for(more_disconnects_than(trial), WAIT)
         assert record.terminals == []
     no_noise(capfd)
 

@@ -29,7 +29,7 @@ from ollama_stream_sync import (
 from ollama_stream_sync.testing import (
     Chunk,
     Cut,
-    Done,
+    DoneLine,
     ErrorLine,
     FakeOllama,
     Raw,
@@ -177,7 +177,7 @@ def test_in_band_error_line_before_output(
 
 
 def test_overlong_line_is_bounded(server: FakeOllama) -> None:
-    server.enqueue([Chunk(content="x" * 5000), Done()])
+    server.enqueue([Chunk(content="x" * 5000), DoneLine()])
     with new_client(server.url, max_line_bytes=1024) as client:
         err, _ = run_failing(client)
     assert isinstance(err, ProtocolError) and "max_line_bytes" in str(err)
@@ -204,7 +204,9 @@ UNPARSABLE = {
 def test_a_line_that_cannot_be_parsed_is_a_protocol_error_with_partial(
     server: FakeOllama, client: StreamingClient, data: bytes
 ) -> None:
-    server.enqueue([Chunk(content="before"), Raw(data), Chunk(content="after"), Done()])
+    server.enqueue(
+        [Chunk(content="before"), Raw(data), Chunk(content="after"), DoneLine()]
+    )
     err, _ = run_failing(client)
     assert type(err) is ProtocolError
     assert err.partial.content == "before"  # what came before is kept
@@ -317,7 +319,9 @@ def test_a_prompt_longer_than_the_context_raises_context_length_exceeded(
 def test_callback_error_stops_the_stream(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([Chunk(content="a"), Chunk(content="b"), Chunk(content="c"), Done()])
+    server.enqueue(
+        [Chunk(content="a"), Chunk(content="b"), Chunk(content="c"), DoneLine()]
+    )
     seen: list[str] = []
 
     def on_content(text: str) -> None:

@@ -8,13 +8,14 @@ block in the toolkit's event wait), bounded by a timer in case of a hang.
 
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Any
 
 import pytest
 
 from ollama_stream_sync import StreamingClient
-from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Script, Stall, reply
 
 from .support import WAIT
 from .support.gui import (
@@ -26,7 +27,7 @@ from .support.gui import (
     too_long_for_a_line,
 )
 
-MID_STREAM = [
+MID_STREAM: Script = [
     Chunk(thinking="Thinking "),
     Chunk(thinking="first."),
     Chunk(content="Hello "),
@@ -170,6 +171,15 @@ def status_of(app: Any) -> str:
     return str(status.cget("text") if hasattr(status, "cget") else status.text())
 
 
+def status_is(app: Any, text: str) -> bool:
+    return status_of(app) == text
+
+
+def idle(app: Any) -> bool:
+    """No stream runs: Stop (or the end) took effect."""
+    return app.handle is None
+
+
 @pytest.mark.parametrize(
     ("script", "phase"),
     [
@@ -195,9 +205,9 @@ def test_tk_example_shows_the_phase_and_stop_is_a_clean_cancel(
         app.prompt.insert(0, "Hi")
         app.send_button.invoke()
         shown = tk_chat.PHASES[phase]
-        assert tk_run_until(tk_root, lambda a=app, s=shown: status_of(a) == s)
+        assert tk_run_until(tk_root, functools.partial(status_is, app, shown))
         app.stop_button.invoke()
-        assert tk_run_until(tk_root, lambda a=app: a.handle is None)
+        assert tk_run_until(tk_root, functools.partial(idle, app))
         assert status_of(app).startswith("Stopped."), status_of(app)
         assert app.last_result is not None and app.last_result.cancelled
 
@@ -226,7 +236,7 @@ def test_qt_example_shows_the_phase_and_stop_is_a_clean_cancel(
             window.prompt.setText("Hi")
             window.send_button.click()
             shown = qt_chat.PHASES[phase]
-            assert qt_run_until(qt_app, lambda s=shown: status_of(window) == s)
+            assert qt_run_until(qt_app, functools.partial(status_is, window, shown))
             window.stop_button.click()
             assert qt_run_until(qt_app, lambda: window.handle is None)
             assert status_of(window).startswith("Stopped."), status_of(window)

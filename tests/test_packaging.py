@@ -103,11 +103,11 @@ def test_wheel_holds_the_package_license_and_types_only(dist: Path) -> None:
     assert not any(n.startswith(("tests/", "examples/", "docs/")) for n in names)
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
-    assert "Typing :: Typed" in metadata.get_all("Classifier")
-    assert "Framework :: Pytest" in metadata.get_all("Classifier")
-    assert any(
-        u.startswith("Repository, https://") for u in metadata.get_all("Project-URL")
-    )
+    classifiers = metadata.get_all("Classifier") or []
+    assert "Typing :: Typed" in classifiers
+    assert "Framework :: Pytest" in classifiers
+    urls = metadata.get_all("Project-URL") or []
+    assert any(u.startswith("Repository, https://") for u in urls)
     assert b"ollama-stream-sync = ollama_stream_sync._cli:main" in entry_points
     description = metadata.get_payload()
     assert isinstance(description, str) and description.startswith("# ollama-stream")

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, http_error, reply
+from ollama_stream_sync.testing import (
+    Chunk,
+    DoneLine,
+    FakeOllama,
+    Stall,
+    http_error,
+    reply,
+)
 
 CTRL_C = """
 import signal
@@ -233,7 +240,9 @@ def test_a_forked_child_leaves_the_parents_stream_alone(
     parent's stream never sees a hang-up and completes. A fresh interpreter,
     so that only this program's state is forked (not, say, the QApplication
     an earlier test made, whose own exit handler cannot run in a fork)."""
-    server.enqueue([Chunk(content="before "), Stall(), Chunk(content="after"), Done()])
+    server.enqueue(
+        [Chunk(content="before "), Stall(), Chunk(content="after"), DoneLine()]
+    )
     errors = tmp_path / "stderr"
     with errors.open("w") as stderr:
         program = subprocess.Popen(
@@ -339,7 +348,7 @@ def test_the_requests_transport_installs_nothing_process_wide(
     ``sys.addaudithook``, C callers included), patches no class or function
     of socket, http.client, urllib3 or requests, and leaves the session's pool
     for another host exactly as urllib3 made it."""
-    server.enqueue([Chunk(content="streamed"), Done()])
+    server.enqueue([Chunk(content="streamed"), DoneLine()])
     with FakeOllama() as other:
         child = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(AUDIT_CHILD), server.url, other.url],

@@ -17,7 +17,7 @@ import pytest
 from ollama_stream_sync import ChatResult, StreamingClient
 from ollama_stream_sync.testing import (
     Chunk,
-    Done,
+    DoneLine,
     FakeOllama,
     Stall,
     chat_prompt,
@@ -55,7 +55,9 @@ def test_done_chunk_text_and_tool_calls_are_processed(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     calls = [tool_call("a", {"x": 1}, index=0), tool_call("b", {"y": 2}, index=1)]
-    server.enqueue([Chunk(content="Partial"), Done(content=" end.", tool_calls=calls)])
+    server.enqueue(
+        [Chunk(content="Partial"), DoneLine(content=" end.", tool_calls=calls)]
+    )
     rec = Recorder()
     events, callbacks = rec.events, rec.kwargs()
     result = client.chat("m", USER, **callbacks)
@@ -67,7 +69,7 @@ def test_done_chunk_text_and_tool_calls_are_processed(
 def test_mixed_chunk_delivers_thinking_before_content(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([Chunk(thinking="Last thought.", content="First word"), Done()])
+    server.enqueue([Chunk(thinking="Last thought.", content="First word"), DoneLine()])
     rec = Recorder()
     events, callbacks = rec.events, rec.kwargs()
     client.chat("m", USER, **callbacks)
@@ -105,7 +107,7 @@ def test_request_body_keeps_history_fields_and_options(
         """
         return city
 
-    history = [
+    history: list[Any] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather?"},
         {
@@ -225,7 +227,12 @@ def test_snapshot_from_another_thread_while_streaming(
 ) -> None:
     server.enqueue([Chunk(content="a"), Chunk(content="b"), Stall()])
     got_b = threading.Event()
-    handle = client.start_chat("m", USER, on_content=lambda t: t == "b" and got_b.set())
+
+    def on_content(text: str) -> None:
+        if text == "b":
+            got_b.set()
+
+    handle = client.start_chat("m", USER, on_content=on_content)
     assert got_b.wait(WAIT)
     snap = handle.snapshot()
     assert snap.content == "ab" and not snap.done and not snap.cancelled
@@ -244,8 +251,8 @@ def test_a_silently_truncated_prompt_is_flagged_and_logged(
     long_history = [{"role": "user", "content": "word " * 4000}]  # ~5,000 tokens
     counters = {"prompt_eval_count": 2048, "eval_count": 1}
     server.enqueue(
-        [Chunk(content="ok"), Done(counters=counters)],
-        [Chunk(content="ok"), Done(counters={"prompt_eval_count": 5100})],
+        [Chunk(content="ok"), DoneLine(counters=counters)],
+        [Chunk(content="ok"), DoneLine(counters={"prompt_eval_count": 5100})],
     )
     with caplog.at_level(logging.WARNING):
         cut = client.chat("m", long_history)
@@ -286,7 +293,7 @@ def test_remote_model_and_host_are_attributes(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     extra = {"remote_model": "gpt-oss:120b", "remote_host": "https://ollama.com:443"}
-    server.enqueue([Chunk(content="hi"), Done(extra=extra)])
+    server.enqueue([Chunk(content="hi"), DoneLine(extra=extra)])
     result = client.chat("gpt-oss:120b-cloud", USER)
     assert result.remote_model == "gpt-oss:120b"
     assert result.remote_host == "https://ollama.com:443"

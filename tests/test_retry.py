@@ -27,7 +27,7 @@ from ollama_stream_sync import (
 from ollama_stream_sync.testing import (
     Chunk,
     Cut,
-    Done,
+    DoneLine,
     ErrorLine,
     FakeOllama,
     Raw,
@@ -167,7 +167,7 @@ def test_in_band_error_after_output_is_not_retried(server: FakeOllama) -> None:
 @pytest.mark.parametrize(
     "script",
     [
-        [Chunk(content="x"), Raw(b"not json"), Done()],
+        [Chunk(content="x"), Raw(b"not json"), DoneLine()],
         [Chunk(content="x")],  # no done line
         [Raw(b'{"model": "m", "message": {"content": "' + b"a" * (9 << 20) + b'"}}')],
     ],

@@ -18,7 +18,7 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import (
     Chunk,
-    Done,
+    DoneLine,
     FakeOllama,
     reply,
 )
@@ -56,13 +56,13 @@ def grows(before: Any, after: Any) -> bool:
         return isinstance(after, str) and after.startswith(before)
     if isinstance(before, (int, float)) and isinstance(after, (int, float)):
         return str(after).startswith(str(before).rstrip("0").rstrip("."))
-    return before == after
+    return bool(before == after)
 
 
 def test_a_model_class_streams_partial_objects_and_validates_at_the_end(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     partials: list[Any] = []
     result = client.chat("m", USER, format=Weather, on_partial=partials.append)
     assert isinstance(result.parsed, Weather)
@@ -81,7 +81,7 @@ def test_a_model_class_streams_partial_objects_and_validates_at_the_end(
 def test_partial_events_in_the_iterator(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     with client.stream_chat("m", USER, format=Weather) as stream:
         values = [e.value for e in stream if isinstance(e, Partial)]
         result = stream.result()
@@ -92,7 +92,7 @@ def test_partial_events_in_the_iterator(
 def test_coalescing_applies_to_partials(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     partials: list[Any] = []
     client.chat(
         "m", USER, format=Weather, on_partial=partials.append, coalesce_interval=10.0
@@ -103,7 +103,9 @@ def test_coalescing_applies_to_partials(
 def test_thinking_stays_apart_from_the_parsed_answer(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([Chunk(thinking="{not json at all"), *json_chunks(ANSWER), Done()])
+    server.enqueue(
+        [Chunk(thinking="{not json at all"), *json_chunks(ANSWER), DoneLine()]
+    )
     result = client.chat("m", USER, format=Weather, think=True)
     assert result.thinking == "{not json at all"
     assert isinstance(result.parsed, Weather)
@@ -142,7 +144,7 @@ def test_a_bad_format_is_a_type_error_at_the_call(client: StreamingClient) -> No
 def test_a_conversation_with_a_format_returns_parsed_answers(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     conv = Conversation(client, "m", format=Weather)
     answer = conv.send("Weather in Paris?")
     assert isinstance(answer.parsed, Weather)

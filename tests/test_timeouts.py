@@ -30,7 +30,7 @@ from ollama_stream_sync import (
 from ollama_stream_sync.testing import (
     Chunk,
     Delay,
-    Done,
+    DoneLine,
     FakeOllama,
     Stall,
     http_error,
@@ -46,6 +46,7 @@ from .support.hostile import (
     Hold,
     Hostile,
     Notify,
+    Script,
     Send,
     Trickle,
     answer,
@@ -82,7 +83,7 @@ def test_read_timeout_after_output_is_not_retried(server: FakeOllama) -> None:
 
 def test_steady_slow_stream_does_not_time_out(server: FakeOllama) -> None:
     steps = [s for w in "a b c d".split() for s in (Delay(0.05), Chunk(content=w))]
-    server.enqueue([*steps, Done()])
+    server.enqueue([*steps, DoneLine()])
     with new_client(server.url, read_timeout=1.0, first_token_timeout=1.0) as c:
         assert c.chat("m", USER).content == "abcd"
 
@@ -223,14 +224,14 @@ FIRST_TOKEN = 2.0
 """A first-token timeout our own stream must beat with its first output (on a
 busy machine too); the control stream hits it for real."""
 
-READ_SILENT = [Send(head() + chunk(line("x"))), Hold()]
+READ_SILENT: Script = [Send(head() + chunk(line("x"))), Hold()]
 """The control for a read timeout: one chunk, then silence."""
 
-NO_ANSWER = [Hold()]
+NO_ANSWER: Script = [Hold()]
 """The control for a first-token timeout: no response at all."""
 
 
-def at_once(*contents: str) -> list[Any]:
+def at_once(*contents: str) -> Script:
     """A whole answer in one write: the client has it all before any timer runs."""
     return [Send(head() + chunk(answer(*contents)) + END)]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ollama_stream_sync import ConnectionFailed, StreamingClient
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import Chunk, DoneLine, FakeOllama, Stall, reply
 
 from .support import USER, WAIT
 from .support.clients import MakeClient, in_function
@@ -91,7 +91,7 @@ def test_cancel_over_tls(
     tls_server: FakeOllama, make_client: MakeClient, phase: str
 ) -> None:
     if phase == "mid-stream":
-        tls_server.enqueue([Chunk(content="partial"), Stall(), Done()])
+        tls_server.enqueue([Chunk(content="partial"), Stall(), DoneLine()])
     else:
         tls_server.enqueue([Stall(), *reply("late")])
     got = threading.Event()

@@ -33,6 +33,7 @@ from .support.hostile import (
     Hostile,
     Pause,
     Reset,
+    Script,
     Send,
     Trickle,
     answer,
@@ -242,9 +243,10 @@ def run_concurrently(client: StreamingClient, hostile: Hostile, rounds: int) -> 
     for round_ in range(rounds):
         gate = hostile.latch()
         texts = {f"r{round_} s{i}" for i in range(STREAMS)}
-        hostile.enqueue(
-            *[[Gate(gate), Send(chunked_response(answer(t)))] for t in texts]
-        )
+        scripts: list[Script] = [
+            [Gate(gate), Send(chunked_response(answer(t)))] for t in texts
+        ]
+        hostile.enqueue(*scripts)
         handles = [client.start_chat("m", USER) for _ in range(STREAMS)]
         # Every one of them connected and sent its request: all open at once.
         assert hostile.wait_for(lambda s: s.gated == STREAMS, 4 * WAIT)

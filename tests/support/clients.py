@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ollama_stream_sync import StreamingClient
+from ollama_stream_sync.testing import FakeOllama
 
 from . import WAIT
 
@@ -150,6 +151,11 @@ class Recorder:
         """Wait until ``predicate(self)`` holds, re-checked after each callback."""
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self), timeout)
+
+
+def more_disconnects_than(count: int) -> Callable[[FakeOllama], bool]:
+    """A ``server.wait_for`` predicate: more than ``count`` clients hung up."""
+    return lambda server: server.disconnects_seen > count
 
 
 def bounded(fn: Callable[[], T], timeout: float = WAIT) -> T:

@@ -132,7 +132,8 @@ def too_long_for_a_line(label: Any) -> bool:
     import tkinter.font
 
     text = str(label.cget("text"))
-    return tkinter.font.nametofont("TkDefaultFont").measure(text) > label.winfo_width()
+    width = tkinter.font.nametofont("TkDefaultFont").measure(text)
+    return bool(width > label.winfo_width())
 
 
 def qt_run_until(

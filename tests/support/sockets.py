@@ -206,7 +206,9 @@ def raw_exchange(
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as s:
+    with socket.create_connection(
+        (parts.hostname, parts.port or 80), timeout=timeout
+    ) as s:
         s.sendall(head + data)
         received = bytearray()
         while chunk := s.recv(65536):
