@@ -3,7 +3,7 @@
 The tmux terminal is 100 columns wide (or as asked) and read back with
 ``capture-pane``. A terminal offers no event to wait on, so ``Terminal.wait``
 polls the screen until the expected text shows, bounded by a deadline; nothing
-here times anything. The fixtures are shared through ``conftest.py``.
+here times anything. The fixtures are registered in ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import re
 import select
 import shlex
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from .gui import REQUIRED
+from .support.gui import REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "ollama_stream_sync"]
@@ -74,14 +73,6 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("ollama-stream-sync: error: ")
     return lines[0]
-
-
-@pytest.fixture
-def refused_url() -> Iterator[str]:
-    """A loopback URL that refuses connections: bound, never listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

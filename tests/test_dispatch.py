@@ -1,12 +1,18 @@
-"""Dispatchers and coalescing: thread identity, order, flushing, cancel, errors."""
+"""Dispatchers and coalescing: which thread runs a callback, in what order, when.
+
+Delivery is the engine's: it runs once, on httpx. The GUI dispatchers run on a
+real Tk (Xvfb) and Qt (offscreen); the stress of every pumping pattern is in
+``test_dispatch_stress.py``, failing dispatchers and callbacks in
+``test_dispatch_failures.py``, whole GUIs in ``test_dispatch_gui.py``.
+"""
 
 from __future__ import annotations
 
+import functools
 import gc
-import queue
+import sys
 import threading
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,48 +25,47 @@ from ollama_stream_sync import (
     StreamingClient,
     TkDispatcher,
 )
-from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply, tool_call
+from ollama_stream_sync.testing import (
+    Chunk,
+    DoneLine,
+    FakeOllama,
+    Stall,
+    reply,
+    tool_call,
+)
 
-from .conftest import USER, WAIT
+from .support import USER, WAIT
+from .support.clients import Recorder, new_client
+from .support.dispatchers import Toolkit
+from .support.gui import qt_run_until
 
 SCRIPT = reply("one two three", thinking="a b", tool_calls=[tool_call("f", {"x": 1})])
 EXPECTED_KINDS = ["thinking"] * 2 + ["content"] * 3 + ["tool", "done"]
 
 
-class Log:
-    """Every callback with the thread it ran on."""
+def test_callbacks_run_one_at_a_time_on_the_worker_thread(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply(" ".join(["w"] * 200), thinking="t " * 50))
+    threads: set[str] = set()
+    active = 0
+    overlaps = 0
+    lock = threading.Lock()
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any, int]] = []
-        self.done = threading.Event()
+    def on_delta(_: str) -> None:
+        nonlocal active, overlaps
+        with lock:
+            active += 1
+            overlaps += active > 1
+        threads.add(threading.current_thread().name)
+        with lock:
+            active -= 1
 
-    def _add(self, kind: str, value: Any) -> None:
-        self.events.append((kind, value, threading.get_ident()))
-
-    def kwargs(self) -> dict[str, Any]:
-        def terminal(kind: str) -> Any:
-            def fn(value: Any) -> None:
-                self._add(kind, value)
-                self.done.set()
-
-            return fn
-
-        return {
-            "on_thinking": lambda t: self._add("thinking", t),
-            "on_content": lambda t: self._add("content", t),
-            "on_tool_call": lambda c: self._add("tool", c),
-            "on_done": terminal("done"),
-            "on_error": terminal("error"),
-        }
-
-    def kinds(self) -> list[str]:
-        return [k for k, _, _ in self.events]
-
-    def text(self, kind: str) -> str:
-        return "".join(v for k, v, _ in self.events if k == kind)
-
-    def threads(self) -> set[int]:
-        return {t for _, _, t in self.events}
+    handle = client.start_chat("m", USER, on_thinking=on_delta, on_content=on_delta)
+    handle.result(5)
+    assert threads == {handle.thread.name}
+    assert handle.thread.name.startswith("ollama-stream-")
+    assert overlaps == 0
 
 
 def test_queue_dispatcher_runs_callbacks_only_when_pumped(
@@ -68,7 +73,7 @@ def test_queue_dispatcher_runs_callbacks_only_when_pumped(
 ) -> None:
     server.enqueue(SCRIPT)
     pump = QueueDispatcher()
-    log = Log()
+    log = Recorder()
     handle = client.start_chat("m", USER, dispatcher=pump, **log.kwargs())
     assert handle.join(WAIT)  # the worker is done; nothing ran yet
     # The handle resolves on the worker: completion never waits for pumping.
@@ -77,18 +82,16 @@ def test_queue_dispatcher_runs_callbacks_only_when_pumped(
     assert pump.pending == len(EXPECTED_KINDS)
     assert pump.pump() == len(EXPECTED_KINDS)
     assert log.kinds() == EXPECTED_KINDS
-    assert log.threads() == {threading.get_ident()}
+    assert log.threads == {threading.get_ident()}
 
 
-def test_blocking_chat_pumps_its_queue_dispatcher(
-    server: FakeOllama, make_client: Any
-) -> None:
+def test_blocking_chat_pumps_its_queue_dispatcher(server: FakeOllama) -> None:
     server.enqueue(SCRIPT)
-    log = Log()
-    with make_client(server.url, dispatcher=QueueDispatcher()) as client:
+    log = Recorder()
+    with new_client(server.url, dispatcher=QueueDispatcher()) as client:
         result = client.chat("m", USER, **log.kwargs())
     assert log.kinds() == EXPECTED_KINDS
-    assert log.threads() == {threading.get_ident()}  # the caller's own thread
+    assert log.threads == {threading.get_ident()}  # the caller's own thread
     assert result.content == log.text("content")
 
 
@@ -99,50 +102,24 @@ def test_queue_dispatcher_pump_timeout_waits_for_work() -> None:
     assert pump.pump(timeout=WAIT) == 1
 
 
-@pytest.fixture
-def toolkit_thread() -> Iterator[tuple[Any, threading.Thread]]:
-    """A stand-in toolkit: a thread running whatever ``call_after`` gives it."""
-    calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    count = [0]
-
-    def loop() -> None:
-        while (fn := calls.get()) is not None:
-            fn()
-
-    def call_after(fn: Any) -> None:
-        count[0] += 1
-        calls.put(fn)
-
-    thread = threading.Thread(target=loop, name="toolkit")
-    thread.start()
-    call_after.count = count  # type: ignore[attr-defined]
-    yield call_after, thread
-    calls.put(None)
-    thread.join(WAIT)
-
-
 def test_call_later_dispatcher_runs_on_the_toolkit_thread_in_batches(
-    server: FakeOllama,
-    client: StreamingClient,
-    toolkit_thread: tuple[Any, threading.Thread],
+    server: FakeOllama, client: StreamingClient, toolkit: Toolkit
 ) -> None:
-    call_after, thread = toolkit_thread
     server.enqueue(reply(" ".join(["w"] * 300)))
-    log = Log()
-    client.start_chat(
-        "m", USER, dispatcher=CallLaterDispatcher(call_after), **log.kwargs()
-    )
-    assert log.done.wait(WAIT)
-    assert log.threads() == {thread.ident}
+    log = Recorder()
+    dispatcher = CallLaterDispatcher(toolkit.call_after)
+    client.start_chat("m", USER, dispatcher=dispatcher, **log.kwargs())
+    assert log.ended.wait(WAIT)
+    assert log.threads == {toolkit.thread.ident}
     assert log.kinds() == ["content"] * 300 + ["done"]
-    assert call_after.count[0] <= 301  # at most one scheduled drain per callback
+    assert toolkit.scheduled <= 301  # at most one scheduled drain per callback
 
 
 def test_coalescing_merges_deltas_keeps_order_and_drops_nothing(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(SCRIPT)
-    log = Log()
+    log = Recorder()
     result = client.chat("m", USER, coalesce_interval=60.0, **log.kwargs())
     assert log.kinds() == ["thinking", "content", "tool", "done"]
     assert log.text("thinking") == result.thinking == "a b"
@@ -160,12 +137,12 @@ def test_coalescing_keeps_field_switches_in_order(
             Chunk(content="c2"),
             Chunk(tool_calls=[tool_call("f")]),
             Chunk(content="c3"),
-            Done(content="c4"),
+            DoneLine(content="c4"),
         ]
     )
-    log = Log()
+    log = Recorder()
     client.chat("m", USER, coalesce_interval=60.0, **log.kwargs())
-    assert [(k, v) for k, v, _ in log.events if k != "tool"][:-1] == [
+    assert [(k, v) for k, v in log.events if k != "tool"][:-1] == [
         ("thinking", "t1t2t3"),
         ("content", "c1c2"),
         ("content", "c3c4"),
@@ -178,7 +155,7 @@ def test_coalesced_text_is_flushed_during_a_pause(
 ) -> None:
     server.enqueue([Chunk(content="a"), Chunk(content="b"), Stall()])
     pump = QueueDispatcher()
-    log = Log()
+    log = Recorder()
     handle = client.start_chat(
         "m", USER, dispatcher=pump, coalesce_interval=0.05, **log.kwargs()
     )
@@ -212,7 +189,7 @@ def test_cancel_under_a_queue_dispatcher_delivers_what_was_accumulated(
 ) -> None:
     server.enqueue([Chunk(content="x"), Chunk(content="y"), Stall()])
     pump = CountingQueue(2)
-    log = Log()
+    log = Recorder()
     handle = client.start_chat("m", USER, dispatcher=pump, **log.kwargs())
     assert pump.reached.wait(WAIT)  # both deltas accumulated, none run yet
     handle.cancel()
@@ -252,7 +229,7 @@ def test_tk_dispatcher_runs_callbacks_on_the_tk_thread(
 ) -> None:
     dispatcher = TkDispatcher(tk_root)
     server.enqueue(SCRIPT)
-    log = Log()
+    log = Recorder()
     kwargs = log.kwargs()
     on_done = kwargs["on_done"]
     kwargs["on_done"] = lambda r: (on_done(r), tk_root.quit())
@@ -263,7 +240,7 @@ def test_tk_dispatcher_runs_callbacks_on_the_tk_thread(
     tk_root.mainloop()
     dispatcher.close()
     assert log.kinds() == EXPECTED_KINDS
-    assert log.threads() == {threading.get_ident()}
+    assert log.threads == {threading.get_ident()}
 
 
 def test_a_closed_tk_dispatcher_lets_go_of_its_window(tk_root: Any) -> None:
@@ -290,7 +267,7 @@ def test_qt_dispatcher_runs_callbacks_on_the_qt_thread(
 
     dispatcher = QtDispatcher()
     server.enqueue(SCRIPT)
-    log = Log()
+    log = Recorder()
     kwargs = log.kwargs()
     on_done = kwargs["on_done"]
     kwargs["on_done"] = lambda r: (on_done(r), qt_app.quit())
@@ -301,14 +278,33 @@ def test_qt_dispatcher_runs_callbacks_on_the_qt_thread(
     qt_app.exec()
     dispatcher.close()
     assert log.kinds() == EXPECTED_KINDS
-    assert log.threads() == {threading.get_ident()}
+    assert log.threads == {threading.get_ident()}
+
+
+def test_qt_dispatcher_wakes_without_dropping_references(qt_app: Any) -> None:
+    """Each wake-up of a QtDispatcher leaves True's reference count as it was.
+
+    PySide6 6.12's ``Signal.emit()`` hands back a reference to True it never
+    took: a dispatcher woken by a signal dropped True's count by one per
+    wake-up, and before Python 3.12 (mortal bools) the interpreter aborted
+    after some hundreds ("bool_dealloc"). It wakes by a posted event now.
+    """
+    dispatcher = QtDispatcher()
+    ran: list[int] = []
+    try:
+        before = sys.getrefcount(True)
+        for i in range(50):
+            dispatcher.dispatch(functools.partial(ran.append, i))  # a wake-up each
+            assert qt_run_until(qt_app, functools.partial(ran.__contains__, i))
+        lost = before - sys.getrefcount(True)
+    finally:
+        dispatcher.close()
+    assert lost < 10, f"True lost {lost} references in 50 wake-ups"
 
 
 def test_qt_dispatcher_names_the_extra_when_pyside_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "PySide6", None)  # as if not installed
     with pytest.raises(ImportError, match=r"ollama-stream-sync\[qt\]"):
         QtDispatcher()

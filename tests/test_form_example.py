@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from ollama_stream_sync import OutputValidationError, StreamingClient
-from ollama_stream_sync.testing import Chunk, Delay, Done, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import Chunk, Delay, DoneLine, FakeOllama, Stall, reply
 
-from .gui import load, tk_run_until, tk_shows_whole, too_long_for_a_line
+from .support.gui import load, tk_run_until, tk_shows_whole, too_long_for_a_line
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_the_form_fills_as_the_answer_streams_then_shows_the_validated_value(
             Chunk(content='"notes": ["Take an umbrella.", "Wind'),
             Stall(),  # held in the middle of the list's second item
             Chunk(content=' from the west."]}'),
-            Done(),
+            DoneLine(),
         ]
     )
     form.fill_button.invoke()
@@ -81,6 +81,7 @@ def test_the_form_fills_as_the_answer_streams_then_shows_the_validated_value(
     server.release()
 
     run_until(lambda: form.last_result is not None)
+    assert form.last_result is not None
     weather = form.last_result.parsed
     assert weather == tk_form.Weather(
         city="Paris",
@@ -133,6 +134,6 @@ def test_the_demo_answers_alternate_valid_and_invalid(tk_form: ModuleType) -> No
     )
     assert tk_form.Weather.model_validate_json(valid).city == "Paris"
     script = tk_form.paced_answer(tk_form.INVALID)
-    assert isinstance(script[0], Delay) and isinstance(script[-1], Done)
+    assert isinstance(script[0], Delay) and isinstance(script[-1], DoneLine)
     with pytest.raises(ValueError, match="temp_c"):
         tk_form.Weather.model_validate(tk_form.INVALID)

@@ -1,10 +1,11 @@
 """What we publish: the wheel holds the package alone; the sdist runs its own tests.
 
 Builds the sdist and the wheel from a copy of the source tree, checks what each
-holds, then unpacks the sdist, installs it with its test extra in a fresh venv
-and runs pytest there: the whole suite collected (conftest, helpers and fixtures
-ship) and a subset that uses the fixtures, the examples and the demo. Those are
-slow (they install from the package index), so marked ``slow``; CI runs them.
+holds, then unpacks the sdist, installs what it builds with its test extra in a
+fresh venv and runs pytest there: the whole suite collected (conftest, helpers
+and fixtures ship) and a few tests that use the fixtures, an example, the demo
+and the pytest plugin. Those are slow (they install from the package index),
+so marked ``slow``; CI runs them.
 The README is the package index's page: its links and its quick start are
 checked here too.
 """
@@ -28,7 +29,14 @@ from ollama_stream_sync.testing import FakeOllama, reply
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 600  # bounds one build or install; it measures nothing
-SUBSET = ["tests/test_accumulator.py", "tests/test_examples.py", "tests/test_api.py"]
+SUBSET = [
+    "tests/test_state.py",  # the recorded fixtures
+    "tests/test_examples.py::test_demo_streams_thinking_tool_call_and_answer",
+    "tests/test_examples.py::test_basic_chat_example_keeps_history",
+    "tests/test_api.py::test_fake_ollama_fixture_from_the_plugin",
+]
+"""What the unpacked sdist runs: tests that need its fixtures, an example, the
+demo and the pytest plugin (the whole suite is collected, not run)."""
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist", ".*_cache"
 )
@@ -95,11 +103,11 @@ def test_wheel_holds_the_package_license_and_types_only(dist: Path) -> None:
     assert not any(n.startswith(("tests/", "examples/", "docs/")) for n in names)
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
-    assert "Typing :: Typed" in metadata.get_all("Classifier")
-    assert "Framework :: Pytest" in metadata.get_all("Classifier")
-    assert any(
-        u.startswith("Repository, https://") for u in metadata.get_all("Project-URL")
-    )
+    classifiers = metadata.get_all("Classifier") or []
+    assert "Typing :: Typed" in classifiers
+    assert "Framework :: Pytest" in classifiers
+    urls = metadata.get_all("Project-URL") or []
+    assert any(u.startswith("Repository, https://") for u in urls)
     assert b"ollama-stream-sync = ollama_stream_sync._cli:main" in entry_points
     description = metadata.get_payload()
     assert isinstance(description, str) and description.startswith("# ollama-stream")
@@ -124,7 +132,7 @@ def test_sdist_runs_its_own_tests(dist: Path, tmp_path: Path) -> None:
     for needed in (
         "LICENSE",
         "tests/conftest.py",
-        "tests/gui.py",
+        "tests/support/clients.py",
         "tests/fixtures/chat_thinking_tools.ndjson",
         "examples/basic_chat.py",
         "docs/tk_chat.png",
@@ -133,9 +141,13 @@ def test_sdist_runs_its_own_tests(dist: Path, tmp_path: Path) -> None:
     assert not any("__pycache__" in n for n in names)
 
     tree = tmp_path / top
-    run([sys.executable, "-m", "venv", str(tree / "venv")], tree)
+    # A venv without its own pip (ensurepip takes seconds); this pip installs
+    # into it the wheel that python -m build made from this sdist, with the
+    # test extra: what `pip install .[test]` in the tree would build.
+    run([sys.executable, "-m", "venv", "--without-pip", str(tree / "venv")], tree)
     python = str(tree / "venv" / "bin" / "python")
-    run([python, "-m", "pip", "install", "-q", ".[test]"], tree)
+    wheel = f"{only(dist, '*.whl')}[test]"
+    run([sys.executable, "-m", "pip", "--python", python, "install", "-q", wheel], tree)
     pytest_args = [python, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
     collected = run([*pytest_args, "--collect-only"], tree)
     assert "test_cli.py" in collected and "test_packaging.py" in collected

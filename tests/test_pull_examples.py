@@ -17,8 +17,8 @@ from typing import Any
 from ollama_stream_sync import ModelNotFound, Progress, StreamingClient
 from ollama_stream_sync.testing import Delay, FakeOllama, Stall, Step, pull_script
 
-from .conftest import WAIT
-from .gui import load, qt_run_until, tk_shows_whole, too_long_for_a_line
+from .support import WAIT
+from .support.gui import load, qt_run_until, tk_shows_whole, too_long_for_a_line
 
 MODEL = "llama3.2"
 LAYERS = [40_000_000, 2_000, 500]

@@ -20,7 +20,7 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import FakeOllama
 
-from .conftest import USER
+from .support import USER
 
 pytestmark = pytest.mark.transport
 
@@ -84,7 +84,7 @@ def test_request_body_headers_and_session_auth(mocked: responses.RequestsMock) -
     assert request.headers["Authorization"].startswith("Basic ")  # session auth
     assert request.headers["X-Corp"] == "1"
     assert request.headers["Accept"] == "application/x-ndjson"
-    body = json.loads(request.body)
+    body = json.loads(request.body or b"")
     assert body["stream"] is True and body["think"] is True
     assert body["messages"] == USER and body["options"] == {"temperature": 0}
 
@@ -170,7 +170,7 @@ def test_session_is_left_open(mocked: responses.RequestsMock) -> None:
 
 def test_session_must_be_a_session() -> None:
     with pytest.raises(TypeError, match=r"requests\.Session"):
-        StreamingClient(HOST, session=object())  # type: ignore[arg-type]
+        StreamingClient(HOST, session=object())
 
 
 def test_proxy_settings_still_apply_to_a_remote_host(

@@ -1,5 +1,5 @@
-"""Structured output that streams, context limits that are never silent, and the
-fields and errors the SDK drops."""
+"""Structured output (``format=``): partial values as the answer streams, the
+validated answer at the end. The engine's: once, on httpx."""
 
 from __future__ import annotations
 
@@ -11,29 +11,19 @@ import pydantic
 import pytest
 
 from ollama_stream_sync import (
-    AuthenticationRequired,
-    ContextLengthExceeded,
-    ContextTruncatedWarning,
     Conversation,
     OutputValidationError,
     Partial,
-    RateLimited,
-    RetryPolicy,
-    ServerError,
     StreamingClient,
 )
 from ollama_stream_sync.testing import (
     Chunk,
-    Done,
+    DoneLine,
     FakeOllama,
-    Status,
-    http_error,
     reply,
 )
 
-from .conftest import USER, MakeClient
-
-FAST = RetryPolicy(initial_delay=0.01, jitter=False)
+from .support import USER
 
 
 class Weather(pydantic.BaseModel):
@@ -66,16 +56,15 @@ def grows(before: Any, after: Any) -> bool:
         return isinstance(after, str) and after.startswith(before)
     if isinstance(before, (int, float)) and isinstance(after, (int, float)):
         return str(after).startswith(str(before).rstrip("0").rstrip("."))
-    return before == after
+    return bool(before == after)
 
 
 def test_a_model_class_streams_partial_objects_and_validates_at_the_end(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     partials: list[Any] = []
-    with make_client(server.url) as client:
-        result = client.chat("m", USER, format=Weather, on_partial=partials.append)
+    result = client.chat("m", USER, format=Weather, on_partial=partials.append)
     assert isinstance(result.parsed, Weather)
     assert result.parsed == Weather(
         city="Paris", temp_c=18.5, notes=["light rain", "wind"]
@@ -92,7 +81,7 @@ def test_a_model_class_streams_partial_objects_and_validates_at_the_end(
 def test_partial_events_in_the_iterator(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     with client.stream_chat("m", USER, format=Weather) as stream:
         values = [e.value for e in stream if isinstance(e, Partial)]
         result = stream.result()
@@ -103,7 +92,7 @@ def test_partial_events_in_the_iterator(
 def test_coalescing_applies_to_partials(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     partials: list[Any] = []
     client.chat(
         "m", USER, format=Weather, on_partial=partials.append, coalesce_interval=10.0
@@ -114,32 +103,32 @@ def test_coalescing_applies_to_partials(
 def test_thinking_stays_apart_from_the_parsed_answer(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([Chunk(thinking="{not json at all"), *json_chunks(ANSWER), Done()])
+    server.enqueue(
+        [Chunk(thinking="{not json at all"), *json_chunks(ANSWER), DoneLine()]
+    )
     result = client.chat("m", USER, format=Weather, think=True)
     assert result.thinking == "{not json at all"
     assert isinstance(result.parsed, Weather)
 
 
 def test_a_dict_schema_and_json_give_the_parsed_value(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     server.enqueue(reply('{"n": 3}'), reply("[1, 2]"))
-    with make_client(server.url) as client:
-        assert client.chat("m", USER, format=schema).parsed == {"n": 3}
-        assert client.chat("m", USER, format="json").parsed == [1, 2]
+    assert client.chat("m", USER, format=schema).parsed == {"n": 3}
+    assert client.chat("m", USER, format="json").parsed == [1, 2]
     assert [r.body["format"] for r in server.stream_requests()] == [schema, "json"]
 
 
 def test_an_invalid_answer_raises_with_the_raw_content_kept(
-    server: FakeOllama, make_client: MakeClient
+    server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(reply('{"city": "Paris"}'), reply("Sorry, no JSON today."))
-    with make_client(server.url) as client:
-        with pytest.raises(OutputValidationError) as invalid:
-            client.chat("m", USER, format=Weather)
-        with pytest.raises(OutputValidationError) as not_json:
-            client.chat("m", USER, format="json")
+    with pytest.raises(OutputValidationError) as invalid:
+        client.chat("m", USER, format=Weather)
+    with pytest.raises(OutputValidationError) as not_json:
+        client.chat("m", USER, format="json")
     assert invalid.value.partial.content == '{"city": "Paris"}'
     assert isinstance(invalid.value.__cause__, pydantic.ValidationError)
     assert "Weather" in str(invalid.value)
@@ -155,160 +144,10 @@ def test_a_bad_format_is_a_type_error_at_the_call(client: StreamingClient) -> No
 def test_a_conversation_with_a_format_returns_parsed_answers(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([*json_chunks(ANSWER), Done()])
+    server.enqueue([*json_chunks(ANSWER), DoneLine()])
     conv = Conversation(client, "m", format=Weather)
     answer = conv.send("Weather in Paris?")
     assert isinstance(answer.parsed, Weather)
     assert conv.messages[-1]["content"] == ANSWER
     assert server.stream_requests()[0].body["format"] == Weather.model_json_schema()
     assert json.loads(conv.to_json())["format"] == Weather.model_json_schema()
-
-
-# -- context limits -------------------------------------------------------------
-
-
-def test_a_prompt_longer_than_the_context_raises_context_length_exceeded(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    message = (
-        "the prompt is longer than the context length currently available to the "
-        "model; shorten the prompt, adjust the context length in settings, or use "
-        "a model with a longer context length"
-    )
-    server.enqueue(
-        http_error(400, message),
-        http_error(
-            500,
-            "input length (5000 tokens) exceeds the model's maximum context length "
-            "(4096 tokens)",
-        ),
-    )
-    with make_client(server.url, retry=FAST) as client:
-        with pytest.raises(ContextLengthExceeded) as first:
-            client.chat("m", USER)
-        with pytest.raises(ContextLengthExceeded) as second:
-            client.chat("m", USER)
-    assert isinstance(first.value, ServerError) and first.value.status_code == 400
-    assert (second.value.prompt_tokens, second.value.context_length) == (5000, 4096)
-    assert len(server.stream_requests()) == 2  # never retried
-    assert "num_ctx" in str(first.value)
-
-
-def test_a_silently_truncated_prompt_is_flagged_and_warned(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    long_history = [{"role": "user", "content": "word " * 4000}]  # 4,000 tokens
-    counters = {"prompt_eval_count": 1500, "eval_count": 1}
-    server.enqueue(
-        [Chunk(content="ok"), Done(counters=counters)],
-        [Chunk(content="ok"), Done(counters={"prompt_eval_count": 4010})],
-    )
-    with make_client(server.url) as client:
-        with pytest.warns(ContextTruncatedWarning, match="read 1500 tokens"):
-            cut = client.chat("m", long_history)
-        whole = client.chat("m", long_history)
-    assert cut.prompt_truncated and not whole.prompt_truncated
-
-
-def test_done_reason_length_sets_stopped_by_length(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(reply("cut at num_predict", done_reason="length"), reply("whole"))
-    assert client.chat("m", USER).stopped_by_length
-    assert not client.chat("m", USER).stopped_by_length
-
-
-def test_truncate_and_shift_reach_the_server(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    server.enqueue(reply("a"), reply("b"))
-    with make_client(server.url) as client:
-        client.chat("m", USER, truncate=False, shift=False)
-        client.generate("m", "hi", truncate=True, shift=False)
-    chat, generate = (r.body for r in server.stream_requests())
-    assert (chat["truncate"], chat["shift"]) == (False, False)
-    assert (generate["truncate"], generate["shift"]) == (True, False)
-
-
-def test_think_levels_pass_through_unchanged(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(reply("a"), reply("b"), reply("c"))
-    for level in ("max", "high", True):
-        client.chat("m", USER, think=level)
-    assert [r.body["think"] for r in server.stream_requests()] == ["max", "high", True]
-
-
-# -- cloud errors and fields ---------------------------------------------------------
-
-
-def test_401_with_signin_url_is_authentication_required(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    url = "https://ollama.com/connect?name=box&key=abc"
-    server.enqueue([Status(401, {"error": "unauthorized", "signin_url": url})])
-    with make_client(server.url, retry=FAST) as client:
-        with pytest.raises(AuthenticationRequired) as info:
-            client.chat("gpt-oss:120b-cloud", USER)
-    assert info.value.signin_url == url
-    assert info.value.status_code == 401 and url in str(info.value)
-    assert len(server.stream_requests()) == 1
-
-
-def test_a_usage_limit_is_rate_limited_and_retried_only_with_retry_after(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    limit = "you've reached your hourly usage limit, please upgrade to continue"
-    server.enqueue(
-        http_error(429, limit),
-        http_error(429, limit, Retry_After="0"),
-        reply("after the wait"),
-    )
-    with make_client(server.url, retry=FAST) as client:
-        with pytest.raises(RateLimited) as info:
-            client.chat("m", USER)
-        assert info.value.retry_after is None
-        assert client.chat("m", USER).content == "after the wait"
-    assert len(server.stream_requests()) == 3
-
-
-def test_a_plain_429_is_still_retried_as_before(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(http_error(429, "too many requests to the runner"), reply("ok"))
-    assert client.chat("m", USER, retry=FAST).content == "ok"
-
-
-def test_a_busy_server_moves_to_another_host_at_once() -> None:
-    with FakeOllama() as busy, FakeOllama() as free:
-        busy.enqueue(
-            http_error(
-                503, "server busy, please try again.  maximum pending requests exceeded"
-            )
-        )
-        free.enqueue(reply("from the other host"))
-        delays: list[float] = []
-        slow = RetryPolicy(initial_delay=30.0, jitter=False)
-        with StreamingClient(hosts=[busy.url, free.url], retry=slow) as client:
-            result = client.chat("m", USER, on_retry=lambda a, e, d: delays.append(d))
-        assert result.content == "from the other host"
-        assert delays == [0.0]  # no 30 s backoff: another host had room
-
-
-def test_without_a_policy_nothing_is_retried(server: FakeOllama) -> None:
-    server.enqueue(http_error(503, "server busy, please try again."), reply("never"))
-    with StreamingClient(server.url) as client, pytest.raises(ServerError):
-        client.chat("m", USER)
-    assert len(server.stream_requests()) == 1
-
-
-def test_remote_model_and_host_are_attributes(
-    server: FakeOllama, make_client: MakeClient
-) -> None:
-    extra = {"remote_model": "gpt-oss:120b", "remote_host": "https://ollama.com:443"}
-    server.enqueue([Chunk(content="hi"), Done(extra=extra)])
-    with make_client(server.url) as client:
-        result = client.chat("gpt-oss:120b-cloud", USER)
-    assert result.remote_model == "gpt-oss:120b"
-    assert result.remote_host == "https://ollama.com:443"
-    assert "remote_model" not in result.extra

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def parse_line(line: bytes) -> dict[str, object]:
     return chunk
 
 
-def feed_one(acc: Accumulator, chunk: dict[str, object], now: float) -> list[object]:
+def feed_one(acc: Accumulator, chunk: dict[str, object], now: float) -> list[Any]:
     events, error = acc.feed([chunk], now)
     if error is not None:
         raise error
@@ -95,7 +96,7 @@ def test_to_message_has_only_present_fields() -> None:
 def test_snapshot_is_a_copy_callers_cannot_corrupt() -> None:
     acc, events = feed_file("chat_thinking_tools.ndjson")
     delivered = next(e.call for e in events if isinstance(e, ToolCall))
-    delivered["function"]["name"] = "mutated"  # type: ignore[index]
+    delivered["function"]["name"] = "mutated"
     snap = acc.snapshot()
     snap.to_message()["tool_calls"][0]["function"]["name"] = "mutated"
     assert acc.snapshot().tool_calls[0]["function"]["name"] == "get_weather"
@@ -228,10 +229,10 @@ def test_lines_before_a_bad_line_are_kept() -> None:
 def test_error_bodies_json_html_and_empty() -> None:
     err = error_from_body(404, b'{"error": "model \'x\' not found"}')
     assert type(err).__name__ == "ModelNotFound"
-    assert err.server_message == "model 'x' not found"  # type: ignore[attr-defined]
+    assert err.server_message == "model 'x' not found"
     html = error_from_body(502, b"<html><body>Bad Gateway</body></html>")
     assert "Bad Gateway" in str(html)
-    assert "'" not in html.server_message  # type: ignore[attr-defined]  # text, no repr
+    assert "'" not in html.server_message  # text, no repr
     empty = error_from_body(403, b"", "Forbidden")
     assert "Forbidden" in str(empty)
     route = error_from_body(404, b"404 page not found")

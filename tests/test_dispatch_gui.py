@@ -1,15 +1,17 @@
-"""A GUI never hangs: under a real Tk (Xvfb) and a real Qt (offscreen).
+"""A GUI never hangs: the toolkit dispatchers under a real Tk (Xvfb) and a real
+Qt (offscreen).
 
 Blocking calls made on the toolkit thread with the toolkit's dispatcher return;
-closing a window mid-stream stops the stream cleanly; Stop leaves a cancelled
-result; a nested event loop (a modal dialog) inside a callback runs while
-another stream delivers. Every loop waits for toolkit events, bounded by a timer
-in case of a hang; a hang *inside* a toolkit callback cannot be bounded from
-there, so the module's timeout bounds it (they all finish in seconds).
+closing a window mid-stream stops the stream cleanly; a nested event loop (a
+modal dialog) inside a callback runs while another stream delivers. Every loop
+waits for toolkit events, bounded by a timer in case of a hang; a hang *inside*
+a toolkit callback cannot be bounded from there, so the module's timeout bounds
+it (they all finish in seconds). Delivery is the engine's: once, on httpx.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 from collections.abc import Callable
@@ -17,27 +19,24 @@ from typing import Any
 
 import pytest
 
-import ollama_stream_sync as oss
 from ollama_stream_sync import (
     ChatResult,
     Conversation,
+    DispatchError,
     QtDispatcher,
     StreamError,
     StreamingClient,
     TkDispatcher,
 )
-from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
+from ollama_stream_sync.testing import Chunk, FakeOllama, Script, Stall, reply
 
-from .conftest import USER, WAIT
-from .gui import load, qt_run_until, tk_run_until
-
-# The new name; the fallback only lets this file run against the package before
-# the rework, to show each test failing there.
-DispatchError: type[StreamError] = getattr(oss, "DispatchError", StreamError)
+from .support import USER, WAIT
+from .support.clients import Recorder, more_disconnects_than
+from .support.gui import no_noise, qt_run_until, tk_run_until
 
 pytestmark = pytest.mark.timeout(60)
 
-MID_STREAM = [
+MID_STREAM: Script = [
     Chunk(thinking="Thinking "),
     Chunk(content="Hello "),
     Chunk(content="wor"),
@@ -45,42 +44,9 @@ MID_STREAM = [
 ]
 
 
-class Record:
-    """One stream's callbacks, the threads they ran on, and its terminal ones."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.terminals: list[tuple[str, Any]] = []
-        self.threads: set[int] = set()
-        self.ended = threading.Event()
-
-    def add(self, kind: str, value: Any) -> None:
-        self.threads.add(threading.get_ident())
-        self.events.append((kind, value))
-
-    def terminal(self, kind: str, value: Any) -> None:
-        self.threads.add(threading.get_ident())
-        self.terminals.append((kind, value))
-        self.ended.set()
-
-    def text(self, kind: str = "content") -> str:
-        return "".join(v for k, v in self.events if k == kind)
-
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "on_thinking": lambda t: self.add("thinking", t),
-            "on_content": lambda t: self.add("content", t),
-            "on_done": lambda r: self.terminal("done", r),
-            "on_error": lambda e: self.terminal("error", e),
-        }
-
-
-def no_noise(capfd: pytest.CaptureFixture[str]) -> None:
-    """Nothing was printed: no traceback from a thread, no Tk complaint."""
-    out, err = capfd.readouterr()
-    for noise in ("Traceback", "main thread is not in main loop", "Exception"):
-        assert noise not in err, err
-        assert noise not in out, out
+def shows(record: Recorder, text: str) -> bool:
+    """Whether ``record``'s callbacks have shown ``text`` so far."""
+    return record.text() == text
 
 
 # -- blocking calls on the toolkit thread ---------------------------------------
@@ -102,7 +68,7 @@ BLOCKING: dict[str, Callable[[StreamingClient, Any, dict[str, Any]], ChatResult]
 def tk_blocking_trial(
     client: StreamingClient, root: Any, dispatcher: TkDispatcher, call: str
 ) -> None:
-    record = Record()
+    record = Recorder()
     returned: list[tuple[ChatResult, list[tuple[str, Any]]]] = []
 
     def on_click() -> None:  # e.g. a button's command
@@ -133,7 +99,7 @@ def qt_blocking_trial(
 ) -> None:
     from PySide6.QtCore import QTimer
 
-    record = Record()
+    record = Recorder()
     returned: list[tuple[ChatResult, list[tuple[str, Any]]]] = []
 
     def on_click() -> None:
@@ -164,7 +130,7 @@ def test_qt_a_blocking_call_in_a_qt_callback_returns(
 def tk_nested_chat_trial(
     client: StreamingClient, root: Any, dispatcher: TkDispatcher
 ) -> None:
-    outer, inner = Record(), Record()
+    outer, inner = Recorder(), Recorder()
     results: list[ChatResult] = []
 
     def on_content(text: str) -> None:
@@ -199,7 +165,7 @@ def tk_close_trial(
 ) -> None:
     dispatcher = TkDispatcher(window)
     server.enqueue(MID_STREAM)
-    record = Record()
+    record = Recorder()
     handle = client.start_chat("m", USER, dispatcher=dispatcher, **record.kwargs())
     assert tk_run_until(root, lambda: record.text() == "Hello wor")
     gone: list[object] = []
@@ -304,7 +270,7 @@ def test_tk_closing_a_window_after_the_stream_ended_drops_its_callbacks(
         window = tkinter.Toplevel(tk_root)
         dispatcher = TkDispatcher(window)
         server.enqueue(reply("all of it"))
-        record = Record()
+        record = Recorder()
         handle = client.start_chat("m", USER, dispatcher=dispatcher, **record.kwargs())
         assert handle.join(WAIT)  # ended; its callbacks wait for Tk
         window.destroy()
@@ -331,9 +297,9 @@ def test_qt_closing_a_window_mid_stream_is_clean(
         window.show()
         dispatcher = QtDispatcher(parent=window)
         server.enqueue(MID_STREAM)
-        record = Record()
+        record = Recorder()
         handle = client.start_chat("m", USER, dispatcher=dispatcher, **record.kwargs())
-        assert qt_run_until(qt_app, lambda r=record: r.text() == "Hello wor")
+        assert qt_run_until(qt_app, functools.partial(shows, record, "Hello wor"))
         window.close()
         if trial % 2:
             window.deleteLater()  # as WA_DeleteOnClose does; then, as the event
@@ -345,130 +311,8 @@ def test_qt_closing_a_window_mid_stream_is_clean(
         with pytest.raises(DispatchError) as info:
             handle.result(timeout=WAIT)
         assert info.value.partial.content == "Hello wor"
-        assert server.wait_for(lambda s, n=trial: s.disconnects_seen > n, WAIT)
+        assert server.wait_for(more_disconnects_than(trial), WAIT)
         assert record.terminals == []
-    no_noise(capfd)
-
-
-# -- the examples: Stop, phases, closing ------------------------------------------
-
-
-def status_of(app: Any) -> str:
-    status = app.status
-    return str(status.cget("text") if hasattr(status, "cget") else status.text())
-
-
-@pytest.mark.parametrize(
-    ("script", "phase"),
-    [
-        ([Stall()], "waiting"),  # before any output: no figures to show
-        ([Chunk(content="Hello")], "answering"),  # one chunk: no tokens/s
-        (MID_STREAM[:-1], "answering"),
-    ],
-    ids=["no-output", "one-chunk", "some-output"],
-)
-def test_tk_example_shows_the_phase_and_stop_is_a_clean_cancel(
-    server: FakeOllama,
-    client: StreamingClient,
-    tk_root: Any,
-    examples_path: None,
-    script: list[Any],
-    phase: str,
-) -> None:
-    tk_chat = load("tk_chat")
-    app = tk_chat.ChatApp(tk_root, client, "m")
-    stalled = script if script[-1:] == [Stall()] else [*script, Stall()]
-    for _ in range(10):
-        server.enqueue(stalled)
-        app.prompt.insert(0, "Hi")
-        app.send_button.invoke()
-        shown = tk_chat.PHASES[phase]
-        assert tk_run_until(tk_root, lambda a=app, s=shown: status_of(a) == s)
-        app.stop_button.invoke()
-        assert tk_run_until(tk_root, lambda a=app: a.handle is None)
-        assert status_of(app).startswith("Stopped."), status_of(app)
-        assert app.last_result is not None and app.last_result.cancelled
-
-
-@pytest.mark.parametrize(
-    ("script", "phase"),
-    [([Stall()], "waiting"), ([Chunk(content="Hello")], "answering")],
-    ids=["no-output", "one-chunk"],
-)
-def test_qt_example_shows_the_phase_and_stop_is_a_clean_cancel(
-    server: FakeOllama,
-    client: StreamingClient,
-    qt_app: Any,
-    examples_path: None,
-    script: list[Any],
-    phase: str,
-) -> None:
-    import shiboken6
-
-    qt_chat = load("qt_chat")
-    window = qt_chat.ChatWindow(client, "m")
-    try:
-        stalled = script if script[-1:] == [Stall()] else [*script, Stall()]
-        for _ in range(10):
-            server.enqueue(stalled)
-            window.prompt.setText("Hi")
-            window.send_button.click()
-            shown = qt_chat.PHASES[phase]
-            assert qt_run_until(qt_app, lambda s=shown: status_of(window) == s)
-            window.stop_button.click()
-            assert qt_run_until(qt_app, lambda: window.handle is None)
-            assert status_of(window).startswith("Stopped."), status_of(window)
-            assert window.last_result is not None and window.last_result.cancelled
-    finally:
-        window.close()
-        shiboken6.delete(window)  # on the Qt thread, not by a later GC elsewhere
-        gc.collect()
-
-
-def test_tk_example_closed_mid_stream(
-    server: FakeOllama,
-    client: StreamingClient,
-    tk_root: Any,
-    examples_path: None,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    tk_chat = load("tk_chat")
-    app = tk_chat.ChatApp(tk_root, client, "m")
-    server.enqueue(MID_STREAM)
-    app.prompt.insert(0, "Hi")
-    app.send_button.invoke()
-    assert tk_run_until(tk_root, lambda: app.text_with_tag("answer") == "Hello wor")
-    handle = app.handle
-    app.close()  # the window's close button
-    assert handle.result(timeout=WAIT).cancelled  # Stop, then the window went
-    assert server.wait_for(lambda s: s.disconnects_seen == 1, WAIT)
-    no_noise(capfd)
-
-
-def test_qt_example_closed_mid_stream(
-    server: FakeOllama,
-    client: StreamingClient,
-    qt_app: Any,
-    examples_path: None,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    import shiboken6
-
-    qt_chat = load("qt_chat")
-    window = qt_chat.ChatWindow(client, "m")
-    window.show()
-    server.enqueue(MID_STREAM)
-    window.prompt.setText("Hi")
-    window.send_button.click()
-    assert qt_run_until(qt_app, lambda: window.shown["answer"] == "Hello wor")
-    handle = window.handle
-    dispatcher = window.dispatcher
-    window.close()  # the window's close button: Stop
-    shiboken6.delete(window)  # and then it goes, dispatcher with it
-    gc.collect()
-    assert dispatcher.closed
-    assert handle.result(timeout=WAIT).cancelled
-    assert server.wait_for(lambda s: s.disconnects_seen == 1, WAIT)
     no_noise(capfd)
 
 
@@ -480,7 +324,7 @@ def tk_modal_trial(
 ) -> None:
     import tkinter
 
-    first, second = Record(), Record()
+    first, second = Recorder(), Recorder()
     opened: list[bool] = []
     closed: list[bool] = []
 
@@ -492,7 +336,7 @@ def tk_modal_trial(
         dialog = tkinter.Toplevel(root)
 
         def second_done(result: ChatResult) -> None:
-            second.terminal("done", result)
+            second.add("done", result)
             dialog.destroy()  # the dialog closes when the other stream ends
 
         client.start_chat(
@@ -540,7 +384,7 @@ def qt_modal_trial(
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QDialog
 
-    first, second = Record(), Record()
+    first, second = Recorder(), Recorder()
     opened: list[bool] = []
     closed: list[bool] = []
 
@@ -553,7 +397,7 @@ def qt_modal_trial(
         stop = dialog.accept if loop == "exec" else nested.quit
 
         def second_done(result: ChatResult) -> None:
-            second.terminal("done", result)
+            second.add("done", result)
             stop()
 
         client.start_chat(
@@ -595,40 +439,3 @@ def test_qt_a_modal_dialog_in_a_callback_while_another_stream_delivers(
             qt_modal_trial(client, qt_app, dispatcher, loop)
     finally:
         dispatcher.close()
-
-
-# -- a reused connection after a pause -------------------------------------------------
-
-
-def test_tk_chat_second_turn_after_a_pause(
-    server: FakeOllama,
-    tk_root: Any,
-    examples_path: None,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A second Send reuses the first answer's connection: the bound on the first
-    stream's drain must not follow it into the second (it did once: a socket
-    timeout of 0 there, and its first empty read failed at once)."""
-    from ollama_stream_sync import _run
-
-    # Time enough for the first answer's drain even under load, so that its
-    # connection surely goes back to the pool, with its drain bound still armed
-    # had it not been disarmed.
-    monkeypatch.setattr(_run, "DRAIN_TIMEOUT", WAIT)
-    tk_chat = load("tk_chat")
-    # After "Second" the model goes silent: a sound connection waits for more
-    # and ends by its read timeout; the bug's non-blocking one fails at once.
-    # Either way the outcome is an error, told apart by its kind, not by time.
-    with StreamingClient(server.url, read_timeout=2.0) as client:  # httpx
-        app = tk_chat.ChatApp(tk_root, client, "m")
-        server.enqueue(reply("First answer."))
-        app.prompt.insert(0, "Hi")
-        app.send_button.invoke()
-        assert tk_run_until(tk_root, lambda: app.handle is None)
-        assert status_of(app).startswith("Done.")
-        server.enqueue([Chunk(content="Second"), Stall()])
-        app.prompt.insert(0, "And?")
-        app.send_button.invoke()
-        assert tk_run_until(tk_root, lambda: app.handle is None)
-        assert app.text_with_tag("answer").endswith("Second")
-        assert "the stream went silent" in status_of(app), status_of(app)

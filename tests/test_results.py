@@ -1,4 +1,8 @@
-"""End to end through the real SDK and httpx: what callbacks see and what is sent."""
+"""A chat end to end: what the callbacks see, what the result holds, what is sent.
+
+The state of a stream and its result are the engine's: this runs once, on
+httpx (the accumulator alone, no thread: test_state.py).
+"""
 
 from __future__ import annotations
 
@@ -9,33 +13,20 @@ from typing import Any
 import ollama
 import pytest
 
-from ollama_stream_sync import ChatResult, StreamingClient
+from ollama_stream_sync import ChatResult, ContextTruncatedWarning, StreamingClient
 from ollama_stream_sync.testing import (
     Chunk,
-    Delay,
-    Done,
+    DoneLine,
     FakeOllama,
+    Stall,
     chat_prompt,
     count_tokens,
     reply,
     tool_call,
 )
 
-from .conftest import USER
-
-pytestmark = pytest.mark.transport
-
-
-def record() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    events: list[tuple[str, Any]] = []
-    callbacks = {
-        "on_thinking": lambda t: events.append(("thinking", t)),
-        "on_content": lambda t: events.append(("content", t)),
-        "on_tool_call": lambda c: events.append(("tool", c)),
-        "on_done": lambda r: events.append(("done", r)),
-        "on_error": lambda e: events.append(("error", e)),
-    }
-    return events, callbacks
+from .support import USER, WAIT
+from .support.clients import Recorder
 
 
 def test_callbacks_in_arrival_order_then_one_done(
@@ -43,7 +34,8 @@ def test_callbacks_in_arrival_order_then_one_done(
 ) -> None:
     call = tool_call("get_weather", {"city": "Paris"}, id="call_ab12cd34")
     server.enqueue(reply("It rains.", thinking="Check weather.", tool_calls=[call]))
-    events, callbacks = record()
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     result = client.chat("qwen3", USER, think=True, **callbacks)
     kinds = [k for k, _ in events]
     assert kinds == ["thinking"] * 2 + ["content"] * 2 + ["tool", "done"]
@@ -62,8 +54,11 @@ def test_done_chunk_text_and_tool_calls_are_processed(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     calls = [tool_call("a", {"x": 1}, index=0), tool_call("b", {"y": 2}, index=1)]
-    server.enqueue([Chunk(content="Partial"), Done(content=" end.", tool_calls=calls)])
-    events, callbacks = record()
+    server.enqueue(
+        [Chunk(content="Partial"), DoneLine(content=" end.", tool_calls=calls)]
+    )
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     result = client.chat("m", USER, **callbacks)
     assert result.content == "Partial end."
     assert [c["function"]["name"] for c in result.tool_calls] == ["a", "b"]
@@ -73,8 +68,9 @@ def test_done_chunk_text_and_tool_calls_are_processed(
 def test_mixed_chunk_delivers_thinking_before_content(
     server: FakeOllama, client: StreamingClient
 ) -> None:
-    server.enqueue([Chunk(thinking="Last thought.", content="First word"), Done()])
-    events, callbacks = record()
+    server.enqueue([Chunk(thinking="Last thought.", content="First word"), DoneLine()])
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     client.chat("m", USER, **callbacks)
     assert events[:2] == [("thinking", "Last thought."), ("content", "First word")]
 
@@ -99,31 +95,6 @@ def test_result_counters_timing_and_message(
         result.content = "changed"  # type: ignore[misc]
 
 
-def test_callbacks_run_one_at_a_time_on_the_worker_thread(
-    server: FakeOllama, client: StreamingClient
-) -> None:
-    server.enqueue(reply(" ".join(["w"] * 200), thinking="t " * 50))
-    threads: set[str] = set()
-    active = 0
-    overlaps = 0
-    lock = threading.Lock()
-
-    def on_delta(_: str) -> None:
-        nonlocal active, overlaps
-        with lock:
-            active += 1
-            overlaps += active > 1
-        threads.add(threading.current_thread().name)
-        with lock:
-            active -= 1
-
-    handle = client.start_chat("m", USER, on_thinking=on_delta, on_content=on_delta)
-    handle.result(5)
-    assert threads == {handle.thread.name}
-    assert handle.thread.name.startswith("ollama-stream-")
-    assert overlaps == 0
-
-
 def test_request_body_keeps_history_fields_and_options(
     server: FakeOllama, client: StreamingClient
 ) -> None:
@@ -135,7 +106,7 @@ def test_request_body_keeps_history_fields_and_options(
         """
         return city
 
-    history = [
+    history: list[Any] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather?"},
         {
@@ -210,7 +181,8 @@ def test_generate_streams_response_into_content(
     server: FakeOllama, client: StreamingClient
 ) -> None:
     server.enqueue(reply("Blue sky.", thinking="sky"))
-    events, callbacks = record()
+    rec = Recorder()
+    events, callbacks = rec.events, rec.kwargs()
     del callbacks["on_tool_call"]
     result = client.generate("m", "Why is the sky blue?", system="Short.", **callbacks)
     assert result.content == "Blue sky." and result.thinking == "sky"
@@ -249,32 +221,76 @@ def test_add_done_callback_runs_at_once_when_already_done(
     assert seen and seen[0].content.startswith("Hello")
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "error"),
-    [
-        ({"model": ""}, ValueError),
-        ({"messages": "hi"}, TypeError),
-        ({"messages": [{"content": "no role"}]}, ValueError),
-        ({"messages": [42]}, TypeError),
-        ({"tools": [42]}, TypeError),
-    ],
-)
-def test_bad_arguments_raise_before_any_thread_starts(
-    client: StreamingClient, server: FakeOllama, kwargs: dict[str, Any], error: type
+def test_snapshot_from_another_thread_while_streaming(
+    server: FakeOllama, client: StreamingClient
 ) -> None:
-    args: dict[str, Any] = {"model": "m", "messages": USER} | kwargs
-    with pytest.raises(error):
-        client.start_chat(**args)
-    assert server.stream_requests() == []
-    assert client.active_streams() == []
+    server.enqueue([Chunk(content="a"), Chunk(content="b"), Stall()])
+    got_b = threading.Event()
+
+    def on_content(text: str) -> None:
+        if text == "b":
+            got_b.set()
+
+    handle = client.start_chat("m", USER, on_content=on_content)
+    assert got_b.wait(WAIT)
+    snap = handle.snapshot()
+    assert snap.content == "ab" and not snap.done and not snap.cancelled
+    handle.cancel()
+    handle.result(WAIT)
 
 
-def test_a_reused_connection_forgets_the_last_streams_drain_window(
-    server: FakeOllama, make_client: Any
+# -- context limits, the request's fields, the cloud's ------------------------------
+
+
+def test_a_silently_truncated_prompt_is_flagged_and_warned(
+    server: FakeOllama, client: StreamingClient
 ) -> None:
-    """After a done line the worker drains for at most 0.25 s; that bound belongs
-    to that stream, never to the next one on the same pooled connection."""
-    server.enqueue(reply("first"), [Delay(0.4), *reply("second")])
-    with make_client(server.url) as client:
-        assert client.chat("m", USER).content == "first"
-        assert client.chat("m", USER).content == "second"
+    long_history = [{"role": "user", "content": "word " * 4000}]  # 4,000 tokens
+    counters = {"prompt_eval_count": 1500, "eval_count": 1}
+    server.enqueue(
+        [Chunk(content="ok"), DoneLine(counters=counters)],
+        [Chunk(content="ok"), DoneLine(counters={"prompt_eval_count": 4010})],
+    )
+    with pytest.warns(ContextTruncatedWarning, match="read 1500 tokens"):
+        cut = client.chat("m", long_history)
+    whole = client.chat("m", long_history)
+    assert cut.prompt_truncated and not whole.prompt_truncated
+
+
+def test_done_reason_length_sets_stopped_by_length(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("cut at num_predict", done_reason="length"), reply("whole"))
+    assert client.chat("m", USER).stopped_by_length
+    assert not client.chat("m", USER).stopped_by_length
+
+
+def test_truncate_and_shift_reach_the_server(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("a"), reply("b"))
+    client.chat("m", USER, truncate=False, shift=False)
+    client.generate("m", "hi", truncate=True, shift=False)
+    chat, generate = (r.body for r in server.stream_requests())
+    assert (chat["truncate"], chat["shift"]) == (False, False)
+    assert (generate["truncate"], generate["shift"]) == (True, False)
+
+
+def test_think_levels_pass_through_unchanged(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    server.enqueue(reply("a"), reply("b"), reply("c"))
+    for level in ("max", "high", True):
+        client.chat("m", USER, think=level)
+    assert [r.body["think"] for r in server.stream_requests()] == ["max", "high", True]
+
+
+def test_remote_model_and_host_are_attributes(
+    server: FakeOllama, client: StreamingClient
+) -> None:
+    extra = {"remote_model": "gpt-oss:120b", "remote_host": "https://ollama.com:443"}
+    server.enqueue([Chunk(content="hi"), DoneLine(extra=extra)])
+    result = client.chat("gpt-oss:120b-cloud", USER)
+    assert result.remote_model == "gpt-oss:120b"
+    assert result.remote_host == "https://ollama.com:443"
+    assert "remote_model" not in result.extra
