@@ -19,8 +19,8 @@ from ollama_stream_sync.testing import FakeOllama
 # other branches still change (test_conversation, test_models, test_failover,
 # test_proxies, test_docs, test_cli_pull...); once merged, they import them from
 # tests.support like the rest, and these names go.
-from .support import USER, WAIT  # noqa: F401
-from .support.clients import MakeClient, assert_all_closed, new_client  # noqa: F401
+from .support import WAIT
+from .support.clients import MakeClient, new_client
 from .support.dispatchers import Toolkit
 from .support.gui import (  # noqa: F401  # GUI test fixtures
     examples_path,
@@ -39,7 +39,7 @@ from .support.network import (  # noqa: F401  # tinyproxy, nginx and SOCKS5 fixt
 )
 from .support.sockets import refused_url as _refused_url
 from .support.sockets import unaccepting_port as _unaccepting_port
-from .terminal import long_python, terminal  # noqa: F401  # command-line fixtures
+from .support.terminal import long_python, terminal  # noqa: F401  # command-line fixtures
 
 GUI_FIXTURES = {"xvfb_display", "qt_app"}
 

@@ -21,7 +21,8 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import FakeOllama, Script, Stall, http_error, reply
 
-from .conftest import WAIT, MakeClient
+from .support import WAIT
+from .support.clients import MakeClient
 
 pytestmark = pytest.mark.transport
 

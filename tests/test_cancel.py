@@ -13,13 +13,20 @@ from typing import Any
 
 import pytest
 
-from ollama_stream_sync import ChatResult, StreamingClient
+from ollama_stream_sync import (
+    CallbackError,
+    ChatResult,
+    InlineDispatcher,
+    QueueDispatcher,
+    StreamHandle,
+    StreamingClient,
+)
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
 from .support import USER, WAIT
 from .support.clients import MakeClient, Recorder, assert_all_closed
 from .support.hostile import Hold, Hostile, Notify, Send, chunk, head, line
-from .support.memory import GATE, MemoryTransport, answer, chat_line
+from .support.memory import GATE, MemoryTransport, answer, chat_line, memory_client
 
 pytestmark = pytest.mark.transport
 
@@ -195,3 +202,43 @@ def test_cancel_reaches_a_connection_the_server_will_close(
         assert handle.cancel()
         assert handle.result(WAIT).cancelled
     assert hostile.wait_for(lambda h: h.hangups == 1, WAIT)
+
+
+# -- a cancel and a callback's failure at once -----------------------------------
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["inline", "queued"])
+def test_a_callback_that_cancels_then_raises_fails_the_stream(queued: bool) -> None:
+    """The cancel lands first, then the callback raises: the user's exception is
+    not swallowed. ``on_error`` gets the ``CallbackError`` and ``result()``
+    raises it, under the inline dispatcher as under a queued one (inline used to
+    fire ``on_done`` with a cancelled result, then raise from ``result()``)."""
+    transport = MemoryTransport()
+    transport.enqueue(answer("a", "b"))
+    dispatcher = QueueDispatcher() if queued else InlineDispatcher()
+    seen: list[Any] = []
+    started: list[StreamHandle] = []
+    ready = threading.Event()
+    with memory_client(transport, dispatcher=dispatcher) as client:
+
+        def on_content(_: str) -> None:
+            assert ready.wait(WAIT)  # the handle exists (inline, this may run first)
+            started[0].cancel()
+            raise ValueError("a bug in the callback")
+
+        handle = client.start_chat(
+            "m",
+            USER,
+            on_content=on_content,
+            on_done=lambda result: seen.append(("done", result)),
+            on_error=lambda error: seen.append(("error", error)),
+        )
+        started.append(handle)
+        ready.set()
+        if queued:
+            assert dispatcher.pump_until(handle._delivery.delivered.is_set, WAIT)
+        with pytest.raises(CallbackError) as caught:
+            handle.result(WAIT)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert [kind for kind, _ in seen] == ["error"]
+    assert seen[0][1] is caught.value

@@ -19,7 +19,7 @@ import pytest
 from ollama_stream_sync._cli._chat import LEAVE_HINT
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, http_error, reply
 
-from .terminal import (
+from .support.terminal import (
     CLI,
     ROOT,
     SCREEN_WAIT,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ollama_stream_sync.testing import FakeOllama, Stall, embedding
 
-from .terminal import (
+from .support.terminal import (
     SCREEN_WAIT,
     Terminal,
     assert_one_line_failure,

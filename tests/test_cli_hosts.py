@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ollama_stream_sync.testing import FakeOllama
 
-from .terminal import assert_one_line_failure, cli_env, run_cli
+from .support.terminal import assert_one_line_failure, cli_env, run_cli
 
 
 def rows(stdout: str) -> dict[str, list[str]]:

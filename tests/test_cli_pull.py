@@ -18,8 +18,8 @@ from ollama_stream_sync import Progress, QueueDispatcher, StreamingClient
 from ollama_stream_sync._cli._pull import clock, human_bytes, progress_detail
 from ollama_stream_sync.testing import Chunk, Delay, FakeOllama, Stall, pull_script
 
-from .conftest import USER, WAIT
-from .terminal import (
+from .support import USER, WAIT
+from .support.terminal import (
     SCREEN_WAIT,
     Terminal,
     assert_one_line_failure,

@@ -32,7 +32,8 @@ from ollama_stream_sync.testing import (
     tool_call,
 )
 
-from .conftest import USER, MakeClient
+from .support import USER
+from .support.clients import MakeClient
 
 SMALL = {
     "name": "small",

@@ -15,7 +15,7 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply, tool_call
 
-from .conftest import WAIT
+from .support import WAIT
 
 CALLS: list[str] = []
 

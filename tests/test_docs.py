@@ -39,8 +39,8 @@ from ollama_stream_sync.testing import (
     tool_call,
 )
 
-from .conftest import USER
-from .gui import tk_run_until
+from .support import USER
+from .support.gui import tk_run_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

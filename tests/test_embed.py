@@ -36,7 +36,8 @@ from ollama_stream_sync.testing import (
     http_error,
 )
 
-from .conftest import WAIT, MakeClient, assert_all_closed
+from .support import WAIT
+from .support.clients import MakeClient, assert_all_closed
 
 pytestmark = pytest.mark.transport
 

@@ -21,7 +21,8 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import Chunk, Cut, FakeOllama, Stall, http_error, reply
 
-from .conftest import USER, WAIT, MakeClient
+from .support import USER, WAIT
+from .support.clients import MakeClient
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 

@@ -27,8 +27,8 @@ from ollama_stream_sync.testing import (
     reply,
 )
 
-from .conftest import USER, WAIT
-from .servers import raw_exchange
+from .support import USER, WAIT
+from .support.sockets import raw_exchange
 
 EMBEDDER = {
     "name": "nomic-embed-text",

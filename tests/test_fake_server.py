@@ -49,8 +49,8 @@ from ollama_stream_sync.testing import (
     tool_call,
 )
 
-from .conftest import USER, WAIT
-from .servers import Tarpit, raw_exchange
+from .support import USER, WAIT
+from .support.sockets import Tarpit, raw_exchange
 
 TOOL = {
     "type": "function",

@@ -16,7 +16,8 @@ import pytest
 from ollama_stream_sync import Conversation, ServerError, StreamError, StreamTimeout
 from ollama_stream_sync.testing import Chunk, Done, FakeOllama, Stall, reply
 
-from .conftest import USER, WAIT, MakeClient
+from .support import USER, WAIT
+from .support.clients import MakeClient
 from .support.network import NginxGateway
 
 pytestmark = pytest.mark.transport

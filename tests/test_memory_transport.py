@@ -6,7 +6,7 @@ import pytest
 
 from ollama_stream_sync import StreamTimeout
 
-from .conftest import USER, WAIT
+from .support import USER, WAIT
 from .support.memory import GATE, MemoryTransport, answer, chat_line, memory_client
 
 

@@ -35,7 +35,8 @@ from ollama_stream_sync.testing import (
 )
 from ollama_stream_sync.testing import Progress as Line
 
-from .conftest import USER, WAIT, MakeClient
+from .support import USER, WAIT
+from .support.clients import MakeClient
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 LAYERS = [600_000, 90_000, 4_000, 500]

@@ -16,7 +16,8 @@ import requests
 from ollama_stream_sync import ConnectionFailed, ServerError, StreamingClient
 from ollama_stream_sync.testing import Chunk, FakeOllama, Stall, reply
 
-from .conftest import USER, WAIT, MakeClient, assert_all_closed
+from .support import USER, WAIT
+from .support.clients import MakeClient, assert_all_closed
 from .support.network import HIDDEN_HOST, ProxiedRequest, Socks5Proxy, Tinyproxy
 
 pytestmark = pytest.mark.transport

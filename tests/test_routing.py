@@ -28,7 +28,7 @@ from ollama_stream_sync._hosts import (
 )
 from ollama_stream_sync._models import SharedAnswers, loaded_on
 
-from .conftest import WAIT
+from .support import WAIT
 
 REFUSED = ConnectionFailed("refused", during_connect=True)
 BROKEN = ConnectionFailed("reset by peer")

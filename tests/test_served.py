@@ -17,7 +17,8 @@ from ollama_stream_sync import (
 )
 from ollama_stream_sync.testing import Body, Chunk, Done, FakeOllama, http_error
 
-from .conftest import USER, MakeClient
+from .support import USER
+from .support.clients import MakeClient
 
 LINE = {
     "model": "m",

@@ -46,7 +46,8 @@ from ollama_stream_sync.testing import (
     tool_call,
 )
 
-from .conftest import USER, WAIT, MakeClient
+from .support import USER, WAIT
+from .support.clients import MakeClient
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 

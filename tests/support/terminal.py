@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from .support.gui import REQUIRED
+from .gui import REQUIRED
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "ollama_stream_sync"]
 TIMEOUT = 60  # bounds a hung command; it measures nothing
 SCREEN_WAIT = 30.0  # bounds each wait for the screen; generous for a busy machine
