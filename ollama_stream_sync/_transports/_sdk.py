@@ -76,10 +76,12 @@ def make_sdk(
         return ollama.Client(host, proxy=proxy, **kwargs)
     options = {k: kwargs.pop(k) for k in _TRANSPORT_KWARGS if k in kwargs}
     options["trust_env"] = kwargs.get("trust_env", True)
-    sdk = ollama.Client(host, transport=CancellableTransport(**options), **kwargs)
+    plain = CancellableTransport(tls=False, **options)  # http needs no CA store
+    sdk = ollama.Client(host, transport=plain, **kwargs)
+    url = sdk_http_client(sdk).base_url
     if proxy is None and options["trust_env"]:
-        proxy = env_proxy(sdk_http_client(sdk).base_url)
-    if proxy is None:
+        proxy = env_proxy(url)
+    if proxy is None and url.scheme == "http":
         return sdk
     sdk.close()  # type: ignore[no-untyped-call]  # untyped SDK
     return ollama.Client(
