@@ -111,7 +111,12 @@ class CancellableTransport(httpx.BaseTransport):
         }
         direct: dict[str, Any] = {"uds": uds, "local_address": local_address}
         direct["socket_options"] = socket_options  # not through a SOCKS proxy
-        proxy = httpx.Proxy(proxy) if isinstance(proxy, str) else proxy
+        if isinstance(proxy, str):
+            # httpcore's SOCKS always lets the proxy resolve the name, so socks5h
+            # is socks5 to it; httpx before 0.28 refuses the socks5h spelling.
+            if proxy[:10].lower() == "socks5h://":
+                proxy = "socks5://" + proxy[10:]
+            proxy = httpx.Proxy(proxy)
         self._pool: httpcore.ConnectionPool
         if proxy is None:
             self._pool = httpcore.ConnectionPool(**options, **direct)
