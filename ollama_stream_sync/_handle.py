@@ -231,9 +231,10 @@ class BaseHandle(concurrent.futures.Future[R], Generic[R, S]):
         """Stop the stream now, in any phase; safe from any thread.
 
         Returns:
-            True if the stream is (or already was) cancelled; False if it had
-            already finished (its answer was complete) or failed. ``on_done``
-            then fires with ``result.cancelled`` true and the partial result kept.
+            True if the stream is (or already was) cancelled: ``on_done`` then
+            fires with ``result.cancelled`` true and the partial result kept.
+            False if its answer was already complete (it is delivered whole, and
+            ``done()`` may turn true a moment later) or the stream failed.
         """
         with self._commit_lock:
             if not self._committed:
