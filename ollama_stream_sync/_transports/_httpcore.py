@@ -50,7 +50,8 @@ class SocketStream(httpcore.NetworkStream):
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._claim()
         try:
-            self._sock.settimeout(timeout)
+            if self._sock.gettimeout() != timeout:  # settimeout is a syscall
+                self._sock.settimeout(timeout)
             return self._sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from exc
