@@ -18,7 +18,7 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
@@ -254,13 +254,13 @@ def bind(scope: AbortScope | None) -> None:
     _local.scope = scope
 
 
-@contextlib.contextmanager
-def unbound() -> Iterator[None]:
-    """Run user code (a callback, a tool) with no scope bound, then rebind."""
-    scope = current_scope()
+def unbound(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run user code (a callback, a tool) with no scope bound, then rebind (a plain
+    call, not a context manager: it runs once per callback)."""
+    scope = getattr(_local, "scope", None)
     _local.scope = None
     try:
-        yield
+        return fn(*args)
     finally:
         _local.scope = scope
 

@@ -357,8 +357,7 @@ class Conversation:
                     return state.cancelled_result()
                 if isinstance(reason, StreamError):
                     raise reason  # a callback failed, or the deadline: not a cancel
-                with unbound():
-                    output = self._run_tool(call, ctx.observer)
+                output = unbound(self._run_tool, call, ctx.observer)
                 self._append(self._tool_message(call, output))
                 ctx.delivery.emit(ToolResult(call, output))
 

@@ -162,5 +162,6 @@ def chat_events(chunk: dict[str, Any]) -> list[ChatEvent]:
         events.append(Thinking(thinking))
     if content:
         events.append(Content(content))
-    events += (ToolCall(call) for call in calls or ())
+    if calls:
+        events += [ToolCall(call) for call in calls]
     return events

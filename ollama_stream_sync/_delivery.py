@@ -166,32 +166,32 @@ class Delivery:
 
     def deltas(self, events: list[Any], now: float) -> None:
         """Deliver the output of one network read (merged within the interval)."""
+        self._step(self._deltas_locked, events, now)
 
-        def step(out: _Out) -> None:
-            for event in events:
-                kind = type(event)
-                phase = _PHASE_OF.get(kind, self.phase)
-                if phase != self.phase:
+    def _deltas_locked(self, out: _Out, events: list[Any], now: float) -> None:
+        for event in events:
+            kind = type(event)
+            phase = _PHASE_OF.get(kind, self.phase)
+            if phase != self.phase:
+                self._flush_locked(out)
+                self._phase_locked(phase, out)
+            if self.observer is not None:  # after the phase it opens
+                self.observer.event(event)
+            if self._interval is None or kind is ToolCall:
+                if self._kind is not None:
                     self._flush_locked(out)
-                    self._phase_locked(phase, out)
-                if self.observer is not None:  # after the phase it opens
-                    self.observer.event(event)
-                if self._interval is None or kind is ToolCall:
-                    self._flush_locked(out)
-                    self._add(event, out)
-                elif kind is self._kind and now - self._since < self._interval:
-                    if kind is Progress:
-                        self._parts[-1] = event  # only the latest matters
-                    else:
-                        self._parts.append(event.text)
+                self._add(event, out)
+            elif kind is self._kind and now - self._since < self._interval:
+                if kind is Progress:
+                    self._parts[-1] = event  # only the latest matters
                 else:
-                    self._flush_locked(out)
-                    self._kind, self._since = kind, now
-                    self._parts = [event if kind is Progress else event.text]
-                    if self._timer is not None:
-                        self._timer.flush_at(now + self._interval)
-
-        self._step(step)
+                    self._parts.append(event.text)
+            else:
+                self._flush_locked(out)
+                self._kind, self._since = kind, now
+                self._parts = [event if kind is Progress else event.text]
+                if self._timer is not None:
+                    self._timer.flush_at(now + self._interval)
 
     def emit(
         self, event: Retry | Reset | ToolResult | Trim | Warn | BatchProgress
@@ -233,18 +233,21 @@ class Delivery:
         """Deliver the pending batch now, if any (worker or timer thread)."""
         self._step(self._flush_locked)
 
-    def _step(self, step: Callable[[_Out], None]) -> None:
+    def _step(self, step: Callable[..., None], *args: Any) -> None:
+        """Run ``step(out, *args)`` under the lock, hand its output over, and run
+        it here when inline (a raise of a callback stops the worker at once)."""
         out = _Out([], [])
         with self._lock:
-            self._take_late(out)
-            step(out)
+            if self._late is not None:
+                late, self._late = self._late, None
+                out.calls.append(("on_phase", self.callbacks["on_phase"], (late,)))
+            step(out, *args)
             self._send_locked(out)
-        self._send_inline(out)
-
-    def _take_late(self, out: _Out) -> None:
-        name, self._late = self._late, None
-        if name is not None:
-            out.calls.append(("on_phase", self.callbacks["on_phase"], (name,)))
+        if self.inline:
+            for name, fn, call_args in out.calls:
+                self.run(name, fn, call_args)
+            if self.error is not None:
+                raise self.error
 
     def _phase_locked(self, name: PhaseName, out: _Out) -> None:
         self.phase, self._reported = name, True
@@ -292,13 +295,6 @@ class Delivery:
             error.__cause__ = exc
             self.fail(error)
 
-    def _send_inline(self, out: _Out) -> None:
-        if self.inline:
-            for name, fn, args in out.calls:
-                self.run(name, fn, args)
-            if self.error is not None:
-                raise self.error  # the worker stops at once
-
     def run(self, name: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Run one callback here; a raise becomes the stream's ``CallbackError``, and
         escapes only as a ``KeyboardInterrupt``/``SystemExit`` on a delivering thread
@@ -306,8 +302,7 @@ class Delivery:
         if self.error is not None:
             return
         try:
-            with unbound():  # an HTTP call of the callback's own is not the stream's
-                fn(*args)
+            unbound(fn, *args)  # an HTTP call of the callback's own is not the stream's
         except BaseException as exc:
             if (
                 isinstance(exc, KeyboardInterrupt)
@@ -418,8 +413,7 @@ class Delivery:
             on_done, on_error = map(self.callbacks.get, ("on_done", "on_error"))
             if error is None and on_done is not None:
                 try:
-                    with unbound():
-                        on_done(result)
+                    unbound(on_done, result)
                 except BaseException as exc:
                     failed = CallbackError(f"on_done callback raised {exc!r}")
                     failed.__cause__ = exc
@@ -430,8 +424,7 @@ class Delivery:
                         raise
             elif isinstance(error, StreamError) and on_error is not None:
                 try:
-                    with unbound():
-                        on_error(error)
+                    unbound(on_error, error)
                 except BaseException as exc:  # the stream's error wins; this is logged
                     log.exception("on_error callback raised")
                     if not isinstance(exc, Exception) and not self.inline:
