@@ -101,6 +101,27 @@ def test_trust_env_false_ignores_the_environment(
     assert hidden.requests == []
 
 
+def test_a_session_sees_each_change_of_the_environment_and_its_proxies(
+    server: FakeOllama, hidden: Tinyproxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests reads the environment at every request: the transport, which reuses
+    what it read while nothing changed, must not hide a change."""
+    with (
+        requests.Session() as session,
+        StreamingClient(behind(server), session=session) as client,
+    ):
+        monkeypatch.setenv("HTTP_PROXY", hidden.url)
+        server.enqueue(reply("proxied"))
+        assert client.chat("m", USER).content == "proxied"
+        monkeypatch.delenv("HTTP_PROXY")
+        with pytest.raises(ConnectionFailed):
+            client.chat("m", USER)
+        session.proxies["http"] = hidden.url
+        server.enqueue(reply("by the session"))
+        assert client.chat("m", USER).content == "by the session"
+    assert hidden.wait_for(lambda proxy: len(proxy.requests) == 2)
+
+
 def test_an_explicit_proxy_wins(server: FakeOllama, hidden: Tinyproxy) -> None:
     server.enqueue(reply("explicit"))
     with StreamingClient(behind(server), proxy=hidden.url, trust_env=False) as client:

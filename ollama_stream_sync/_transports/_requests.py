@@ -271,6 +271,15 @@ class _Stream:
         _close(self._response)
 
 
+_ENVIRONMENT = (
+    *("http_proxy", "https_proxy", "all_proxy", "no_proxy"),
+    *("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"),
+    *("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "REQUEST_METHOD"),
+)
+"""The variables that decide ``merge_environment_settings`` for an http(s) URL
+(``REQUEST_METHOD``: a CGI process ignores ``HTTP_PROXY``)."""
+
+
 class RequestsTransport:
     """Our ``Transport`` over a ``requests.Session`` the caller configured."""
 
@@ -297,6 +306,8 @@ class RequestsTransport:
         # entries override it (the session's own proxies still apply).
         loopback = is_loopback(urllib3.util.parse_url(self.url).host or "")
         self._proxies = {k: "" for k in ("http", "https") if loopback}
+        self._settings: tuple[Any, Any] | None = None
+        """The last ``merge_environment_settings`` answer and what it depends on."""
 
     def _send(
         self,
@@ -318,8 +329,7 @@ class RequestsTransport:
             )
         )
         url = prepared.url or self.url + path
-        blanks = {k: v for k, v in self._proxies.items() if k not in session.proxies}
-        settings = session.merge_environment_settings(url, blanks, stream, None, None)
+        settings = self._environment(url, stream)
         adapter = session.get_adapter(url)
         pool_for = getattr(adapter, "get_connection_with_tls_context", None)
         if pool_for is not None:
@@ -333,6 +343,29 @@ class RequestsTransport:
                     )
                 )
         return session.send(prepared, timeout=timeout, allow_redirects=True, **settings)
+
+    def _environment(self, url: str, stream: bool) -> dict[str, Any]:
+        """The proxies, verify and cert a request gets, as ``Session.request`` merges
+        them, reused while nothing they come from changed: requests scans the
+        whole environment several times for them (~85 us a call)."""
+        session = self._session
+        key = (
+            url,
+            stream,
+            session.trust_env,
+            list(session.proxies.items()),
+            session.verify,
+            session.cert,
+            [os.environ.get(name) for name in _ENVIRONMENT],
+        )
+        cached = self._settings
+        if cached is None or cached[0] != key:
+            blanks = {k: "" for k in self._proxies if k not in session.proxies}
+            merged = session.merge_environment_settings(url, blanks, stream, None, None)
+            self._settings = cached = (key, merged)
+        settings: dict[str, Any] = dict(cached[1])
+        settings["proxies"] = dict(settings["proxies"])  # the caller's own copy
+        return settings
 
     def open(
         self,
