@@ -43,16 +43,6 @@ from .support.terminal import long_python, terminal  # noqa: F401  # command-lin
 
 GUI_FIXTURES = {"xvfb_display", "qt_app"}
 
-_closing: list[threading.Thread] = []
-"""``server`` fixtures still closing (see ``server``)."""
-
-
-def _join_closing() -> None:
-    while _closing:
-        thread = _closing.pop()
-        thread.join(WAIT)
-        assert not thread.is_alive(), f"{thread.name} did not end"
-
 
 def _stream_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("ollama-stream-")]
@@ -70,8 +60,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     is dropped here first (else one failing GUI test aborts a later one).
     """
     gui = bool(GUI_FIXTURES & set(getattr(item, "fixturenames", ())))
-    if gui:
-        _join_closing()  # no thread of ours may collect garbage during a GUI test
     yield
     if gui:
         for name in ("last_type", "last_value", "last_traceback", "last_exc"):
@@ -92,26 +80,11 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"worker threads left running: {leaked}"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _servers_closed() -> Iterator[None]:
-    yield
-    _join_closing()
-
-
 @pytest.fixture
 def server() -> Iterator[FakeOllama]:
-    """A ``FakeOllama`` for one test, closed on a thread of its own after it.
-
-    ``FakeOllama.close()`` waits up to 50 ms for socketserver's accept loop to
-    notice (its poll interval), and nothing after a test depends on the close:
-    a third of the suite's teardown time. Joined before a GUI test and at the
-    end of the run.
-    """
-    srv = FakeOllama()
-    yield srv
-    closer = threading.Thread(target=srv.close, name="fake-ollama-close")
-    closer.start()
-    _closing[:] = [*(c for c in _closing if c.is_alive()), closer]
+    """A ``FakeOllama`` for one test."""
+    with FakeOllama() as srv:
+        yield srv
 
 
 @pytest.fixture

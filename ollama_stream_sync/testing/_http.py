@@ -372,6 +372,8 @@ class LoopbackServer(socketserver.TCPServer):
         """Stop serving, end every response and connection, join the threads."""
         self._closing.set()
         self.release()
+        with contextlib.suppress(OSError):  # wakes the accept loop at once
+            socket.socket.shutdown(self.socket, socket.SHUT_RDWR)
         self.shutdown()  # returns once serve_forever has stopped
         self.server_close()
         with self.cond:
