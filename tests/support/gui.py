@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -37,25 +36,22 @@ def xvfb_display() -> Iterator[str]:
     """A running Xvfb display (``:N``); DISPLAY is set while the session runs."""
     if shutil.which("Xvfb") is None:
         _unavailable("Xvfb is not installed (apt-get install xvfb)")
-    for number in range(90, 110):
-        if (
-            not Path(f"/tmp/.X11-unix/X{number}").exists()
-            and not Path(f"/tmp/.X{number}-lock").exists()
-        ):
-            break
-    display = f":{number}"
+    # Xvfb picks a free display itself and writes its number once it listens:
+    # no race with another test process, and no polling for its socket.
+    read_end, write_end = os.pipe()
+    screen = ["-screen", "0", "1024x768x24"]
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_end), "-nolisten", "tcp", *screen],
+        pass_fds=(write_end,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    socket_path = Path(f"/tmp/.X11-unix/X{number}")
-    deadline = time.monotonic() + 10
-    # Xvfb offers no readiness signal but its socket appearing.
-    while not socket_path.exists() and time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _unavailable(f"Xvfb exited with {proc.returncode}")
-        time.sleep(0.02)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        _unavailable(f"Xvfb exited with {proc.wait()}")
+    display = f":{number}"
     previous = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
     try:
