@@ -196,6 +196,7 @@ def checked(checker: subprocess.Popen[str]) -> tuple[int, str]:
     return checker.returncode, out + err
 
 
+@pytest.mark.xdist_group("type-checkers")  # one run of the checkers
 def test_a_callback_typo_is_a_type_error_under_mypy(
     type_checkers: dict[str, subprocess.Popen[str]],
 ) -> None:
@@ -205,6 +206,7 @@ def test_a_callback_typo_is_a_type_error_under_mypy(
     assert 'Argument "on_content"' in out or "on_content" in out
 
 
+@pytest.mark.xdist_group("type-checkers")  # one run of the checkers
 def test_a_callback_typo_is_a_type_error_under_pyright(
     type_checkers: dict[str, subprocess.Popen[str]],
 ) -> None:

@@ -27,6 +27,7 @@ import pytest
 
 from ollama_stream_sync.testing import FakeOllama, reply
 
+pytestmark = pytest.mark.xdist_group("packaging")  # one build, in one process
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 600  # bounds one build or install; it measures nothing
 SUBSET = [
@@ -148,7 +149,7 @@ def test_sdist_runs_its_own_tests(dist: Path, tmp_path: Path) -> None:
     python = str(tree / "venv" / "bin" / "python")
     wheel = f"{only(dist, '*.whl')}[test]"
     run([sys.executable, "-m", "pip", "--python", python, "install", "-q", wheel], tree)
-    pytest_args = [python, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    pytest_args = [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0"]
     collected = run([*pytest_args, "--collect-only"], tree)
     assert "test_cli.py" in collected and "test_packaging.py" in collected
     ran = run([*pytest_args, *SUBSET], tree)
