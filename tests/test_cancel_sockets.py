@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import httpcore
 import pytest
 import requests
 import urllib3
@@ -22,7 +23,16 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ollama_stream_sync import StreamingClient
-from ollama_stream_sync.testing import Chunk, DoneLine, FakeOllama, Script, Stall
+from ollama_stream_sync._cancel import AbortScope, bind
+from ollama_stream_sync._transports._httpcore import SocketStream, TrackingBackend
+from ollama_stream_sync.testing import (
+    Chunk,
+    DoneLine,
+    FakeOllama,
+    Script,
+    Stall,
+    reply,
+)
 
 from .support import USER, WAIT
 from .support.clients import (
@@ -329,3 +339,72 @@ def test_cancel_while_waiting_for_a_bounded_pool(
         server.release()
         client.close()
         make_client.release()
+
+
+# -- a connection a cancel shut down is never handed to the next request (httpx) ----
+
+
+BODY = b'{"model": "m", "messages": []}'
+
+
+def test_a_connection_a_cancel_shut_down_never_carries_another_request(
+    server: FakeOllama,
+) -> None:
+    """Found by test_concurrency's pool stress (one run in ten of the suite): a
+    cancel shut a connection down while its answer (a 500) was already read, the
+    connection went back to httpcore's pool as idle, and the pool gave it to the
+    next stream, which failed ("Server disconnected without sending a response").
+
+    Here, deterministically, on a real pool with our backend: a scope that still
+    owns the idle connection aborts (the pool then sees a readable socket that
+    someone owns), and the next request must take a fresh connection.
+    """
+    server.enqueue(reply("first"), reply("second"))
+    scope = AbortScope()
+    with httpcore.ConnectionPool(
+        max_connections=1, network_backend=TrackingBackend()
+    ) as pool:
+        bind(scope)
+        try:
+            first = pool.request("POST", f"{server.url}/api/chat", content=BODY)
+        finally:
+            bind(None)
+        assert b"first" in first.content
+        assert scope.abort(RuntimeError("cancelled"))  # it still owns the socket
+        second = pool.request("POST", f"{server.url}/api/chat", content=BODY)
+        assert b"second" in second.content
+    assert server.wait_closed(WAIT)
+
+
+def test_the_first_write_of_a_request_refuses_a_dead_connection(
+    server: FakeOllama,
+) -> None:
+    """httpcore's pool checks a connection and hands it over in separate steps: a
+    cancel (or the pool's own close) may land in between. The next request's
+    first write then says the connection is not available, and the pool takes
+    another; a write of a request under way fails as itself."""
+    address = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+    request = b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(address) as sock:
+        stream = SocketStream(sock)
+        stream.write(request[:10])
+        stream.shutdown()  # a cancel while the request is under way
+        with pytest.raises(httpcore.WriteError):
+            stream.write(request[10:])
+        assert stream.read(100) == b""
+        stream.owner = AbortScope()  # owned or not, it is dead to the pool
+        assert stream.get_extra_info("is_readable") is True
+        with pytest.raises(httpcore.ConnectionNotAvailable):
+            stream.write(request)
+    with socket.create_connection(address) as sock:
+        stream = SocketStream(sock)
+        stream.write(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            piece = stream.read(100)
+            assert piece, answer
+            answer += piece
+        assert answer.startswith(b"HTTP/1.1 200")
+        stream.close()  # the pool closed it after choosing it for a request
+        with pytest.raises(httpcore.ConnectionNotAvailable):
+            stream.write(request)

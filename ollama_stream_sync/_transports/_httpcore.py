@@ -31,12 +31,16 @@ from ._base import socket_readable
 class SocketStream(httpcore.NetworkStream):
     """One connection's socket as httpcore sees it, claimable by a stream's scope."""
 
-    __slots__ = ("_pid", "_sock", "owner")
+    __slots__ = ("_dead", "_pid", "_sending", "_sock", "owner")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.owner: AbortScope | None = None
         self._pid = os.getpid()
+        self._dead = False
+        """Shut down by a scope's abort: never to carry another request."""
+        self._sending = False
+        """A request is being written (writes since the last read)."""
 
     def _claim(self) -> None:
         scope = current_scope()
@@ -45,9 +49,11 @@ class SocketStream(httpcore.NetworkStream):
 
     def shutdown(self) -> None:
         """Wake whoever blocks on this connection (its owner's abort)."""
+        self._dead = True
         shutdown_socket(self._sock)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._sending = False
         self._claim()
         try:
             if self._sock.gettimeout() != timeout:  # settimeout is a syscall
@@ -61,6 +67,13 @@ class SocketStream(httpcore.NetworkStream):
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        if not self._sending:
+            # A request starts. httpcore's pool may have handed over a connection
+            # it saw idle just before a cancel shut it down, or closed it since (it
+            # checks and assigns apart): this error makes it take another.
+            if self._dead or self._sock.fileno() == -1:
+                raise httpcore.ConnectionNotAvailable()
+            self._sending = True
         self._claim()
         try:
             self._sock.settimeout(timeout)
@@ -108,8 +121,10 @@ class SocketStream(httpcore.NetworkStream):
             # connection it saw idle; a request may have claimed it since, before
             # writing: if its answer made the socket readable, the claim shows
             # (socket first, owner next).
-            return os.getpid() != self._pid or (
-                socket_readable(sock) and self.owner is None
+            return (
+                os.getpid() != self._pid
+                or self._dead
+                or (socket_readable(sock) and self.owner is None)
             )
         return None
 
