@@ -178,8 +178,7 @@ class Delivery:
             if self.observer is not None:  # after the phase it opens
                 self.observer.event(event)
             if self._interval is None or kind is ToolCall:
-                if self._kind is not None:
-                    self._flush_locked(out)
+                self._flush_locked(out)
                 self._add(event, out)
             elif kind is self._kind and now - self._since < self._interval:
                 if kind is Progress:
