@@ -136,3 +136,21 @@ def test_urllib3_responses_still_hold_their_pool() -> None:
     assert hasattr(response, "_pool")
     _compat.forget_pool(response)
     assert response._pool is None
+
+
+def test_the_architecture_page_names_every_module_once() -> None:
+    """docs/architecture.md's table matches the code: each module in one row, and no
+    row for a module that is gone (packages ``_cli/`` and ``testing/`` as a whole)."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = [line.split("|")[1] for line in page.splitlines() if line.startswith("| `")]
+    named = [name for row in rows for name in re.findall(r"`([^`]+)`", row)]
+    modules = {
+        "/".join(p.relative_to(PACKAGE).parts[:1]) + "/"
+        if p.parent.name in ("_cli", "testing")
+        else p.relative_to(PACKAGE).as_posix()
+        for p in SOURCES
+        if len(ast.parse(p.read_text()).body) > 1  # not a docstring alone
+    }
+    twice = sorted({name for name in named if named.count(name) > 1})
+    unnamed, gone = sorted(modules - set(named)), sorted(set(named) - modules)
+    assert (unnamed, gone, twice) == ([], [], [])
