@@ -116,12 +116,14 @@ class Telemetry:
         self._tracer: tuple[object, trace.Tracer] | None = None
         self._meters: tuple[object, _Meters] | None = None
 
-    def __call__(self, call: CallInfo) -> _Call | None:
+    def __call__(self, call: CallInfo) -> _Call | _PassOn | None:
         try:
             tp = self.tracer_provider or trace.get_tracer_provider()
+            mp = self.meter_provider or metrics.get_meter_provider()
+            if _from_api(tp) and _from_api(mp):  # no SDK: nothing would record
+                return _PassOn(otel_context.get_current())
             if self._tracer is None or self._tracer[0] is not tp:
                 self._tracer = (tp, tp.get_tracer(SCOPE, self._version, SCHEMA_URL))
-            mp = self.meter_provider or metrics.get_meter_provider()
             if self._meters is None or self._meters[0] is not mp:
                 meter = mp.get_meter(SCOPE, self._version, SCHEMA_URL)
                 self._meters = (mp, _Meters.of(meter))
@@ -132,6 +134,36 @@ class Telemetry:
         except Exception:
             log.debug("telemetry failed for %r", call.operation, exc_info=True)
             return None
+
+
+def _from_api(provider: object) -> bool:
+    """Whether ``provider`` is the API's own (its proxy until an SDK is set, or a
+    no-op), whose spans and instruments record nothing. The API offers no public
+    test for the meter provider's proxy: where the class lives is the sign
+    (``test_telemetry`` pins it on the installed version)."""
+    module = type(provider).__module__
+    return module.startswith(("opentelemetry.trace", "opentelemetry.metrics"))
+
+
+class _PassOn:
+    """The observer while no SDK is configured: it only passes the caller's trace
+    context on to Ollama (a gateway may join it), at almost no cost."""
+
+    def __init__(self, parent: otel_context.Context) -> None:
+        self._parent = parent
+
+    def attempt(self, number: int, url: str) -> Mapping[str, str]:
+        headers: dict[str, str] = {}
+        try:
+            propagate.inject(headers, self._parent)
+        except Exception:
+            log.debug("telemetry failed on attempt %d", number, exc_info=True)
+        return headers
+
+    def _ignore(self, *_: Any) -> None:
+        """Nothing records."""
+
+    request = event = request_end = tool = end = _ignore
 
 
 class _Call:

@@ -35,7 +35,8 @@ from ollama_stream_sync import (
     StreamingClient,
     StreamTimeout,
 )
-from ollama_stream_sync._telemetry import CAPTURE_CONTENT, Telemetry
+from ollama_stream_sync._observe import CallInfo
+from ollama_stream_sync._telemetry import CAPTURE_CONTENT, Telemetry, _Call
 from ollama_stream_sync.testing import (
     Chunk,
     FakeOllama,
@@ -47,7 +48,7 @@ from ollama_stream_sync.testing import (
 )
 
 from .support import USER, WAIT
-from .support.clients import MakeClient
+from .support.clients import MakeClient, new_client
 
 FAST = RetryPolicy(initial_delay=0.01, jitter=False)
 
@@ -440,6 +441,30 @@ def test_with_no_sdk_an_incoming_trace_context_still_passes_through(
             otel_context.detach(token)
     alone, joined = (r.headers.get("traceparent") for r in server.stream_requests())
     assert alone is None and joined == incoming
+
+
+def test_with_no_sdk_a_call_only_passes_the_trace_on(rec: Recorder) -> None:
+    """With the API's own providers nothing records, so a call costs next to nothing
+    (this pins how the API's providers are told from an SDK's, on this version);
+    an SDK for either signal gets the whole instrumentation."""
+    call = CallInfo("chat", "qwen3", {})
+    assert type(Telemetry()(call)).__name__ == "_PassOn"
+    assert type(Telemetry(tracer_provider=rec.tracer_provider)(call)) is _Call
+    assert type(Telemetry(meter_provider=rec.meter_provider)(call)) is _Call
+
+
+def test_an_sdk_for_one_signal_records_it_alone(
+    server: FakeOllama, rec: Recorder
+) -> None:
+    """Metrics without traces (and traces without metrics) still record."""
+    with new_client(server.url, telemetry=False) as client:
+        client._engine.observers[:] = [Telemetry(meter_provider=rec.meter_provider)]
+        client.chat("qwen3", USER)
+        client._engine.observers[:] = [Telemetry(tracer_provider=rec.tracer_provider)]
+        client.chat("qwen3", USER)
+    (duration,) = rec.points("gen_ai.client.operation.duration")
+    assert duration.count == 1
+    assert [s.name for s in rec.spans()] == ["chat qwen3"]
 
 
 def test_hundreds_of_streams_each_get_their_own_span(
