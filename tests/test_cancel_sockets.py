@@ -385,7 +385,13 @@ def test_the_first_write_of_a_request_refuses_a_dead_connection(
     another; a write of a request under way fails as itself."""
     address = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     request = b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n"
-    with socket.create_connection(address) as sock:
+    # A peer that never answers: a server's answer (or reset) to half a request
+    # could race the read of the dead stream below.
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as sock,
+        listener.accept()[0],
+    ):
         stream = SocketStream(sock)
         stream.write(request[:10])
         stream.shutdown()  # a cancel while the request is under way
