@@ -289,10 +289,14 @@ def press_send_then_stop(ns: dict[str, Any], server: FakeOllama) -> None:
     assert ns["handle"].result().cancelled
     # Stop before any output, and a one-chunk answer: no rate to show, no error.
     for script, final in (([Stall()], "Stopped"), ([Done(content="Yes.")], "Done")):
+        # The server takes a script when it reads a request, maybe after a stop:
+        # earlier streams end there first, so the stall awaited is this one's.
+        assert server.wait_for(lambda s: s.in_flight("chat") == 0)
         server.enqueue(script)
         ns["send_button"].invoke()
         if final == "Stopped":
             assert tk_run_until(root, lambda: status_text() == "waiting")
+            assert server.wait_stalled()  # it took its script, not the next send
             ns["stop_button"].invoke()
         assert tk_run_until(root, lambda f=final: status_text() == f), status_text()
     # A whole answer, with its rate.
