@@ -383,7 +383,6 @@ def test_the_first_write_of_a_request_refuses_a_dead_connection(
     cancel (or the pool's own close) may land in between. The next request's
     first write then says the connection is not available, and the pool takes
     another; a write of a request under way fails as itself."""
-    address = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     request = b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n"
     # A peer that never answers: a server's answer (or reset) to half a request
     # could race the read of the dead stream below.
@@ -402,6 +401,7 @@ def test_the_first_write_of_a_request_refuses_a_dead_connection(
         assert stream.get_extra_info("is_readable") is True
         with pytest.raises(httpcore.ConnectionNotAvailable):
             stream.write(request)
+    address = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     with socket.create_connection(address) as sock:
         stream = SocketStream(sock)
         stream.write(request)
